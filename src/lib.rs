@@ -1,0 +1,14 @@
+//! suppressd: exact, microsecond answers to "may this phone number be called?".
+//!
+//! Map of the crate:
+//!
+//! - [`engine`]: the pure core. Phone numbers as 64-bit keys ([`engine::number`]), keyed
+//!   fingerprints for erasure sets ([`engine::keys`]), immutable suppression sets made of a
+//!   binary fuse filter and an exact Elias-Fano table ([`engine::set`]), and the snapshot file
+//!   that carries one set version ([`engine::snapshot`]). No tokio, no proto types, no I/O
+//!   beyond reading and writing its own files.
+//! - [`cli`]: the `suppressd` command line (build, inspect, check, gen-sample). The binary in
+//!   `src/main.rs` only calls [`cli::main`].
+
+pub mod cli;
+pub mod engine;
