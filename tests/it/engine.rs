@@ -1,0 +1,233 @@
+//! Engine properties through the real file path: build → write → map → validate → look up,
+//! compared with a `HashSet` model; and corruption of every byte of a snapshot file.
+
+use proptest::prelude::*;
+use std::collections::{HashMap, HashSet};
+use suppressd::engine::date::Day;
+use suppressd::engine::fuse::FilterWidth;
+use suppressd::engine::keys::SecretKey;
+use suppressd::engine::number::Number;
+use suppressd::engine::set::{SetBuilder, SetSpec, SuppressionSet};
+use suppressd::engine::snapshot::{SetKind, SnapshotError};
+
+fn spec(kind: SetKind, filter: FilterWidth) -> SetSpec {
+    SetSpec {
+        name: "model-test".into(),
+        kind,
+        filter,
+        source: "proptest".into(),
+        source_date: Some(Day(20_000)),
+        version: 3,
+        build_time: 1_790_000_000,
+    }
+}
+
+fn key() -> SecretKey {
+    SecretKey::new("test-key", *b"0123456789abcdef").unwrap()
+}
+
+/// Builds a set from `entries`, writes it, maps it back and returns it.
+fn round_trip(
+    dir: &std::path::Path,
+    kind: SetKind,
+    filter: FilterWidth,
+    keyed: bool,
+    entries: &[(u64, Option<Day>)],
+) -> SuppressionSet {
+    let key = keyed.then(key);
+    let mut builder = SetBuilder::new(spec(kind, filter), key.clone()).unwrap();
+    for &(value, expires) in entries {
+        builder
+            .push(Number::from_u64_unchecked(value), expires)
+            .unwrap();
+    }
+    let built = builder.build(2).unwrap();
+    let path = dir.join("set.snap");
+    built.image.write_atomic(&path).unwrap();
+    SuppressionSet::open(&path, key.as_ref()).unwrap()
+}
+
+/// The model: latest expiry per number wins, like the builder's deduplication.
+fn model(entries: &[(u64, Option<Day>)]) -> HashMap<u64, Option<Day>> {
+    let mut model: HashMap<u64, Option<Day>> = HashMap::new();
+    for &(value, expires) in entries {
+        let slot = model.entry(value).or_insert(expires);
+        *slot = match (*slot, expires) {
+            (None, _) | (_, None) => None,
+            (Some(a), Some(b)) => Some(a.max(b)),
+        };
+    }
+    model
+}
+
+fn numbers() -> impl Strategy<Value = u64> {
+    // Dense Polish-like numbers plus a sprinkling from other countries, so chunks straddle.
+    prop_oneof![
+        8 => 48_600_000_000u64..48_600_050_000,
+        1 => 1_201_000_0000u64..1_999_999_9999,
+        1 => 44_7000_000_000u64..44_7999_999_999,
+    ]
+}
+
+fn check_against_model(
+    set: &SuppressionSet,
+    model: &HashMap<u64, Option<Day>>,
+    probes: &[u64],
+    today: Day,
+) {
+    let all: Vec<u64> = probes.iter().chain(model.keys()).copied().collect();
+    let numbers: Vec<Number> = all.iter().map(|&v| Number::from_u64_unchecked(v)).collect();
+    let mut batch = vec![false; numbers.len()];
+    set.contains_batch(&numbers, today, &mut batch);
+    for (index, &value) in all.iter().enumerate() {
+        let expected = match model.get(&value) {
+            None => false,
+            Some(None) => true,
+            Some(Some(expires)) => today < *expires,
+        };
+        let number = Number::from_u64_unchecked(value);
+        assert_eq!(set.contains(number, today), expected, "single lookup of {value}");
+        assert_eq!(batch[index], expected, "batched lookup of {value}");
+    }
+    assert_eq!(set.len(), model.len() as u64);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn block_sets_answer_like_a_hash_set(
+        values in proptest::collection::vec(numbers(), 0..3000),
+        probes in proptest::collection::vec(numbers(), 0..500),
+        keyed in any::<bool>(),
+        wide in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let filter = if wide { FilterWidth::Fuse16 } else { FilterWidth::Fuse8 };
+        let entries: Vec<(u64, Option<Day>)> = values.iter().map(|&v| (v, None)).collect();
+        let set = round_trip(dir.path(), SetKind::Block, filter, keyed, &entries);
+        let model = model(&entries);
+        check_against_model(&set, &model, &probes, Day(20_100));
+        let unique: HashSet<u64> = values.iter().copied().collect();
+        prop_assert_eq!(set.len(), unique.len() as u64);
+    }
+
+    #[test]
+    fn consent_sets_honour_expiry(
+        values in proptest::collection::vec((numbers(), proptest::option::of(19_990i32..20_010)), 0..2000),
+        probes in proptest::collection::vec(numbers(), 0..300),
+        today in 19_985i32..20_015,
+        keyed in any::<bool>(),
+        wide in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let filter = if wide { FilterWidth::Fuse16 } else { FilterWidth::Fuse8 };
+        let entries: Vec<(u64, Option<Day>)> =
+            values.iter().map(|&(v, e)| (v, e.map(Day))).collect();
+        let set = round_trip(dir.path(), SetKind::Consent, filter, keyed, &entries);
+        check_against_model(&set, &model(&entries), &probes, Day(today));
+    }
+}
+
+#[test]
+fn entries_read_back_what_was_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries: Vec<(u64, Option<Day>)> = (0..5000u64)
+        .map(|i| (48_601_000_000 + i * 37, (i % 3 == 0).then_some(Day(20_000 + i as i32 % 50))))
+        .collect();
+    let set = round_trip(dir.path(), SetKind::Consent, FilterWidth::Fuse8, false, &entries);
+    let mut expected = entries.clone();
+    expected.sort();
+    assert_eq!(set.entries().collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn sizes_that_trouble_fuse_construction_build() {
+    let dir = tempfile::tempdir().unwrap();
+    for count in [0u64, 1, 2, 11_499, 11_500, 11_501] {
+        let entries: Vec<(u64, Option<Day>)> =
+            (0..count).map(|i| (48_500_000_000 + i * 11, None)).collect();
+        let set = round_trip(dir.path(), SetKind::Block, FilterWidth::Fuse8, false, &entries);
+        assert_eq!(set.len(), count);
+        let all_found = entries
+            .iter()
+            .all(|&(v, _)| set.contains(Number::from_u64_unchecked(v), Day(0)));
+        assert!(all_found, "size {count}");
+        assert!(!set.contains(Number::from_u64_unchecked(48_499_999_999), Day(0)));
+    }
+}
+
+fn small_snapshot(dir: &std::path::Path, keyed: bool) -> Vec<u8> {
+    let entries: Vec<(u64, Option<Day>)> = (0..40u64)
+        .map(|i| (48_601_234_000 + i * 7, (i % 4 == 0).then_some(Day(20_010))))
+        .collect();
+    let set = round_trip(dir, SetKind::Consent, FilterWidth::Fuse8, keyed, &entries);
+    std::fs::read(set.path().unwrap()).unwrap()
+}
+
+#[test]
+fn every_byte_flip_and_truncation_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for keyed in [false, true] {
+        let bytes = small_snapshot(dir.path(), keyed);
+        let key = keyed.then(key);
+        let path = dir.path().join("corrupt.snap");
+        for at in 0..bytes.len() {
+            for mask in [0x01u8, 0x80] {
+                let mut bad = bytes.clone();
+                bad[at] ^= mask;
+                std::fs::write(&path, &bad).unwrap();
+                let err = SuppressionSet::open(&path, key.as_ref())
+                    .expect_err(&format!("flip {mask:#x} at {at} accepted"));
+                assert!(err.to_string().contains("corrupt.snap"), "{err}");
+            }
+        }
+        for len in 0..bytes.len() {
+            std::fs::write(&path, &bytes[..len]).unwrap();
+            let err = SuppressionSet::open(&path, key.as_ref())
+                .expect_err(&format!("truncation to {len} accepted"));
+            assert!(matches!(err, SnapshotError::Corrupt { .. }), "{err}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        std::fs::write(&path, &longer).unwrap();
+        assert!(SuppressionSet::open(&path, key.as_ref()).is_err());
+    }
+}
+
+#[test]
+fn keyed_snapshot_needs_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    small_snapshot(dir.path(), true);
+    let path = dir.path().join("set.snap");
+    let missing = SuppressionSet::open(&path, None).unwrap_err();
+    assert!(matches!(missing, SnapshotError::Key { .. }));
+    assert!(missing.to_string().contains("test-key"), "{missing}");
+    let other_id = SecretKey::new("other", *b"0123456789abcdef").unwrap();
+    assert!(SuppressionSet::open(&path, Some(&other_id)).is_err());
+    let wrong_secret = SecretKey::new("test-key", *b"fedcba9876543210").unwrap();
+    let wrong = SuppressionSet::open(&path, Some(&wrong_secret)).unwrap_err();
+    assert!(wrong.to_string().contains("not the key"), "{wrong}");
+    assert!(SuppressionSet::open(&path, Some(&key())).is_ok());
+}
+
+#[test]
+fn keyed_snapshot_holds_no_number_in_the_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = small_snapshot(dir.path(), true);
+    for i in 0..40u64 {
+        let value = 48_601_234_000 + i * 7;
+        for needle in [value.to_le_bytes().to_vec(), value.to_string().into_bytes()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "number {i} found in clear"
+            );
+        }
+    }
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let err = SuppressionSet::open(std::path::Path::new("/nonexistent/x.snap"), None).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/x.snap"));
+}
