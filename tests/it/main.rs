@@ -1,0 +1,3 @@
+//! The one integration-test binary: each module drives real components (files, the binary).
+
+mod engine;
