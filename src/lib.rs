@@ -12,3 +12,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod config;
+pub mod policy;
+pub mod proto;
+pub mod server;

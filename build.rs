@@ -1,0 +1,17 @@
+//! Compiles proto/ with protox (pure Rust, no system protoc) and keeps the encoded descriptor
+//! set for gRPC server reflection.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let files = protox::compile(["suppressd/v1/suppressd.proto"], ["proto"])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptor_path = out_dir.join("suppressd_descriptor.bin");
+    std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&files))?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(files)?;
+    Ok(())
+}

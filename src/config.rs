@@ -1,0 +1,412 @@
+//! The daemon's TOML configuration: parsing and validation.
+//!
+//! Owns the file format (`deny_unknown_fields` everywhere) and every check that can be made
+//! before a port is bound: addresses, set and tenant names, file patterns, regions, prefixes,
+//! references from campaigns to sets, key files. Errors name the file, the key and the reason;
+//! the binary exits 64 on them. Never binds, never touches the data directory.
+
+use crate::engine::keys::SecretKey;
+use crate::engine::number::Region;
+use crate::engine::snapshot::SetKind;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The example configuration shipped with suppressd and used when no `--config` is given.
+pub const EXAMPLE_CONFIG: &str = include_str!("../deploy/example-config.toml");
+
+/// A configuration error: where, which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "config {}: {}", self.file, self.reason)
+        } else {
+            write!(f, "config {}: {}: {}", self.file, self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub defaults: Defaults,
+    #[serde(default)]
+    pub sets: BTreeMap<String, SetConfig>,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// gRPC data plane address.
+    pub grpc_listen: String,
+    /// Where snapshot files live; relative paths resolve against the config file's directory.
+    pub data_dir: PathBuf,
+    /// Seconds between scans of the data directory (file watching misses some file systems).
+    pub reload_poll_seconds: u64,
+    /// Most numbers in one batch request.
+    pub max_batch: usize,
+    /// Largest gRPC message accepted or sent.
+    pub max_message_bytes: usize,
+    /// Deadline for one request.
+    pub request_timeout_ms: u64,
+    /// Concurrent requests per connection (HTTP/2 streams).
+    pub concurrency_per_connection: u32,
+    pub http2_keepalive_interval_seconds: u64,
+    pub http2_keepalive_timeout_seconds: u64,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_grace_seconds: u64,
+    /// Generate the sample lists into an empty data directory (the embedded demo does this).
+    pub generate_samples: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            grpc_listen: "127.0.0.1:50151".into(),
+            data_dir: PathBuf::from("data"),
+            reload_poll_seconds: 5,
+            max_batch: 10_000,
+            max_message_bytes: 16 << 20,
+            request_timeout_ms: 2_000,
+            concurrency_per_connection: 1024,
+            http2_keepalive_interval_seconds: 30,
+            http2_keepalive_timeout_seconds: 10,
+            shutdown_grace_seconds: 10,
+            generate_samples: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    pub tenant: Option<String>,
+    pub campaign: Option<String>,
+}
+
+/// Why a block set blocks: the reason its hits report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockReason {
+    NationalRegistry,
+    InternalDnc,
+    Erased,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetConfig {
+    pub kind: SetKindConfig,
+    /// Block sets only: the reason a hit reports. Defaults to internal_dnc.
+    pub reason: Option<BlockReason>,
+    /// File-name pattern in the data directory, e.g. "us-dnc.*.snap"; the newest valid version
+    /// (highest header version) is served.
+    pub files: String,
+    /// Key file for sets of keyed fingerprints (required for erased sets).
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetKindConfig {
+    Block,
+    Consent,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Default region for numbers in national format, e.g. "US", "PL".
+    pub region: String,
+    #[serde(default)]
+    pub sets: BTreeMap<String, SetConfig>,
+    #[serde(default)]
+    pub campaigns: BTreeMap<String, CampaignConfig>,
+}
+
+/// What to do when a registry copy is older than the campaign allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StalePolicy {
+    #[default]
+    Block,
+    AllowWithWarning,
+}
+
+impl StalePolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            StalePolicy::Block => "block",
+            StalePolicy::AllowWithWarning => "allow_with_warning",
+        }
+    }
+}
+
+fn default_max_age() -> u32 {
+    31
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignConfig {
+    /// Block sets that apply: the tenant's own set names or global set names.
+    #[serde(default)]
+    pub block_sets: Vec<String>,
+    #[serde(default)]
+    pub require_consent: bool,
+    #[serde(default)]
+    pub consent_sets: Vec<String>,
+    /// E.164 prefixes never to call, e.g. "+1900" (premium rate), "+48112" (emergency).
+    #[serde(default)]
+    pub blocked_prefixes: Vec<String>,
+    /// Maximum age of a national registry copy, in days (US rescrub rule: 31).
+    #[serde(default = "default_max_age")]
+    pub max_list_age_days: u32,
+    #[serde(default)]
+    pub stale_list: StalePolicy,
+}
+
+/// A set as the daemon knows it: where it comes from and how it blocks.
+#[derive(Debug, Clone)]
+pub struct SetDefinition {
+    /// "us-dnc" for a global set, "acme/dnc" for a tenant's set.
+    pub id: String,
+    /// None for global sets.
+    pub tenant: Option<String>,
+    pub kind: SetKind,
+    pub reason: Option<BlockReason>,
+    pub pattern: glob::Pattern,
+    pub pattern_text: String,
+    pub key: Option<SecretKey>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: String,
+    pub raw: RawConfig,
+    pub grpc_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub sets: Vec<SetDefinition>,
+}
+
+fn err(file: &str, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: file.to_owned(),
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !name.starts_with('.')
+}
+
+/// Parses an E.164 prefix like "+1900" into its digits.
+pub fn parse_prefix(text: &str) -> Option<(u64, u32)> {
+    let digits = text.strip_prefix('+')?;
+    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if digits.starts_with('0') {
+        return None;
+    }
+    Some((digits.parse().ok()?, digits.len() as u32))
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(&shown, "", format!("cannot read: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, &shown, base)
+    }
+
+    /// The embedded example configuration, with relative paths under `base`.
+    pub fn example(base: &Path) -> Result<Config, ConfigError> {
+        Config::parse(EXAMPLE_CONFIG, "<embedded example>", base)
+    }
+
+    /// Parses and validates config text; relative paths resolve against `base`.
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let key = e.span().map(|s| {
+                let line = text[..s.start.min(text.len())].lines().count().max(1);
+                format!("line {line}")
+            });
+            err(file, key.unwrap_or_default(), e.message().to_owned())
+        })?;
+        let server = &raw.server;
+        let grpc_listen: SocketAddr = server.grpc_listen.parse().map_err(|_| {
+            err(file, "server.grpc_listen", format!("'{}' is not an address like 127.0.0.1:50151", server.grpc_listen))
+        })?;
+        if !(1..=1_000_000).contains(&server.max_batch) {
+            return Err(err(file, "server.max_batch", "must be 1..=1000000"));
+        }
+        if !(4096..=1 << 30).contains(&server.max_message_bytes) {
+            return Err(err(file, "server.max_message_bytes", "must be 4096..=1073741824"));
+        }
+        if server.request_timeout_ms == 0 {
+            return Err(err(file, "server.request_timeout_ms", "must be positive"));
+        }
+        if server.reload_poll_seconds == 0 {
+            return Err(err(file, "server.reload_poll_seconds", "must be positive"));
+        }
+        if server.concurrency_per_connection == 0 {
+            return Err(err(file, "server.concurrency_per_connection", "must be positive"));
+        }
+        let data_dir = if server.data_dir.is_absolute() {
+            server.data_dir.clone()
+        } else {
+            base.join(&server.data_dir)
+        };
+        let mut sets = Vec::new();
+        for (name, set) in &raw.sets {
+            sets.push(define_set(file, base, &format!("sets.{name}"), name, None, set)?);
+        }
+        for (tenant_name, tenant) in &raw.tenants {
+            let at = format!("tenants.{tenant_name}");
+            if !valid_name(tenant_name) {
+                return Err(err(file, &at, "tenant names are 1-64 letters, digits, '_', '-' or '.'"));
+            }
+            Region::parse(&tenant.region)
+                .map_err(|_| err(file, format!("{at}.region"), format!("unknown region '{}'", tenant.region)))?;
+            for (name, set) in &tenant.sets {
+                if raw.sets.contains_key(name) {
+                    return Err(err(file, format!("{at}.sets.{name}"), "shadows a global set of the same name"));
+                }
+                let id = format!("{tenant_name}/{name}");
+                sets.push(define_set(file, base, &format!("{at}.sets.{name}"), &id, Some(tenant_name), set)?);
+            }
+            if tenant.campaigns.is_empty() {
+                return Err(err(file, format!("{at}.campaigns"), "a tenant needs at least one campaign"));
+            }
+            for (campaign_name, campaign) in &tenant.campaigns {
+                let at = format!("{at}.campaigns.{campaign_name}");
+                if !valid_name(campaign_name) {
+                    return Err(err(file, &at, "campaign names are 1-64 letters, digits, '_', '-' or '.'"));
+                }
+                let find = |name: &str| -> Option<&SetDefinition> {
+                    let local = format!("{tenant_name}/{name}");
+                    sets.iter().find(|s| s.id == local).or_else(|| sets.iter().find(|s| s.tenant.is_none() && s.id == name))
+                };
+                for name in &campaign.block_sets {
+                    match find(name) {
+                        Some(set) if set.kind == SetKind::Block => {}
+                        Some(_) => return Err(err(file, format!("{at}.block_sets"), format!("'{name}' is a consent set"))),
+                        None => return Err(err(file, format!("{at}.block_sets"), format!("no set named '{name}' for tenant '{tenant_name}' or globally"))),
+                    }
+                }
+                for name in &campaign.consent_sets {
+                    match find(name) {
+                        Some(set) if set.kind == SetKind::Consent => {}
+                        Some(_) => return Err(err(file, format!("{at}.consent_sets"), format!("'{name}' is a block set"))),
+                        None => return Err(err(file, format!("{at}.consent_sets"), format!("no set named '{name}' for tenant '{tenant_name}' or globally"))),
+                    }
+                }
+                if campaign.require_consent && campaign.consent_sets.is_empty() {
+                    return Err(err(file, format!("{at}.consent_sets"), "require_consent needs at least one consent set"));
+                }
+                for prefix in &campaign.blocked_prefixes {
+                    if parse_prefix(prefix).is_none() {
+                        return Err(err(file, format!("{at}.blocked_prefixes"), format!("'{prefix}' is not '+' followed by 1-15 digits")));
+                    }
+                }
+                if !(1..=3650).contains(&campaign.max_list_age_days) {
+                    return Err(err(file, format!("{at}.max_list_age_days"), "must be 1..=3650"));
+                }
+            }
+        }
+        if let Some(tenant) = &raw.defaults.tenant {
+            let Some(found) = raw.tenants.get(tenant) else {
+                return Err(err(file, "defaults.tenant", format!("no tenant named '{tenant}'")));
+            };
+            if let Some(campaign) = &raw.defaults.campaign
+                && !found.campaigns.contains_key(campaign)
+            {
+                return Err(err(file, "defaults.campaign", format!("tenant '{tenant}' has no campaign '{campaign}'")));
+            }
+        } else if raw.defaults.campaign.is_some() {
+            return Err(err(file, "defaults.campaign", "a default campaign needs a default tenant"));
+        }
+        Ok(Config {
+            path: file.to_owned(),
+            grpc_listen,
+            data_dir,
+            sets,
+            raw,
+        })
+    }
+}
+
+fn define_set(
+    file: &str,
+    base: &Path,
+    at: &str,
+    id: &str,
+    tenant: Option<&String>,
+    set: &SetConfig,
+) -> Result<SetDefinition, ConfigError> {
+    let local = id.rsplit('/').next().unwrap_or(id);
+    if !valid_name(local) {
+        return Err(err(file, at, "set names are 1-64 letters, digits, '_', '-' or '.'"));
+    }
+    if set.files.contains('/') || set.files.contains('\\') || set.files.is_empty() {
+        return Err(err(file, format!("{at}.files"), "must be a file-name pattern inside the data directory"));
+    }
+    let pattern = glob::Pattern::new(&set.files)
+        .map_err(|e| err(file, format!("{at}.files"), format!("bad pattern: {e}")))?;
+    let kind = match set.kind {
+        SetKindConfig::Block => SetKind::Block,
+        SetKindConfig::Consent => SetKind::Consent,
+    };
+    let reason = match (kind, set.reason) {
+        (SetKind::Block, reason) => Some(reason.unwrap_or(BlockReason::InternalDnc)),
+        (SetKind::Consent, None) => None,
+        (SetKind::Consent, Some(_)) => {
+            return Err(err(file, format!("{at}.reason"), "consent sets have no block reason"));
+        }
+    };
+    let key = match &set.key_file {
+        None => None,
+        Some(path) => {
+            let path = if path.is_absolute() { path.clone() } else { base.join(path) };
+            Some(SecretKey::load(&path).map_err(|e| err(file, format!("{at}.key_file"), e.to_string()))?)
+        }
+    };
+    if reason == Some(BlockReason::Erased) && key.is_none() {
+        return Err(err(file, format!("{at}.key_file"), "erased sets hold keyed fingerprints: a key file is required"));
+    }
+    Ok(SetDefinition {
+        id: id.to_owned(),
+        tenant: tenant.cloned(),
+        kind,
+        reason,
+        pattern,
+        pattern_text: set.files.clone(),
+        key,
+    })
+}

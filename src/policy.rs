@@ -1,0 +1,427 @@
+//! Policy: which sets a campaign consults and how their answers combine into a verdict.
+//!
+//! Owns tenants, campaigns, blocked prefixes, the freshness rule and fail-closed behaviour:
+//! a set the campaign needs but that is not loaded gives BLOCK with NOT_READY, a registry copy
+//! older than the campaign allows gives STALE_LIST, and only when no reason applies is the
+//! verdict ALLOW. Pure: reads loaded sets, never loads them, knows no tokio and no proto types.
+
+use crate::config::{BlockReason, Config, SetDefinition, StalePolicy, parse_prefix};
+use crate::engine::date::Day;
+use crate::engine::number::{Number, NumberError, NumberParser, Region};
+use crate::engine::set::SuppressionSet;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Index of a set in the policy's catalog.
+pub type SetId = usize;
+
+/// Why a number must not be called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Reason {
+    NationalRegistry = 0,
+    InternalDnc = 1,
+    Erased = 2,
+    NoConsent = 3,
+    BlockedPrefix = 4,
+    InvalidNumber = 5,
+    StaleList = 6,
+    NotReady = 7,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 8] = [
+        Reason::NationalRegistry,
+        Reason::InternalDnc,
+        Reason::Erased,
+        Reason::NoConsent,
+        Reason::BlockedPrefix,
+        Reason::InvalidNumber,
+        Reason::StaleList,
+        Reason::NotReady,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::NationalRegistry => "NATIONAL_REGISTRY",
+            Reason::InternalDnc => "INTERNAL_DNC",
+            Reason::Erased => "ERASED",
+            Reason::NoConsent => "NO_CONSENT",
+            Reason::BlockedPrefix => "BLOCKED_PREFIX",
+            Reason::InvalidNumber => "INVALID_NUMBER",
+            Reason::StaleList => "STALE_LIST",
+            Reason::NotReady => "NOT_READY",
+        }
+    }
+
+    fn from_block(reason: BlockReason) -> Reason {
+        match reason {
+            BlockReason::NationalRegistry => Reason::NationalRegistry,
+            BlockReason::InternalDnc => Reason::InternalDnc,
+            BlockReason::Erased => Reason::Erased,
+        }
+    }
+}
+
+/// A small set of reasons, as bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reasons(pub u16);
+
+impl Reasons {
+    pub fn insert(&mut self, reason: Reason) {
+        self.0 |= 1 << reason as u8;
+    }
+
+    pub fn contains(self, reason: Reason) -> bool {
+        self.0 & (1 << reason as u8) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Reason> {
+        Reason::ALL.into_iter().filter(move |r| self.contains(*r))
+    }
+}
+
+/// One loaded snapshot of a configured set.
+#[derive(Debug)]
+pub struct LoadedSet {
+    pub set: SuppressionSet,
+    pub file: PathBuf,
+    pub loaded_at_ms: i64,
+}
+
+/// The sets in force, one slot per catalog entry. Published as a whole; never mutated.
+#[derive(Debug, Default)]
+pub struct LoadedSets {
+    pub slots: Vec<Option<Arc<LoadedSet>>>,
+}
+
+/// A campaign, compiled.
+#[derive(Debug)]
+pub struct Campaign {
+    pub tenant: String,
+    pub name: String,
+    pub block_sets: Vec<SetId>,
+    pub consent_sets: Vec<SetId>,
+    pub require_consent: bool,
+    /// (prefix digits as an integer, digit count).
+    pub prefixes: Vec<(u64, u32)>,
+    pub prefix_texts: Vec<String>,
+    pub max_list_age_days: u32,
+    pub stale_list: StalePolicy,
+}
+
+impl Campaign {
+    /// Sets consulted, in the order answers index them (block sets, then consent sets).
+    pub fn consulted(&self) -> impl Iterator<Item = SetId> + '_ {
+        self.block_sets.iter().chain(&self.consent_sets).copied()
+    }
+}
+
+#[derive(Debug)]
+pub struct Tenant {
+    pub name: String,
+    pub region: Region,
+    pub parser: NumberParser,
+    pub campaigns: HashMap<String, Arc<Campaign>>,
+}
+
+/// Why a request names no usable tenant or campaign.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("unknown tenant '{0}'")]
+    UnknownTenant(String),
+    #[error("tenant '{tenant}' has no campaign '{campaign}'")]
+    UnknownCampaign { tenant: String, campaign: String },
+    #[error("no tenant given and no default tenant configured")]
+    NoTenant,
+    #[error("no campaign given and no default campaign configured")]
+    NoCampaign,
+}
+
+/// Tenants, campaigns and the set catalog, compiled from a validated config.
+#[derive(Debug)]
+pub struct Policy {
+    pub sets: Vec<SetDefinition>,
+    pub tenants: HashMap<String, Tenant>,
+    pub default_tenant: Option<String>,
+    pub default_campaign: Option<String>,
+}
+
+/// The answer for one number.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    pub reasons: Reasons,
+    /// Bit i: the campaign's i-th consulted set matched (a block set holding the number).
+    pub matched: u64,
+    pub number: Option<Number>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.reasons.is_empty()
+    }
+}
+
+/// What holds for every number of one request: readiness and freshness of the campaign's sets.
+#[derive(Debug)]
+pub struct CampaignState<'a> {
+    pub campaign: &'a Campaign,
+    /// Reasons every number gets (NOT_READY, STALE_LIST).
+    pub common: Reasons,
+    /// Consulted sets in order, `None` when not loaded.
+    pub sets: Vec<Option<&'a LoadedSet>>,
+    pub warnings: Vec<String>,
+    consent_ready: bool,
+    /// The reason each block set's hits report, by position.
+    reasons_by_position: Vec<Reason>,
+}
+
+impl Policy {
+    pub fn compile(config: &Config) -> Policy {
+        let index: HashMap<&str, SetId> =
+            config.sets.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+        let mut tenants = HashMap::new();
+        for (tenant_name, tenant) in &config.raw.tenants {
+            let region = Region::parse(&tenant.region).expect("validated region");
+            let resolve = |name: &String| -> SetId {
+                let local = format!("{tenant_name}/{name}");
+                *index.get(local.as_str()).or_else(|| index.get(name.as_str())).expect("validated set reference")
+            };
+            let campaigns = tenant
+                .campaigns
+                .iter()
+                .map(|(name, c)| {
+                    let campaign = Campaign {
+                        tenant: tenant_name.clone(),
+                        name: name.clone(),
+                        block_sets: c.block_sets.iter().map(resolve).collect(),
+                        consent_sets: c.consent_sets.iter().map(resolve).collect(),
+                        require_consent: c.require_consent,
+                        prefixes: c.blocked_prefixes.iter().filter_map(|p| parse_prefix(p)).collect(),
+                        prefix_texts: c.blocked_prefixes.clone(),
+                        max_list_age_days: c.max_list_age_days,
+                        stale_list: c.stale_list,
+                    };
+                    (name.clone(), Arc::new(campaign))
+                })
+                .collect();
+            tenants.insert(
+                tenant_name.clone(),
+                Tenant {
+                    name: tenant_name.clone(),
+                    region,
+                    parser: NumberParser::new(Some(region)),
+                    campaigns,
+                },
+            );
+        }
+        Policy {
+            sets: config.sets.clone(),
+            tenants,
+            default_tenant: config.raw.defaults.tenant.clone(),
+            default_campaign: config.raw.defaults.campaign.clone(),
+        }
+    }
+
+    /// The tenant and campaign a request means; empty names take the configured defaults.
+    pub fn resolve(&self, tenant: &str, campaign: &str) -> Result<(&Tenant, &Arc<Campaign>), PolicyError> {
+        let tenant_name = if tenant.is_empty() {
+            self.default_tenant.as_deref().ok_or(PolicyError::NoTenant)?
+        } else {
+            tenant
+        };
+        let found = self
+            .tenants
+            .get(tenant_name)
+            .ok_or_else(|| PolicyError::UnknownTenant(tenant_name.chars().take(64).collect()))?;
+        let campaign_name = if !campaign.is_empty() {
+            campaign
+        } else if tenant.is_empty() || Some(tenant) == self.default_tenant.as_deref() {
+            self.default_campaign.as_deref().ok_or(PolicyError::NoCampaign)?
+        } else if found.campaigns.len() == 1 {
+            // A tenant with a single campaign needs no name.
+            found.campaigns.keys().next().map(String::as_str).ok_or(PolicyError::NoCampaign)?
+        } else {
+            return Err(PolicyError::NoCampaign);
+        };
+        let campaign = found.campaigns.get(campaign_name).ok_or_else(|| PolicyError::UnknownCampaign {
+            tenant: tenant_name.to_owned(),
+            campaign: campaign_name.chars().take(64).collect(),
+        })?;
+        Ok((found, campaign))
+    }
+
+    /// Every set some campaign needs: the daemon is ready once all are loaded.
+    pub fn needed_sets(&self) -> Vec<SetId> {
+        let mut needed: Vec<SetId> = self
+            .tenants
+            .values()
+            .flat_map(|t| t.campaigns.values())
+            .flat_map(|c| c.consulted().collect::<Vec<_>>())
+            .collect();
+        needed.sort_unstable();
+        needed.dedup();
+        needed
+    }
+
+    /// Readiness and freshness of a campaign's sets, evaluated once per request.
+    pub fn campaign_state<'a>(&self, campaign: &'a Campaign, loaded: &'a LoadedSets, today: Day) -> CampaignState<'a> {
+        let mut common = Reasons::default();
+        let mut warnings = Vec::new();
+        let mut sets = Vec::new();
+        let mut consent_ready = true;
+        for (position, id) in campaign.consulted().enumerate() {
+            let slot = loaded.slots.get(id).and_then(|s| s.as_deref());
+            let definition = &self.sets[id];
+            match slot {
+                None => {
+                    common.insert(Reason::NotReady);
+                    if position >= campaign.block_sets.len() {
+                        consent_ready = false;
+                    }
+                }
+                Some(set) if definition.reason == Some(BlockReason::NationalRegistry) => {
+                    let fresh = set
+                        .set
+                        .header()
+                        .source_date
+                        .is_some_and(|date| date.days_until(today) <= i64::from(campaign.max_list_age_days));
+                    if !fresh {
+                        match campaign.stale_list {
+                            StalePolicy::Block => common.insert(Reason::StaleList),
+                            StalePolicy::AllowWithWarning => warnings.push(format!(
+                                "registry '{}' copy of {} is older than {} days",
+                                definition.id,
+                                set.set.header().source_date.map_or("unknown date".into(), |d| d.to_string()),
+                                campaign.max_list_age_days
+                            )),
+                        }
+                    }
+                }
+                Some(_) => {}
+            }
+            sets.push(slot);
+        }
+        let reasons_by_position = campaign
+            .block_sets
+            .iter()
+            .map(|&id| Reason::from_block(self.sets[id].reason.unwrap_or(BlockReason::InternalDnc)))
+            .collect();
+        CampaignState {
+            campaign,
+            common,
+            sets,
+            warnings,
+            consent_ready,
+            reasons_by_position,
+        }
+    }
+}
+
+impl CampaignState<'_> {
+    fn prefix_blocked(&self, number: Number) -> bool {
+        let digits = number.digit_count();
+        self.campaign.prefixes.iter().any(|&(prefix, length)| {
+            length <= digits && number.get() / 10u64.pow(digits - length) == prefix
+        })
+    }
+
+    /// The decision for one number (already parsed, or the parse error).
+    pub fn decide(&self, number: Result<Number, NumberError>, today: Day) -> Decision {
+        let mut decision = Decision {
+            reasons: self.common,
+            ..Decision::default()
+        };
+        let number = match number {
+            Ok(number) => number,
+            Err(_) => {
+                decision.reasons.insert(Reason::InvalidNumber);
+                return decision;
+            }
+        };
+        decision.number = Some(number);
+        if self.prefix_blocked(number) {
+            decision.reasons.insert(Reason::BlockedPrefix);
+        }
+        let blocks = self.campaign.block_sets.len();
+        let mut consented = false;
+        for (position, slot) in self.sets.iter().enumerate() {
+            let Some(loaded) = slot else { continue };
+            let hit = loaded.set.contains(number, today);
+            if position < blocks {
+                if hit {
+                    decision.matched |= 1 << position;
+                    decision.reasons.insert(self.block_reason(position));
+                }
+            } else {
+                consented |= hit;
+            }
+        }
+        if self.campaign.require_consent && self.consent_ready && !consented {
+            decision.reasons.insert(Reason::NoConsent);
+        }
+        decision
+    }
+
+    fn block_reason(&self, position: usize) -> Reason {
+        // Positions below block_sets.len() are block sets, whose reason is always set.
+        self.reasons_by_position[position]
+    }
+
+    /// Decisions for many numbers, each set consulted once with a batched lookup.
+    pub fn decide_batch(&self, numbers: &[Result<Number, NumberError>], today: Day, out: &mut Vec<Decision>) {
+        out.clear();
+        let mut valid: Vec<Number> = Vec::with_capacity(numbers.len());
+        let mut valid_at: Vec<usize> = Vec::with_capacity(numbers.len());
+        for (index, number) in numbers.iter().enumerate() {
+            let mut decision = Decision {
+                reasons: self.common,
+                ..Decision::default()
+            };
+            match number {
+                Ok(number) => {
+                    decision.number = Some(*number);
+                    if self.prefix_blocked(*number) {
+                        decision.reasons.insert(Reason::BlockedPrefix);
+                    }
+                    valid.push(*number);
+                    valid_at.push(index);
+                }
+                Err(_) => decision.reasons.insert(Reason::InvalidNumber),
+            }
+            out.push(decision);
+        }
+        let blocks = self.campaign.block_sets.len();
+        let mut hits = vec![false; valid.len()];
+        let mut consented = vec![false; valid.len()];
+        for (position, slot) in self.sets.iter().enumerate() {
+            let Some(loaded) = slot else { continue };
+            loaded.set.contains_batch(&valid, today, &mut hits);
+            if position < blocks {
+                let reason = self.block_reason(position);
+                for (&hit, &index) in hits.iter().zip(&valid_at) {
+                    if hit {
+                        out[index].matched |= 1 << position;
+                        out[index].reasons.insert(reason);
+                    }
+                }
+            } else {
+                for (seen, &hit) in consented.iter_mut().zip(&hits) {
+                    *seen |= hit;
+                }
+            }
+        }
+        if self.campaign.require_consent && self.consent_ready {
+            for (&seen, &index) in consented.iter().zip(&valid_at) {
+                if !seen {
+                    out[index].reasons.insert(Reason::NoConsent);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The gRPC data plane: converts between proto types and the policy, and nothing else.
+//!
+//! Every internal error becomes a gRPC status in one place ([`ServiceError`]'s `From` impl).
+//! Handlers read the sets in force with one `ArcSwap` load per request and never lock.
+
+use crate::engine::date::Day;
+use crate::engine::number::{Number, NumberError};
+use crate::policy::{Decision, PolicyError, Reason};
+use crate::proto::suppression_server::Suppression;
+use crate::proto::{
+    self, BlockedItem, CampaignStatus, CheckBatchRequest, CheckBatchResponse, CheckRequest,
+    CheckResponse, SetStatus, SetVersion, StatusRequest, StatusResponse, TenantStatus, Verdict,
+};
+use crate::server::state::{State, now_ms};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Internal failures of a request, mapped to gRPC codes in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("batch of {count} numbers exceeds the limit of {limit} (server.max_batch)")]
+    BatchTooLarge { count: usize, limit: usize },
+}
+
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Status {
+        let message = error.to_string();
+        match error {
+            ServiceError::Policy(PolicyError::UnknownTenant(_) | PolicyError::UnknownCampaign { .. }) => {
+                Status::not_found(message)
+            }
+            ServiceError::Policy(PolicyError::NoTenant | PolicyError::NoCampaign) => {
+                Status::invalid_argument(message)
+            }
+            ServiceError::BatchTooLarge { .. } => Status::invalid_argument(message),
+        }
+    }
+}
+
+pub fn proto_reason(reason: Reason) -> proto::Reason {
+    match reason {
+        Reason::NationalRegistry => proto::Reason::NationalRegistry,
+        Reason::InternalDnc => proto::Reason::InternalDnc,
+        Reason::Erased => proto::Reason::Erased,
+        Reason::NoConsent => proto::Reason::NoConsent,
+        Reason::BlockedPrefix => proto::Reason::BlockedPrefix,
+        Reason::InvalidNumber => proto::Reason::InvalidNumber,
+        Reason::StaleList => proto::Reason::StaleList,
+        Reason::NotReady => proto::Reason::NotReady,
+    }
+}
+
+/// The data-plane service.
+#[derive(Clone)]
+pub struct SuppressionService {
+    state: Arc<State>,
+}
+
+impl SuppressionService {
+    pub fn new(state: Arc<State>) -> SuppressionService {
+        SuppressionService { state }
+    }
+
+    fn check_one(&self, request: &CheckRequest) -> Result<CheckResponse, ServiceError> {
+        let state = &self.state;
+        let (tenant, campaign) = state.policy.resolve(&request.tenant, &request.campaign)?;
+        let sets = state.sets.load();
+        let today = Day::today();
+        let view = state.policy.campaign_state(campaign, &sets, today);
+        let number = parse_text(&tenant.parser, &request.number);
+        let decision = view.decide(number, today);
+        let consulted: Vec<usize> = campaign.consulted().collect();
+        Ok(CheckResponse {
+            verdict: if decision.allowed() { Verdict::Allow } else { Verdict::Block } as i32,
+            reasons: decision.reasons.iter().map(|r| proto_reason(r) as i32).collect(),
+            matched_sets: consulted
+                .iter()
+                .enumerate()
+                .filter(|(position, _)| decision.matched & (1 << position) != 0)
+                .map(|(_, &id)| state.policy.sets[id].id.clone())
+                .collect(),
+            normalized_number: decision.number.map(Number::to_e164_string).unwrap_or_default(),
+            versions: versions(state, &view.sets, &consulted),
+            warnings: view.warnings.clone(),
+            tenant: tenant.name.clone(),
+            campaign: campaign.name.clone(),
+            checked_at_unix_ms: now_ms(),
+        })
+    }
+
+    fn check_batch(&self, request: &CheckBatchRequest) -> Result<CheckBatchResponse, ServiceError> {
+        let state = &self.state;
+        let count = request.numbers.len() + request.e164.len();
+        let limit = state.config.raw.server.max_batch;
+        if count > limit {
+            return Err(ServiceError::BatchTooLarge { count, limit });
+        }
+        let (tenant, campaign) = state.policy.resolve(&request.tenant, &request.campaign)?;
+        let sets = state.sets.load();
+        let today = Day::today();
+        let view = state.policy.campaign_state(campaign, &sets, today);
+        let mut numbers: Vec<Result<Number, NumberError>> = Vec::with_capacity(count);
+        numbers.extend(request.numbers.iter().map(|text| parse_text(&tenant.parser, text)));
+        numbers.extend(request.e164.iter().map(|&value| Number::from_u64(value)));
+        let mut decisions: Vec<Decision> = Vec::with_capacity(count);
+        view.decide_batch(&numbers, today, &mut decisions);
+        let mut verdicts = Vec::with_capacity(count);
+        let mut blocked = Vec::new();
+        for (index, (decision, number)) in decisions.iter().zip(&numbers).enumerate() {
+            let verdict = match (number, decision.allowed()) {
+                (Err(_), _) => Verdict::Invalid,
+                (Ok(_), true) => Verdict::Allow,
+                (Ok(_), false) => Verdict::Block,
+            };
+            verdicts.push(verdict as u8);
+            if verdict != Verdict::Allow {
+                blocked.push(BlockedItem {
+                    index: index as u32,
+                    reasons: decision.reasons.iter().map(|r| proto_reason(r) as i32).collect(),
+                    matched_sets: (0..64u32).filter(|bit| decision.matched & (1 << bit) != 0).collect(),
+                });
+            }
+        }
+        let consulted: Vec<usize> = campaign.consulted().collect();
+        Ok(CheckBatchResponse {
+            batch_id: request.batch_id,
+            verdicts,
+            blocked,
+            versions: versions(state, &view.sets, &consulted),
+            checked_at_unix_ms: now_ms(),
+        })
+    }
+
+    fn status(&self) -> StatusResponse {
+        let state = &self.state;
+        let sets = state.sets.load();
+        let today = Day::today();
+        let set_status = state
+            .policy
+            .sets
+            .iter()
+            .enumerate()
+            .map(|(id, definition)| {
+                let mut status = SetStatus {
+                    name: definition.id.clone(),
+                    kind: definition.kind.name().into(),
+                    scope: definition.tenant.clone().unwrap_or_else(|| "global".into()),
+                    age_days: -1,
+                    last_error: state.last_error(id).unwrap_or_default(),
+                    ..SetStatus::default()
+                };
+                if let Some(loaded) = sets.slots[id].as_deref() {
+                    let header = loaded.set.header();
+                    status.loaded = true;
+                    status.version = header.version;
+                    status.keys = header.key_count;
+                    status.bytes = loaded.set.bytes_in_memory();
+                    status.source = header.source.clone();
+                    status.source_date = header.source_date.map(|d| d.to_string()).unwrap_or_default();
+                    status.age_days = header.source_date.map_or(-1, |d| d.days_until(today));
+                    status.loaded_at_unix_ms = loaded.loaded_at_ms;
+                    status.file = loaded.file.display().to_string();
+                    status.key_scheme = header.scheme.name().into();
+                }
+                status
+            })
+            .collect();
+        let mut tenants: Vec<TenantStatus> = state
+            .policy
+            .tenants
+            .values()
+            .map(|tenant| {
+                let mut campaigns: Vec<CampaignStatus> = tenant
+                    .campaigns
+                    .values()
+                    .map(|c| CampaignStatus {
+                        name: c.name.clone(),
+                        block_sets: c.block_sets.iter().map(|&id| state.policy.sets[id].id.clone()).collect(),
+                        require_consent: c.require_consent,
+                        consent_sets: c.consent_sets.iter().map(|&id| state.policy.sets[id].id.clone()).collect(),
+                        blocked_prefixes: c.prefix_texts.clone(),
+                        max_list_age_days: c.max_list_age_days,
+                        stale_list: c.stale_list.name().into(),
+                    })
+                    .collect();
+                campaigns.sort_by(|a, b| a.name.cmp(&b.name));
+                TenantStatus {
+                    name: tenant.name.clone(),
+                    region: tenant.region.code(),
+                    campaigns,
+                }
+            })
+            .collect();
+        tenants.sort_by(|a, b| a.name.cmp(&b.name));
+        StatusResponse {
+            ready: state.is_ready(),
+            sets: set_status,
+            tenants,
+            default_tenant: state.policy.default_tenant.clone().unwrap_or_default(),
+            default_campaign: state.policy.default_campaign.clone().unwrap_or_default(),
+            build_version: env!("CARGO_PKG_VERSION").into(),
+            started_at_unix_ms: state.started_at_ms,
+        }
+    }
+}
+
+/// Text input: '+digits' on the hot path, anything else through the full parser of the
+/// tenant's region.
+fn parse_text(parser: &crate::engine::number::NumberParser, text: &str) -> Result<Number, NumberError> {
+    parser.parse_fast(text)
+}
+
+fn versions(state: &State, loaded: &[Option<&crate::policy::LoadedSet>], consulted: &[usize]) -> Vec<SetVersion> {
+    consulted
+        .iter()
+        .zip(loaded)
+        .map(|(&id, slot)| SetVersion {
+            set: state.policy.sets[id].id.clone(),
+            version: slot.map_or(0, |s| s.set.version()),
+        })
+        .collect()
+}
+
+type BatchStream = Pin<Box<dyn Stream<Item = Result<CheckBatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Suppression for SuppressionService {
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        Ok(Response::new(self.check_one(request.get_ref())?))
+    }
+
+    async fn check_batch(&self, request: Request<CheckBatchRequest>) -> Result<Response<CheckBatchResponse>, Status> {
+        Ok(Response::new(self.check_batch(request.get_ref())?))
+    }
+
+    type CheckStreamStream = BatchStream;
+
+    async fn check_stream(
+        &self,
+        request: Request<Streaming<CheckBatchRequest>>,
+    ) -> Result<Response<Self::CheckStreamStream>, Status> {
+        let service = self.clone();
+        let inbound = request.into_inner();
+        // Each batch is answered in order as it arrives; an invalid batch ends the stream with
+        // its status, like a failed unary call would.
+        let outbound = inbound.map(move |message| {
+            let batch = message?;
+            service.check_batch(&batch).map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(outbound)))
+    }
+
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(self.status()))
+    }
+
+    async fn ping(&self, _request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        Ok(Response::new(CheckResponse::default()))
+    }
+}

@@ -1,0 +1,268 @@
+//! The daemon: listeners, reload triggers, health, reflection and graceful shutdown.
+//!
+//! [`run`] takes an already-bound listener and a shutdown future, so tests start the real
+//! server on port 0 and stop it at will. The config has been validated before anything here
+//! runs. Owns wiring only: decisions live in `policy`, lookups in `engine`.
+
+pub mod grpc;
+pub mod samples;
+pub mod state;
+
+use crate::config::Config;
+use crate::proto::suppression_server::SuppressionServer;
+use grpc::SuppressionService;
+use state::State;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tonic::codec::CompressionEncoding;
+
+/// The fully qualified name health reports use for the data-plane service.
+pub const SERVICE_NAME: &str = "suppressd.v1.Suppression";
+
+/// A running daemon's handles, for tests and the admin service.
+#[derive(Clone)]
+pub struct Handle {
+    pub state: Arc<State>,
+    /// Wakes the reloader (SIGHUP, admin Reload and file events all end up here).
+    pub reload: Arc<Notify>,
+}
+
+/// Serves until `shutdown` completes, then drains requests in flight for at most the
+/// configured grace period.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (handle, server) = start(config, listener, shutdown).await?;
+    drop(handle);
+    server.await
+}
+
+type ServerFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send>>;
+
+/// Starts the daemon and returns its handle and the future that serves it to completion.
+pub async fn start(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(Handle, ServerFuture), Box<dyn std::error::Error + Send + Sync>> {
+    let server_config = config.raw.server.clone();
+    let state = Arc::new(State::new(config));
+    let reload = Arc::new(Notify::new());
+    let handle = Handle {
+        state: state.clone(),
+        reload: reload.clone(),
+    };
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_not_serving::<SuppressionServer<SuppressionService>>().await;
+    health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+
+    // First load before serving, so a daemon with valid files answers at once.
+    let first = state.clone();
+    tokio::task::spawn_blocking(move || first.reload()).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(reloader(state.clone(), reload.clone(), health_reporter, stop_rx.clone()));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    // Limits and compression go on the generated service itself (see NOTES: wrapping first
+    // hides these setters).
+    let data_plane = SuppressionServer::new(SuppressionService::new(state.clone()))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(server_config.max_message_bytes)
+        .max_encoding_message_size(server_config.max_message_bytes);
+
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let grace = Duration::from_secs(server_config.shutdown_grace_seconds);
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .timeout(Duration::from_millis(server_config.request_timeout_ms))
+        .concurrency_limit_per_connection(server_config.concurrency_per_connection as usize)
+        .http2_keepalive_interval(Some(Duration::from_secs(server_config.http2_keepalive_interval_seconds)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(server_config.http2_keepalive_timeout_seconds)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(data_plane);
+    let serving = router.serve_with_incoming_shutdown(incoming, async move {
+        let _ = drain_rx.await;
+    });
+    let server: ServerFuture = Box::pin(async move {
+        let mut serving = std::pin::pin!(serving);
+        tokio::select! {
+            result = &mut serving => return result.map_err(Into::into),
+            () = shutdown => {}
+        }
+        tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining requests in flight");
+        let _ = stop_tx.send(true);
+        let _ = drain_tx.send(());
+        match tokio::time::timeout(grace, serving).await {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => {
+                tracing::warn!("grace period over: closing remaining connections");
+                Ok(())
+            }
+        }
+    });
+    Ok((handle, server))
+}
+
+/// Reload triggers: explicit wake-ups (SIGHUP, admin calls, file events) and a periodic scan.
+async fn reloader(
+    state: Arc<State>,
+    wake: Arc<Notify>,
+    health: tonic_health::server::HealthReporter,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let poll = Duration::from_secs(state.config.raw.server.reload_poll_seconds);
+    let _watcher = watch_directory(&state.config.data_dir, wake.clone());
+    let mut reported_ready = false;
+    loop {
+        if state.is_ready() && !reported_ready {
+            health.set_serving::<SuppressionServer<SuppressionService>>().await;
+            health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            reported_ready = true;
+        }
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(poll) => {}
+            _ = stop.changed() => return,
+        }
+        let pass = state.clone();
+        if let Err(error) = tokio::task::spawn_blocking(move || pass.reload()).await {
+            tracing::error!(%error, "reload task failed");
+        }
+    }
+}
+
+/// Watches the data directory (not single files: ConfigMap-style symlink swaps replace them).
+/// Failure to watch is logged; the periodic scan still finds new files.
+fn watch_directory(dir: &std::path::Path, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && (event.kind.is_create() || event.kind.is_modify())
+        {
+            wake.notify_one();
+        }
+    })
+    .map_err(|error| tracing::warn!(%error, "cannot watch the data directory; polling only"))
+    .ok()?;
+    watcher
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|error| tracing::warn!(%error, dir = %dir.display(), "cannot watch the data directory; polling only"))
+        .ok()?;
+    Some(watcher)
+}
+
+/// Exit code for configuration errors (EX_CONFIG-style usage error, as sysexits' EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// `suppressd serve`: validate the config before binding anything, then serve until SIGTERM or
+/// SIGINT; SIGHUP reloads the data directory.
+pub fn serve_main(config_path: Option<&std::path::Path>) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    init_logging();
+    let config = match config_path {
+        Some(path) => Config::load(path),
+        None => Config::example(std::path::Path::new(".")),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("suppressd: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.path,
+        data_dir = %config.data_dir.display(),
+        sets = config.sets.len(),
+        tenants = config.raw.tenants.len(),
+        "starting"
+    );
+    if config.raw.server.generate_samples
+        && let Err(error) = samples::generate_missing(&config)
+    {
+        eprintln!("suppressd: {error}");
+        return ExitCode::from(1);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("suppressd: cannot start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listener = TcpListener::bind(config.grpc_listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.grpc_listen))?;
+        tracing::info!(address = %listener.local_addr().map_err(|e| e.to_string())?, "gRPC data plane listening");
+        let (handle, server) = start(config, listener, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(reload_on_sighup(handle.reload.clone()));
+        server.await.map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("suppressd: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+async fn reload_on_sighup(reload: Arc<Notify>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the data directory");
+        reload.notify_one();
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` selects levels (default `info`). Never logs phone numbers: every
+/// `Number` formats masked.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
