@@ -254,7 +254,7 @@ impl Config {
     pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let key = e.span().map(|s| {
-                let line = text[..s.start.min(text.len())].lines().count().max(1);
+                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
                 format!("line {line}")
             });
             err(file, key.unwrap_or_default(), e.message().to_owned())
@@ -409,4 +409,85 @@ fn define_set(
         pattern_text: set.files.clone(),
         key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[sets.reg]
+kind = "block"
+reason = "national_registry"
+files = "reg.*.snap"
+
+[tenants.t]
+region = "US"
+
+[tenants.t.campaigns.c]
+block_sets = ["reg"]
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", Path::new("/base"))
+    }
+
+    /// The error for `text` must name `key` and contain `reason`.
+    fn rejects(text: &str, key: &str, reason: &str) {
+        let error = parse(text).expect_err("accepted a bad config");
+        assert_eq!(error.file, "test.toml");
+        assert!(error.key.contains(key), "key '{}' lacks '{key}' ({error})", error.key);
+        assert!(error.reason.contains(reason), "reason '{}' lacks '{reason}'", error.reason);
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let config = Config::example(Path::new("/srv")).unwrap();
+        assert_eq!(config.data_dir, Path::new("/srv/data"));
+        assert!(config.sets.iter().any(|s| s.id == "acme/dnc"));
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.grpc_listen.to_string(), "127.0.0.1:50151");
+        assert_eq!(config.raw.tenants["t"].campaigns["c"].max_list_age_days, 31);
+        assert_eq!(config.sets[0].reason, Some(BlockReason::NationalRegistry));
+    }
+
+    #[test]
+    fn reports_file_key_and_reason() {
+        rejects("[server]\nbogus = 1\n", "line 2", "unknown field");
+        rejects("[server]\ngrpc_listen = \"localhost\"\n", "server.grpc_listen", "not an address");
+        rejects("[server]\nmax_batch = 0\n", "server.max_batch", "1..=");
+        rejects(&MINIMAL.replace("\"US\"", "\"XX\""), "tenants.t.region", "unknown region");
+        rejects(&MINIMAL.replace("[\"reg\"]", "[\"nope\"]"), "tenants.t.campaigns.c.block_sets", "no set named 'nope'");
+        rejects(&MINIMAL.replace("reg.*.snap", "../reg.snap"), "sets.reg.files", "inside the data directory");
+        rejects(&format!("{MINIMAL}blocked_prefixes = [\"1900\"]\n"), "blocked_prefixes", "'+' followed by");
+        rejects(&format!("{MINIMAL}require_consent = true\n"), "consent_sets", "at least one consent set");
+        rejects(&format!("{MINIMAL}max_list_age_days = 0\n"), "max_list_age_days", "1..=3650");
+        rejects(&format!("{MINIMAL}\n[defaults]\ntenant = \"x\"\n"), "defaults.tenant", "no tenant named 'x'");
+        rejects(&format!("{MINIMAL}\n[defaults]\ntenant = \"t\"\ncampaign = \"x\"\n"), "defaults.campaign", "no campaign 'x'");
+        rejects(&MINIMAL.replace("national_registry", "erased"), "sets.reg.key_file", "key file is required");
+        rejects(&format!("{MINIMAL}\n[sets.cons]\nkind = \"consent\"\nreason = \"erased\"\nfiles = \"c.snap\"\n"), "sets.cons.reason", "no block reason");
+        rejects(&MINIMAL.replace("[tenants.t.campaigns.c]\nblock_sets = [\"reg\"]\n", ""), "tenants.t.campaigns", "at least one campaign");
+        rejects(&format!("{MINIMAL}\n[sets.x]\nkind = \"block\"\nfiles = \"x.snap\"\nkey_file = \"missing.key\"\n"), "sets.x.key_file", "missing.key");
+    }
+
+    #[test]
+    fn consent_and_block_sets_are_not_interchangeable() {
+        let text = format!(
+            "{MINIMAL}\n[sets.cons]\nkind = \"consent\"\nfiles = \"c.*.snap\"\n\n[tenants.t.campaigns.d]\nblock_sets = [\"cons\"]\n"
+        );
+        rejects(&text, "tenants.t.campaigns.d.block_sets", "is a consent set");
+    }
+
+    #[test]
+    fn prefixes_parse_to_digits() {
+        assert_eq!(parse_prefix("+1900"), Some((1900, 4)));
+        assert_eq!(parse_prefix("+0"), None);
+        assert_eq!(parse_prefix("1900"), None);
+        assert_eq!(parse_prefix("+"), None);
+        assert_eq!(parse_prefix("+1234567890123456"), None);
+    }
 }
