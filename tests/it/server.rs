@@ -562,3 +562,23 @@ async fn shutdown_drains_calls_in_flight() {
         .unwrap();
     // Stopped: no new connections.
 }
+
+#[tokio::test]
+async fn gzip_requests_and_responses() {
+    let daemon = ready_daemon().await;
+    let mut client = daemon
+        .client()
+        .await
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let response = client
+        .check_batch(CheckBatchRequest {
+            e164: vec![REGISTRY; 100],
+            ..CheckBatchRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.verdicts, vec![Verdict::Block as u8; 100]);
+    daemon.shutdown().await;
+}
