@@ -12,6 +12,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod journal;
 pub mod client;
 pub mod config;
 pub mod policy;
