@@ -1,0 +1,350 @@
+//! Mutations: the journal's payloads, and the overlay that puts them in force at once.
+//!
+//! A mutation is a request (id, time, kind, channel, free-text reason) and the operations it
+//! performs: add a key to a set (with an optional consent expiry) or remove one. Erasures add a
+//! keyed fingerprint to the erased set and remove the plain number from consent sets; the plain
+//! number therefore lives in the journal only until compaction drops the segment.
+//!
+//! The [`Overlay`] of a set holds the latest operation per key since the snapshot in force;
+//! checks consult it together with the snapshot. Encoding is a small explicit binary format
+//! (little-endian, length-prefixed), decoded without panics. No I/O here.
+
+use crate::engine::date::Day;
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// What a mutation request was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MutationKind {
+    Suppress = 1,
+    Unsuppress = 2,
+    GrantConsent = 3,
+    RevokeConsent = 4,
+    Erase = 5,
+    ApplyChanges = 6,
+}
+
+impl MutationKind {
+    fn from_code(code: u8) -> Option<MutationKind> {
+        use MutationKind::*;
+        [Suppress, Unsuppress, GrantConsent, RevokeConsent, Erase, ApplyChanges]
+            .into_iter()
+            .find(|k| *k as u8 == code)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MutationKind::Suppress => "suppress",
+            MutationKind::Unsuppress => "unsuppress",
+            MutationKind::GrantConsent => "grant_consent",
+            MutationKind::RevokeConsent => "revoke_consent",
+            MutationKind::Erase => "erase",
+            MutationKind::ApplyChanges => "apply_changes",
+        }
+    }
+}
+
+/// One change to one set. `set` indexes [`Mutation::sets`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Add { set: u16, key: u64, expires: Option<Day> },
+    Remove { set: u16, key: u64 },
+}
+
+/// A journalled mutation.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Mutation {
+    pub kind: Option<MutationKind>,
+    pub request_id: String,
+    pub tenant: String,
+    pub at_ms: i64,
+    /// Channel the request came through (phone, sms, chat, web_form, social, email, ...).
+    pub source: String,
+    pub reason: String,
+    /// For erasures: the receipt id handed back.
+    pub receipt_id: String,
+    /// Set ids (config ids such as "acme/dnc") the ops refer to by index.
+    pub sets: Vec<String>,
+    pub ops: Vec<Op>,
+}
+
+/// Text limits, so a record stays small and decoding bounded.
+const MAX_TEXT: usize = 1024;
+const FORMAT: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("mutation record: {0}")]
+pub struct DecodeError(pub String);
+
+impl Mutation {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.ops.len() * 13);
+        out.push(FORMAT);
+        out.push(self.kind.map_or(0, |k| k as u8));
+        out.extend_from_slice(&self.at_ms.to_le_bytes());
+        for text in [&self.request_id, &self.tenant, &self.source, &self.reason, &self.receipt_id] {
+            put_text(&mut out, text);
+        }
+        out.extend_from_slice(&(self.sets.len() as u16).to_le_bytes());
+        for set in &self.sets {
+            put_text(&mut out, set);
+        }
+        out.extend_from_slice(&(self.ops.len() as u32).to_le_bytes());
+        for op in &self.ops {
+            match *op {
+                Op::Add { set, key, expires } => {
+                    out.push(1);
+                    out.extend_from_slice(&set.to_le_bytes());
+                    out.extend_from_slice(&key.to_le_bytes());
+                    out.extend_from_slice(&expires.map_or(i32::MIN, |d| d.0).to_le_bytes());
+                }
+                Op::Remove { set, key } => {
+                    out.push(2);
+                    out.extend_from_slice(&set.to_le_bytes());
+                    out.extend_from_slice(&key.to_le_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Mutation, DecodeError> {
+        let mut reader = Reader { bytes, at: 0 };
+        if reader.u8()? != FORMAT {
+            return Err(DecodeError("unknown record format".into()));
+        }
+        let kind = MutationKind::from_code(reader.u8()?).ok_or_else(|| DecodeError("unknown mutation kind".into()))?;
+        let at_ms = reader.u64()? as i64;
+        let mut texts = [(); 5].map(|_| String::new());
+        for text in &mut texts {
+            *text = reader.text()?;
+        }
+        let [request_id, tenant, source, reason, receipt_id] = texts;
+        let set_count = reader.u16()? as usize;
+        let mut sets = Vec::with_capacity(set_count.min(64));
+        for _ in 0..set_count {
+            sets.push(reader.text()?);
+        }
+        let op_count = reader.u32()? as usize;
+        // Each op takes at least 11 bytes: refuse counts the record cannot hold.
+        if op_count > bytes.len() / 11 {
+            return Err(DecodeError("operation count exceeds the record".into()));
+        }
+        let mut ops = Vec::with_capacity(op_count);
+        for _ in 0..op_count {
+            let tag = reader.u8()?;
+            let set = reader.u16()?;
+            if usize::from(set) >= sets.len() {
+                return Err(DecodeError("operation names an unknown set".into()));
+            }
+            let key = reader.u64()?;
+            ops.push(match tag {
+                1 => {
+                    let expires = match reader.u32()? as i32 {
+                        i32::MIN => None,
+                        day => Some(Day(day)),
+                    };
+                    Op::Add { set, key, expires }
+                }
+                2 => Op::Remove { set, key },
+                _ => return Err(DecodeError("unknown operation".into())),
+            });
+        }
+        if reader.at != bytes.len() {
+            return Err(DecodeError("trailing bytes".into()));
+        }
+        Ok(Mutation {
+            kind: Some(kind),
+            request_id,
+            tenant,
+            at_ms,
+            source,
+            reason,
+            receipt_id,
+            sets,
+            ops,
+        })
+    }
+}
+
+fn put_text(out: &mut Vec<u8>, text: &str) {
+    let text = &text.as_bytes()[..text.len().min(MAX_TEXT)];
+    out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    out.extend_from_slice(text);
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        let end = self.at.checked_add(n).filter(|&end| end <= self.bytes.len());
+        let end = end.ok_or_else(|| DecodeError("record ends early".into()))?;
+        let slice = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(slice)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn text(&mut self) -> Result<String, DecodeError> {
+        let len = self.u16()? as usize;
+        if len > MAX_TEXT {
+            return Err(DecodeError("text field too long".into()));
+        }
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| DecodeError("text is not UTF-8".into()))
+    }
+}
+
+/// The latest operation on a key since the snapshot in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Present { expires: Option<Day>, seq: u64 },
+    Absent { seq: u64 },
+}
+
+impl Entry {
+    pub fn seq(self) -> u64 {
+        match self {
+            Entry::Present { seq, .. } | Entry::Absent { seq } => seq,
+        }
+    }
+}
+
+/// Additions and removals of one set, consulted with its snapshot on every check.
+#[derive(Debug, Default)]
+pub struct Overlay {
+    entries: DashMap<u64, Entry>,
+    len: AtomicUsize,
+}
+
+impl Overlay {
+    pub fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Acquire) == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Records an operation unless a later one on the same key is already there (replays and
+    /// racing writers keep the latest sequence number).
+    pub fn apply(&self, key: u64, entry: Entry) {
+        let mut inserted = false;
+        self.entries
+            .entry(key)
+            .and_modify(|old| {
+                if old.seq() <= entry.seq() {
+                    *old = entry;
+                }
+            })
+            .or_insert_with(|| {
+                inserted = true;
+                entry
+            });
+        if inserted {
+            self.len.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The overlay's say on `key`: `Some(true/false)` overrides the snapshot, `None` defers.
+    #[inline]
+    pub fn lookup(&self, key: u64, today: Day) -> Option<bool> {
+        if self.is_empty() {
+            return None;
+        }
+        // Copy the entry out: never hold a map guard while anything else touches the map.
+        let entry = *self.entries.get(&key)?;
+        Some(match entry {
+            Entry::Present { expires, .. } => expires.is_none_or(|day| today < day),
+            Entry::Absent { .. } => false,
+        })
+    }
+
+    /// Entries with sequence numbers up to `through`, for compaction.
+    pub fn entries_through(&self, through: u64) -> Vec<(u64, Entry)> {
+        self.entries
+            .iter()
+            .filter(|e| e.value().seq() <= through)
+            .map(|e| (*e.key(), *e.value()))
+            .collect()
+    }
+
+    /// Drops entries a new snapshot now carries (those not overwritten since).
+    pub fn forget_through(&self, through: u64) {
+        let before = self.entries.len();
+        self.entries.retain(|_, entry| entry.seq() > through);
+        let removed = before.saturating_sub(self.entries.len());
+        self.len.fetch_sub(removed, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Mutation {
+        Mutation {
+            kind: Some(MutationKind::Erase),
+            request_id: "req-1".into(),
+            tenant: "acme".into(),
+            at_ms: 1_790_000_000_000,
+            source: "phone".into(),
+            reason: "art. 17 request".into(),
+            receipt_id: "er-1".into(),
+            sets: vec!["acme/consent".into(), "acme/erased".into()],
+            ops: vec![
+                Op::Remove { set: 0, key: 12015550123 },
+                Op::Add { set: 1, key: 0xabcdef, expires: None },
+                Op::Add { set: 0, key: 5, expires: Some(Day(20_500)) },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let mutation = sample();
+        assert_eq!(Mutation::decode(&mutation.encode()).unwrap(), mutation);
+    }
+
+    #[test]
+    fn refuses_every_truncation_and_bad_reference() {
+        let bytes = sample().encode();
+        for cut in 0..bytes.len() {
+            assert!(Mutation::decode(&bytes[..cut]).is_err(), "cut {cut}");
+        }
+        let mut bad = sample();
+        bad.ops.push(Op::Remove { set: 9, key: 1 });
+        assert!(Mutation::decode(&bad.encode()).is_err());
+    }
+
+    #[test]
+    fn overlay_keeps_the_latest_operation() {
+        let overlay = Overlay::default();
+        assert_eq!(overlay.lookup(1, Day(0)), None);
+        overlay.apply(1, Entry::Present { expires: None, seq: 5 });
+        overlay.apply(1, Entry::Absent { seq: 3 });
+        assert_eq!(overlay.lookup(1, Day(0)), Some(true));
+        overlay.apply(1, Entry::Absent { seq: 7 });
+        assert_eq!(overlay.lookup(1, Day(0)), Some(false));
+        overlay.apply(2, Entry::Present { expires: Some(Day(10)), seq: 8 });
+        assert_eq!(overlay.lookup(2, Day(9)), Some(true));
+        assert_eq!(overlay.lookup(2, Day(10)), Some(false));
+        assert_eq!(overlay.len(), 2);
+        overlay.forget_through(7);
+        assert_eq!(overlay.len(), 1);
+        assert_eq!(overlay.lookup(1, Day(0)), None);
+        assert_eq!(overlay.entries_through(8).len(), 1);
+    }
+}
