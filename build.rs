@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let files = protox::compile(["suppressd/v1/suppressd.proto"], ["proto"])?;
+    let files = protox::compile(
+        ["suppressd/v1/suppressd.proto", "suppressd/admin/v1/admin.proto"],
+        ["proto"],
+    )?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor_path = out_dir.join("suppressd_descriptor.bin");
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&files))?;

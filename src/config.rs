@@ -73,6 +73,15 @@ pub struct ServerConfig {
     pub shutdown_grace_seconds: u64,
     /// Generate the sample lists into an empty data directory (the embedded demo does this).
     pub generate_samples: bool,
+    /// Admin gRPC plane (mutations, erasure receipts, reload, compaction); off when absent.
+    /// Keep it on loopback or a private address.
+    pub admin_listen: Option<String>,
+    /// Compact when the overlays hold this many entries in total...
+    pub compact_max_overlay_entries: usize,
+    /// ...or when the oldest uncompacted mutation is this old.
+    pub compact_max_age_seconds: u64,
+    /// How long request ids are remembered for idempotency after compaction.
+    pub request_id_retention_days: u32,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +98,10 @@ impl Default for ServerConfig {
             http2_keepalive_timeout_seconds: 10,
             shutdown_grace_seconds: 10,
             generate_samples: false,
+            admin_listen: None,
+            compact_max_overlay_entries: 100_000,
+            compact_max_age_seconds: 300,
+            request_id_retention_days: 400,
         }
     }
 }
@@ -120,6 +133,10 @@ pub struct SetConfig {
     pub files: String,
     /// Key file for sets of keyed fingerprints (required for erased sets).
     pub key_file: Option<PathBuf>,
+    /// Start from an empty set when no file exists yet (sets only the daemon writes, such as
+    /// erased sets). Otherwise a missing file fails closed.
+    #[serde(default)]
+    pub initial_empty: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -194,6 +211,14 @@ pub struct SetDefinition {
     pub pattern: glob::Pattern,
     pub pattern_text: String,
     pub key: Option<SecretKey>,
+    pub initial_empty: bool,
+}
+
+impl SetDefinition {
+    /// The file name of `version` of this set (its pattern with the version for the `*`).
+    pub fn file_name(&self, version: u64) -> String {
+        self.pattern_text.replacen('*', &version.to_string(), 1)
+    }
 }
 
 /// A validated configuration.
@@ -202,7 +227,10 @@ pub struct Config {
     pub path: String,
     pub raw: RawConfig,
     pub grpc_listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
+    /// Set by `serve --repair-journal`: truncate a damaged journal instead of refusing to start.
+    pub repair_journal: bool,
     pub sets: Vec<SetDefinition>,
 }
 
@@ -260,6 +288,12 @@ impl Config {
             err(file, key.unwrap_or_default(), e.message().to_owned())
         })?;
         let server = &raw.server;
+        let admin_listen: Option<SocketAddr> = match &server.admin_listen {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                err(file, "server.admin_listen", format!("'{text}' is not an address like 127.0.0.1:50152"))
+            })?),
+        };
         let grpc_listen: SocketAddr = server.grpc_listen.parse().map_err(|_| {
             err(file, "server.grpc_listen", format!("'{}' is not an address like 127.0.0.1:50151", server.grpc_listen))
         })?;
@@ -355,6 +389,8 @@ impl Config {
         Ok(Config {
             path: file.to_owned(),
             grpc_listen,
+            admin_listen,
+            repair_journal: false,
             data_dir,
             sets,
             raw,
@@ -376,6 +412,9 @@ fn define_set(
     }
     if set.files.contains('/') || set.files.contains('\\') || set.files.is_empty() {
         return Err(err(file, format!("{at}.files"), "must be a file-name pattern inside the data directory"));
+    }
+    if set.files.matches('*').count() != 1 || set.files.contains(['?', '[', ']']) {
+        return Err(err(file, format!("{at}.files"), "must hold exactly one '*' (where the version goes) and no other wildcard"));
     }
     let pattern = glob::Pattern::new(&set.files)
         .map_err(|e| err(file, format!("{at}.files"), format!("bad pattern: {e}")))?;
@@ -408,6 +447,7 @@ fn define_set(
         pattern,
         pattern_text: set.files.clone(),
         key,
+        initial_empty: set.initial_empty,
     })
 }
 
@@ -442,8 +482,10 @@ block_sets = ["reg"]
 
     #[test]
     fn example_config_is_valid() {
-        let config = Config::example(Path::new("/srv")).unwrap();
-        assert_eq!(config.data_dir, Path::new("/srv/data"));
+        let dir = tempfile::tempdir().unwrap();
+        crate::server::samples::ensure_demo_key(dir.path()).unwrap();
+        let config = Config::example(dir.path()).unwrap();
+        assert_eq!(config.data_dir, dir.path().join("data"));
         assert!(config.sets.iter().any(|s| s.id == "acme/dnc"));
     }
 
@@ -462,16 +504,17 @@ block_sets = ["reg"]
         rejects("[server]\nmax_batch = 0\n", "server.max_batch", "1..=");
         rejects(&MINIMAL.replace("\"US\"", "\"XX\""), "tenants.t.region", "unknown region");
         rejects(&MINIMAL.replace("[\"reg\"]", "[\"nope\"]"), "tenants.t.campaigns.c.block_sets", "no set named 'nope'");
-        rejects(&MINIMAL.replace("reg.*.snap", "../reg.snap"), "sets.reg.files", "inside the data directory");
+        rejects(&MINIMAL.replace("reg.*.snap", "../reg.*.snap"), "sets.reg.files", "inside the data directory");
+        rejects(&MINIMAL.replace("reg.*.snap", "reg.snap"), "sets.reg.files", "exactly one '*'");
         rejects(&format!("{MINIMAL}blocked_prefixes = [\"1900\"]\n"), "blocked_prefixes", "'+' followed by");
         rejects(&format!("{MINIMAL}require_consent = true\n"), "consent_sets", "at least one consent set");
         rejects(&format!("{MINIMAL}max_list_age_days = 0\n"), "max_list_age_days", "1..=3650");
         rejects(&format!("{MINIMAL}\n[defaults]\ntenant = \"x\"\n"), "defaults.tenant", "no tenant named 'x'");
         rejects(&format!("{MINIMAL}\n[defaults]\ntenant = \"t\"\ncampaign = \"x\"\n"), "defaults.campaign", "no campaign 'x'");
         rejects(&MINIMAL.replace("national_registry", "erased"), "sets.reg.key_file", "key file is required");
-        rejects(&format!("{MINIMAL}\n[sets.cons]\nkind = \"consent\"\nreason = \"erased\"\nfiles = \"c.snap\"\n"), "sets.cons.reason", "no block reason");
+        rejects(&format!("{MINIMAL}\n[sets.cons]\nkind = \"consent\"\nreason = \"erased\"\nfiles = \"c.*.snap\"\n"), "sets.cons.reason", "no block reason");
         rejects(&MINIMAL.replace("[tenants.t.campaigns.c]\nblock_sets = [\"reg\"]\n", ""), "tenants.t.campaigns", "at least one campaign");
-        rejects(&format!("{MINIMAL}\n[sets.x]\nkind = \"block\"\nfiles = \"x.snap\"\nkey_file = \"missing.key\"\n"), "sets.x.key_file", "missing.key");
+        rejects(&format!("{MINIMAL}\n[sets.x]\nkind = \"block\"\nfiles = \"x.*.snap\"\nkey_file = \"missing.key\"\n"), "sets.x.key_file", "missing.key");
     }
 
     #[test]

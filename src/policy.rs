@@ -9,6 +9,7 @@ use crate::config::{BlockReason, Config, SetDefinition, StalePolicy, parse_prefi
 use crate::engine::date::Day;
 use crate::engine::number::{Number, NumberError, NumberParser, Region};
 use crate::engine::set::SuppressionSet;
+use crate::mutation::Overlay;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -175,6 +176,9 @@ pub struct CampaignState<'a> {
     pub common: Reasons,
     /// Consulted sets in order, `None` when not loaded.
     pub sets: Vec<Option<&'a LoadedSet>>,
+    /// Their overlays (mutations since the snapshot) and definitions, in the same order.
+    overlays: Vec<&'a Overlay>,
+    definitions: Vec<&'a SetDefinition>,
     pub warnings: Vec<String>,
     consent_ready: bool,
     /// The reason each block set's hits report, by position.
@@ -270,7 +274,13 @@ impl Policy {
     }
 
     /// Readiness and freshness of a campaign's sets, evaluated once per request.
-    pub fn campaign_state<'a>(&self, campaign: &'a Campaign, loaded: &'a LoadedSets, today: Day) -> CampaignState<'a> {
+    pub fn campaign_state<'a>(
+        &'a self,
+        campaign: &'a Campaign,
+        loaded: &'a LoadedSets,
+        overlays: &'a [Overlay],
+        today: Day,
+    ) -> CampaignState<'a> {
         let mut common = Reasons::default();
         let mut warnings = Vec::new();
         let mut sets = Vec::new();
@@ -315,6 +325,8 @@ impl Policy {
         CampaignState {
             campaign,
             common,
+            overlays: campaign.consulted().map(|id| &overlays[id]).collect(),
+            definitions: campaign.consulted().map(|id| &self.sets[id]).collect(),
             sets,
             warnings,
             consent_ready,
@@ -352,7 +364,11 @@ impl CampaignState<'_> {
         let mut consented = false;
         for (position, slot) in self.sets.iter().enumerate() {
             let Some(loaded) = slot else { continue };
-            let hit = loaded.set.contains(number, today);
+            let key = set_key(self.definitions[position], number);
+            let hit = match self.overlays[position].lookup(key, today) {
+                Some(hit) => hit,
+                None => loaded.set.contains_key(key, today),
+            };
             if position < blocks {
                 if hit {
                     decision.matched |= 1 << position;
@@ -402,6 +418,14 @@ impl CampaignState<'_> {
         for (position, slot) in self.sets.iter().enumerate() {
             let Some(loaded) = slot else { continue };
             loaded.set.contains_batch(&valid, today, &mut hits);
+            let overlay = self.overlays[position];
+            if !overlay.is_empty() {
+                for (hit, &number) in hits.iter_mut().zip(&valid) {
+                    if let Some(said) = overlay.lookup(set_key(self.definitions[position], number), today) {
+                        *hit = said;
+                    }
+                }
+            }
             if position < blocks {
                 let reason = self.block_reason(position);
                 for (&hit, &index) in hits.iter().zip(&valid_at) {
@@ -423,5 +447,14 @@ impl CampaignState<'_> {
                 }
             }
         }
+    }
+}
+
+/// The key a set stores for `number`: the number, or its keyed fingerprint.
+#[inline]
+pub fn set_key(definition: &SetDefinition, number: Number) -> u64 {
+    match &definition.key {
+        Some(key) => key.fingerprint(number),
+        None => number.get(),
     }
 }

@@ -17,3 +17,5 @@ impl Region { pub fn parse(code: &str) -> Result<Region, NumberError> { if code.
 #[derive(Clone, Copy, Debug)]
 pub struct NumberParser(Option<Region>);
 impl NumberParser { pub fn new(r: Option<Region>) -> Self { NumberParser(r) } pub fn parse_fast(&self, s: &str) -> Result<Number, NumberError> { Number::parse_e164(s) } }
+pub fn mask_input(s: &str) -> String { s.chars().map(|c| if c.is_ascii_digit() { '*' } else { c }).collect() }
+impl Number { pub fn masked(self) -> String { "+*".into() } }

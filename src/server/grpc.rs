@@ -24,6 +24,15 @@ pub enum ServiceError {
     Policy(#[from] PolicyError),
     #[error("batch of {count} numbers exceeds the limit of {limit} (server.max_batch)")]
     BatchTooLarge { count: usize, limit: usize },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The journal cannot make a mutation durable: nothing was acknowledged.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<ServiceError> for Status {
@@ -36,7 +45,10 @@ impl From<ServiceError> for Status {
             ServiceError::Policy(PolicyError::NoTenant | PolicyError::NoCampaign) => {
                 Status::invalid_argument(message)
             }
-            ServiceError::BatchTooLarge { .. } => Status::invalid_argument(message),
+            ServiceError::BatchTooLarge { .. } | ServiceError::InvalidArgument(_) => Status::invalid_argument(message),
+            ServiceError::NotFound(_) => Status::not_found(message),
+            ServiceError::Unavailable(_) => Status::unavailable(message),
+            ServiceError::Internal(_) => Status::internal(message),
         }
     }
 }
@@ -70,7 +82,7 @@ impl SuppressionService {
         let (tenant, campaign) = state.policy.resolve(&request.tenant, &request.campaign)?;
         let sets = state.sets.load();
         let today = Day::today();
-        let view = state.policy.campaign_state(campaign, &sets, today);
+        let view = state.policy.campaign_state(campaign, &sets, &state.overlays, today);
         let number = parse_text(&tenant.parser, &request.number);
         let decision = view.decide(number, today);
         let consulted: Vec<usize> = campaign.consulted().collect();
@@ -102,7 +114,7 @@ impl SuppressionService {
         let (tenant, campaign) = state.policy.resolve(&request.tenant, &request.campaign)?;
         let sets = state.sets.load();
         let today = Day::today();
-        let view = state.policy.campaign_state(campaign, &sets, today);
+        let view = state.policy.campaign_state(campaign, &sets, &state.overlays, today);
         let mut numbers: Vec<Result<Number, NumberError>> = Vec::with_capacity(count);
         numbers.extend(request.numbers.iter().map(|text| parse_text(&tenant.parser, text)));
         numbers.extend(request.e164.iter().map(|&value| Number::from_u64(value)));

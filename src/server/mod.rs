@@ -4,7 +4,9 @@
 //! server on port 0 and stop it at will. The config has been validated before anything here
 //! runs. Owns wiring only: decisions live in `policy`, lookups in `engine`.
 
+pub mod admin;
 pub mod grpc;
+pub mod mutations;
 pub mod samples;
 pub mod state;
 
@@ -28,6 +30,9 @@ pub struct Handle {
     pub state: Arc<State>,
     /// Wakes the reloader (SIGHUP, admin Reload and file events all end up here).
     pub reload: Arc<Notify>,
+    pub mutator: Arc<mutations::Mutator>,
+    /// Where the admin plane listens, when configured.
+    pub admin_addr: Option<std::net::SocketAddr>,
 }
 
 /// Serves until `shutdown` completes, then drains requests in flight for at most the
@@ -51,11 +56,27 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(Handle, ServerFuture), Box<dyn std::error::Error + Send + Sync>> {
     let server_config = config.raw.server.clone();
+    let admin_listen = config.admin_listen;
+    let repair = config.repair_journal;
     let state = Arc::new(State::new(config));
     let reload = Arc::new(Notify::new());
+    // Empty initial versions, then the journal replayed into the overlays, before serving.
+    let opening = state.clone();
+    let mutator = tokio::task::spawn_blocking(move || {
+        mutations::create_initial_empty(&opening)?;
+        mutations::Mutator::open(&opening, repair)
+    })
+    .await??;
+    let mutator = Arc::new(mutator);
+    let admin_listener = match admin_listen {
+        Some(address) => Some(TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))?),
+        None => None,
+    };
     let handle = Handle {
         state: state.clone(),
         reload: reload.clone(),
+        mutator: mutator.clone(),
+        admin_addr: admin_listener.as_ref().and_then(|l| l.local_addr().ok()),
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -67,6 +88,29 @@ pub async fn start(
     tokio::task::spawn_blocking(move || first.reload()).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(reloader(state.clone(), reload.clone(), health_reporter, stop_rx.clone()));
+    tokio::spawn(compactor(state.clone(), mutator.clone(), stop_rx.clone()));
+    if let Some(listener) = admin_listener {
+        let admin = crate::proto::admin::admin_server::AdminServer::new(admin::AdminService::new(
+            state.clone(),
+            mutator.clone(),
+            reload.clone(),
+        ))
+        .max_decoding_message_size(server_config.max_message_bytes)
+        .max_encoding_message_size(server_config.max_message_bytes);
+        let mut stop = stop_rx.clone();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .add_service(admin)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+            if let Err(error) = result {
+                tracing::error!(%error, "admin plane stopped");
+            }
+        });
+    }
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -148,6 +192,25 @@ async fn reloader(
     }
 }
 
+/// Compacts in the background when the overlays pass the configured size or age.
+async fn compactor(state: Arc<State>, mutator: Arc<mutations::Mutator>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+        if !mutator.should_compact(&state) {
+            continue;
+        }
+        let (state, mutator) = (state.clone(), mutator.clone());
+        match tokio::task::spawn_blocking(move || mutator.compact(&state)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, "compaction failed; the overlay keeps the mutations in force"),
+            Err(error) => tracing::error!(%error, "compaction task failed"),
+        }
+    }
+}
+
 /// Watches the data directory (not single files: ConfigMap-style symlink swaps replace them).
 /// Failure to watch is logged; the periodic scan still finds new files.
 fn watch_directory(dir: &std::path::Path, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
@@ -178,7 +241,13 @@ pub fn serve_main(config_path: Option<&std::path::Path>) -> std::process::ExitCo
     init_logging();
     let config = match config_path {
         Some(path) => Config::load(path),
-        None => Config::example(std::path::Path::new(".")),
+        None => match samples::ensure_demo_key(std::path::Path::new(".")) {
+            Ok(()) => Config::example(std::path::Path::new(".")),
+            Err(error) => {
+                eprintln!("suppressd: {error}");
+                return ExitCode::from(1);
+            }
+        },
     };
     let config = match config {
         Ok(config) => config,

@@ -68,3 +68,30 @@ pub fn generate_missing(config: &Config) -> Result<Vec<std::path::PathBuf>, Stri
     }
     Ok(written)
 }
+
+/// Where the embedded example config expects the demo's erasure key.
+pub const DEMO_KEY_FILE: &str = "data/keys/acme-erased.key";
+
+/// Creates the demo's fingerprint key (mode 0600) under `base` if it does not exist yet, so the
+/// embedded example config validates on a fresh clone. Production keys come from `keygen`.
+pub fn ensure_demo_key(base: &std::path::Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = base.join(DEMO_KEY_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let key = crate::engine::keys::SecretKey::generate("acme-erased-demo")?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(key.to_file_text().as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

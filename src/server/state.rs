@@ -10,6 +10,7 @@
 use crate::config::Config;
 use crate::engine::snapshot;
 use crate::engine::set::SuppressionSet;
+use crate::mutation::Overlay;
 use crate::policy::{LoadedSet, LoadedSets, Policy, SetId};
 use arc_swap::ArcSwap;
 use std::collections::HashSet;
@@ -37,6 +38,8 @@ pub struct State {
     pub config: Config,
     pub policy: Policy,
     pub sets: ArcSwap<LoadedSets>,
+    /// Mutations since each set's snapshot, by catalog index. Long-lived: not swapped.
+    pub overlays: Vec<Overlay>,
     ready: AtomicBool,
     /// Last refusal per set, for Status. Not on the hot path.
     last_errors: Mutex<Vec<Option<String>>>,
@@ -56,12 +59,18 @@ impl State {
                 slots: vec![None; count],
             }),
             last_errors: Mutex::new(vec![None; count]),
+            overlays: (0..count).map(|_| Overlay::default()).collect(),
             policy,
             config,
             ready: AtomicBool::new(false),
             writer: Mutex::new(HashSet::new()),
             started_at_ms: now_ms(),
         }
+    }
+
+    /// The one-writer lock (also guards the set of refused files).
+    pub(crate) fn writer_lock(&self) -> std::sync::MutexGuard<'_, HashSet<FileStamp>> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// True once every set some campaign needs has been loaded (a latch: sets never unload).
@@ -156,7 +165,7 @@ fn list_snapshot_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Identifies one content of a file: a rewritten file (new rename) gets a new stamp.
-type FileStamp = (PathBuf, u64, std::time::SystemTime);
+pub(crate) type FileStamp = (PathBuf, u64, std::time::SystemTime);
 
 fn stamp(path: &Path) -> Option<FileStamp> {
     let meta = std::fs::metadata(path).ok()?;
