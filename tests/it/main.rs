@@ -1,4 +1,6 @@
 //! The one integration-test binary: each module drives real components (files, the binary).
 
+mod admin;
 mod engine;
+mod loadgen;
 mod server;

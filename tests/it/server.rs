@@ -16,11 +16,11 @@ use suppressd::server::{self, Handle};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-const KEY_TEXT: &str = "id = \"acme-erased-1\"\nsecret = \"8f1e2d3c4b5a69788796a5b4c3d2e1f0\"\n";
+pub(crate) const KEY_TEXT: &str = "id = \"acme-erased-1\"\nsecret = \"8f1e2d3c4b5a69788796a5b4c3d2e1f0\"\n";
 
 /// The policy every test runs: a national registry, a tenant with internal, erased and consent
 /// sets, and campaigns for each rule.
-const CONFIG: &str = r#"
+pub(crate) const CONFIG: &str = r#"
 [server]
 grpc_listen = "127.0.0.1:0"
 data_dir = "data"
@@ -76,14 +76,14 @@ block_sets = ["us-dnc"]
 "#;
 
 // Numbers by role.
-const REGISTRY: u64 = 12015550123;
-const INTERNAL: u64 = 12015550124;
-const ERASED: u64 = 12015550125;
-const CONSENTED: u64 = 12015550126;
-const CLEAN: u64 = 12015550127;
-const PREMIUM: u64 = 19005550100;
+pub(crate) const REGISTRY: u64 = 12015550123;
+pub(crate) const INTERNAL: u64 = 12015550124;
+pub(crate) const ERASED: u64 = 12015550125;
+pub(crate) const CONSENTED: u64 = 12015550126;
+pub(crate) const CLEAN: u64 = 12015550127;
+pub(crate) const PREMIUM: u64 = 19005550100;
 
-fn e164(value: u64) -> String {
+pub(crate) fn e164(value: u64) -> String {
     format!("+{value}")
 }
 
@@ -100,7 +100,7 @@ impl TestDaemon {
         self.dir.path().join("data")
     }
 
-    async fn start_in(dir: tempfile::TempDir, config_text: &str) -> TestDaemon {
+    pub(crate) async fn start_in(dir: tempfile::TempDir, config_text: &str) -> TestDaemon {
         std::fs::write(dir.path().join("erased.key"), KEY_TEXT).unwrap();
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         let config = Config::parse(config_text, "test.toml", dir.path()).unwrap();
@@ -126,6 +126,18 @@ impl TestDaemon {
 
     pub async fn client(&self) -> SuppressionClient<Channel> {
         SuppressionClient::connect(format!("http://{}", self.addr)).await.unwrap()
+    }
+
+    /// Stops the daemon and hands back its directory, for a restart on the same files.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
     }
 
     pub async fn shutdown(mut self) {
@@ -156,7 +168,7 @@ fn key() -> SecretKey {
 }
 
 /// Writes a snapshot of `numbers` as `<file>` in `dir`.
-fn write_set(dir: &Path, file: &str, kind: SetKind, numbers: &[u64], version: u64, source_date: Option<Day>, keyed: bool) {
+pub(crate) fn write_set(dir: &Path, file: &str, kind: SetKind, numbers: &[u64], version: u64, source_date: Option<Day>, keyed: bool) {
     let spec = SetSpec {
         name: file.split('.').next().unwrap().into(),
         kind,
@@ -173,7 +185,7 @@ fn write_set(dir: &Path, file: &str, kind: SetKind, numbers: &[u64], version: u6
     builder.build(1).unwrap().image.write_atomic(&dir.join(file)).unwrap();
 }
 
-fn write_all_sets(dir: &Path, registry_date: Day) {
+pub(crate) fn write_all_sets(dir: &Path, registry_date: Day) {
     write_set(dir, "us-dnc.1.snap", SetKind::Block, &[REGISTRY], 1, Some(registry_date), false);
     write_set(dir, "acme-dnc.1.snap", SetKind::Block, &[INTERNAL], 1, None, false);
     write_set(dir, "acme-erased.1.snap", SetKind::Block, &[ERASED], 1, None, true);
@@ -187,11 +199,11 @@ async fn ready_daemon() -> TestDaemon {
     TestDaemon::start_in(dir, CONFIG).await
 }
 
-fn reasons(values: &[i32]) -> Vec<Reason> {
+pub(crate) fn reasons(values: &[i32]) -> Vec<Reason> {
     values.iter().map(|&r| Reason::try_from(r).unwrap()).collect()
 }
 
-async fn check(client: &mut SuppressionClient<Channel>, number: &str, campaign: &str) -> suppressd::proto::CheckResponse {
+pub(crate) async fn check(client: &mut SuppressionClient<Channel>, number: &str, campaign: &str) -> suppressd::proto::CheckResponse {
     client
         .check(CheckRequest {
             number: number.into(),

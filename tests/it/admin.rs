@@ -1,0 +1,305 @@
+//! The admin plane end to end: mutations in force at once, durable across restarts, idempotent,
+//! erasure receipts that complete, and no erased number left in any file.
+
+use crate::server::{CLEAN, CONFIG, CONSENTED, INTERNAL, REGISTRY, TestDaemon, check, e164, reasons, write_all_sets};
+use std::time::Duration;
+use suppressd::engine::date::Day;
+use suppressd::proto::Reason;
+use suppressd::proto::Verdict;
+use suppressd::proto::admin::admin_client::AdminClient;
+use suppressd::proto::admin::{
+    ApplyChangesRequest, CompactRequest, ConsentRequest, EraseRequest, ErasureState, GetErasureRequest, SuppressRequest,
+};
+use tonic::transport::Channel;
+
+fn admin_config() -> String {
+    CONFIG.replace("[server]\n", "[server]\nadmin_listen = \"127.0.0.1:0\"\ncompact_max_age_seconds = 3600\n")
+}
+
+async fn start(dir: tempfile::TempDir) -> TestDaemon {
+    TestDaemon::start_in(dir, &admin_config()).await
+}
+
+async fn fresh() -> TestDaemon {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write_all_sets(&dir.path().join("data"), Day(Day::today().0 - 1));
+    start(dir).await
+}
+
+async fn admin_client(daemon: &TestDaemon) -> AdminClient<Channel> {
+    AdminClient::connect(format!("http://{}", daemon.handle.admin_addr.unwrap())).await.unwrap()
+}
+
+fn suppress(request_id: &str, numbers: &[u64]) -> SuppressRequest {
+    SuppressRequest {
+        tenant: "acme".into(),
+        numbers: numbers.iter().map(|&n| e164(n)).collect(),
+        request_id: request_id.into(),
+        reason: "asked on the phone".into(),
+        ..SuppressRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn opt_out_is_in_force_when_acknowledged_and_survives_restart() {
+    let daemon = fresh().await;
+    let (mut admin, mut client) = (admin_client(&daemon).await, daemon.client().await);
+    assert_eq!(check(&mut client, &e164(CLEAN), "outbound").await.verdict, Verdict::Allow as i32);
+    let response = admin.suppress(suppress("opt-1", &[CLEAN])).await.unwrap().into_inner();
+    assert_eq!((response.applied, response.duplicate), (1, false));
+    // The very next check, and a batch, see it.
+    let after = check(&mut client, &e164(CLEAN), "outbound").await;
+    assert_eq!(reasons(&after.reasons), [Reason::InternalDnc]);
+    // A repeat of the request id changes nothing and returns the first result.
+    let repeat = admin.suppress(suppress("opt-1", &[CONSENTED])).await.unwrap().into_inner();
+    assert!(repeat.duplicate);
+    assert_eq!(repeat.sequence, response.sequence);
+    assert_eq!(check(&mut client, &e164(CONSENTED), "outbound").await.verdict, Verdict::Allow as i32);
+    // Restart on the same files: the journal puts it back in force.
+    let dir = daemon.stop().await;
+    let daemon = start(dir).await;
+    let mut client = daemon.client().await;
+    assert_eq!(reasons(&check(&mut client, &e164(CLEAN), "outbound").await.reasons), [Reason::InternalDnc]);
+    let repeat = admin_client(&daemon).await.suppress(suppress("opt-1", &[CLEAN])).await.unwrap().into_inner();
+    assert!(repeat.duplicate, "idempotency lost across restart");
+    // Unsuppress lifts an internal opt-out (not a registry entry).
+    admin_client(&daemon).await.unsuppress(suppress("undo-1", &[CLEAN, INTERNAL])).await.unwrap();
+    assert_eq!(check(&mut client, &e164(CLEAN), "outbound").await.verdict, Verdict::Allow as i32);
+    assert_eq!(check(&mut client, &e164(INTERNAL), "outbound").await.verdict, Verdict::Allow as i32);
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn consent_grant_with_expiry_and_revoke() {
+    let daemon = fresh().await;
+    let (mut admin, mut client) = (admin_client(&daemon).await, daemon.client().await);
+    assert_eq!(reasons(&check(&mut client, &e164(CLEAN), "consented").await.reasons), [Reason::NoConsent]);
+    let tomorrow = Day(Day::today().0 + 1).to_string();
+    admin
+        .grant_consent(ConsentRequest {
+            tenant: "acme".into(),
+            numbers: vec![e164(CLEAN)],
+            expires: tomorrow,
+            request_id: "grant-1".into(),
+            ..ConsentRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(check(&mut client, &e164(CLEAN), "consented").await.verdict, Verdict::Allow as i32);
+    // Expired consent counts as none.
+    admin
+        .grant_consent(ConsentRequest {
+            tenant: "acme".into(),
+            numbers: vec![e164(CLEAN)],
+            expires: Day::today().to_string(),
+            request_id: "grant-2".into(),
+            ..ConsentRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(reasons(&check(&mut client, &e164(CLEAN), "consented").await.reasons), [Reason::NoConsent]);
+    admin
+        .revoke_consent(ConsentRequest {
+            tenant: "acme".into(),
+            numbers: vec![e164(CONSENTED)],
+            request_id: "revoke-1".into(),
+            ..ConsentRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(reasons(&check(&mut client, &e164(CONSENTED), "consented").await.reasons), [Reason::NoConsent]);
+    daemon.shutdown().await;
+}
+
+/// Every file under `dir`, recursively.
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Whether any file holds `number` in the clear: as digits or as its 8-byte key.
+fn files_holding(dir: &std::path::Path, number: u64) -> Vec<std::path::PathBuf> {
+    let needles = [number.to_string().into_bytes(), number.to_le_bytes().to_vec()];
+    files(dir)
+        .into_iter()
+        .filter(|path| {
+            let bytes = std::fs::read(path).unwrap();
+            needles.iter().any(|needle| bytes.windows(needle.len()).any(|w| w == needle.as_slice()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn erasure_is_in_force_then_complete_with_no_number_left() {
+    let daemon = fresh().await;
+    let (mut admin, mut client) = (admin_client(&daemon).await, daemon.client().await);
+    // CONSENTED is in the consent snapshot version 1: erasing must remove it everywhere.
+    assert_eq!(check(&mut client, &e164(CONSENTED), "consented").await.verdict, Verdict::Allow as i32);
+    let erased = admin
+        .erase(EraseRequest {
+            tenant: "acme".into(),
+            number: e164(CONSENTED),
+            request_id: "erase-1".into(),
+            ..EraseRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let receipt = erased.receipt.unwrap();
+    assert_eq!(receipt.state, ErasureState::Pending as i32);
+    assert_eq!(receipt.removed_from, ["acme/consent"]);
+    assert_eq!(receipt.added_to, ["acme/erased"]);
+    assert!(receipt.in_force_at_unix_ms >= receipt.requested_at_unix_ms);
+    let now = check(&mut client, &e164(CONSENTED), "consented").await;
+    assert_eq!(reasons(&now.reasons), [Reason::NoConsent]);
+    let outbound = check(&mut client, &e164(CONSENTED), "outbound").await;
+    assert_eq!(reasons(&outbound.reasons), [Reason::Erased]);
+    assert!(!files_holding(&daemon.data_dir(), CONSENTED).is_empty(), "test cannot see the number before compaction");
+    let compacted = admin.compact(CompactRequest {}).await.unwrap().into_inner();
+    assert_eq!(compacted.erasures_completed, 1);
+    let done = admin
+        .get_erasure(GetErasureRequest { receipt_id: receipt.receipt_id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.state, ErasureState::Complete as i32);
+    assert!(done.completed_at_unix_ms >= receipt.in_force_at_unix_ms);
+    assert_eq!(files_holding(&daemon.data_dir(), CONSENTED), Vec::<std::path::PathBuf>::new());
+    // Still blocked after compaction and after a restart, from the snapshots alone.
+    assert_eq!(reasons(&check(&mut client, &e164(CONSENTED), "outbound").await.reasons), [Reason::Erased]);
+    let dir = daemon.stop().await;
+    let daemon = start(dir).await;
+    let mut client = daemon.client().await;
+    assert_eq!(reasons(&check(&mut client, &e164(CONSENTED), "outbound").await.reasons), [Reason::Erased]);
+    let mut admin = admin_client(&daemon).await;
+    let again = admin.get_erasure(GetErasureRequest { receipt_id: receipt.receipt_id }).await.unwrap().into_inner();
+    assert_eq!(again.state, ErasureState::Complete as i32);
+    let repeat = admin
+        .erase(EraseRequest { tenant: "acme".into(), number: e164(CONSENTED), request_id: "erase-1".into(), ..EraseRequest::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(repeat.duplicate);
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn compaction_keeps_checks_flowing_and_mutations_in_force() {
+    let daemon = fresh().await;
+    let mut admin = admin_client(&daemon).await;
+    let addr = daemon.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let load = tokio::spawn(async move {
+        let mut client = suppressd::proto::suppression_client::SuppressionClient::connect(format!("http://{addr}")).await.unwrap();
+        let (mut calls, mut failures) = (0, 0);
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let request = suppressd::proto::CheckBatchRequest { e164: vec![REGISTRY, CLEAN], ..Default::default() };
+            match client.check_batch(request).await {
+                Ok(response) => assert_eq!(response.into_inner().verdicts[0], Verdict::Block as u8),
+                Err(_) => failures += 1,
+            }
+            calls += 1;
+        }
+        (calls, failures)
+    });
+    for round in 0..5u64 {
+        let numbers: Vec<u64> = (0..200).map(|i| 13_125_550_000 + round * 1000 + i).collect();
+        admin.suppress(suppress(&format!("bulk-{round}"), &numbers)).await.unwrap();
+        let compacted = admin.compact(CompactRequest {}).await.unwrap().into_inner();
+        assert!(!compacted.written.is_empty());
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (calls, failures) = load.await.unwrap();
+    assert_eq!(failures, 0);
+    assert!(calls > 10);
+    let mut client = daemon.client().await;
+    for round in 0..5u64 {
+        let response = check(&mut client, &e164(13_125_550_000 + round * 1000 + 199), "outbound").await;
+        assert_eq!(reasons(&response.reasons), [Reason::InternalDnc]);
+    }
+    // Old journal segments are gone; the overlay is empty.
+    let status = admin.status(suppressd::proto::admin::AdminStatusRequest {}).await.unwrap().into_inner();
+    assert!(status.overlays.iter().all(|o| o.entries == 0), "{:?}", status.overlays);
+    assert!(status.journal_segments <= 2, "{}", status.journal_segments);
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn registry_change_list_on_a_running_daemon() {
+    let daemon = fresh().await;
+    let (mut admin, mut client) = (admin_client(&daemon).await, daemon.client().await);
+    admin
+        .apply_changes(ApplyChangesRequest {
+            set: "us-dnc".into(),
+            additions: vec![CLEAN],
+            deletions: vec![REGISTRY],
+            request_id: "changes-2026-11-28".into(),
+            source_date: Day::today().to_string(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(reasons(&check(&mut client, &e164(CLEAN), "outbound").await.reasons), [Reason::NationalRegistry]);
+    assert_eq!(check(&mut client, &e164(REGISTRY), "outbound").await.verdict, Verdict::Allow as i32);
+    admin.compact(CompactRequest {}).await.unwrap();
+    assert_eq!(reasons(&check(&mut client, &e164(CLEAN), "outbound").await.reasons), [Reason::NationalRegistry]);
+    assert_eq!(check(&mut client, &e164(REGISTRY), "outbound").await.verdict, Verdict::Allow as i32);
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_clearly() {
+    let daemon = fresh().await;
+    let mut admin = admin_client(&daemon).await;
+    let missing_id = admin.suppress(suppress("", &[CLEAN])).await.unwrap_err();
+    assert_eq!(missing_id.code(), tonic::Code::InvalidArgument);
+    let mut other = suppress("x-1", &[CLEAN]);
+    other.tenant = "nobody".into();
+    assert_eq!(admin.suppress(other).await.unwrap_err().code(), tonic::Code::NotFound);
+    let mut mixed = suppress("x-2", &[CLEAN]);
+    mixed.numbers.push("garbage".into());
+    let response = admin.suppress(mixed).await.unwrap().into_inner();
+    assert_eq!(response.applied, 1);
+    assert_eq!(response.invalid.len(), 1);
+    assert!(!response.invalid[0].error.contains("garbage") || response.invalid[0].error.len() < 80);
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn torn_journal_tail_is_dropped_and_damage_refuses_start() {
+    let daemon = fresh().await;
+    let mut admin = admin_client(&daemon).await;
+    admin.suppress(suppress("a", &[CLEAN])).await.unwrap();
+    admin.suppress(suppress("b", &[CONSENTED])).await.unwrap();
+    let dir = daemon.stop().await;
+    let journal_dir = dir.path().join("data/journal");
+    let segment = std::fs::read_dir(&journal_dir).unwrap().next().unwrap().unwrap().path();
+    let full = std::fs::read(&segment).unwrap();
+    // Cut the last record in half: a crash mid-write. The first mutation survives.
+    std::fs::write(&segment, &full[..full.len() - 5]).unwrap();
+    let daemon = start(dir).await;
+    let mut client = daemon.client().await;
+    assert_eq!(reasons(&check(&mut client, &e164(CLEAN), "outbound").await.reasons), [Reason::InternalDnc]);
+    assert_eq!(check(&mut client, &e164(CONSENTED), "outbound").await.verdict, Verdict::Allow as i32);
+    let dir = daemon.stop().await;
+    // Damage inside the first record, with data after it: start-up refuses, naming file and offset.
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[40] ^= 0xff;
+    bytes.extend_from_slice(&[1u8; 64]);
+    std::fs::write(&segment, &bytes).unwrap();
+    let config = suppressd::config::Config::parse(&admin_config(), "test.toml", dir.path()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = suppressd::server::start(config, listener, std::future::pending()).await.err().expect("started on a damaged journal");
+    let message = error.to_string();
+    assert!(message.contains(&segment.display().to_string()) && message.contains("offset"), "{message}");
+}
