@@ -236,7 +236,7 @@ pub const EXIT_CONFIG: u8 = 64;
 
 /// `suppressd serve`: validate the config before binding anything, then serve until SIGTERM or
 /// SIGINT; SIGHUP reloads the data directory.
-pub fn serve_main(config_path: Option<&std::path::Path>) -> std::process::ExitCode {
+pub fn serve_main(config_path: Option<&std::path::Path>, repair_journal: bool) -> std::process::ExitCode {
     use std::process::ExitCode;
     init_logging();
     let config = match config_path {
@@ -250,7 +250,10 @@ pub fn serve_main(config_path: Option<&std::path::Path>) -> std::process::ExitCo
         },
     };
     let config = match config {
-        Ok(config) => config,
+        Ok(mut config) => {
+            config.repair_journal = repair_journal;
+            config
+        }
         Err(error) => {
             eprintln!("suppressd: {error}");
             return ExitCode::from(EXIT_CONFIG);
