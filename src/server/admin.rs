@@ -26,7 +26,6 @@ use tonic::{Request, Response, Status};
 pub struct AdminService {
     state: Arc<State>,
     mutator: Arc<Mutator>,
-    reload: Arc<tokio::sync::Notify>,
 }
 
 fn channel_name(value: i32) -> &'static str {
@@ -77,8 +76,8 @@ fn mutation_response(submitted: &Submitted, invalid: Vec<InvalidNumber>) -> Muta
 }
 
 impl AdminService {
-    pub fn new(state: Arc<State>, mutator: Arc<Mutator>, reload: Arc<tokio::sync::Notify>) -> AdminService {
-        AdminService { state, mutator, reload }
+    pub fn new(state: Arc<State>, mutator: Arc<Mutator>) -> AdminService {
+        AdminService { state, mutator }
     }
 
     /// The tenant's set named `name`, or its first set of `kind` (and `reason`) when empty.

@@ -4,8 +4,8 @@
 //! Handlers read the sets in force with one `ArcSwap` load per request and never lock.
 
 use crate::engine::date::Day;
-use crate::engine::number::{Number, NumberError};
-use crate::policy::{Decision, PolicyError, Reason};
+use crate::engine::number::Number;
+use crate::policy::{PolicyError, Reason};
 use crate::proto::suppression_server::Suppression;
 use crate::proto::{
     self, BlockedItem, CampaignStatus, CheckBatchRequest, CheckBatchResponse, CheckRequest,
@@ -78,51 +78,30 @@ impl SuppressionService {
     }
 
     fn check_one(&self, request: &CheckRequest) -> Result<CheckResponse, ServiceError> {
-        let state = &self.state;
-        let (tenant, campaign) = state.policy.resolve(&request.tenant, &request.campaign)?;
-        let sets = state.sets.load();
-        let today = Day::today();
-        let view = state.policy.campaign_state(campaign, &sets, &state.overlays, today);
-        let number = parse_text(&tenant.parser, &request.number);
-        let decision = view.decide(number, today);
-        let consulted: Vec<usize> = campaign.consulted().collect();
+        let outcome = self.state.check_text(&request.tenant, &request.campaign, &request.number)?;
         Ok(CheckResponse {
-            verdict: if decision.allowed() { Verdict::Allow } else { Verdict::Block } as i32,
-            reasons: decision.reasons.iter().map(|r| proto_reason(r) as i32).collect(),
-            matched_sets: consulted
-                .iter()
-                .enumerate()
-                .filter(|(position, _)| decision.matched & (1 << position) != 0)
-                .map(|(_, &id)| state.policy.sets[id].id.clone())
-                .collect(),
-            normalized_number: decision.number.map(Number::to_e164_string).unwrap_or_default(),
-            versions: versions(state, &view.sets, &consulted),
-            warnings: view.warnings.clone(),
-            tenant: tenant.name.clone(),
-            campaign: campaign.name.clone(),
+            verdict: if outcome.allowed() { Verdict::Allow } else { Verdict::Block } as i32,
+            reasons: outcome.reasons.iter().map(|r| proto_reason(r) as i32).collect(),
+            matched_sets: outcome.matched,
+            normalized_number: outcome.number.map(Number::to_e164_string).unwrap_or_default(),
+            versions: outcome.versions.into_iter().map(|(set, version)| SetVersion { set, version }).collect(),
+            warnings: outcome.warnings,
+            tenant: outcome.tenant,
+            campaign: outcome.campaign,
             checked_at_unix_ms: now_ms(),
         })
     }
 
     fn check_batch(&self, request: &CheckBatchRequest) -> Result<CheckBatchResponse, ServiceError> {
-        let state = &self.state;
         let count = request.numbers.len() + request.e164.len();
-        let limit = state.config.raw.server.max_batch;
+        let limit = self.state.config.raw.server.max_batch;
         if count > limit {
             return Err(ServiceError::BatchTooLarge { count, limit });
         }
-        let (tenant, campaign) = state.policy.resolve(&request.tenant, &request.campaign)?;
-        let sets = state.sets.load();
-        let today = Day::today();
-        let view = state.policy.campaign_state(campaign, &sets, &state.overlays, today);
-        let mut numbers: Vec<Result<Number, NumberError>> = Vec::with_capacity(count);
-        numbers.extend(request.numbers.iter().map(|text| parse_text(&tenant.parser, text)));
-        numbers.extend(request.e164.iter().map(|&value| Number::from_u64(value)));
-        let mut decisions: Vec<Decision> = Vec::with_capacity(count);
-        view.decide_batch(&numbers, today, &mut decisions);
+        let (outcome, numbers) = self.state.check_many(&request.tenant, &request.campaign, &request.numbers, &request.e164)?;
         let mut verdicts = Vec::with_capacity(count);
         let mut blocked = Vec::new();
-        for (index, (decision, number)) in decisions.iter().zip(&numbers).enumerate() {
+        for (index, (decision, number)) in outcome.decisions.iter().zip(&numbers).enumerate() {
             let verdict = match (number, decision.allowed()) {
                 (Err(_), _) => Verdict::Invalid,
                 (Ok(_), true) => Verdict::Allow,
@@ -137,12 +116,11 @@ impl SuppressionService {
                 });
             }
         }
-        let consulted: Vec<usize> = campaign.consulted().collect();
         Ok(CheckBatchResponse {
             batch_id: request.batch_id,
             verdicts,
             blocked,
-            versions: versions(state, &view.sets, &consulted),
+            versions: outcome.versions.into_iter().map(|(set, version)| SetVersion { set, version }).collect(),
             checked_at_unix_ms: now_ms(),
         })
     }
@@ -218,23 +196,6 @@ impl SuppressionService {
             started_at_unix_ms: state.started_at_ms,
         }
     }
-}
-
-/// Text input: '+digits' on the hot path, anything else through the full parser of the
-/// tenant's region.
-fn parse_text(parser: &crate::engine::number::NumberParser, text: &str) -> Result<Number, NumberError> {
-    parser.parse_fast(text)
-}
-
-fn versions(state: &State, loaded: &[Option<&crate::policy::LoadedSet>], consulted: &[usize]) -> Vec<SetVersion> {
-    consulted
-        .iter()
-        .zip(loaded)
-        .map(|(&id, slot)| SetVersion {
-            set: state.policy.sets[id].id.clone(),
-            version: slot.map_or(0, |s| s.set.version()),
-        })
-        .collect()
 }
 
 type BatchStream = Pin<Box<dyn Stream<Item = Result<CheckBatchResponse, Status>> + Send>>;

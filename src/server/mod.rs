@@ -5,6 +5,7 @@
 //! runs. Owns wiring only: decisions live in `policy`, lookups in `engine`.
 
 pub mod admin;
+pub mod checks;
 pub mod grpc;
 pub mod mutations;
 pub mod samples;
@@ -90,11 +91,7 @@ pub async fn start(
     tokio::spawn(reloader(state.clone(), reload.clone(), health_reporter, stop_rx.clone()));
     tokio::spawn(compactor(state.clone(), mutator.clone(), stop_rx.clone()));
     if let Some(listener) = admin_listener {
-        let admin = crate::proto::admin::admin_server::AdminServer::new(admin::AdminService::new(
-            state.clone(),
-            mutator.clone(),
-            reload.clone(),
-        ))
+        let admin = crate::proto::admin::admin_server::AdminServer::new(admin::AdminService::new(state.clone(), mutator.clone()))
         .max_decoding_message_size(server_config.max_message_bytes)
         .max_encoding_message_size(server_config.max_message_bytes);
         let mut stop = stop_rx.clone();

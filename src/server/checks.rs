@@ -1,0 +1,104 @@
+//! Transport-neutral checks: what gRPC, HTTP and the SIP dip all ask, answered once.
+//!
+//! Resolves tenant and campaign, loads the sets in force once (one `ArcSwap` load), and returns
+//! plain Rust outcomes that each edge converts to its own wire format.
+
+use crate::engine::date::Day;
+use crate::engine::number::{Number, NumberError};
+use crate::policy::{Decision, PolicyError, Reasons};
+use crate::server::state::State;
+
+/// The answer for one number, with its proof.
+#[derive(Clone, Debug)]
+pub struct CheckOutcome {
+    pub reasons: Reasons,
+    /// Names of the block sets that hold the number.
+    pub matched: Vec<String>,
+    pub number: Option<Number>,
+    /// (set, version) of every set consulted; version 0 when not loaded.
+    pub versions: Vec<(String, u64)>,
+    pub warnings: Vec<String>,
+    pub tenant: String,
+    pub campaign: String,
+}
+
+impl CheckOutcome {
+    pub fn allowed(&self) -> bool {
+        self.reasons.is_empty()
+    }
+}
+
+/// Answers for many numbers of one tenant and campaign.
+#[derive(Clone, Debug)]
+pub struct BatchOutcome {
+    pub decisions: Vec<Decision>,
+    pub versions: Vec<(String, u64)>,
+    pub warnings: Vec<String>,
+    pub tenant: String,
+    pub campaign: String,
+}
+
+impl State {
+    /// One number given as text: E.164 on the hot path, national formats with the tenant's
+    /// region.
+    pub fn check_text(&self, tenant: &str, campaign: &str, number: &str) -> Result<CheckOutcome, PolicyError> {
+        let (found_tenant, found_campaign) = self.policy.resolve(tenant, campaign)?;
+        let sets = self.sets.load();
+        let today = Day::today();
+        let view = self.policy.campaign_state(found_campaign, &sets, &self.overlays, today);
+        let decision = view.decide(found_tenant.parser.parse_fast(number), today);
+        let consulted: Vec<usize> = found_campaign.consulted().collect();
+        Ok(CheckOutcome {
+            reasons: decision.reasons,
+            matched: consulted
+                .iter()
+                .enumerate()
+                .filter(|(position, _)| decision.matched & (1 << position) != 0)
+                .map(|(_, &id)| self.policy.sets[id].id.clone())
+                .collect(),
+            number: decision.number,
+            versions: versions(self, &view.sets, &consulted),
+            warnings: view.warnings,
+            tenant: found_tenant.name.clone(),
+            campaign: found_campaign.name.clone(),
+        })
+    }
+
+    /// Many numbers: text ones parsed with the tenant's region, then packed E.164 values.
+    pub fn check_many(
+        &self,
+        tenant: &str,
+        campaign: &str,
+        texts: &[String],
+        e164: &[u64],
+    ) -> Result<(BatchOutcome, Vec<Result<Number, NumberError>>), PolicyError> {
+        let (found_tenant, found_campaign) = self.policy.resolve(tenant, campaign)?;
+        let sets = self.sets.load();
+        let today = Day::today();
+        let view = self.policy.campaign_state(found_campaign, &sets, &self.overlays, today);
+        let mut numbers: Vec<Result<Number, NumberError>> = Vec::with_capacity(texts.len() + e164.len());
+        numbers.extend(texts.iter().map(|text| found_tenant.parser.parse_fast(text)));
+        numbers.extend(e164.iter().map(|&value| Number::from_u64(value)));
+        let mut decisions = Vec::with_capacity(numbers.len());
+        view.decide_batch(&numbers, today, &mut decisions);
+        let consulted: Vec<usize> = found_campaign.consulted().collect();
+        Ok((
+            BatchOutcome {
+                decisions,
+                versions: versions(self, &view.sets, &consulted),
+                warnings: view.warnings,
+                tenant: found_tenant.name.clone(),
+                campaign: found_campaign.name.clone(),
+            },
+            numbers,
+        ))
+    }
+}
+
+fn versions(state: &State, loaded: &[Option<&crate::policy::LoadedSet>], consulted: &[usize]) -> Vec<(String, u64)> {
+    consulted
+        .iter()
+        .zip(loaded)
+        .map(|(&id, slot)| (state.policy.sets[id].id.clone(), slot.map_or(0, |s| s.set.version())))
+        .collect()
+}
