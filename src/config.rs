@@ -73,6 +73,9 @@ pub struct ServerConfig {
     pub shutdown_grace_seconds: u64,
     /// Generate the sample lists into an empty data directory (the embedded demo does this).
     pub generate_samples: bool,
+    /// HTTP/1.1 plane for SIP proxies (`/v1/check`), health (`/healthz`, `/readyz`) and
+    /// metrics (`/metrics`); off when absent.
+    pub http_listen: Option<String>,
     /// Admin gRPC plane (mutations, erasure receipts, reload, compaction); off when absent.
     /// Keep it on loopback or a private address.
     pub admin_listen: Option<String>,
@@ -99,6 +102,7 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 10,
             generate_samples: false,
             admin_listen: None,
+            http_listen: None,
             compact_max_overlay_entries: 100_000,
             compact_max_age_seconds: 300,
             request_id_retention_days: 400,
@@ -228,6 +232,7 @@ pub struct Config {
     pub raw: RawConfig,
     pub grpc_listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// Set by `serve --repair-journal`: truncate a damaged journal instead of refusing to start.
     pub repair_journal: bool,
@@ -292,6 +297,12 @@ impl Config {
             None => None,
             Some(text) => Some(text.parse().map_err(|_| {
                 err(file, "server.admin_listen", format!("'{text}' is not an address like 127.0.0.1:50152"))
+            })?),
+        };
+        let http_listen: Option<SocketAddr> = match &server.http_listen {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                err(file, "server.http_listen", format!("'{text}' is not an address like 127.0.0.1:8080"))
             })?),
         };
         let grpc_listen: SocketAddr = server.grpc_listen.parse().map_err(|_| {
@@ -390,6 +401,7 @@ impl Config {
             path: file.to_owned(),
             grpc_listen,
             admin_listen,
+            http_listen,
             repair_journal: false,
             data_dir,
             sets,

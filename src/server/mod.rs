@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod checks;
 pub mod grpc;
+pub mod http;
 pub mod mutations;
 pub mod samples;
 pub mod state;
@@ -34,6 +35,8 @@ pub struct Handle {
     pub mutator: Arc<mutations::Mutator>,
     /// Where the admin plane listens, when configured.
     pub admin_addr: Option<std::net::SocketAddr>,
+    /// Where the HTTP plane listens, when configured.
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 /// Serves until `shutdown` completes, then drains requests in flight for at most the
@@ -58,6 +61,7 @@ pub async fn start(
 ) -> Result<(Handle, ServerFuture), Box<dyn std::error::Error + Send + Sync>> {
     let server_config = config.raw.server.clone();
     let admin_listen = config.admin_listen;
+    let http_listen = config.http_listen;
     let repair = config.repair_journal;
     let state = Arc::new(State::new(config));
     let reload = Arc::new(Notify::new());
@@ -69,6 +73,10 @@ pub async fn start(
     })
     .await??;
     let mutator = Arc::new(mutator);
+    let http_listener = match http_listen {
+        Some(address) => Some(TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))?),
+        None => None,
+    };
     let admin_listener = match admin_listen {
         Some(address) => Some(TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))?),
         None => None,
@@ -78,6 +86,7 @@ pub async fn start(
         reload: reload.clone(),
         mutator: mutator.clone(),
         admin_addr: admin_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        http_addr: http_listener.as_ref().and_then(|l| l.local_addr().ok()),
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -90,6 +99,25 @@ pub async fn start(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(reloader(state.clone(), reload.clone(), health_reporter, stop_rx.clone()));
     tokio::spawn(compactor(state.clone(), mutator.clone(), stop_rx.clone()));
+    if let Some(listener) = http_listener {
+        let app = http::router(state.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            // SIP proxies send one small request at a time per connection: no Nagle delay.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+            if let Err(error) = result {
+                tracing::error!(%error, "HTTP plane stopped");
+            }
+        });
+    }
     if let Some(listener) = admin_listener {
         let admin = crate::proto::admin::admin_server::AdminServer::new(admin::AdminService::new(state.clone(), mutator.clone()))
         .max_decoding_message_size(server_config.max_message_bytes)

@@ -3,5 +3,6 @@
 mod admin;
 mod crash;
 mod engine;
+mod http;
 mod loadgen;
 mod server;
