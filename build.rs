@@ -5,6 +5,17 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // The commit for the build-info metric; "unknown" outside a git checkout.
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    let sha = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=SUPPRESSD_GIT_SHA={sha}");
     let files = protox::compile(
         ["suppressd/v1/suppressd.proto", "suppressd/admin/v1/admin.proto"],
         ["proto"],

@@ -429,6 +429,7 @@ fn writer_loop(shared: Arc<Shared>, mut file: File, mut path: PathBuf) {
                 Job::Rotate(completion) => rotations.push(completion),
             }
         }
+        let started = std::time::Instant::now();
         let result = (|| -> std::io::Result<()> {
             if !buffer.is_empty() {
                 file.write_all(&buffer)?;
@@ -436,6 +437,12 @@ fn writer_loop(shared: Arc<Shared>, mut file: File, mut path: PathBuf) {
             }
             Ok(())
         })();
+        if !buffer.is_empty() && result.is_ok() {
+            let metrics = crate::metrics::metrics();
+            metrics.journal_fsync.record(started.elapsed().as_secs_f64());
+            metrics.journal_appends.increment(done.len() as u64);
+            metrics.journal_bytes_written.increment(buffer.len() as u64);
+        }
         match result {
             Ok(()) => {
                 {

@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod engine;
 pub mod journal;
+pub mod metrics;
 pub mod loadgen;
 pub mod mutation;
 pub mod client;

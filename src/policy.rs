@@ -8,7 +8,7 @@
 use crate::config::{BlockReason, Config, SetDefinition, StalePolicy, parse_prefix};
 use crate::engine::date::Day;
 use crate::engine::number::{Number, NumberError, NumberParser, Region};
-use crate::engine::set::SuppressionSet;
+use crate::engine::set::{BatchStats, SuppressionSet};
 use crate::mutation::Overlay;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -390,7 +390,9 @@ impl CampaignState<'_> {
     }
 
     /// Decisions for many numbers, each set consulted once with a batched lookup.
-    pub fn decide_batch(&self, numbers: &[Result<Number, NumberError>], today: Day, out: &mut Vec<Decision>) {
+    /// Returns the filter counters summed over the sets consulted.
+    pub fn decide_batch(&self, numbers: &[Result<Number, NumberError>], today: Day, out: &mut Vec<Decision>) -> BatchStats {
+        let mut stats = BatchStats::default();
         out.clear();
         let mut valid: Vec<Number> = Vec::with_capacity(numbers.len());
         let mut valid_at: Vec<usize> = Vec::with_capacity(numbers.len());
@@ -417,7 +419,9 @@ impl CampaignState<'_> {
         let mut consented = vec![false; valid.len()];
         for (position, slot) in self.sets.iter().enumerate() {
             let Some(loaded) = slot else { continue };
-            loaded.set.contains_batch(&valid, today, &mut hits);
+            let counted = loaded.set.contains_batch(&valid, today, &mut hits);
+            stats.filter_hits += counted.filter_hits;
+            stats.confirmed += counted.confirmed;
             let overlay = self.overlays[position];
             if !overlay.is_empty() {
                 for (hit, &number) in hits.iter_mut().zip(&valid) {
@@ -447,6 +451,7 @@ impl CampaignState<'_> {
                 }
             }
         }
+        stats
     }
 }
 

@@ -80,7 +80,10 @@ impl State {
         numbers.extend(texts.iter().map(|text| found_tenant.parser.parse_fast(text)));
         numbers.extend(e164.iter().map(|&value| Number::from_u64(value)));
         let mut decisions = Vec::with_capacity(numbers.len());
-        view.decide_batch(&numbers, today, &mut decisions);
+        let stats = view.decide_batch(&numbers, today, &mut decisions);
+        let metrics = crate::metrics::metrics();
+        metrics.filter_hits.increment(stats.filter_hits);
+        metrics.filter_false_positives.increment(stats.filter_hits - stats.confirmed);
         let consulted: Vec<usize> = found_campaign.consulted().collect();
         Ok((
             BatchOutcome {

@@ -5,6 +5,7 @@
 
 use crate::engine::date::Day;
 use crate::engine::number::Number;
+use crate::metrics::{Api, Counted, Tally, metrics};
 use crate::policy::{PolicyError, Reason};
 use crate::proto::suppression_server::Suppression;
 use crate::proto::{
@@ -78,7 +79,17 @@ impl SuppressionService {
     }
 
     fn check_one(&self, request: &CheckRequest) -> Result<CheckResponse, ServiceError> {
+        let started = std::time::Instant::now();
         let outcome = self.state.check_text(&request.tenant, &request.campaign, &request.number)?;
+        let mut tally = Tally::default();
+        let counted = match (outcome.number.is_some(), outcome.allowed()) {
+            (false, _) => Counted::Invalid,
+            (true, true) => Counted::Allow,
+            (true, false) => Counted::Block,
+        };
+        tally.add(counted, outcome.reasons);
+        tally.flush(Api::Grpc);
+        metrics().latency(Api::Grpc, started);
         Ok(CheckResponse {
             verdict: if outcome.allowed() { Verdict::Allow } else { Verdict::Block } as i32,
             reasons: outcome.reasons.iter().map(|r| proto_reason(r) as i32).collect(),
@@ -98,7 +109,9 @@ impl SuppressionService {
         if count > limit {
             return Err(ServiceError::BatchTooLarge { count, limit });
         }
+        let started = std::time::Instant::now();
         let (outcome, numbers) = self.state.check_many(&request.tenant, &request.campaign, &request.numbers, &request.e164)?;
+        let mut tally = Tally::default();
         let mut verdicts = Vec::with_capacity(count);
         let mut blocked = Vec::new();
         for (index, (decision, number)) in outcome.decisions.iter().zip(&numbers).enumerate() {
@@ -108,6 +121,12 @@ impl SuppressionService {
                 (Ok(_), false) => Verdict::Block,
             };
             verdicts.push(verdict as u8);
+            let counted = match verdict {
+                Verdict::Allow => Counted::Allow,
+                Verdict::Invalid => Counted::Invalid,
+                _ => Counted::Block,
+            };
+            tally.add(counted, decision.reasons);
             if verdict != Verdict::Allow {
                 blocked.push(BlockedItem {
                     index: index as u32,
@@ -116,6 +135,10 @@ impl SuppressionService {
                 });
             }
         }
+        tally.flush(Api::Grpc);
+        let metrics = metrics();
+        metrics.batch_size.record(count as f64);
+        metrics.latency(Api::Grpc, started);
         Ok(CheckBatchResponse {
             batch_id: request.batch_id,
             verdicts,

@@ -7,6 +7,7 @@
 //! never echo a number in the clear.
 
 use crate::engine::number::{NumberError, mask_input};
+use crate::metrics::{Api, Counted, Tally, metrics};
 use crate::policy::{PolicyError, Reason, Reasons};
 use crate::server::checks::CheckOutcome;
 use crate::server::state::{State, now_ms};
@@ -44,6 +45,7 @@ pub fn router(state: Arc<State>) -> axum::Router {
         .route("/v1/check", get(check_one).post(check_batch))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(render_metrics))
         .with_state(state)
 }
 
@@ -79,10 +81,19 @@ fn outcome_json(outcome: &CheckOutcome) -> Value {
 }
 
 async fn check_one(Shared(state): Shared<Arc<State>>, Query(query): Query<CheckQuery>) -> Response {
+    let started = std::time::Instant::now();
     let outcome = match state.check_text(&query.tenant, &query.campaign, &query.number) {
         Ok(outcome) => outcome,
         Err(error) => return policy_error(&error),
     };
+    let mut tally = Tally::default();
+    let counted = match (outcome.number.is_some(), outcome.allowed()) {
+        (false, _) => Counted::Invalid,
+        (true, true) => Counted::Allow,
+        (true, false) => Counted::Block,
+    };
+    tally.add(counted, outcome.reasons);
+    tally.flush(Api::Http);
     let mut body = outcome_json(&outcome);
     let status = if outcome.reasons.contains(Reason::InvalidNumber) {
         let reason = crate::engine::number::NumberParser::new(None)
@@ -96,7 +107,9 @@ async fn check_one(Shared(state): Shared<Arc<State>>, Query(query): Query<CheckQ
     } else {
         StatusCode::OK
     };
-    (status, Json(body)).into_response()
+    let response = (status, Json(body)).into_response();
+    metrics().latency(Api::Http, started);
+    response
 }
 
 async fn check_batch(Shared(state): Shared<Arc<State>>, body: Result<Json<BatchBody>, axum::extract::rejection::JsonRejection>) -> Response {
@@ -115,6 +128,7 @@ async fn check_batch(Shared(state): Shared<Arc<State>>, body: Result<Json<BatchB
         )
             .into_response();
     }
+    let started = std::time::Instant::now();
     let (outcome, numbers) = match state.check_many(&body.tenant, &body.campaign, &body.numbers, &[]) {
         Ok(result) => result,
         Err(error) => return policy_error(&error),
@@ -136,6 +150,18 @@ async fn check_batch(Shared(state): Shared<Arc<State>>, body: Result<Json<BatchB
             Err(error) => json!({ "verdict": "INVALID", "reasons": ["INVALID_NUMBER"], "error": error.to_string() }),
         })
         .collect();
+    let mut tally = Tally::default();
+    for (decision, number) in outcome.decisions.iter().zip(&numbers) {
+        let counted = match (number.is_ok(), decision.allowed()) {
+            (false, _) => Counted::Invalid,
+            (true, true) => Counted::Allow,
+            (true, false) => Counted::Block,
+        };
+        tally.add(counted, decision.reasons);
+    }
+    tally.flush(Api::Http);
+    metrics().batch_size.record(numbers.len() as f64);
+    metrics().latency(Api::Http, started);
     let not_ready = outcome.decisions.iter().any(|d| d.reasons.contains(Reason::NotReady));
     let status = if not_ready { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (
@@ -158,4 +184,13 @@ async fn ready(Shared(state): Shared<Arc<State>>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: a set the policy needs is not loaded\n").into_response()
     }
+}
+
+async fn render_metrics() -> Response {
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        metrics().render(),
+    )
+        .into_response()
 }

@@ -99,6 +99,7 @@ pub async fn start(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(reloader(state.clone(), reload.clone(), health_reporter, stop_rx.clone()));
     tokio::spawn(compactor(state.clone(), mutator.clone(), stop_rx.clone()));
+    tokio::spawn(gauges(state.clone(), mutator.clone(), stop_rx.clone()));
     if let Some(listener) = http_listener {
         let app = http::router(state.clone());
         let mut stop = stop_rx.clone();
@@ -213,6 +214,18 @@ async fn reloader(
         let pass = state.clone();
         if let Err(error) = tokio::task::spawn_blocking(move || pass.reload()).await {
             tracing::error!(%error, "reload task failed");
+        }
+    }
+}
+
+/// Refreshes per-set gauges (ages grow with time) and runs the exporter's upkeep.
+async fn gauges(state: Arc<State>, mutator: Arc<mutations::Mutator>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        crate::metrics::refresh_gauges(&state, Some(&mutator));
+        crate::metrics::metrics().upkeep();
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => return,
         }
     }
 }

@@ -207,8 +207,12 @@ impl Mutator {
         apply_ops(state, &mutation, seq);
         drop(gate);
         let record = record_of(&mutation, seq);
+        crate::metrics::metrics().mutations.increment(1);
         if mutation.kind == Some(MutationKind::Erase) {
             let receipt = receipt_of(state, &mutation, seq);
+            crate::metrics::metrics()
+                .erasure_in_force
+                .record((receipt.in_force_at_ms - receipt.requested_at_ms).max(0) as f64 / 1000.0);
             self.receipts.lock().unwrap_or_else(|e| e.into_inner()).insert(receipt.receipt_id.clone(), receipt);
         }
         self.oldest_pending_ms.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(mutation.at_ms);
@@ -233,7 +237,17 @@ impl Mutator {
     /// Folds the overlays into new snapshot versions. Blocking: run off the async workers.
     pub fn compact(&self, state: &State) -> Result<CompactionReport, String> {
         let _one = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
+        let started = std::time::Instant::now();
         let result = self.compact_inner(state);
+        let metrics = crate::metrics::metrics();
+        metrics.compaction_duration.record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => {
+                metrics.compactions_ok.increment(1);
+                metrics::gauge!("suppressd_compaction_last_success_timestamp_seconds").set(now_ms() as f64 / 1000.0);
+            }
+            Err(_) => metrics.compactions_failed.increment(1),
+        }
         let mut last = self.last_compaction.lock().unwrap_or_else(|e| e.into_inner());
         *last = (now_ms(), result.as_ref().err().cloned());
         result
@@ -293,6 +307,9 @@ impl Mutator {
                 if let Some(stored) = receipts.get_mut(&receipt.receipt_id) {
                     stored.completed_at_ms = completed_at;
                     report.erasures_completed += 1;
+                    crate::metrics::metrics()
+                        .erasure_complete
+                        .record((completed_at - stored.requested_at_ms).max(0) as f64 / 1000.0);
                 }
             }
         }

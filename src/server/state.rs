@@ -142,6 +142,9 @@ impl State {
         if !report.loaded.is_empty() {
             self.sets.store(Arc::new(LoadedSets { slots }));
         }
+        let metrics = crate::metrics::metrics();
+        metrics.reloads_ok.increment(report.loaded.len() as u64);
+        metrics.reloads_refused.increment(report.refused.len() as u64);
         *self.last_errors.lock().unwrap_or_else(|e| e.into_inner()) = errors;
         let loaded = self.sets.load();
         let all_needed = self.policy.needed_sets().iter().all(|&id| loaded.slots[id].is_some());

@@ -114,3 +114,32 @@ async fn not_ready_is_503_with_block() {
     .unwrap();
     daemon.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_exposed_with_bounded_labels() {
+    let daemon = start(true).await;
+    let addr = daemon.handle.http_addr.unwrap();
+    suppressd::metrics::refresh_gauges(&daemon.handle.state, Some(&daemon.handle.mutator));
+    let text = tokio::task::spawn_blocking(move || {
+        let mut connection = Connection::open(addr);
+        connection.send("GET", &format!("/v1/check?number=%2B{REGISTRY}"), "");
+        let (status, body) = connection.send("GET", "/metrics", "");
+        assert_eq!(status, 200);
+        body.as_str().unwrap().to_owned()
+    })
+    .await
+    .unwrap();
+    for needle in [
+        "suppressd_checks_total{api=\"http\",verdict=\"block\"}",
+        "suppressd_check_reasons_total{api=\"http\",reason=\"national_registry\"}",
+        "suppressd_check_duration_seconds_bucket{api=\"http\",le=\"0.000025\"}",
+        "suppressd_set_keys{set=\"us-dnc\"} 1",
+        "suppressd_set_version{set=\"acme/dnc\"} 1",
+        "suppressd_build_info{",
+        "# HELP suppressd_checks_total",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+    assert!(!text.contains(&REGISTRY.to_string()), "a number leaked into metrics");
+    daemon.shutdown().await;
+}
