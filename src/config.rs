@@ -48,6 +48,65 @@ pub struct RawConfig {
     pub sets: BTreeMap<String, SetConfig>,
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// The SIP redirect dip (`server::sip`); off unless a listen address is given.
+    #[serde(default)]
+    pub sip: SipConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Log output. Phone numbers never appear in the clear whatever the level.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// "text" (human) or "json" (one object per line, for log shippers).
+    pub format: LogFormat,
+    /// An env-filter directive such as "info" or "suppressd=debug"; RUST_LOG overrides it.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[sip]`: the SIP redirect dip for proxies (see `server::sip` for its answers).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// UDP address of the dip, e.g. "127.0.0.1:5070"; off when absent.
+    pub listen_udp: Option<String>,
+    /// TCP address of the dip; off when absent.
+    pub listen_tcp: Option<String>,
+    /// SIP header naming the tenant; absent or empty: `defaults.tenant`.
+    pub tenant_header: String,
+    /// SIP header naming the campaign; absent or empty: `defaults.campaign`.
+    pub campaign_header: String,
+    /// Status of a blocked call: 603 (Decline) or 608 (Rejected, RFC 8688).
+    pub block_status: u16,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen_udp: None,
+            listen_tcp: None,
+            tenant_header: "X-Tenant".into(),
+            campaign_header: "X-Campaign".into(),
+            block_status: 603,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -233,6 +292,9 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
     pub http_listen: Option<SocketAddr>,
+    /// The SIP dip's UDP and TCP addresses (`[sip]`), when configured.
+    pub sip_udp_listen: Option<SocketAddr>,
+    pub sip_tcp_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     /// Set by `serve --repair-journal`: truncate a damaged journal instead of refusing to start.
     pub repair_journal: bool,
@@ -308,6 +370,7 @@ impl Config {
         let grpc_listen: SocketAddr = server.grpc_listen.parse().map_err(|_| {
             err(file, "server.grpc_listen", format!("'{}' is not an address like 127.0.0.1:50151", server.grpc_listen))
         })?;
+        let (sip_udp_listen, sip_tcp_listen) = validate_sip(file, &raw.sip)?;
         if !(1..=1_000_000).contains(&server.max_batch) {
             return Err(err(file, "server.max_batch", "must be 1..=1000000"));
         }
@@ -316,6 +379,9 @@ impl Config {
         }
         if server.request_timeout_ms == 0 {
             return Err(err(file, "server.request_timeout_ms", "must be positive"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&raw.log.filter).is_err() {
+            return Err(err(file, "log.filter", format!("'{}' is not a log filter such as \"info\" or \"suppressd=debug\"", raw.log.filter)));
         }
         if server.reload_poll_seconds == 0 {
             return Err(err(file, "server.reload_poll_seconds", "must be positive"));
@@ -402,12 +468,42 @@ impl Config {
             grpc_listen,
             admin_listen,
             http_listen,
+            sip_udp_listen,
+            sip_tcp_listen,
             repair_journal: false,
             data_dir,
             sets,
             raw,
         })
     }
+}
+
+/// Checks `[sip]`: addresses, header names (SIP tokens) and the block status.
+fn validate_sip(file: &str, sip: &SipConfig) -> Result<(Option<SocketAddr>, Option<SocketAddr>), ConfigError> {
+    let address = |key: &str, text: &Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
+        match text {
+            None => Ok(None),
+            Some(text) => text
+                .parse()
+                .map(Some)
+                .map_err(|_| err(file, key, format!("'{text}' is not an address like 127.0.0.1:5070"))),
+        }
+    };
+    let udp = address("sip.listen_udp", &sip.listen_udp)?;
+    let tcp = address("sip.listen_tcp", &sip.listen_tcp)?;
+    for (key, name) in [("sip.tenant_header", &sip.tenant_header), ("sip.campaign_header", &sip.campaign_header)] {
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(token) {
+            return Err(err(file, key, format!("'{name}' is not a SIP header name (1-64 letters, digits or -.!%*_+`'~)")));
+        }
+    }
+    if sip.tenant_header.eq_ignore_ascii_case(&sip.campaign_header) {
+        return Err(err(file, "sip.campaign_header", "must differ from sip.tenant_header"));
+    }
+    if !matches!(sip.block_status, 603 | 608) {
+        return Err(err(file, "sip.block_status", format!("{} is neither 603 (Decline) nor 608 (Rejected)", sip.block_status)));
+    }
+    Ok((udp, tcp))
 }
 
 fn define_set(

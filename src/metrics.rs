@@ -5,7 +5,7 @@
 //! buckets (25 µs to 10 ms), so they aggregate across daemons. The exporter is rendered on the
 //! HTTP plane's `/metrics`.
 
-use metrics::{Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 

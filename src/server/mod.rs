@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod http;
 pub mod mutations;
 pub mod samples;
+pub mod sip;
 pub mod state;
 
 use crate::config::Config;
@@ -37,6 +38,9 @@ pub struct Handle {
     pub admin_addr: Option<std::net::SocketAddr>,
     /// Where the HTTP plane listens, when configured.
     pub http_addr: Option<std::net::SocketAddr>,
+    /// Where the SIP dip listens (UDP, TCP), when configured.
+    pub sip_udp_addr: Option<std::net::SocketAddr>,
+    pub sip_tcp_addr: Option<std::net::SocketAddr>,
 }
 
 /// Serves until `shutdown` completes, then drains requests in flight for at most the
@@ -62,6 +66,7 @@ pub async fn start(
     let server_config = config.raw.server.clone();
     let admin_listen = config.admin_listen;
     let http_listen = config.http_listen;
+    let (sip_udp_listen, sip_tcp_listen) = (config.sip_udp_listen, config.sip_tcp_listen);
     let repair = config.repair_journal;
     let state = Arc::new(State::new(config));
     let reload = Arc::new(Notify::new());
@@ -81,12 +86,22 @@ pub async fn start(
         Some(address) => Some(TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))?),
         None => None,
     };
+    let sip_udp = match sip_udp_listen {
+        Some(address) => Some(tokio::net::UdpSocket::bind(address).await.map_err(|e| format!("cannot listen on udp {address}: {e}"))?),
+        None => None,
+    };
+    let sip_tcp = match sip_tcp_listen {
+        Some(address) => Some(TcpListener::bind(address).await.map_err(|e| format!("cannot listen on tcp {address}: {e}"))?),
+        None => None,
+    };
     let handle = Handle {
         state: state.clone(),
         reload: reload.clone(),
         mutator: mutator.clone(),
         admin_addr: admin_listener.as_ref().and_then(|l| l.local_addr().ok()),
         http_addr: http_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        sip_udp_addr: sip_udp.as_ref().and_then(|s| s.local_addr().ok()),
+        sip_tcp_addr: sip_tcp.as_ref().and_then(|l| l.local_addr().ok()),
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -119,6 +134,7 @@ pub async fn start(
             }
         });
     }
+    sip::spawn(state.clone(), sip_udp, sip_tcp, stop_rx.clone());
     if let Some(listener) = admin_listener {
         let admin = crate::proto::admin::admin_server::AdminServer::new(admin::AdminService::new(state.clone(), mutator.clone()))
         .max_decoding_message_size(server_config.max_message_bytes)
@@ -276,7 +292,6 @@ pub const EXIT_CONFIG: u8 = 64;
 /// SIGINT; SIGHUP reloads the data directory.
 pub fn serve_main(config_path: Option<&std::path::Path>, repair_journal: bool) -> std::process::ExitCode {
     use std::process::ExitCode;
-    init_logging();
     let config = match config_path {
         Some(path) => Config::load(path),
         None => match samples::ensure_demo_key(std::path::Path::new(".")) {
@@ -297,8 +312,10 @@ pub fn serve_main(config_path: Option<&std::path::Path>, repair_journal: bool) -
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    init_logging(&config.raw.log);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
+        git_sha = env!("SUPPRESSD_GIT_SHA"),
         config = %config.path,
         data_dir = %config.data_dir.display(),
         sets = config.sets.len(),
@@ -326,8 +343,16 @@ pub fn serve_main(config_path: Option<&std::path::Path>, repair_journal: bool) -
         let (handle, server) = start(config, listener, shutdown_signal())
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(reload_on_sighup(handle.reload.clone()));
-        server.await.map_err(|e| e.to_string())
+        tokio::spawn(reload_on_sighup(handle.state.clone()));
+        tokio::spawn(watchdog());
+        // systemd (Type=notify): the first load is done and every listener is bound.
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(if handle.state.is_ready() { "serving" } else { "serving, failing closed: sets missing" }),
+        ]);
+        let result = server.await.map_err(|e| e.to_string());
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -355,24 +380,46 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn reload_on_sighup(reload: Arc<Notify>) {
+/// SIGHUP reloads the data directory, telling systemd it is reloading (RELOADING=1 with the
+/// monotonic time, then READY=1 when done).
+async fn reload_on_sighup(state: Arc<State>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         return;
     };
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the data directory");
-        reload.notify_one();
+        let mut reloading = vec![sd_notify::NotifyState::Reloading];
+        reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+        let _ = sd_notify::notify(&reloading);
+        let pass = state.clone();
+        let report = tokio::task::spawn_blocking(move || pass.reload()).await;
+        if let Ok(report) = report {
+            tracing::info!(loaded = report.loaded.len(), refused = report.refused.len(), "SIGHUP reload done");
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     }
 }
 
-/// Logs to stderr; `RUST_LOG` selects levels (default `info`). Never logs phone numbers: every
-/// `Number` formats masked.
-pub fn init_logging() {
+/// Pets systemd's watchdog at half its interval while the runtime schedules tasks.
+async fn watchdog() {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    loop {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        tokio::time::sleep(interval / 2).await;
+    }
+}
+
+/// Logs to stderr as text or JSON; `RUST_LOG` overrides the configured filter. Never logs
+/// phone numbers: every `Number` formats masked and errors mask their input.
+pub fn init_logging(config: &crate::config::LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.format {
+        crate::config::LogFormat::Text => builder.try_init(),
+        crate::config::LogFormat::Json => builder.json().try_init(),
+    };
 }

@@ -4,5 +4,6 @@ mod admin;
 mod crash;
 mod engine;
 mod http;
+mod process;
 mod loadgen;
 mod server;
