@@ -53,6 +53,19 @@ pub struct RawConfig {
     pub sip: SipConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: bearer-token credentials (see `server::auth`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// File of `[[token]]` entries holding SHA-256 hashes of tokens, never tokens.
+    pub tokens_file: Option<PathBuf>,
+    /// Refuse callers without a credential. Needs a tokens file.
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// Log output. Phone numbers never appear in the clear whatever the level.
@@ -298,6 +311,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Set by `serve --repair-journal`: truncate a damaged journal instead of refusing to start.
     pub repair_journal: bool,
+    /// Credentials from `[auth]`; disabled (everyone anonymous) without a tokens file.
+    pub authenticator: std::sync::Arc<crate::server::auth::Authenticator>,
     pub sets: Vec<SetDefinition>,
 }
 
@@ -463,6 +478,19 @@ impl Config {
         } else if raw.defaults.campaign.is_some() {
             return Err(err(file, "defaults.campaign", "a default campaign needs a default tenant"));
         }
+        let authenticator = match &raw.auth.tokens_file {
+            None if raw.auth.required => {
+                return Err(err(file, "auth.required", "needs auth.tokens_file"));
+            }
+            None => crate::server::auth::Authenticator::disabled(),
+            Some(path) => {
+                let path = if path.is_absolute() { path.clone() } else { base.join(path) };
+                let tenants: Vec<&str> = raw.tenants.keys().map(String::as_str).collect();
+                crate::server::auth::Authenticator::load(&path, raw.auth.required, &tenants)
+                    .map_err(|reason| err(file, "auth.tokens_file", reason))?
+            }
+        };
+        let authenticator = std::sync::Arc::new(authenticator);
         Ok(Config {
             path: file.to_owned(),
             grpc_listen,
@@ -471,6 +499,7 @@ impl Config {
             sip_udp_listen,
             sip_tcp_listen,
             repair_journal: false,
+            authenticator,
             data_dir,
             sets,
             raw,

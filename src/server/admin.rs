@@ -16,7 +16,8 @@ use crate::proto::admin::{
     ConsentRequest, EraseRequest, EraseResponse, ErasureReceipt, ErasureState, GetErasureRequest, InvalidNumber,
     MutationResponse, OverlayStatus, ReloadRequest, ReloadResponse, SuppressRequest,
 };
-use crate::server::grpc::ServiceError;
+use crate::server::auth::{AuthError, Identity};
+use crate::server::grpc::{ServiceError, identity};
 use crate::server::mutations::{MutationError, Mutator, Receipt, Submitted};
 use crate::server::state::{State, now_ms};
 use std::sync::Arc;
@@ -238,61 +239,91 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    /// The tenant an admin call acts for; refuses non-admins and other tenants.
+    fn caller_tenant<'a, T>(&self, request: &'a Request<T>, requested: &'a str) -> Result<&'a str, ServiceError> {
+        let caller = identity(request);
+        Identity::require_admin(caller, self.state.config.authenticator.is_enabled())?;
+        Ok(Identity::tenant_for(caller, requested)?)
+    }
+
+    /// Refuses tenant-bound admins for daemon-wide operations.
+    fn require_global_admin<T>(&self, request: &Request<T>) -> Result<(), ServiceError> {
+        let caller = identity(request);
+        Identity::require_admin(caller, self.state.config.authenticator.is_enabled())?;
+        if caller.is_some_and(|c| c.tenant.is_some()) {
+            return Err(AuthError::PermissionDenied("this needs an all-tenant admin credential".into()).into());
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn suppress(&self, request: Request<SuppressRequest>) -> Result<Response<MutationResponse>, Status> {
         let r = request.get_ref();
-        let set = self.tenant_set(&r.tenant, &r.set, SetKind::Block, if r.set.is_empty() { Some(BlockReason::InternalDnc) } else { None })?;
+        let tenant = self.caller_tenant(&request, &r.tenant)?;
+        let set = self.tenant_set(tenant, &r.set, SetKind::Block, if r.set.is_empty() { Some(BlockReason::InternalDnc) } else { None })?;
         let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(self.set_mutation(MutationKind::Suppress, &r.tenant, set, &r.numbers, None, meta).await?))
+        Ok(Response::new(self.set_mutation(MutationKind::Suppress, tenant, set, &r.numbers, None, meta).await?))
     }
 
     async fn unsuppress(&self, request: Request<SuppressRequest>) -> Result<Response<MutationResponse>, Status> {
         let r = request.get_ref();
-        let set = self.tenant_set(&r.tenant, &r.set, SetKind::Block, if r.set.is_empty() { Some(BlockReason::InternalDnc) } else { None })?;
+        let tenant = self.caller_tenant(&request, &r.tenant)?;
+        let set = self.tenant_set(tenant, &r.set, SetKind::Block, if r.set.is_empty() { Some(BlockReason::InternalDnc) } else { None })?;
         if self.state.policy.sets[set].reason == Some(BlockReason::Erased) {
             return Err(ServiceError::InvalidArgument("an erasure cannot be undone by unsuppress".into()).into());
         }
         let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(self.set_mutation(MutationKind::Unsuppress, &r.tenant, set, &r.numbers, None, meta).await?))
+        Ok(Response::new(self.set_mutation(MutationKind::Unsuppress, tenant, set, &r.numbers, None, meta).await?))
     }
 
     async fn grant_consent(&self, request: Request<ConsentRequest>) -> Result<Response<MutationResponse>, Status> {
         let r = request.get_ref();
-        let set = self.tenant_set(&r.tenant, &r.set, SetKind::Consent, None)?;
+        let tenant = self.caller_tenant(&request, &r.tenant)?;
+        let set = self.tenant_set(tenant, &r.set, SetKind::Consent, None)?;
         let expires = if r.expires.is_empty() {
             None
         } else {
             Some(Day::parse(&r.expires).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?)
         };
         let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(self.set_mutation(MutationKind::GrantConsent, &r.tenant, set, &r.numbers, expires, meta).await?))
+        Ok(Response::new(self.set_mutation(MutationKind::GrantConsent, tenant, set, &r.numbers, expires, meta).await?))
     }
 
     async fn revoke_consent(&self, request: Request<ConsentRequest>) -> Result<Response<MutationResponse>, Status> {
         let r = request.get_ref();
-        let set = self.tenant_set(&r.tenant, &r.set, SetKind::Consent, None)?;
+        let tenant = self.caller_tenant(&request, &r.tenant)?;
+        let set = self.tenant_set(tenant, &r.set, SetKind::Consent, None)?;
         let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(self.set_mutation(MutationKind::RevokeConsent, &r.tenant, set, &r.numbers, None, meta).await?))
+        Ok(Response::new(self.set_mutation(MutationKind::RevokeConsent, tenant, set, &r.numbers, None, meta).await?))
     }
 
     async fn erase(&self, request: Request<EraseRequest>) -> Result<Response<EraseResponse>, Status> {
-        Ok(Response::new(AdminService::erase(self, request.get_ref()).await?))
+        let tenant = self.caller_tenant(&request, &request.get_ref().tenant)?.to_owned();
+        let mut scoped = request.get_ref().clone();
+        scoped.tenant = tenant;
+        Ok(Response::new(AdminService::erase(self, &scoped).await?))
     }
 
     async fn get_erasure(&self, request: Request<GetErasureRequest>) -> Result<Response<ErasureReceipt>, Status> {
+        let caller_tenant = self.caller_tenant(&request, "")?.to_owned();
         let receipt = self
             .mutator
             .receipt(&request.get_ref().receipt_id)
+            .filter(|r| caller_tenant.is_empty() || r.tenant == caller_tenant)
             .ok_or_else(|| ServiceError::NotFound("no erasure with that receipt id".into()))?;
         Ok(Response::new(receipt_proto(&receipt)))
     }
 
     async fn apply_changes(&self, request: Request<ApplyChangesRequest>) -> Result<Response<MutationResponse>, Status> {
+        self.require_global_admin(&request)?;
         Ok(Response::new(AdminService::apply_changes(self, request.get_ref()).await?))
     }
 
-    async fn reload(&self, _request: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
+    async fn reload(&self, request: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
+        self.require_global_admin(&request)?;
         let state = self.state.clone();
         let report = tokio::task::spawn_blocking(move || state.reload())
             .await
@@ -303,7 +334,8 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn compact(&self, _request: Request<CompactRequest>) -> Result<Response<CompactResponse>, Status> {
+    async fn compact(&self, request: Request<CompactRequest>) -> Result<Response<CompactResponse>, Status> {
+        self.require_global_admin(&request)?;
         let (state, mutator) = (self.state.clone(), self.mutator.clone());
         let report = tokio::task::spawn_blocking(move || mutator.compact(&state))
             .await
@@ -317,7 +349,8 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn status(&self, _request: Request<AdminStatusRequest>) -> Result<Response<AdminStatusResponse>, Status> {
+    async fn status(&self, request: Request<AdminStatusRequest>) -> Result<Response<AdminStatusResponse>, Status> {
+        self.require_global_admin(&request)?;
         let stats = self.mutator.journal().stats();
         let (last_at, last_error) = self.mutator.last_compaction.lock().unwrap_or_else(|e| e.into_inner()).clone();
         Ok(Response::new(AdminStatusResponse {

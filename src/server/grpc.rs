@@ -6,6 +6,7 @@
 use crate::engine::date::Day;
 use crate::engine::number::Number;
 use crate::metrics::{Api, Counted, Tally, metrics};
+use crate::server::auth::{AuthError, Identity};
 use crate::policy::{PolicyError, Reason};
 use crate::proto::suppression_server::Suppression;
 use crate::proto::{
@@ -34,6 +35,8 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 impl From<ServiceError> for Status {
@@ -50,6 +53,8 @@ impl From<ServiceError> for Status {
             ServiceError::NotFound(_) => Status::not_found(message),
             ServiceError::Unavailable(_) => Status::unavailable(message),
             ServiceError::Internal(_) => Status::internal(message),
+            ServiceError::Auth(AuthError::Unauthenticated) => Status::unauthenticated(message),
+            ServiceError::Auth(AuthError::PermissionDenied(_)) => Status::permission_denied(message),
         }
     }
 }
@@ -78,9 +83,10 @@ impl SuppressionService {
         SuppressionService { state }
     }
 
-    fn check_one(&self, request: &CheckRequest) -> Result<CheckResponse, ServiceError> {
+    fn check_one(&self, request: &CheckRequest, identity: Option<&Identity>) -> Result<CheckResponse, ServiceError> {
         let started = std::time::Instant::now();
-        let outcome = self.state.check_text(&request.tenant, &request.campaign, &request.number)?;
+        let tenant = Identity::tenant_for(identity, &request.tenant)?;
+        let outcome = self.state.check_text(tenant, &request.campaign, &request.number)?;
         let mut tally = Tally::default();
         let counted = match (outcome.number.is_some(), outcome.allowed()) {
             (false, _) => Counted::Invalid,
@@ -103,14 +109,15 @@ impl SuppressionService {
         })
     }
 
-    fn check_batch(&self, request: &CheckBatchRequest) -> Result<CheckBatchResponse, ServiceError> {
+    fn check_batch(&self, request: &CheckBatchRequest, identity: Option<&Identity>) -> Result<CheckBatchResponse, ServiceError> {
+        let tenant = Identity::tenant_for(identity, &request.tenant)?;
         let count = request.numbers.len() + request.e164.len();
         let limit = self.state.config.raw.server.max_batch;
         if count > limit {
             return Err(ServiceError::BatchTooLarge { count, limit });
         }
         let started = std::time::Instant::now();
-        let (outcome, numbers) = self.state.check_many(&request.tenant, &request.campaign, &request.numbers, &request.e164)?;
+        let (outcome, numbers) = self.state.check_many(tenant, &request.campaign, &request.numbers, &request.e164)?;
         let mut tally = Tally::default();
         let mut verdicts = Vec::with_capacity(count);
         let mut blocked = Vec::new();
@@ -221,16 +228,38 @@ impl SuppressionService {
     }
 }
 
+/// The authenticated caller, if any (set by the interceptor).
+pub fn identity<T>(request: &Request<T>) -> Option<&Identity> {
+    request.extensions().get::<Arc<Identity>>().map(Arc::as_ref)
+}
+
+/// The gRPC interceptor: authenticates the `authorization` metadata and attaches the identity.
+pub fn authenticate(
+    authenticator: Arc<crate::server::auth::Authenticator>,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |mut request: Request<()>| {
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        match authenticator.authenticate(header) {
+            Ok(Some(identity)) => {
+                request.extensions_mut().insert(identity);
+                Ok(request)
+            }
+            Ok(None) => Ok(request),
+            Err(error) => Err(ServiceError::from(error).into()),
+        }
+    }
+}
+
 type BatchStream = Pin<Box<dyn Stream<Item = Result<CheckBatchResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Suppression for SuppressionService {
     async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
-        Ok(Response::new(self.check_one(request.get_ref())?))
+        Ok(Response::new(self.check_one(request.get_ref(), identity(&request))?))
     }
 
     async fn check_batch(&self, request: Request<CheckBatchRequest>) -> Result<Response<CheckBatchResponse>, Status> {
-        Ok(Response::new(self.check_batch(request.get_ref())?))
+        Ok(Response::new(self.check_batch(request.get_ref(), identity(&request))?))
     }
 
     type CheckStreamStream = BatchStream;
@@ -240,12 +269,13 @@ impl Suppression for SuppressionService {
         request: Request<Streaming<CheckBatchRequest>>,
     ) -> Result<Response<Self::CheckStreamStream>, Status> {
         let service = self.clone();
+        let caller = identity(&request).cloned();
         let inbound = request.into_inner();
         // Each batch is answered in order as it arrives; an invalid batch ends the stream with
         // its status, like a failed unary call would.
         let outbound = inbound.map(move |message| {
             let batch = message?;
-            service.check_batch(&batch).map_err(Status::from)
+            service.check_batch(&batch, caller.as_ref()).map_err(Status::from)
         });
         Ok(Response::new(Box::pin(outbound)))
     }

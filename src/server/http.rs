@@ -9,11 +9,12 @@
 use crate::engine::number::{NumberError, mask_input};
 use crate::metrics::{Api, Counted, Tally, metrics};
 use crate::policy::{PolicyError, Reason, Reasons};
+use crate::server::auth::{AuthError, Identity};
 use crate::server::checks::CheckOutcome;
 use crate::server::state::{State, now_ms};
 use axum::Json;
 use axum::extract::{Query, State as Shared};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -80,9 +81,27 @@ fn outcome_json(outcome: &CheckOutcome) -> Value {
     })
 }
 
-async fn check_one(Shared(state): Shared<Arc<State>>, Query(query): Query<CheckQuery>) -> Response {
+/// The tenant a request acts for, from its bearer credential (401/403 as JSON otherwise).
+fn caller_tenant(state: &State, headers: &HeaderMap, requested: &str) -> Result<String, Response> {
+    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let refuse = |error: AuthError| {
+        let status = match error {
+            AuthError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            AuthError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+        };
+        (status, Json(json!({ "verdict": "BLOCK", "error": error.to_string() }))).into_response()
+    };
+    let identity = state.config.authenticator.authenticate(header).map_err(refuse)?;
+    Identity::tenant_for(identity.as_deref(), requested).map(str::to_owned).map_err(refuse)
+}
+
+async fn check_one(Shared(state): Shared<Arc<State>>, headers: HeaderMap, Query(query): Query<CheckQuery>) -> Response {
+    let tenant = match caller_tenant(&state, &headers, &query.tenant) {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
     let started = std::time::Instant::now();
-    let outcome = match state.check_text(&query.tenant, &query.campaign, &query.number) {
+    let outcome = match state.check_text(&tenant, &query.campaign, &query.number) {
         Ok(outcome) => outcome,
         Err(error) => return policy_error(&error),
     };
@@ -112,7 +131,11 @@ async fn check_one(Shared(state): Shared<Arc<State>>, Query(query): Query<CheckQ
     response
 }
 
-async fn check_batch(Shared(state): Shared<Arc<State>>, body: Result<Json<BatchBody>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn check_batch(
+    Shared(state): Shared<Arc<State>>,
+    headers: HeaderMap,
+    body: Result<Json<BatchBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Json(body) = match body {
         Ok(body) => body,
         Err(rejection) => {
@@ -129,7 +152,11 @@ async fn check_batch(Shared(state): Shared<Arc<State>>, body: Result<Json<BatchB
             .into_response();
     }
     let started = std::time::Instant::now();
-    let (outcome, numbers) = match state.check_many(&body.tenant, &body.campaign, &body.numbers, &[]) {
+    let tenant = match caller_tenant(&state, &headers, &body.tenant) {
+        Ok(tenant) => tenant,
+        Err(response) => return response,
+    };
+    let (outcome, numbers) = match state.check_many(&tenant, &body.campaign, &body.numbers, &[]) {
         Ok(result) => result,
         Err(error) => return policy_error(&error),
     };

@@ -5,6 +5,7 @@
 //! runs. Owns wiring only: decisions live in `policy`, lookups in `engine`.
 
 pub mod admin;
+pub mod auth;
 pub mod checks;
 pub mod grpc;
 pub mod http;
@@ -139,6 +140,7 @@ pub async fn start(
         let admin = crate::proto::admin::admin_server::AdminServer::new(admin::AdminService::new(state.clone(), mutator.clone()))
         .max_decoding_message_size(server_config.max_message_bytes)
         .max_encoding_message_size(server_config.max_message_bytes);
+        let admin = tonic::service::interceptor::InterceptedService::new(admin, grpc::authenticate(state.config.authenticator.clone()));
         let mut stop = stop_rx.clone();
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         tokio::spawn(async move {
@@ -171,6 +173,10 @@ pub async fn start(
         .max_decoding_message_size(server_config.max_message_bytes)
         .max_encoding_message_size(server_config.max_message_bytes);
 
+    let data_plane = tonic::service::interceptor::InterceptedService::new(
+        data_plane,
+        grpc::authenticate(state.config.authenticator.clone()),
+    );
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let grace = Duration::from_secs(server_config.shutdown_grace_seconds);
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
