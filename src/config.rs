@@ -55,6 +55,25 @@ pub struct RawConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the log of admin mutations (see `server::audit`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Key for fingerprinting numbers in audit entries; without it entries carry no number
+    /// information beyond counts.
+    pub key_file: Option<PathBuf>,
+    /// Days an audit segment is kept (US rules keep do-not-call requests 5 years).
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { key_file: None, retention_days: 1830 }
+    }
 }
 
 /// `[auth]`: bearer-token credentials (see `server::auth`).
@@ -311,6 +330,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Set by `serve --repair-journal`: truncate a damaged journal instead of refusing to start.
     pub repair_journal: bool,
+    /// The audit fingerprint key from `[audit]`, if any.
+    pub audit_key: Option<SecretKey>,
     /// Credentials from `[auth]`; disabled (everyone anonymous) without a tokens file.
     pub authenticator: std::sync::Arc<crate::server::auth::Authenticator>,
     pub sets: Vec<SetDefinition>,
@@ -491,6 +512,16 @@ impl Config {
             }
         };
         let authenticator = std::sync::Arc::new(authenticator);
+        let audit_key = match &raw.audit.key_file {
+            None => None,
+            Some(path) => {
+                let path = if path.is_absolute() { path.clone() } else { base.join(path) };
+                Some(SecretKey::load(&path).map_err(|e| err(file, "audit.key_file", e.to_string()))?)
+            }
+        };
+        if raw.audit.retention_days == 0 {
+            return Err(err(file, "audit.retention_days", "must be positive"));
+        }
         Ok(Config {
             path: file.to_owned(),
             grpc_listen,
@@ -500,6 +531,7 @@ impl Config {
             sip_tcp_listen,
             repair_journal: false,
             authenticator,
+            audit_key,
             data_dir,
             sets,
             raw,

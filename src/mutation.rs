@@ -63,6 +63,8 @@ pub struct Mutation {
     pub reason: String,
     /// For erasures: the receipt id handed back.
     pub receipt_id: String,
+    /// Who asked: the credential's name, or "anonymous" without authentication.
+    pub actor: String,
     /// Set ids (config ids such as "acme/dnc") the ops refer to by index.
     pub sets: Vec<String>,
     pub ops: Vec<Op>,
@@ -82,7 +84,7 @@ impl Mutation {
         out.push(FORMAT);
         out.push(self.kind.map_or(0, |k| k as u8));
         out.extend_from_slice(&self.at_ms.to_le_bytes());
-        for text in [&self.request_id, &self.tenant, &self.source, &self.reason, &self.receipt_id] {
+        for text in [&self.request_id, &self.tenant, &self.source, &self.reason, &self.receipt_id, &self.actor] {
             put_text(&mut out, text);
         }
         out.extend_from_slice(&(self.sets.len() as u16).to_le_bytes());
@@ -115,11 +117,11 @@ impl Mutation {
         }
         let kind = MutationKind::from_code(reader.u8()?).ok_or_else(|| DecodeError("unknown mutation kind".into()))?;
         let at_ms = reader.u64()? as i64;
-        let mut texts = [(); 5].map(|_| String::new());
+        let mut texts = [(); 6].map(|_| String::new());
         for text in &mut texts {
             *text = reader.text()?;
         }
-        let [request_id, tenant, source, reason, receipt_id] = texts;
+        let [request_id, tenant, source, reason, receipt_id, actor] = texts;
         let set_count = reader.u16()? as usize;
         let mut sets = Vec::with_capacity(set_count.min(64));
         for _ in 0..set_count {
@@ -161,6 +163,7 @@ impl Mutation {
             source,
             reason,
             receipt_id,
+            actor,
             sets,
             ops,
         })
@@ -303,6 +306,7 @@ mod tests {
             source: "phone".into(),
             reason: "art. 17 request".into(),
             receipt_id: "er-1".into(),
+            actor: "ops".into(),
             sets: vec!["acme/consent".into(), "acme/erased".into()],
             ops: vec![
                 Op::Remove { set: 0, key: 12015550123 },

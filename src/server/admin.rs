@@ -65,6 +65,11 @@ fn receipt_proto(receipt: &Receipt) -> ErasureReceipt {
     }
 }
 
+/// The name recorded as who asked: the credential's, or "anonymous".
+fn actor_of<T>(request: &Request<T>) -> String {
+    identity(request).map_or_else(|| "anonymous".to_owned(), |i| i.name.clone())
+}
+
 fn mutation_response(submitted: &Submitted, invalid: Vec<InvalidNumber>) -> MutationResponse {
     MutationResponse {
         request_id: submitted.record.request_id.clone(),
@@ -132,6 +137,7 @@ impl AdminService {
         numbers: &[String],
         expires: Option<Day>,
         meta: (&str, i32, &str),
+        actor: String,
     ) -> Result<MutationResponse, ServiceError> {
         let (valid, invalid) = self.parse_numbers(tenant, numbers)?;
         let definition = &self.state.policy.sets[set];
@@ -150,6 +156,7 @@ impl AdminService {
             tenant: self.tenant_name(tenant),
             source: channel_name(source).into(),
             reason: reason.to_owned(),
+            actor,
             sets: vec![definition.id.clone()],
             ops,
             ..Mutation::default()
@@ -158,7 +165,7 @@ impl AdminService {
         Ok(mutation_response(&submitted, if submitted.duplicate { Vec::new() } else { invalid }))
     }
 
-    async fn erase(&self, request: &EraseRequest) -> Result<EraseResponse, ServiceError> {
+    async fn erase(&self, request: &EraseRequest, actor: String) -> Result<EraseResponse, ServiceError> {
         let policy = &self.state.policy;
         let tenant = self.tenant_name(&request.tenant);
         let erased = self.tenant_set(&tenant, "", SetKind::Block, Some(BlockReason::Erased))?;
@@ -184,6 +191,7 @@ impl AdminService {
             source: channel_name(request.source).into(),
             reason: "erasure (GDPR art. 17)".into(),
             receipt_id: format!("er-{:016x}", rand::random::<u64>()),
+            actor,
             sets,
             ops,
             ..Mutation::default()
@@ -196,7 +204,7 @@ impl AdminService {
         Ok(EraseResponse { receipt: Some(receipt_proto(&receipt)), duplicate: submitted.duplicate })
     }
 
-    async fn apply_changes(&self, request: &ApplyChangesRequest) -> Result<MutationResponse, ServiceError> {
+    async fn apply_changes(&self, request: &ApplyChangesRequest, actor: String) -> Result<MutationResponse, ServiceError> {
         let policy = &self.state.policy;
         let id = policy
             .sets
@@ -230,6 +238,7 @@ impl AdminService {
             tenant: String::new(),
             source: "change_list".into(),
             reason: request.source_date.clone(),
+            actor,
             sets: vec![definition.id.clone()],
             ops,
             ..Mutation::default()
@@ -265,7 +274,7 @@ impl Admin for AdminService {
         let tenant = self.caller_tenant(&request, &r.tenant)?;
         let set = self.tenant_set(tenant, &r.set, SetKind::Block, if r.set.is_empty() { Some(BlockReason::InternalDnc) } else { None })?;
         let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(self.set_mutation(MutationKind::Suppress, tenant, set, &r.numbers, None, meta).await?))
+        Ok(Response::new(self.set_mutation(MutationKind::Suppress, tenant, set, &r.numbers, None, meta, actor_of(&request)).await?))
     }
 
     async fn unsuppress(&self, request: Request<SuppressRequest>) -> Result<Response<MutationResponse>, Status> {
@@ -276,7 +285,7 @@ impl Admin for AdminService {
             return Err(ServiceError::InvalidArgument("an erasure cannot be undone by unsuppress".into()).into());
         }
         let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(self.set_mutation(MutationKind::Unsuppress, tenant, set, &r.numbers, None, meta).await?))
+        Ok(Response::new(self.set_mutation(MutationKind::Unsuppress, tenant, set, &r.numbers, None, meta, actor_of(&request)).await?))
     }
 
     async fn grant_consent(&self, request: Request<ConsentRequest>) -> Result<Response<MutationResponse>, Status> {
@@ -289,7 +298,7 @@ impl Admin for AdminService {
             Some(Day::parse(&r.expires).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?)
         };
         let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(self.set_mutation(MutationKind::GrantConsent, tenant, set, &r.numbers, expires, meta).await?))
+        Ok(Response::new(self.set_mutation(MutationKind::GrantConsent, tenant, set, &r.numbers, expires, meta, actor_of(&request)).await?))
     }
 
     async fn revoke_consent(&self, request: Request<ConsentRequest>) -> Result<Response<MutationResponse>, Status> {
@@ -297,14 +306,14 @@ impl Admin for AdminService {
         let tenant = self.caller_tenant(&request, &r.tenant)?;
         let set = self.tenant_set(tenant, &r.set, SetKind::Consent, None)?;
         let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(self.set_mutation(MutationKind::RevokeConsent, tenant, set, &r.numbers, None, meta).await?))
+        Ok(Response::new(self.set_mutation(MutationKind::RevokeConsent, tenant, set, &r.numbers, None, meta, actor_of(&request)).await?))
     }
 
     async fn erase(&self, request: Request<EraseRequest>) -> Result<Response<EraseResponse>, Status> {
         let tenant = self.caller_tenant(&request, &request.get_ref().tenant)?.to_owned();
         let mut scoped = request.get_ref().clone();
         scoped.tenant = tenant;
-        Ok(Response::new(AdminService::erase(self, &scoped).await?))
+        Ok(Response::new(AdminService::erase(self, &scoped, actor_of(&request)).await?))
     }
 
     async fn get_erasure(&self, request: Request<GetErasureRequest>) -> Result<Response<ErasureReceipt>, Status> {
@@ -319,7 +328,7 @@ impl Admin for AdminService {
 
     async fn apply_changes(&self, request: Request<ApplyChangesRequest>) -> Result<Response<MutationResponse>, Status> {
         self.require_global_admin(&request)?;
-        Ok(Response::new(AdminService::apply_changes(self, request.get_ref()).await?))
+        Ok(Response::new(AdminService::apply_changes(self, request.get_ref(), actor_of(&request)).await?))
     }
 
     async fn reload(&self, request: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {

@@ -5,6 +5,7 @@
 //! runs. Owns wiring only: decisions live in `policy`, lookups in `engine`.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod checks;
 pub mod grpc;

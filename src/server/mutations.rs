@@ -99,6 +99,7 @@ pub struct Mutator {
     /// Set ids whose overlays got entries, with the time of the oldest uncompacted one.
     oldest_pending_ms: Mutex<Option<i64>>,
     pub last_compaction: Mutex<(i64, Option<String>)>,
+    audit: crate::server::audit::Audit,
 }
 
 impl Mutator {
@@ -141,11 +142,20 @@ impl Mutator {
             ledger_path,
             oldest_pending_ms: Mutex::new(oldest),
             last_compaction: Mutex::new((0, None)),
+            audit: crate::server::audit::Audit::open(
+                data_dir,
+                state.config.audit_key.clone(),
+                state.config.raw.audit.retention_days,
+            )?,
         })
     }
 
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    pub fn audit_files(&self) -> Vec<PathBuf> {
+        self.audit.files()
     }
 
     pub fn receipt(&self, receipt_id: &str) -> Option<Receipt> {
@@ -221,6 +231,15 @@ impl Mutator {
             .unwrap_or_else(|e| e.into_inner())
             .insert(mutation.request_id.clone(), Slot::Done(record.clone()));
         let _ = sender.send(Some(record.clone()));
+        let keyed: Vec<bool> = mutation
+            .sets
+            .iter()
+            .map(|name| state.policy.sets.iter().any(|d| &d.id == name && d.key.is_some()))
+            .collect();
+        if let Err(error) = self.audit.record(self.audit.entry(&mutation, seq, &keyed)).await {
+            // The mutation is durable and in force; losing its audit line is reported loudly.
+            tracing::error!(%error, request_id = %mutation.request_id, "audit log append failed");
+        }
         Ok(Submitted { record, duplicate: false })
     }
 
@@ -314,6 +333,9 @@ impl Mutator {
             }
         }
         self.write_ledger(state)?;
+        if let Err(error) = self.audit.enforce_retention() {
+            tracing::warn!(%error, "audit retention pass failed");
+        }
         let remaining = state.overlays.iter().any(|o| !o.is_empty());
         *self.oldest_pending_ms.lock().unwrap_or_else(|e| e.into_inner()) = remaining.then(now_ms);
         tracing::info!(written = ?report.written, through, erasures_completed = report.erasures_completed, files_deleted = report.files_deleted, "compaction done");

@@ -303,3 +303,35 @@ async fn torn_journal_tail_is_dropped_and_damage_refuses_start() {
     let message = error.to_string();
     assert!(message.contains(&segment.display().to_string()) && message.contains("offset"), "{message}");
 }
+
+#[tokio::test]
+async fn audit_log_records_who_what_when_without_numbers() {
+    let daemon = fresh().await;
+    let mut admin = admin_client(&daemon).await;
+    admin.suppress(suppress("audit-1", &[CLEAN])).await.unwrap();
+    admin
+        .erase(EraseRequest { tenant: "acme".into(), number: e164(CONSENTED), request_id: "audit-2".into(), ..EraseRequest::default() })
+        .await
+        .unwrap();
+    admin.compact(CompactRequest {}).await.unwrap();
+    let audit_dir = daemon.data_dir().join("audit");
+    let mut entries = Vec::new();
+    for path in files(&audit_dir) {
+        let bytes = std::fs::read(&path).unwrap();
+        let mut records = Vec::new();
+        suppressd::journal::scan_segment(&bytes, &mut records);
+        for record in records {
+            entries.push(serde_json::from_slice::<serde_json::Value>(&record.payload).unwrap());
+        }
+    }
+    let ids: Vec<&str> = entries.iter().map(|e| e["request_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["audit-1", "audit-2"], "{entries:?}");
+    assert_eq!(entries[0]["action"], "suppress");
+    assert_eq!(entries[0]["actor"], "anonymous");
+    assert_eq!(entries[1]["action"], "erase");
+    assert!(entries[1]["changes"].as_array().unwrap().iter().any(|c| c["set"] == "acme/erased" && c["fingerprint"].is_string()));
+    // Kept across compaction, and never a number in the clear.
+    assert_eq!(files_holding(&audit_dir, CLEAN), Vec::<std::path::PathBuf>::new());
+    assert_eq!(files_holding(&audit_dir, CONSENTED), Vec::<std::path::PathBuf>::new());
+    daemon.shutdown().await;
+}
