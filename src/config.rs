@@ -57,6 +57,8 @@ pub struct RawConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// TLS for every TCP listener; plain text without it (loopback, or `allow_plaintext`).
+    pub tls: Option<crate::server::tls::TlsConfig>,
 }
 
 /// `[audit]`: the log of admin mutations (see `server::audit`).
@@ -170,6 +172,8 @@ pub struct ServerConfig {
     /// Admin gRPC plane (mutations, erasure receipts, reload, compaction); off when absent.
     /// Keep it on loopback or a private address.
     pub admin_listen: Option<String>,
+    /// Allow plain text on non-loopback addresses (behind a trusted network or a TLS proxy).
+    pub allow_plaintext: bool,
     /// Compact when the overlays hold this many entries in total...
     pub compact_max_overlay_entries: usize,
     /// ...or when the oldest uncompacted mutation is this old.
@@ -194,6 +198,7 @@ impl Default for ServerConfig {
             generate_samples: false,
             admin_listen: None,
             http_listen: None,
+            allow_plaintext: false,
             compact_max_overlay_entries: 100_000,
             compact_max_age_seconds: 300,
             request_id_retention_days: 400,
@@ -330,6 +335,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Set by `serve --repair-journal`: truncate a damaged journal instead of refusing to start.
     pub repair_journal: bool,
+    /// Certificates from `[tls]`, loaded and checked at start.
+    pub tls: Option<std::sync::Arc<crate::server::tls::Tls>>,
     /// The audit fingerprint key from `[audit]`, if any.
     pub audit_key: Option<SecretKey>,
     /// Credentials from `[auth]`; disabled (everyone anonymous) without a tokens file.
@@ -519,6 +526,20 @@ impl Config {
                 Some(SecretKey::load(&path).map_err(|e| err(file, "audit.key_file", e.to_string()))?)
             }
         };
+        let tls = match &raw.tls {
+            None => None,
+            Some(files) => Some(std::sync::Arc::new(
+                crate::server::tls::Tls::load(files.clone(), base).map_err(|reason| err(file, "tls", reason))?,
+            )),
+        };
+        if tls.is_none() && !raw.server.allow_plaintext {
+            let listeners = [Some(("server.grpc_listen", grpc_listen)), http_listen.map(|a| ("server.http_listen", a)), admin_listen.map(|a| ("server.admin_listen", a))];
+            for (key, address) in listeners.into_iter().flatten() {
+                if !address.ip().is_loopback() {
+                    return Err(err(file, key, format!("{address} is not loopback: configure [tls], or set server.allow_plaintext = true")));
+                }
+            }
+        }
         if raw.audit.retention_days == 0 {
             return Err(err(file, "audit.retention_days", "must be positive"));
         }
@@ -532,6 +553,7 @@ impl Config {
             repair_journal: false,
             authenticator,
             audit_key,
+            tls,
             data_dir,
             sets,
             raw,

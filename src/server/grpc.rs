@@ -239,6 +239,20 @@ pub fn authenticate(
 ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |mut request: Request<()>| {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        // Without a bearer token, a mapped client certificate (mutual TLS) identifies the caller.
+        if header.is_none()
+            && let Some(info) = request.extensions().get::<crate::server::tls::TlsInfo>()
+        {
+            match (info.identity.clone(), &info.common_name) {
+                (Some(identity), _) => {
+                    request.extensions_mut().insert(identity);
+                    return Ok(request);
+                }
+                // A certificate that maps to nobody is not a credential.
+                (None, Some(_)) => return Err(ServiceError::from(AuthError::Unauthenticated).into()),
+                (None, None) => {}
+            }
+        }
         match authenticator.authenticate(header) {
             Ok(Some(identity)) => {
                 request.extensions_mut().insert(identity);

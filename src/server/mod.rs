@@ -14,6 +14,7 @@ pub mod mutations;
 pub mod samples;
 pub mod sip;
 pub mod state;
+pub mod tls;
 
 use crate::config::Config;
 use crate::proto::suppression_server::SuppressionServer;
@@ -119,18 +120,27 @@ pub async fn start(
     tokio::spawn(gauges(state.clone(), mutator.clone(), stop_rx.clone()));
     if let Some(listener) = http_listener {
         let app = http::router(state.clone());
+        let http_tls = state.config.tls.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             use axum::serve::ListenerExt;
-            // SIP proxies send one small request at a time per connection: no Nagle delay.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let result = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
+            let stopped = async move {
+                let _ = stop.changed().await;
+            };
+            let result = match http_tls {
+                Some(tls) => {
+                    let local = listener.local_addr().expect("bound listener has an address");
+                    let listener = tls::TlsListener { connections: tls.accept(listener), local };
+                    axum::serve(listener, app).with_graceful_shutdown(stopped).await
+                }
+                None => {
+                    // SIP proxies send one small request at a time per connection: no Nagle delay.
+                    let listener = listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    axum::serve(listener, app).with_graceful_shutdown(stopped).await
+                }
+            };
             if let Err(error) = result {
                 tracing::error!(%error, "HTTP plane stopped");
             }
@@ -143,14 +153,22 @@ pub async fn start(
         .max_encoding_message_size(server_config.max_message_bytes);
         let admin = tonic::service::interceptor::InterceptedService::new(admin, grpc::authenticate(state.config.authenticator.clone()));
         let mut stop = stop_rx.clone();
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let admin_tls = state.config.tls.clone();
         tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
-                .add_service(admin)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
+            let stopped = async move {
+                let _ = stop.changed().await;
+            };
+            let router = tonic::transport::Server::builder().add_service(admin);
+            let result = match admin_tls {
+                Some(tls) => {
+                    let connections = tokio_stream::wrappers::ReceiverStream::new(tls.accept(listener));
+                    router.serve_with_incoming_shutdown(connections, stopped).await
+                }
+                None => {
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                    router.serve_with_incoming_shutdown(incoming, stopped).await
+                }
+            };
             if let Err(error) = result {
                 tracing::error!(%error, "admin plane stopped");
             }
@@ -178,7 +196,7 @@ pub async fn start(
         data_plane,
         grpc::authenticate(state.config.authenticator.clone()),
     );
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let tls = state.config.tls.clone();
     let grace = Duration::from_secs(server_config.shutdown_grace_seconds);
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
@@ -190,9 +208,19 @@ pub async fn start(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(data_plane);
-    let serving = router.serve_with_incoming_shutdown(incoming, async move {
+    let drained = async move {
         let _ = drain_rx.await;
-    });
+    };
+    let serving: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match &tls {
+        Some(tls) => {
+            let connections = tokio_stream::wrappers::ReceiverStream::new(tls.accept(listener));
+            Box::pin(router.serve_with_incoming_shutdown(connections, drained))
+        }
+        None => {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            Box::pin(router.serve_with_incoming_shutdown(incoming, drained))
+        }
+    };
     let server: ServerFuture = Box::pin(async move {
         let mut serving = std::pin::pin!(serving);
         tokio::select! {
@@ -399,6 +427,12 @@ async fn reload_on_sighup(state: Arc<State>) {
         let mut reloading = vec![sd_notify::NotifyState::Reloading];
         reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
         let _ = sd_notify::notify(&reloading);
+        if let Some(tls) = &state.config.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificates reloaded"),
+                Err(error) => tracing::error!(%error, "TLS reload failed; the certificates in force keep serving"),
+            }
+        }
         let pass = state.clone();
         let report = tokio::task::spawn_blocking(move || pass.reload()).await;
         if let Ok(report) = report {
@@ -423,7 +457,9 @@ async fn watchdog() {
 /// phone numbers: every `Number` formats masked and errors mask their input.
 pub fn init_logging(config: &crate::config::LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.filter));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.filter))
+        // rlibphonenumber's trace records contain the numbers it parses: never let them through.
+        .add_directive("rlibphonenumber=off".parse().expect("static directive"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match config.format {
         crate::config::LogFormat::Text => builder.try_init(),

@@ -9,3 +9,4 @@ mod process;
 mod loadgen;
 mod server;
 mod sip;
+mod tls;

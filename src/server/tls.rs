@@ -1,0 +1,264 @@
+//! TLS and mutual TLS for every TCP listener, with certificates reloaded on SIGHUP.
+//!
+//! rustls with the ring provider (no C crypto build). The server configuration lives in an
+//! `ArcSwap`: each new connection handshakes with the configuration in force when it arrived, so
+//! a reload changes certificates for new connections and never drops one in flight. Handshakes
+//! run in their own tasks; finished connections are handed to the servers through a bounded
+//! channel. A client certificate's subject common name maps to a tenant and role
+//! (`[[tls.client]]`), the mTLS counterpart of bearer tokens.
+
+use crate::server::auth::{Identity, Role};
+use arc_swap::ArcSwap;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls;
+
+/// `[tls]` in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// CA bundle for client certificates; enables mutual TLS.
+    pub client_ca_file: Option<PathBuf>,
+    /// Refuse clients without a certificate (otherwise they may use bearer tokens).
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// Client certificate subject common names and what they may do.
+    #[serde(default)]
+    pub client: Vec<ClientMapping>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientMapping {
+    pub common_name: String,
+    pub tenant: Option<String>,
+    pub role: Role,
+}
+
+/// Files resolved against the config directory, and the current rustls configuration.
+pub struct Tls {
+    files: TlsConfig,
+    base: PathBuf,
+    current: ArcSwap<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("cert_file", &self.files.cert_file).finish_non_exhaustive()
+    }
+}
+
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() { path.to_owned() } else { base.join(path) }
+}
+
+fn build(files: &TlsConfig, base: &Path) -> Result<rustls::ServerConfig, String> {
+    let cert_path = resolve(base, &files.cert_file);
+    let key_path = resolve(base, &files.key_file);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .map_err(|e| format!("{}: {e}", cert_path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", cert_path.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match &files.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let ca_path = resolve(base, ca);
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(&ca_path).map_err(|e| format!("{}: {e}", ca_path.display()))? {
+                roots
+                    .add(cert.map_err(|e| format!("{}: {e}", ca_path.display()))?)
+                    .map_err(|e| format!("{}: {e}", ca_path.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if files.require_client_cert { verifier } else { verifier.allow_unauthenticated() };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("{}: {e}", ca_path.display()))?)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("{} / {}: {e}", cert_path.display(), key_path.display()))?;
+    // gRPC needs HTTP/2; SIP proxies' HTTP clients speak HTTP/1.1.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+impl Tls {
+    /// Loads and validates certificates (a config-time check: errors exit 64).
+    pub fn load(files: TlsConfig, base: &Path) -> Result<Tls, String> {
+        let config = build(&files, base)?;
+        Ok(Tls { files, base: base.to_owned(), current: ArcSwap::from_pointee(config) })
+    }
+
+    /// Re-reads the certificate files; on error the configuration in force keeps serving.
+    pub fn reload(&self) -> Result<(), String> {
+        let config = build(&self.files, &self.base)?;
+        self.current.store(Arc::new(config));
+        Ok(())
+    }
+
+    /// The identity a client certificate maps to, if any.
+    pub fn identity_for(&self, common_name: &str) -> Option<Identity> {
+        self.files.client.iter().find(|c| c.common_name == common_name).map(|c| Identity {
+            name: format!("cert:{}", c.common_name),
+            tenant: c.tenant.clone(),
+            role: c.role,
+        })
+    }
+
+    pub fn mappings(&self) -> &[ClientMapping] {
+        &self.files.client
+    }
+
+    /// Accepts TCP connections and completes TLS handshakes in the background; finished
+    /// connections come out of the returned receiver. Bounded: a flood of handshakes waits
+    /// in the kernel's accept queue, not in memory.
+    pub fn accept(self: &Arc<Self>, listener: TcpListener) -> tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>> {
+        let (send, receive) = tokio::sync::mpsc::channel(256);
+        let tls = self.clone();
+        tokio::spawn(async move {
+            let handshakes = Arc::new(tokio::sync::Semaphore::new(512));
+            loop {
+                let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
+                let (tcp, remote) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        continue;
+                    }
+                };
+                if send.is_closed() {
+                    return;
+                }
+                let _ = tcp.set_nodelay(true);
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current.load_full());
+                let send = send.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            let info = TlsInfo::of(&stream, remote, &tls);
+                            let _ = send.send(Ok(TlsConn { stream, info })).await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%error, %remote, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        receive
+    }
+}
+
+/// What is known about a TLS peer; tonic puts it in every request's extensions.
+#[derive(Clone, Debug)]
+pub struct TlsInfo {
+    pub remote: SocketAddr,
+    pub common_name: Option<String>,
+    pub identity: Option<Arc<Identity>>,
+}
+
+impl TlsInfo {
+    fn of(stream: &tokio_rustls::server::TlsStream<TcpStream>, remote: SocketAddr, tls: &Tls) -> TlsInfo {
+        let common_name = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|cert| common_name(cert.as_ref()));
+        let identity = common_name.as_deref().and_then(|cn| tls.identity_for(cn)).map(Arc::new);
+        TlsInfo { remote, common_name, identity }
+    }
+}
+
+fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let name = cert.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
+    Some(name)
+}
+
+/// One accepted TLS connection.
+pub struct TlsConn {
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    pub info: TlsInfo,
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = TlsInfo;
+    fn connect_info(&self) -> TlsInfo {
+        self.info.clone()
+    }
+}
+
+/// axum listener over finished TLS connections.
+pub struct TlsListener {
+    pub connections: tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>>,
+    pub local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsConn;
+    type Addr = SocketAddr;
+    async fn accept(&mut self) -> (TlsConn, SocketAddr) {
+        loop {
+            match self.connections.recv().await {
+                Some(Ok(conn)) => {
+                    let remote = conn.info.remote;
+                    return (conn, remote);
+                }
+                Some(Err(_)) => continue,
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
