@@ -185,7 +185,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" | "min" => value * 60.0,
         other => return Err(format!("unknown unit '{other}' in '{text}' (use us, ms, s or m)")),
     };
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 1e9 {
+    if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
         return Err(format!("'{text}' is out of range"));
     }
     Ok(Duration::from_secs_f64(seconds))
@@ -253,7 +253,7 @@ pub fn plan(args: &LoadgenArgs) -> Result<Plan, String> {
     if args.pipeline > 1 && args.mode != Mode::Stream {
         return Err("--pipeline applies to stream mode only".into());
     }
-    if args.concurrency % args.pipeline != 0 {
+    if !args.concurrency.is_multiple_of(args.pipeline) {
         return Err(format!(
             "--concurrency {} is not a multiple of --pipeline {}",
             args.concurrency, args.pipeline
@@ -309,7 +309,7 @@ pub fn plan(args: &LoadgenArgs) -> Result<Plan, String> {
 enum Members {
     /// Synthetic US numbers only; nothing known to be present.
     None,
-    Set(SuppressionSet),
+    Set(Box<SuppressionSet>),
     /// Every number of a list, sorted.
     Sorted(Vec<u64>),
 }
@@ -354,7 +354,7 @@ fn load_source(args: &LoadgenArgs, rng: &mut ChaCha8Rng) -> Result<Source, Strin
         let sample = reservoir(set.entries().map(|(key, _)| key), args.present_sample, rng);
         return Ok(Source {
             sample,
-            members: Members::Set(set),
+            members: Members::Set(Box::new(set)),
         });
     }
     if let Some(path) = &args.present_list {
