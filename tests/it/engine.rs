@@ -86,7 +86,11 @@ fn check_against_model(
             Some(Some(expires)) => today < *expires,
         };
         let number = Number::from_u64_unchecked(value);
-        assert_eq!(set.contains(number, today), expected, "single lookup of {value}");
+        assert_eq!(
+            set.contains(number, today),
+            expected,
+            "single lookup of {value}"
+        );
         assert_eq!(batch[index], expected, "batched lookup of {value}");
     }
     assert_eq!(set.len(), model.len() as u64);
@@ -133,9 +137,20 @@ proptest! {
 fn entries_read_back_what_was_built() {
     let dir = tempfile::tempdir().unwrap();
     let entries: Vec<(u64, Option<Day>)> = (0..5000u64)
-        .map(|i| (48_601_000_000 + i * 37, (i % 3 == 0).then_some(Day(20_000 + i as i32 % 50))))
+        .map(|i| {
+            (
+                48_601_000_000 + i * 37,
+                (i % 3 == 0).then_some(Day(20_000 + i as i32 % 50)),
+            )
+        })
         .collect();
-    let set = round_trip(dir.path(), SetKind::Consent, FilterWidth::Fuse8, false, &entries);
+    let set = round_trip(
+        dir.path(),
+        SetKind::Consent,
+        FilterWidth::Fuse8,
+        false,
+        &entries,
+    );
     let mut expected = entries.clone();
     expected.sort();
     assert_eq!(set.entries().collect::<Vec<_>>(), expected);
@@ -145,9 +160,16 @@ fn entries_read_back_what_was_built() {
 fn sizes_that_trouble_fuse_construction_build() {
     let dir = tempfile::tempdir().unwrap();
     for count in [0u64, 1, 2, 11_499, 11_500, 11_501] {
-        let entries: Vec<(u64, Option<Day>)> =
-            (0..count).map(|i| (48_500_000_000 + i * 11, None)).collect();
-        let set = round_trip(dir.path(), SetKind::Block, FilterWidth::Fuse8, false, &entries);
+        let entries: Vec<(u64, Option<Day>)> = (0..count)
+            .map(|i| (48_500_000_000 + i * 11, None))
+            .collect();
+        let set = round_trip(
+            dir.path(),
+            SetKind::Block,
+            FilterWidth::Fuse8,
+            false,
+            &entries,
+        );
         assert_eq!(set.len(), count);
         let all_found = entries
             .iter()

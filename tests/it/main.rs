@@ -2,11 +2,12 @@
 
 mod admin;
 mod auth;
+mod cli;
 mod crash;
 mod engine;
 mod http;
-mod process;
 mod loadgen;
+mod process;
 mod server;
 mod sip;
 mod tls;
