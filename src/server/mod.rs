@@ -371,14 +371,20 @@ pub fn serve_main(config_path: Option<&std::path::Path>, repair_journal: bool) -
         }
     };
     let result = runtime.block_on(async move {
+        // Install the handlers before anything can signal us: an unhandled SIGHUP or SIGTERM
+        // would kill the process instead of reloading or draining.
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangups = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+        let terminate = signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+        let interrupt = signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
         let listener = TcpListener::bind(config.grpc_listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.grpc_listen))?;
         tracing::info!(address = %listener.local_addr().map_err(|e| e.to_string())?, "gRPC data plane listening");
-        let (handle, server) = start(config, listener, shutdown_signal())
+        let (handle, server) = start(config, listener, shutdown_signal(terminate, interrupt))
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(reload_on_sighup(handle.state.clone()));
+        tokio::spawn(reload_on_sighup(handle.state.clone(), hangups));
         tokio::spawn(watchdog());
         // systemd (Type=notify): the first load is done and every listener is bound.
         let _ = sd_notify::notify(&[
@@ -398,30 +404,17 @@ pub fn serve_main(config_path: Option<&std::path::Path>, repair_journal: bool) -
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let terminate = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut stream) => {
-                stream.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+/// Completes on SIGTERM or SIGINT (streams installed at start).
+pub async fn shutdown_signal(mut terminate: tokio::signal::unix::Signal, mut interrupt: tokio::signal::unix::Signal) {
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
     }
 }
 
 /// SIGHUP reloads the data directory, telling systemd it is reloading (RELOADING=1 with the
 /// monotonic time, then READY=1 when done).
-async fn reload_on_sighup(state: Arc<State>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        return;
-    };
+async fn reload_on_sighup(state: Arc<State>, mut hangups: tokio::signal::unix::Signal) {
     while hangups.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the data directory");
         let mut reloading = vec![sd_notify::NotifyState::Reloading];
