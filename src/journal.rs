@@ -591,7 +591,8 @@ mod tests {
             bad[at] ^= 0xff;
             records.clear();
             let (_, scan) = scan_segment(&bad, &mut records);
-            assert!(scan != Scan::Clean || records.len() == 1 && records[0].payload == b"hello" && at >= 20 && at < 24, "flip at {at}");
+            // Every flipped byte is noticed: header fields, reserved bytes, length, CRC, payload.
+            assert_ne!(scan, Scan::Clean, "flip at {at}");
         }
     }
 }

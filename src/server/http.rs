@@ -82,14 +82,14 @@ fn outcome_json(outcome: &CheckOutcome) -> Value {
 }
 
 /// The tenant a request acts for, from its bearer credential (401/403 as JSON otherwise).
-fn caller_tenant(state: &State, headers: &HeaderMap, requested: &str) -> Result<String, Response> {
+fn caller_tenant(state: &State, headers: &HeaderMap, requested: &str) -> Result<String, Box<Response>> {
     let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let refuse = |error: AuthError| {
         let status = match error {
             AuthError::Unauthenticated => StatusCode::UNAUTHORIZED,
             AuthError::PermissionDenied(_) => StatusCode::FORBIDDEN,
         };
-        (status, Json(json!({ "verdict": "BLOCK", "error": error.to_string() }))).into_response()
+        Box::new((status, Json(json!({ "verdict": "BLOCK", "error": error.to_string() }))).into_response())
     };
     let identity = state.config.authenticator.authenticate(header).map_err(refuse)?;
     Identity::tenant_for(identity.as_deref(), requested).map(str::to_owned).map_err(refuse)
@@ -98,7 +98,7 @@ fn caller_tenant(state: &State, headers: &HeaderMap, requested: &str) -> Result<
 async fn check_one(Shared(state): Shared<Arc<State>>, headers: HeaderMap, Query(query): Query<CheckQuery>) -> Response {
     let tenant = match caller_tenant(&state, &headers, &query.tenant) {
         Ok(tenant) => tenant,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let started = std::time::Instant::now();
     let outcome = match state.check_text(&tenant, &query.campaign, &query.number) {
@@ -154,7 +154,7 @@ async fn check_batch(
     let started = std::time::Instant::now();
     let tenant = match caller_tenant(&state, &headers, &body.tenant) {
         Ok(tenant) => tenant,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let (outcome, numbers) = match state.check_many(&tenant, &body.campaign, &body.numbers, &[]) {
         Ok(result) => result,
