@@ -534,11 +534,11 @@ pub fn create_initial_empty(state: &State) -> Result<(), String> {
             filter: crate::engine::fuse::FilterWidth::Fuse8,
             source: "empty initial version".into(),
             source_date: Some(Day::today()),
-            version: 0,
+            version: 1,
             build_time: now_ms() / 1000,
         };
         let built = SetBuilder::new(spec, definition.key.clone()).and_then(|b| b.build(1)).map_err(|e| e.to_string())?;
-        built.image.write_atomic(&dir.join(definition.file_name(0))).map_err(|e| e.to_string())?;
+        built.image.write_atomic(&dir.join(definition.file_name(1))).map_err(|e| e.to_string())?;
         tracing::info!(set = %definition.id, "created an empty initial version");
     }
     Ok(())
