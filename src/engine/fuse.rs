@@ -61,8 +61,12 @@ pub trait Fingerprint:
 {
     const WIDTH: FilterWidth;
     fn from_hash(hash: u64) -> Self;
-    fn build_shard(keys: &[u64], salt: u64) -> Option<(u64, u32, u32, u32, Box<[Self]>)>;
+    fn build_shard(keys: &[u64], salt: u64) -> Option<BuiltShard<Self>>;
 }
+
+/// A built shard: seed (salt included), segment length, segment mask, segment count length,
+/// fingerprints.
+pub type BuiltShard<F> = (u64, u32, u32, u32, Box<[F]>);
 
 macro_rules! impl_fingerprint {
     ($ty:ty, $width:expr, $filter:ty) => {
@@ -74,7 +78,7 @@ macro_rules! impl_fingerprint {
                 (hash ^ (hash >> 32)) as $ty
             }
 
-            fn build_shard(keys: &[u64], salt: u64) -> Option<(u64, u32, u32, u32, Box<[Self]>)> {
+            fn build_shard(keys: &[u64], salt: u64) -> Option<BuiltShard<Self>> {
                 let salted = keys.iter().map(move |key| key.wrapping_add(salt));
                 let filter = <$filter>::try_from_iterator(salted).ok()?;
                 let d = filter.descriptor;
@@ -152,7 +156,7 @@ impl ShardDescriptor {
         if self.segment_length_mask != seg - 1 {
             return Err("segment mask does not match segment length".into());
         }
-        if self.segment_count_length % seg != 0 {
+        if !self.segment_count_length.is_multiple_of(seg) {
             return Err("segment count length is not a multiple of the segment length".into());
         }
         // h0 < segment_count_length and h1/h2 stay within the next two segments.
@@ -307,7 +311,7 @@ impl<F: Fingerprint> FuseFilter<F> {
         let partitioned = partition_by_shard(keys, shard_count);
         let threads = threads.clamp(1, shard_count);
         let next = std::sync::atomic::AtomicUsize::new(0);
-        type Built<F> = Result<(u64, u32, u32, u32, Box<[F]>), FuseBuildError>;
+        type Built<F> = Result<BuiltShard<F>, FuseBuildError>;
         let mut results: Vec<Option<Built<F>>> = (0..shard_count).map(|_| None).collect();
         let results_slots: Vec<std::sync::Mutex<Option<Built<F>>>> = (0..shard_count)
             .map(|_| std::sync::Mutex::new(None))
@@ -368,7 +372,7 @@ impl<F: Fingerprint> FuseFilter<F> {
 fn build_one_shard<F: Fingerprint>(
     shard: usize,
     keys: &[u64],
-) -> Result<(u64, u32, u32, u32, Box<[F]>), FuseBuildError> {
+) -> Result<BuiltShard<F>, FuseBuildError> {
     if keys.len() > u32::MAX as usize / 2 {
         return Err(FuseBuildError::TooLarge { keys: keys.len() });
     }

@@ -362,7 +362,7 @@ impl SuppressionSet {
             path: &shown,
         };
         let shards_words: &[u64] = parts.words(SectionId::FilterShards)?;
-        if shards_words.len() % ShardDescriptor::WORDS != 0 {
+        if !shards_words.len().is_multiple_of(ShardDescriptor::WORDS) {
             return Err(parts.corrupt(SectionId::FilterShards, "shard table length"));
         }
         let shards: Box<[ShardDescriptor]> = shards_words

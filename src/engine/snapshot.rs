@@ -435,7 +435,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<SnapshotLayout, DecodeError> {
         });
     }
     let header_len = u32_at(bytes, 12) as usize;
-    if header_len < FIXED_HEADER + 8 || header_len % 8 != 0 {
+    if header_len < FIXED_HEADER + 8 || !header_len.is_multiple_of(8) {
         return Err(DecodeError::corrupt(
             12,
             format!("header length {header_len} is invalid"),
@@ -545,7 +545,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<SnapshotLayout, DecodeError> {
         }
         let offset = u64_at(bytes, at + 8);
         let len = u64_at(bytes, at + 16);
-        if offset % SECTION_ALIGN as u64 != 0
+        if !offset.is_multiple_of(SECTION_ALIGN as u64)
             || offset < end
             || offset - end >= SECTION_ALIGN as u64
         {

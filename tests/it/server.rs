@@ -219,7 +219,9 @@ pub(crate) async fn check(client: &mut SuppressionClient<Channel>, number: &str,
 async fn every_block_reason_and_allow() {
     let daemon = ready_daemon().await;
     let mut client = daemon.client().await;
-    let cases: &[(u64, &str, Verdict, &[Reason], &[&str])] = &[
+    // (number, campaign, verdict, reasons, matched sets)
+    type Case<'a> = (u64, &'a str, Verdict, &'a [Reason], &'a [&'a str]);
+    let cases: &[Case] = &[
         (CLEAN, "outbound", Verdict::Allow, &[], &[]),
         (REGISTRY, "outbound", Verdict::Block, &[Reason::NationalRegistry], &["us-dnc"]),
         (INTERNAL, "outbound", Verdict::Block, &[Reason::InternalDnc], &["acme/dnc"]),
