@@ -158,6 +158,9 @@ fn describe() {
     describe_histogram!("suppressd_erasure_in_force_seconds", metrics::Unit::Seconds, "Erasure request to in force (journalled, fsynced, in the overlay).");
     describe_histogram!("suppressd_erasure_complete_seconds", metrics::Unit::Seconds, "Erasure request to complete (no file holds the number).");
     describe_gauge!("suppressd_ready", "1 once every set the policy needs is loaded.");
+    describe_gauge!("suppressd_set_info", "1 per configured set, labelled with its kind and block reason (national_registry sets are the registries the freshness rule applies to).");
+    describe_gauge!("suppressd_overlay_oldest_mutation_timestamp_seconds", metrics::Unit::Seconds, "When the oldest uncompacted mutation was made, unix seconds (0 when the overlays are empty).");
+    describe_gauge!("suppressd_start_time_seconds", metrics::Unit::Seconds, "When the daemon started, unix seconds.");
     describe_gauge!("suppressd_build_info", "Build information: version and git commit.");
     describe_counter!("suppressd_sip_malformed_total", "SIP messages that could not be parsed (answered 400 or dropped).");
 }
@@ -233,6 +236,13 @@ pub fn refresh_gauges(state: &crate::server::state::State, mutator: Option<&crat
     for (id, definition) in state.policy.sets.iter().enumerate() {
         let set = definition.id.clone();
         let slot = loaded.slots[id].as_deref();
+        let reason = match definition.reason {
+            Some(crate::config::BlockReason::NationalRegistry) => "national_registry",
+            Some(crate::config::BlockReason::InternalDnc) => "internal_dnc",
+            Some(crate::config::BlockReason::Erased) => "erased",
+            None => "none",
+        };
+        gauge!("suppressd_set_info", "set" => set.clone(), "kind" => definition.kind.name(), "reason" => reason).set(1.0);
         gauge!("suppressd_set_loaded", "set" => set.clone()).set(if slot.is_some() { 1.0 } else { 0.0 });
         gauge!("suppressd_overlay_entries", "set" => set.clone()).set(state.overlays[id].len() as f64);
         let Some(slot) = slot else {
@@ -251,8 +261,11 @@ pub fn refresh_gauges(state: &crate::server::state::State, mutator: Option<&crat
         }
     }
     gauge!("suppressd_ready").set(if state.is_ready() { 1.0 } else { 0.0 });
+    gauge!("suppressd_start_time_seconds").set(state.started_at_ms as f64 / 1000.0);
     if let Some(mutator) = mutator {
         gauge!("suppressd_journal_bytes").set(mutator.journal().stats().bytes as f64);
         gauge!("suppressd_erasures_pending").set(mutator.pending_erasures() as f64);
+        let oldest = mutator.oldest_pending_ms().map_or(0.0, |ms| ms as f64 / 1000.0);
+        gauge!("suppressd_overlay_oldest_mutation_timestamp_seconds").set(oldest);
     }
 }

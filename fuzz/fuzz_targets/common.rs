@@ -1,7 +1,9 @@
 //! Shared by the snapshot targets: load, and if accepted, exercise every lookup path.
+//!
+//! Probes use raw stored keys (`*_key` APIs): a hostile file may hold any u64, which is not
+//! always a valid `Number`.
 
 use suppressd::engine::date::Day;
-use suppressd::engine::number::Number;
 use suppressd::engine::set::SuppressionSet;
 use suppressd::engine::snapshot::SnapshotImage;
 
@@ -9,17 +11,14 @@ pub fn load_and_probe(image: SnapshotImage) {
     let Ok(set) = SuppressionSet::from_image(image, None) else {
         return;
     };
-    let mut probes: Vec<Number> = set
-        .entries()
-        .take(64)
-        .map(|(key, _)| Number::from_u64_unchecked(key))
-        .collect();
-    probes.extend([0u64, 1, 48_601_234_567, u64::MAX].map(Number::from_u64_unchecked));
-    for &number in &probes {
-        let _ = set.contains(number, Day(20_000));
-        let _ = set.get(number);
+    let mut probes: Vec<u64> = set.entries().take(64).map(|(key, _)| key).collect();
+    probes.extend([0u64, 1, 48_601_234_567, u64::MAX]);
+    for &key in &probes {
+        let _ = set.contains_key(key, Day(20_000));
+        let _ = set.get_key(key);
+        let _ = set.contains_key(key.wrapping_add(1), Day(20_000));
     }
     let mut out = vec![false; probes.len()];
-    set.contains_batch(&probes, Day(20_000), &mut out);
+    set.contains_keys_batch(&probes, Day(20_000), &mut out);
     let _ = set.entries().count();
 }

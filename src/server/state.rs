@@ -102,6 +102,10 @@ impl State {
                 if !matches || stamp(path).is_some_and(|s| refused_files.contains(&s)) {
                     continue;
                 }
+                // A file deleted meanwhile (compaction removing old versions) is simply gone.
+                if !path.exists() {
+                    continue;
+                }
                 match header_version(path) {
                     Ok(version) if in_force.is_none_or(|v| version > v) => {
                         candidates.push((version, path.clone()));
@@ -130,6 +134,7 @@ impl State {
                         errors[id] = None;
                         break;
                     }
+                    Err(_) if !path.exists() => {}
                     Err(reason) => {
                         tracing::warn!(set = %definition.id, file = %path.display(), error = %reason, "snapshot refused; the version in force keeps serving");
                         errors[id] = Some(reason.clone());
