@@ -562,29 +562,53 @@ impl Config {
 }
 
 /// Checks `[sip]`: addresses, header names (SIP tokens) and the block status.
-fn validate_sip(file: &str, sip: &SipConfig) -> Result<(Option<SocketAddr>, Option<SocketAddr>), ConfigError> {
+fn validate_sip(
+    file: &str,
+    sip: &SipConfig,
+) -> Result<(Option<SocketAddr>, Option<SocketAddr>), ConfigError> {
     let address = |key: &str, text: &Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
         match text {
             None => Ok(None),
-            Some(text) => text
-                .parse()
-                .map(Some)
-                .map_err(|_| err(file, key, format!("'{text}' is not an address like 127.0.0.1:5070"))),
+            Some(text) => text.parse().map(Some).map_err(|_| {
+                err(
+                    file,
+                    key,
+                    format!("'{text}' is not an address like 127.0.0.1:5070"),
+                )
+            }),
         }
     };
     let udp = address("sip.listen_udp", &sip.listen_udp)?;
     let tcp = address("sip.listen_tcp", &sip.listen_tcp)?;
-    for (key, name) in [("sip.tenant_header", &sip.tenant_header), ("sip.campaign_header", &sip.campaign_header)] {
+    for (key, name) in [
+        ("sip.tenant_header", &sip.tenant_header),
+        ("sip.campaign_header", &sip.campaign_header),
+    ] {
         let token = |b: u8| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
         if name.is_empty() || name.len() > 64 || !name.bytes().all(token) {
-            return Err(err(file, key, format!("'{name}' is not a SIP header name (1-64 letters, digits or -.!%*_+`'~)")));
+            return Err(err(
+                file,
+                key,
+                format!("'{name}' is not a SIP header name (1-64 letters, digits or -.!%*_+`'~)"),
+            ));
         }
     }
     if sip.tenant_header.eq_ignore_ascii_case(&sip.campaign_header) {
-        return Err(err(file, "sip.campaign_header", "must differ from sip.tenant_header"));
+        return Err(err(
+            file,
+            "sip.campaign_header",
+            "must differ from sip.tenant_header",
+        ));
     }
     if !matches!(sip.block_status, 603 | 608) {
-        return Err(err(file, "sip.block_status", format!("{} is neither 603 (Decline) nor 608 (Rejected)", sip.block_status)));
+        return Err(err(
+            file,
+            "sip.block_status",
+            format!(
+                "{} is neither 603 (Decline) nor 608 (Rejected)",
+                sip.block_status
+            ),
+        ));
     }
     Ok((udp, tcp))
 }

@@ -11,7 +11,9 @@ fuzz_target!(|data: &[u8]| {
     let source = "192.0.2.1:5060".parse().unwrap();
     let config = SipConfig::default();
     match sip::frame(data) {
-        Frame::Skip(n) | Frame::Ping(n) | Frame::Message(n) | Frame::Unframeable(n, _) => assert!(n <= data.len()),
+        Frame::Skip(n) | Frame::Ping(n) | Frame::Message(n) | Frame::Unframeable(n, _) => {
+            assert!(n <= data.len())
+        }
         Frame::Incomplete | Frame::TooLarge => {}
     }
     match sip::parse_request(data) {
@@ -20,7 +22,12 @@ fuzz_target!(|data: &[u8]| {
             let number = sip::dialled_number(request.uri, &mut buffer);
             assert!(number.bytes().all(|b| b == b'+' || b.is_ascii_digit()));
             let _ = sip::destination(&request.echo.top_via, source);
-            for answer in [Answer::Redirect, Answer::Unavailable, Answer::Options, Answer::NotAllowed] {
+            for answer in [
+                Answer::Redirect,
+                Answer::Unavailable,
+                Answer::Options,
+                Answer::NotAllowed,
+            ] {
                 let response = sip::respond(&request, &answer, &config, source);
                 let text = std::str::from_utf8(&response).expect("responses are UTF-8");
                 assert!(text.starts_with("SIP/2.0 "));
@@ -28,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(text.matches("\r\n\r\n").count(), 1, "one header block");
                 // The response itself must parse as a message head (it is a response, so the
                 // parser says so rather than failing elsewhere).
-                assert_eq!(sip::parse_request(&response).unwrap_err().kind, sip::SipErrorKind::IsResponse);
+                assert_eq!(
+                    sip::parse_request(&response).unwrap_err().kind,
+                    sip::SipErrorKind::IsResponse
+                );
             }
         }
         Err(error) => {

@@ -90,11 +90,19 @@ pub async fn start(
         None => None,
     };
     let sip_udp = match sip_udp_listen {
-        Some(address) => Some(tokio::net::UdpSocket::bind(address).await.map_err(|e| format!("cannot listen on udp {address}: {e}"))?),
+        Some(address) => Some(
+            tokio::net::UdpSocket::bind(address)
+                .await
+                .map_err(|e| format!("cannot listen on udp {address}: {e}"))?,
+        ),
         None => None,
     };
     let sip_tcp = match sip_tcp_listen {
-        Some(address) => Some(TcpListener::bind(address).await.map_err(|e| format!("cannot listen on tcp {address}: {e}"))?),
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("cannot listen on tcp {address}: {e}"))?,
+        ),
         None => None,
     };
     let handle = Handle {
@@ -178,10 +186,16 @@ pub async fn start(
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // The admin service shares the descriptor set but not this port: list only what is here.
+        .with_service_name(SERVICE_NAME)
+        .with_service_name("grpc.health.v1.Health")
         .build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // The admin service shares the descriptor set but not this port: list only what is here.
+        .with_service_name(SERVICE_NAME)
+        .with_service_name("grpc.health.v1.Health")
         .build_v1alpha()?;
 
     // Limits and compression go on the generated service itself (see NOTES: wrapping first
@@ -453,7 +467,12 @@ pub fn init_logging(config: &crate::config::LogConfig) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.filter))
         // rlibphonenumber's trace records contain the numbers it parses: never let them through.
         .add_directive("rlibphonenumber=off".parse().expect("static directive"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    // Colours only for a person at a terminal, never into journald or container logs.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match config.format {
         crate::config::LogFormat::Text => builder.try_init(),
         crate::config::LogFormat::Json => builder.json().try_init(),

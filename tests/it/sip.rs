@@ -1,7 +1,9 @@
 //! The SIP redirect dip end to end: the real daemon on loopback, driven with raw SIP over UDP
 //! and TCP sockets, as a proxy would send it.
 
-use crate::server::{CLEAN, CONFIG, CONSENTED, INTERNAL, REGISTRY, TestDaemon, e164, write_all_sets};
+use crate::server::{
+    CLEAN, CONFIG, CONSENTED, INTERNAL, REGISTRY, TestDaemon, e164, write_all_sets,
+};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::Ordering;
@@ -38,7 +40,13 @@ fn request(method: &str, uri: &str, via: &str, call: &str, extra: &str) -> Strin
 }
 
 fn invite_to(number: &str, via: &str, call: &str, extra: &str) -> String {
-    request("INVITE", &format!("sip:{number}@127.0.0.1:5090"), via, call, extra)
+    request(
+        "INVITE",
+        &format!("sip:{number}@127.0.0.1:5090"),
+        via,
+        call,
+        extra,
+    )
 }
 
 /// A response: status code and headers.
@@ -55,15 +63,19 @@ impl Response {
     }
 
     fn header(&self, name: &str) -> Option<&str> {
-        self.text
-            .split("\r\n")
-            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(": ")))
+        self.text.split("\r\n").find_map(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(": "))
+        })
     }
 
     fn headers(&self, name: &str) -> Vec<&str> {
         self.text
             .split("\r\n")
-            .filter_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(": ")))
+            .filter_map(|line| {
+                line.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(": "))
+            })
             .collect()
     }
 }
@@ -76,7 +88,9 @@ struct Udp {
 impl Udp {
     fn open(dip: SocketAddr) -> Udp {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
         Udp { socket, dip }
     }
 
@@ -90,7 +104,10 @@ impl Udp {
 
     fn receive(&self) -> Response {
         let mut buffer = [0u8; 65_536];
-        let (length, from) = self.socket.recv_from(&mut buffer).expect("no response from the dip");
+        let (length, from) = self
+            .socket
+            .recv_from(&mut buffer)
+            .expect("no response from the dip");
         assert_eq!(from, self.dip);
         Response::parse(&buffer[..length])
     }
@@ -105,7 +122,9 @@ impl Udp {
         self.socket.set_read_timeout(Some(wait)).unwrap();
         let mut buffer = [0u8; 65_536];
         let silent = self.socket.recv_from(&mut buffer).is_err();
-        self.socket.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        self.socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
         silent
     }
 }
@@ -122,10 +141,24 @@ async fn udp_answers_every_case() {
         let invite = invite_to(&e164(CLEAN), &via, "clean", "");
         let response = udp.ask(&invite);
         assert_eq!(response.status, 302, "{}", response.text);
-        assert_eq!(response.header("Contact"), Some(format!("<sip:{}@127.0.0.1:5090>", e164(CLEAN)).as_str()));
-        assert_eq!(response.header("Via"), Some(format!("SIP/2.0/UDP {via};branch=z9hG4bK-clean").as_str()));
-        assert_eq!(response.header("From"), Some("<sip:dialer@example.com>;tag=f-clean"));
-        assert!(response.header("To").unwrap().starts_with(&format!("<sip:{}@127.0.0.1:5090>;tag=", e164(CLEAN))));
+        assert_eq!(
+            response.header("Contact"),
+            Some(format!("<sip:{}@127.0.0.1:5090>", e164(CLEAN)).as_str())
+        );
+        assert_eq!(
+            response.header("Via"),
+            Some(format!("SIP/2.0/UDP {via};branch=z9hG4bK-clean").as_str())
+        );
+        assert_eq!(
+            response.header("From"),
+            Some("<sip:dialer@example.com>;tag=f-clean")
+        );
+        assert!(
+            response
+                .header("To")
+                .unwrap()
+                .starts_with(&format!("<sip:{}@127.0.0.1:5090>;tag=", e164(CLEAN)))
+        );
         assert_eq!(response.header("Call-ID"), Some("clean@test"));
         assert_eq!(response.header("CSeq"), Some("1 INVITE"));
         assert_eq!(response.header("Content-Length"), Some("0"));
@@ -135,57 +168,135 @@ async fn udp_answers_every_case() {
         // Blocked: 603 naming the reason and the set.
         let response = udp.ask(&invite_to(&e164(REGISTRY), &via, "registry", ""));
         assert_eq!(response.status, 603, "{}", response.text);
-        assert_eq!(response.header("Reason"), Some("SIP;cause=603;text=\"NATIONAL_REGISTRY\""));
+        assert_eq!(
+            response.header("Reason"),
+            Some("SIP;cause=603;text=\"NATIONAL_REGISTRY\"")
+        );
         assert_eq!(response.header("X-Suppressd-Sets"), Some("us-dnc"));
         assert!(response.header("Contact").is_none());
-        let response = udp.ask(&invite_to(&e164(INTERNAL), &via, "internal", "X-Tenant: acme\r\nX-Campaign: outbound\r\n"));
-        assert_eq!((response.status, response.header("Reason")), (603, Some("SIP;cause=603;text=\"INTERNAL_DNC\"")));
+        let response = udp.ask(&invite_to(
+            &e164(INTERNAL),
+            &via,
+            "internal",
+            "X-Tenant: acme\r\nX-Campaign: outbound\r\n",
+        ));
+        assert_eq!(
+            (response.status, response.header("Reason")),
+            (603, Some("SIP;cause=603;text=\"INTERNAL_DNC\""))
+        );
         // Visual separators and user parameters in the Request-URI.
-        let dashed = format!("+{}-{}-{};npdi", &CLEAN.to_string()[..1], &CLEAN.to_string()[1..4], &CLEAN.to_string()[4..]);
+        let dashed = format!(
+            "+{}-{}-{};npdi",
+            &CLEAN.to_string()[..1],
+            &CLEAN.to_string()[1..4],
+            &CLEAN.to_string()[4..]
+        );
         assert_eq!(udp.ask(&invite_to(&dashed, &via, "dashed", "")).status, 302);
-        let response = udp.ask(&request("INVITE", &format!("tel:{}", e164(REGISTRY)), &via, "tel", ""));
+        let response = udp.ask(&request(
+            "INVITE",
+            &format!("tel:{}", e164(REGISTRY)),
+            &via,
+            "tel",
+            "",
+        ));
         assert_eq!(response.status, 603);
 
         // The campaign header selects the policy: consent required.
         let consented = "X-Campaign: consented\r\n";
         let response = udp.ask(&invite_to(&e164(CLEAN), &via, "no-consent", consented));
-        assert_eq!((response.status, response.header("Reason")), (603, Some("SIP;cause=603;text=\"NO_CONSENT\"")));
-        assert_eq!(udp.ask(&invite_to(&e164(CONSENTED), &via, "consent", consented)).status, 302);
+        assert_eq!(
+            (response.status, response.header("Reason")),
+            (603, Some("SIP;cause=603;text=\"NO_CONSENT\""))
+        );
+        assert_eq!(
+            udp.ask(&invite_to(&e164(CONSENTED), &via, "consent", consented))
+                .status,
+            302
+        );
 
         // Not a number: blocked, fail closed.
         let response = udp.ask(&invite_to("alice", &via, "alice", ""));
-        assert_eq!((response.status, response.header("Reason")), (603, Some("SIP;cause=603;text=\"INVALID_NUMBER\"")));
+        assert_eq!(
+            (response.status, response.header("Reason")),
+            (603, Some("SIP;cause=603;text=\"INVALID_NUMBER\""))
+        );
 
         // Unknown tenant or campaign: 403.
-        let response = udp.ask(&invite_to(&e164(CLEAN), &via, "tenant", "X-Tenant: nobody\r\n"));
-        assert_eq!((response.status, response.header("Reason")), (403, Some("SIP;cause=403;text=\"UNKNOWN_TENANT\"")));
-        let response = udp.ask(&invite_to(&e164(CLEAN), &via, "campaign", "X-Campaign: nothing\r\n"));
-        assert_eq!((response.status, response.header("Reason")), (403, Some("SIP;cause=403;text=\"UNKNOWN_CAMPAIGN\"")));
+        let response = udp.ask(&invite_to(
+            &e164(CLEAN),
+            &via,
+            "tenant",
+            "X-Tenant: nobody\r\n",
+        ));
+        assert_eq!(
+            (response.status, response.header("Reason")),
+            (403, Some("SIP;cause=403;text=\"UNKNOWN_TENANT\""))
+        );
+        let response = udp.ask(&invite_to(
+            &e164(CLEAN),
+            &via,
+            "campaign",
+            "X-Campaign: nothing\r\n",
+        ));
+        assert_eq!(
+            (response.status, response.header("Reason")),
+            (403, Some("SIP;cause=403;text=\"UNKNOWN_CAMPAIGN\""))
+        );
 
         // OPTIONS: 200 with Allow. Other methods: 405.
         let response = udp.ask(&request("OPTIONS", "sip:127.0.0.1", &via, "options", ""));
-        assert_eq!((response.status, response.header("Allow")), (200, Some("INVITE, OPTIONS, ACK")));
+        assert_eq!(
+            (response.status, response.header("Allow")),
+            (200, Some("INVITE, OPTIONS, ACK"))
+        );
         for method in ["BYE", "CANCEL", "REGISTER", "INFO"] {
             let response = udp.ask(&request(method, "sip:127.0.0.1", &via, method, ""));
-            assert_eq!((response.status, response.header("Allow")), (405, Some("INVITE, OPTIONS, ACK")), "{method}");
-            assert_eq!(response.header("CSeq"), Some(format!("1 {method}").as_str()));
+            assert_eq!(
+                (response.status, response.header("Allow")),
+                (405, Some("INVITE, OPTIONS, ACK")),
+                "{method}"
+            );
+            assert_eq!(
+                response.header("CSeq"),
+                Some(format!("1 {method}").as_str())
+            );
         }
 
         // Malformed but answerable: 400 with a Warning. Unanswerable: dropped, counted.
         let answered = COUNTERS.malformed_answered.load(Ordering::Relaxed);
-        let bad = invite_to(&e164(CLEAN), &via, "bad", "").replace("CSeq: 1 INVITE", "CSeq: one INVITE");
+        let bad =
+            invite_to(&e164(CLEAN), &via, "bad", "").replace("CSeq: 1 INVITE", "CSeq: one INVITE");
         let response = udp.ask(&bad);
-        assert_eq!((response.status, response.header("Warning")), (400, Some("399 suppressd \"malformed CSeq\"")));
+        assert_eq!(
+            (response.status, response.header("Warning")),
+            (400, Some("399 suppressd \"malformed CSeq\""))
+        );
         assert!(COUNTERS.malformed_answered.load(Ordering::Relaxed) > answered);
         let dropped = COUNTERS.malformed_dropped.load(Ordering::Relaxed);
         udp.send("\u{1}\u{2} not SIP at all");
-        udp.send(&invite_to(&e164(CLEAN), &via, "no-call-id", "").replace("Call-ID: no-call-id@test\r\n", ""));
+        udp.send(
+            &invite_to(&e164(CLEAN), &via, "no-call-id", "")
+                .replace("Call-ID: no-call-id@test\r\n", ""),
+        );
         // ACK is absorbed: nothing comes back.
-        udp.send(&request("ACK", &format!("sip:{}@127.0.0.1:5090", e164(REGISTRY)), &via, "registry", ""));
-        assert!(udp.silent(Duration::from_millis(300)), "the dip answered an ACK or garbage");
+        udp.send(&request(
+            "ACK",
+            &format!("sip:{}@127.0.0.1:5090", e164(REGISTRY)),
+            &via,
+            "registry",
+            "",
+        ));
+        assert!(
+            udp.silent(Duration::from_millis(300)),
+            "the dip answered an ACK or garbage"
+        );
         assert!(COUNTERS.malformed_dropped.load(Ordering::Relaxed) >= dropped + 2);
         // The dip still answers after all that.
-        assert_eq!(udp.ask(&request("OPTIONS", "sip:127.0.0.1", &via, "after", "")).status, 200);
+        assert_eq!(
+            udp.ask(&request("OPTIONS", "sip:127.0.0.1", &via, "after", ""))
+                .status,
+            200
+        );
     })
     .await
     .unwrap();
@@ -243,10 +354,17 @@ async fn not_ready_answers_503() {
         let udp = Udp::open(dip);
         let response = udp.ask(&invite_to(&e164(CLEAN), &udp.via(), "not-ready", ""));
         assert_eq!(response.status, 503, "{}", response.text);
-        assert_eq!(response.header("Reason"), Some("SIP;cause=503;text=\"NOT_READY\""));
+        assert_eq!(
+            response.header("Reason"),
+            Some("SIP;cause=503;text=\"NOT_READY\"")
+        );
         assert!(response.header("Retry-After").is_none());
         // Keepalives still work while not ready.
-        assert_eq!(udp.ask(&request("OPTIONS", "sip:127.0.0.1", &udp.via(), "o", "")).status, 200);
+        assert_eq!(
+            udp.ask(&request("OPTIONS", "sip:127.0.0.1", &udp.via(), "o", ""))
+                .status,
+            200
+        );
     })
     .await
     .unwrap();
@@ -262,7 +380,9 @@ fn read_tcp_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Response 
             return response;
         }
         let mut chunk = [0u8; 4096];
-        let read = stream.read(&mut chunk).expect("no response on the TCP connection");
+        let read = stream
+            .read(&mut chunk)
+            .expect("no response on the TCP connection");
         assert!(read > 0, "connection closed before a response");
         pending.extend_from_slice(&chunk[..read]);
     }
@@ -274,12 +394,22 @@ async fn tcp_frames_and_answers_on_the_connection() {
     let dip = daemon.handle.sip_tcp_addr.unwrap();
     tokio::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(dip).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
         let via = "127.0.0.1:5999";
         let tcp = |m: String| m.replace("SIP/2.0/UDP", "SIP/2.0/TCP");
         // Two INVITEs (one with a body) and an ACK in one write; then one split in two writes.
-        let with_body = tcp(invite_to(&e164(CLEAN), via, "body", "Content-Type: application/sdp\r\n"))
-            .replace("Content-Length: 0\r\n\r\n", "Content-Length: 10\r\n\r\nv=0\r\ns=-\r\n");
+        let with_body = tcp(invite_to(
+            &e164(CLEAN),
+            via,
+            "body",
+            "Content-Type: application/sdp\r\n",
+        ))
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            "Content-Length: 10\r\n\r\nv=0\r\ns=-\r\n",
+        );
         let batch = format!(
             "{}{}{}",
             tcp(invite_to(&e164(REGISTRY), via, "t1", "")),
@@ -289,33 +419,54 @@ async fn tcp_frames_and_answers_on_the_connection() {
         stream.write_all(batch.as_bytes()).unwrap();
         let mut pending = Vec::new();
         let first = read_tcp_response(&mut stream, &mut pending);
-        assert_eq!((first.status, first.header("Call-ID")), (603, Some("t1@test")));
+        assert_eq!(
+            (first.status, first.header("Call-ID")),
+            (603, Some("t1@test"))
+        );
         let second = read_tcp_response(&mut stream, &mut pending);
-        assert_eq!((second.status, second.header("Call-ID")), (302, Some("body@test")));
+        assert_eq!(
+            (second.status, second.header("Call-ID")),
+            (302, Some("body@test"))
+        );
         let split = tcp(request("OPTIONS", "sip:127.0.0.1", via, "split", ""));
         let (a, b) = split.split_at(37);
         stream.write_all(a.as_bytes()).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         stream.write_all(b.as_bytes()).unwrap();
         let third = read_tcp_response(&mut stream, &mut pending);
-        assert_eq!((third.status, third.header("Call-ID")), (200, Some("split@test")), "the ACK got no answer");
+        assert_eq!(
+            (third.status, third.header("Call-ID")),
+            (200, Some("split@test")),
+            "the ACK got no answer"
+        );
         // A double-CRLF keepalive gets a CRLF (RFC 5626).
         stream.write_all(b"\r\n\r\n").unwrap();
         let mut pong = [0u8; 2];
         stream.read_exact(&mut pong).unwrap();
         assert_eq!(&pong, b"\r\n");
         // No Content-Length over TCP: 400, then the connection closes (framing is lost).
-        let unframed = tcp(request("OPTIONS", "sip:127.0.0.1", via, "unframed", "")).replace("Content-Length: 0\r\n", "");
+        let unframed = tcp(request("OPTIONS", "sip:127.0.0.1", via, "unframed", ""))
+            .replace("Content-Length: 0\r\n", "");
         stream.write_all(unframed.as_bytes()).unwrap();
         let response = read_tcp_response(&mut stream, &mut pending);
-        assert_eq!((response.status, response.header("Warning")), (400, Some("399 suppressd \"Content-Length is required over TCP\"")));
+        assert_eq!(
+            (response.status, response.header("Warning")),
+            (
+                400,
+                Some("399 suppressd \"Content-Length is required over TCP\"")
+            )
+        );
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest);
         assert!(rest.is_empty());
         // A new connection works.
         let mut stream = TcpStream::connect(dip).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        stream.write_all(tcp(invite_to(&e164(CLEAN), via, "again", "")).as_bytes()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        stream
+            .write_all(tcp(invite_to(&e164(CLEAN), via, "again", "")).as_bytes())
+            .unwrap();
         assert_eq!(read_tcp_response(&mut stream, &mut Vec::new()).status, 302);
     })
     .await
@@ -328,16 +479,27 @@ async fn block_status_608_is_configurable() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     write_all_sets(&dir.path().join("data"), Day::today());
-    let config = format!("{}block_status = 608\ntenant_header = \"P-Tenant\"\n", sip_config());
+    let config = format!(
+        "{}block_status = 608\ntenant_header = \"P-Tenant\"\n",
+        sip_config()
+    );
     let daemon = TestDaemon::start_in(dir, &config).await;
     let dip = daemon.handle.sip_udp_addr.unwrap();
     tokio::task::spawn_blocking(move || {
         let udp = Udp::open(dip);
         let response = udp.ask(&invite_to(&e164(REGISTRY), &udp.via(), "608", ""));
-        assert_eq!((response.status, response.header("Reason")), (608, Some("SIP;cause=608;text=\"NATIONAL_REGISTRY\"")));
+        assert_eq!(
+            (response.status, response.header("Reason")),
+            (608, Some("SIP;cause=608;text=\"NATIONAL_REGISTRY\""))
+        );
         assert!(response.text.starts_with("SIP/2.0 608 Rejected\r\n"));
         // The configured tenant header is used; X-Tenant is now just another header.
-        let response = udp.ask(&invite_to(&e164(CLEAN), &udp.via(), "hdr", "p-tenant: nobody\r\nX-Tenant: acme\r\n"));
+        let response = udp.ask(&invite_to(
+            &e164(CLEAN),
+            &udp.via(),
+            "hdr",
+            "p-tenant: nobody\r\nX-Tenant: acme\r\n",
+        ));
         assert_eq!(response.status, 403);
     })
     .await

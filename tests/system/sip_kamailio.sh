@@ -5,7 +5,7 @@
 #   1. SIPp straight against suppressd's SIP dip (UDP and TCP): 302 for an allowed number, 603
 #      for a blocked one.
 #   2. Kamailio with kamailio-http.cfg (http_client + jansson) and with kamailio-dip.cfg
-#      (uac_redirect), a SIPp UAS as the callee: a blocked number gets 603 naming the reason at
+#      (uac_redirect), a SIPp UAS as the callee (sip/uas_callee.xml): a blocked number gets 603 naming the reason at
 #      the caller and never reaches the callee; an allowed number is answered 200 by the callee.
 #   3. suppressd stopped: calls through either configuration get 503 (fail closed) and never
 #      reach the callee.
@@ -69,9 +69,9 @@ uac_port=$((base + 6))
 
 # Numbers: on the sample national registry (deploy/samples/us-dnc.txt), and on no list.
 blocked="+12015550123"
-allowed="+12015550199"
+allowed="+12015550771"
 # Dialled only while suppressd is stopped: the callee must never see it.
-unchecked="+12015550198"
+unchecked="+12015550772"
 for number in "$allowed" "$unchecked"; do
     if grep -qxF -- "$number" deploy/samples/*.txt; then
         echo "sip_kamailio: $number is on a sample list; pick another allowed number" >&2
@@ -90,7 +90,7 @@ fail() {
 # Ask suppressd's HTTP plane with bash's /dev/tcp (no curl needed): prints the status code.
 http_status() {
     local path=$1 status=000
-    if exec 3<>"/dev/tcp/127.0.0.1/$http_port" 2>/dev/null; then
+    if { exec 3<>"/dev/tcp/127.0.0.1/$http_port"; } 2>/dev/null; then
         printf 'GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' "$path" >&3
         status=$(timeout 2 head -n 1 <&3 | cut -d' ' -f2) || status=000
         exec 3<&- 3>&-
@@ -203,7 +203,7 @@ expect_calls "dip over TCP: blocked number gets 603" \
     dip-tcp-blocked uac_blocked.xml "$dip_port" "$blocked" 3 -t t1
 
 # --- 2. The callee, and Kamailio with each configuration.
-sipp -sn uas -i 127.0.0.1 -p "$uas_port" -nostdin -trace_msg -message_file "$work/uas.messages" \
+sipp -sf "$scenarios/uas_callee.xml" -i 127.0.0.1 -p "$uas_port" -nostdin -trace_msg -message_file "$work/uas.messages" \
     >"$work/uas.out" 2>&1 &
 pids+=($!)
 
@@ -216,7 +216,7 @@ start_kamailio() {
         >"$work/kamailio-$name.log" 2>&1 &
     pids+=($!)
 }
-start_kamailio http "$kam_http_port" -A "SUPPRESSD_HTTPCON=\"suppressd=>http://127.0.0.1:$http_port/v1/check\""
+start_kamailio http "$kam_http_port" -A "SUPPRESSD_HTTPCON=\"suppressd=>http://127.0.0.1:$http_port/v1\""
 start_kamailio dip "$kam_dip_port" -A "SUPPRESSD_DIP=\"sip:127.0.0.1:$dip_port\""
 wait_sip "$kam_http_port" "kamailio (http)" || { tail -n 30 "$work/kamailio-http.log" >&2; exit 1; }
 wait_sip "$kam_dip_port" "kamailio (dip)" || { tail -n 30 "$work/kamailio-dip.log" >&2; exit 1; }
