@@ -1,0 +1,702 @@
+//! Suppression set benchmarks: lookups against baselines on the same keys, memory, and build.
+//!
+//! ```text
+//! cargo bench --bench set                     # lookups, 50 M keys (pl, us and keyed sets)
+//! cargo bench --bench set -- pl/              # only the Polish-range groups
+//! SUPPRESSD_BENCH_KEYS=1000000 cargo bench --bench set      # quick run on 1 M keys
+//! cargo bench --bench set -- memory           # bytes per key of every structure, no timing
+//! cargo bench --bench set -- build100m        # build 100 M numbers: wall time and peak RSS
+//! ```
+//!
+//! Every key set, probe pool and baseline is built once per process (outside any timed loop)
+//! from a fixed seed and shared by all groups that need it. Each timed iteration answers one
+//! batch of `SUPPRESSD_BENCH_BATCH` (default 4096) numbers, taken in turn from a pool of 2^20
+//! probes, so throughput is reported in numbers per second for every contender alike.
+//!
+//! Traffic kinds: `absent99` is 99 % numbers of the same range that are not in the set and 1 %
+//! members (a dialer's usual traffic); `present` is members only, so every lookup pays the
+//! exact confirmation.
+
+use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::hint::black_box;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use suppressd::engine::date::Day;
+use suppressd::engine::exact::{ExactTable, ExactView, Probe};
+use suppressd::engine::fuse::FilterWidth;
+use suppressd::engine::keys::SecretKey;
+use suppressd::engine::number::Number;
+use suppressd::engine::prefetch::prefetch_read;
+use suppressd::engine::set::{SetBuilder, SetSpec, SuppressionSet};
+use suppressd::engine::snapshot::SetKind;
+
+const SEED: u64 = 0x5eed_2026;
+const POOL: usize = 1 << 20;
+const TODAY: Day = Day(20_600);
+const GROUP: usize = 32;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn key_count() -> usize {
+    env_usize("SUPPRESSD_BENCH_KEYS", 50_000_000)
+}
+
+fn batch_len() -> usize {
+    env_usize("SUPPRESSD_BENCH_BATCH", 4096)
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+fn log(message: impl AsRef<str>) {
+    eprintln!("[bench] {}", message.as_ref());
+}
+
+/// Peak resident set size of this process so far, in bytes (Linux; 0 elsewhere).
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key spaces
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Space {
+    /// Poland: +48 and nine digits, 48_100_000_000..48_999_999_999 (span 9e8).
+    Pl,
+    /// North America: +1 NPA NXX XXXX with NPA and NXX in 200..999 (6.4e9 numbers, span 8e9).
+    Us,
+}
+
+impl Space {
+    fn name(self) -> &'static str {
+        match self {
+            Space::Pl => "pl",
+            Space::Us => "us",
+        }
+    }
+
+    #[inline]
+    fn draw(self, rng: &mut ChaCha8Rng) -> u64 {
+        match self {
+            Space::Pl => 48_100_000_000 + rng.random_range(0..900_000_000u64),
+            Space::Us => {
+                let npa = rng.random_range(200..1000u64);
+                let nxx = rng.random_range(200..1000u64);
+                let line = rng.random_range(0..10_000u64);
+                10_000_000_000 + npa * 10_000_000 + nxx * 10_000 + line
+            }
+        }
+    }
+}
+
+/// `count` distinct random numbers of `space`, sorted.
+fn distinct_numbers(space: Space, count: usize, seed: u64) -> Vec<u64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut keys: Vec<u64> = Vec::with_capacity(count);
+    while keys.len() < count {
+        let missing = count - keys.len();
+        let sorted_len = keys.len();
+        keys.extend((0..missing).map(|_| space.draw(&mut rng)));
+        keys[sorted_len..].sort_unstable();
+        merge_sorted_tail(&mut keys, sorted_len);
+        keys.dedup();
+    }
+    keys
+}
+
+/// Merges the sorted tail `keys[mid..]` into the sorted head `keys[..mid]`.
+fn merge_sorted_tail(keys: &mut Vec<u64>, mid: usize) {
+    if mid == 0 || mid == keys.len() {
+        return;
+    }
+    let tail = keys.split_off(mid);
+    let head = std::mem::take(keys);
+    let mut out = Vec::with_capacity(head.len() + tail.len());
+    let (mut i, mut j) = (0, 0);
+    while i < head.len() && j < tail.len() {
+        if head[i] <= tail[j] {
+            out.push(head[i]);
+            i += 1;
+        } else {
+            out.push(tail[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&head[i..]);
+    out.extend_from_slice(&tail[j..]);
+    *keys = out;
+}
+
+/// Probe pools over `space`: 99 % absent numbers of the space plus 1 % members, and members only.
+fn probe_pools(space: Space, sorted: &[u64], seed: u64) -> (Vec<u64>, Vec<u64>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xabcd);
+    let mut absent = Vec::with_capacity(POOL);
+    for _ in 0..POOL {
+        if rng.random_range(0..100u32) == 0 {
+            absent.push(sorted[rng.random_range(0..sorted.len())]);
+        } else {
+            loop {
+                let candidate = space.draw(&mut rng);
+                if sorted.binary_search(&candidate).is_err() {
+                    absent.push(candidate);
+                    break;
+                }
+            }
+        }
+    }
+    let present = (0..POOL)
+        .map(|_| sorted[rng.random_range(0..sorted.len())])
+        .collect();
+    (absent, present)
+}
+
+fn spec(name: &str) -> SetSpec {
+    SetSpec {
+        name: name.into(),
+        kind: SetKind::Block,
+        filter: FilterWidth::Fuse8,
+        source: "benchmark".into(),
+        source_date: None,
+        version: 1,
+        build_time: 0,
+    }
+}
+
+fn bench_key() -> SecretKey {
+    SecretKey::new("bench", *b"suppressd-bench!").expect("valid key")
+}
+
+fn build_set(numbers: &[u64], key: Option<SecretKey>) -> SuppressionSet {
+    let mut builder = SetBuilder::new(spec("bench"), key.clone()).expect("valid spec");
+    builder.reserve(numbers.len());
+    for &n in numbers {
+        builder
+            .push(Number::from_u64_unchecked(n), None)
+            .expect("plain entry");
+    }
+    let built = builder.build(threads()).expect("set builds");
+    SuppressionSet::from_image(built.image, key.as_ref()).expect("set loads")
+}
+
+fn describe_set(label: &str, set: &SuppressionSet) {
+    let (filter, exact, expiry) = set.bytes_by_part();
+    let n = set.len().max(1) as f64;
+    log(format!(
+        "{label}: {} keys, {:.3} B/key in memory (filter {:.3} B/key = {filter} B, exact {:.3} B/key = {exact} B, expiry {expiry} B)",
+        set.len(),
+        set.bytes_in_memory() as f64 / n,
+        filter as f64 / n,
+        exact as f64 / n,
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared fixtures
+
+struct Fixture {
+    space: Space,
+    /// Sorted distinct numbers in the set.
+    sorted: Vec<u64>,
+    absent: Vec<u64>,
+    present: Vec<u64>,
+    set: SuppressionSet,
+}
+
+impl Fixture {
+    fn new(space: Space) -> Fixture {
+        let count = key_count();
+        let started = Instant::now();
+        let sorted = distinct_numbers(space, count, SEED ^ space as u64);
+        let (absent, present) = probe_pools(space, &sorted, SEED ^ space as u64);
+        log(format!(
+            "{}: {count} keys and probe pools generated in {:.1?}",
+            space.name(),
+            started.elapsed()
+        ));
+        let started = Instant::now();
+        let set = build_set(&sorted, None);
+        log(format!(
+            "{}: set built in {:.1?}",
+            space.name(),
+            started.elapsed()
+        ));
+        describe_set(space.name(), &set);
+        let mut out = vec![false; POOL];
+        let numbers = as_numbers(&absent);
+        set.contains_batch(&numbers, TODAY, &mut out);
+        log(format!(
+            "{}: absent99 pool holds {:.2} % members",
+            space.name(),
+            out.iter().filter(|&&b| b).count() as f64 * 100.0 / POOL as f64
+        ));
+        Fixture {
+            space,
+            sorted,
+            absent,
+            present,
+            set,
+        }
+    }
+}
+
+fn as_numbers(keys: &[u64]) -> Vec<Number> {
+    keys.iter().map(|&k| Number::from_u64_unchecked(k)).collect()
+}
+
+fn fixture(space: Space) -> &'static Fixture {
+    static PL: OnceLock<Fixture> = OnceLock::new();
+    static US: OnceLock<Fixture> = OnceLock::new();
+    match space {
+        Space::Pl => PL.get_or_init(|| Fixture::new(Space::Pl)),
+        Space::Us => US.get_or_init(|| Fixture::new(Space::Us)),
+    }
+}
+
+/// A keyed (SipHash fingerprint) set over the Polish numbers.
+fn keyed_set() -> &'static SuppressionSet {
+    static KEYED: OnceLock<SuppressionSet> = OnceLock::new();
+    KEYED.get_or_init(|| {
+        let fixture = fixture(Space::Pl);
+        let started = Instant::now();
+        let set = build_set(&fixture.sorted, Some(bench_key()));
+        log(format!("keyed: set built in {:.1?}", started.elapsed()));
+        describe_set("keyed", &set);
+        set
+    })
+}
+
+/// A fast multiply-fold hasher, so the hash set baseline is not slowed by SipHash.
+#[derive(Default)]
+struct FoldHasher(u64);
+
+impl Hasher for FoldHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    #[inline]
+    fn write_u64(&mut self, value: u64) {
+        let product = u128::from(value ^ self.0) * 0x9e37_79b9_7f4a_7c15u128;
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
+
+type FastHashSet = HashSet<u64, BuildHasherDefault<FoldHasher>>;
+
+/// A sorted array with a radix index over the top bits of `key - min`: a bucket's keys are
+/// `keys[index[b]..index[b + 1]]`.
+struct RadixSorted<'a> {
+    keys: &'a [u64],
+    index: Vec<u32>,
+    min: u64,
+    shift: u32,
+    buckets: u64,
+}
+
+impl<'a> RadixSorted<'a> {
+    fn new(keys: &'a [u64], bits: u32) -> RadixSorted<'a> {
+        let min = keys.first().copied().unwrap_or(0);
+        let span = keys.last().copied().unwrap_or(0) - min;
+        let mut shift = 0;
+        while (span >> shift) >= (1u64 << bits) {
+            shift += 1;
+        }
+        let buckets = (span >> shift) + 1;
+        let mut index = vec![0u32; buckets as usize + 1];
+        for &key in keys {
+            index[((key - min) >> shift) as usize + 1] += 1;
+        }
+        for i in 1..index.len() {
+            index[i] += index[i - 1];
+        }
+        RadixSorted {
+            keys,
+            index,
+            min,
+            shift,
+            buckets,
+        }
+    }
+
+    fn index_bytes(&self) -> usize {
+        self.index.len() * 4
+    }
+
+    #[inline]
+    fn bucket(&self, key: u64) -> Option<usize> {
+        let offset = key.checked_sub(self.min)? >> self.shift;
+        (offset < self.buckets).then_some(offset as usize)
+    }
+
+    #[inline]
+    fn contains(&self, key: u64) -> bool {
+        let Some(b) = self.bucket(key) else {
+            return false;
+        };
+        let (lo, hi) = (self.index[b] as usize, self.index[b + 1] as usize);
+        self.keys[lo..hi].contains(&key)
+    }
+
+    /// Batched form: prefetch index entries, then key ranges, then compare.
+    fn contains_batch(&self, keys: &[u64], out: &mut [bool]) {
+        let mut buckets = [usize::MAX; GROUP];
+        for (keys, out) in keys.chunks(GROUP).zip(out.chunks_mut(GROUP)) {
+            for (slot, &key) in buckets.iter_mut().zip(keys) {
+                *slot = self.bucket(key).unwrap_or(usize::MAX);
+                if *slot != usize::MAX {
+                    prefetch_read(&self.index[*slot]);
+                }
+            }
+            let mut ranges = [(0usize, 0usize); GROUP];
+            for (range, &b) in ranges.iter_mut().zip(&buckets[..keys.len()]) {
+                if b != usize::MAX {
+                    *range = (self.index[b] as usize, self.index[b + 1] as usize);
+                    prefetch_read(self.keys.as_ptr().wrapping_add(range.0));
+                }
+            }
+            for ((answer, &(lo, hi)), &key) in out.iter_mut().zip(&ranges).zip(keys) {
+                *answer = self.keys[lo..hi].contains(&key);
+            }
+        }
+    }
+}
+
+struct Baselines {
+    std: HashSet<u64>,
+    fast: FastHashSet,
+}
+
+fn hash_set_bytes(capacity: usize) -> usize {
+    // hashbrown: buckets = next power of two of capacity * 8 / 7; 8 bytes + 1 control byte each.
+    let buckets = (capacity * 8 / 7).next_power_of_two();
+    buckets * 9 + 16
+}
+
+fn baselines(space: Space) -> &'static Baselines {
+    static PL: OnceLock<Baselines> = OnceLock::new();
+    static US: OnceLock<Baselines> = OnceLock::new();
+    let cell = match space {
+        Space::Pl => &PL,
+        Space::Us => &US,
+    };
+    cell.get_or_init(|| {
+        let fixture = fixture(space);
+        let started = Instant::now();
+        let std: HashSet<u64> = fixture.sorted.iter().copied().collect();
+        let fast: FastHashSet = fixture.sorted.iter().copied().collect();
+        let n = fixture.sorted.len().max(1) as f64;
+        log(format!(
+            "{}: hash set baselines built in {:.1?}; std HashSet ~{:.2} B/key, sorted Vec 8.00 B/key",
+            space.name(),
+            started.elapsed(),
+            hash_set_bytes(std.capacity()) as f64 / n,
+        ));
+        Baselines { std, fast }
+    })
+}
+
+fn radix(space: Space) -> &'static RadixSorted<'static> {
+    static PL: OnceLock<RadixSorted<'static>> = OnceLock::new();
+    static US: OnceLock<RadixSorted<'static>> = OnceLock::new();
+    let cell = match space {
+        Space::Pl => &PL,
+        Space::Us => &US,
+    };
+    cell.get_or_init(|| {
+        let fixture = fixture(space);
+        let radix = RadixSorted::new(&fixture.sorted, 24);
+        log(format!(
+            "{}: sorted + 2^24 radix index: {:.2} B/key",
+            space.name(),
+            8.0 + radix.index_bytes() as f64 / fixture.sorted.len().max(1) as f64
+        ));
+        radix
+    })
+}
+
+/// The exact table alone (no filter), for the design comparison.
+fn exact_table(space: Space) -> &'static ExactTable {
+    static PL: OnceLock<ExactTable> = OnceLock::new();
+    static US: OnceLock<ExactTable> = OnceLock::new();
+    let cell = match space {
+        Space::Pl => &PL,
+        Space::Us => &US,
+    };
+    cell.get_or_init(|| {
+        let fixture = fixture(space);
+        let table = ExactTable::build(&fixture.sorted);
+        log(format!(
+            "{}: Elias-Fano exact table alone: {:.3} B/key",
+            space.name(),
+            table.view().bytes() as f64 / fixture.sorted.len().max(1) as f64
+        ));
+        table
+    })
+}
+
+/// Rank lookups for a batch through the staged exact-table API, `GROUP` keys at a time.
+fn exact_batch(view: &ExactView<'_>, keys: &[u64], out: &mut [bool]) {
+    let mut probes = [Probe::default(); GROUP];
+    for (keys, out) in keys.chunks(GROUP).zip(out.chunks_mut(GROUP)) {
+        for (probe, &key) in probes.iter_mut().zip(keys) {
+            *probe = view.locate(key);
+            view.prefetch_directory(probe);
+        }
+        for probe in &mut probes[..keys.len()] {
+            let _ = view.find_bucket(probe);
+        }
+        for ((answer, probe), &key) in out.iter_mut().zip(&probes).zip(keys) {
+            *answer = view.finish(probe, key).is_some();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timed loops
+
+/// Runs `f` on consecutive batches of `pool`, one batch per timed iteration.
+fn bench_batches<T: Sync>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: &str,
+    pool: &[T],
+    mut f: impl FnMut(&[T]) -> usize,
+) {
+    let batch = batch_len().min(pool.len());
+    let mut cursor = 0;
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            if cursor + batch > pool.len() {
+                cursor = 0;
+            }
+            let hits = f(&pool[cursor..cursor + batch]);
+            cursor += batch;
+            black_box(hits)
+        })
+    });
+}
+
+fn lookup_group(c: &mut Criterion, space: Space, traffic: &str) {
+    let fixture = fixture(space);
+    let pool = match traffic {
+        "absent99" => &fixture.absent,
+        _ => &fixture.present,
+    };
+    let numbers = as_numbers(pool);
+    let set = &fixture.set;
+    let mut group = c.benchmark_group(format!("{}/{traffic}", space.name()));
+    group.throughput(Throughput::Elements(batch_len() as u64));
+    let mut out = vec![false; batch_len()];
+    bench_batches(&mut group, "suppressd_batch", &numbers, |batch| {
+        let out = &mut out[..batch.len()];
+        set.contains_batch(batch, TODAY, out);
+        out.iter().filter(|&&b| b).count()
+    });
+    bench_batches(&mut group, "suppressd_single", &numbers, |batch| {
+        batch.iter().filter(|&&n| set.contains(n, TODAY)).count()
+    });
+    let base = baselines(space);
+    bench_batches(&mut group, "std_hashset", pool, |batch| {
+        batch.iter().filter(|k| base.std.contains(k)).count()
+    });
+    bench_batches(&mut group, "fast_hashset", pool, |batch| {
+        batch.iter().filter(|k| base.fast.contains(k)).count()
+    });
+    let sorted = &fixture.sorted;
+    bench_batches(&mut group, "sorted_vec", pool, |batch| {
+        batch
+            .iter()
+            .filter(|k| sorted.binary_search(k).is_ok())
+            .count()
+    });
+    let radix = radix(space);
+    bench_batches(&mut group, "sorted_radix24", pool, |batch| {
+        batch.iter().filter(|&&k| radix.contains(k)).count()
+    });
+    group.finish();
+}
+
+/// Exact structures alone on member traffic: which exact table to put behind the filter.
+fn exact_group(c: &mut Criterion, space: Space) {
+    let fixture = fixture(space);
+    let pool = &fixture.present;
+    let table = exact_table(space);
+    let view = table.view();
+    let radix = radix(space);
+    let mut group = c.benchmark_group(format!("exact_only/{}/present", space.name()));
+    group.throughput(Throughput::Elements(batch_len() as u64));
+    let mut out = vec![false; batch_len()];
+    bench_batches(&mut group, "elias_fano_batch", pool, |batch| {
+        let out = &mut out[..batch.len()];
+        exact_batch(&view, batch, out);
+        out.iter().filter(|&&b| b).count()
+    });
+    bench_batches(&mut group, "elias_fano_single", pool, |batch| {
+        batch.iter().filter(|&&k| view.rank(k).is_some()).count()
+    });
+    let mut out = vec![false; batch_len()];
+    bench_batches(&mut group, "sorted_radix24_batch", pool, |batch| {
+        let out = &mut out[..batch.len()];
+        radix.contains_batch(batch, out);
+        out.iter().filter(|&&b| b).count()
+    });
+    bench_batches(&mut group, "sorted_radix24_single", pool, |batch| {
+        batch.iter().filter(|&&k| radix.contains(k)).count()
+    });
+    group.finish();
+}
+
+fn keyed_group(c: &mut Criterion, traffic: &str) {
+    let fixture = fixture(Space::Pl);
+    let set = keyed_set();
+    let pool = match traffic {
+        "absent99" => &fixture.absent,
+        _ => &fixture.present,
+    };
+    let numbers = as_numbers(pool);
+    let mut group = c.benchmark_group(format!("keyed/{traffic}"));
+    group.throughput(Throughput::Elements(batch_len() as u64));
+    let mut out = vec![false; batch_len()];
+    bench_batches(&mut group, "suppressd_batch", &numbers, |batch| {
+        let out = &mut out[..batch.len()];
+        set.contains_batch(batch, TODAY, out);
+        out.iter().filter(|&&b| b).count()
+    });
+    bench_batches(&mut group, "suppressd_single", &numbers, |batch| {
+        batch.iter().filter(|&&n| set.contains(n, TODAY)).count()
+    });
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Untimed modes
+
+/// Bytes per key of every structure, at the configured size and at 1 M keys.
+fn memory_report() {
+    let count = key_count();
+    let mut sizes = vec![count];
+    if count != 1_000_000 {
+        sizes.push(1_000_000);
+    }
+    for &n in &sizes {
+        for space in [Space::Pl, Space::Us] {
+            let sorted = distinct_numbers(space, n, SEED ^ space as u64);
+            let set = build_set(&sorted, None);
+            describe_set(&format!("{} {n}", space.name()), &set);
+            if space == Space::Pl {
+                let keyed = build_set(&sorted, Some(bench_key()));
+                describe_set(&format!("keyed {n}"), &keyed);
+            }
+            let radix = RadixSorted::new(&sorted, 24);
+            let std: HashSet<u64> = sorted.iter().copied().collect();
+            log(format!(
+                "{} {n}: sorted Vec 8.00 B/key, sorted + 2^24 radix {:.2} B/key, std HashSet ~{:.2} B/key",
+                space.name(),
+                8.0 + radix.index_bytes() as f64 / n as f64,
+                hash_set_bytes(std.capacity()) as f64 / n as f64
+            ));
+        }
+    }
+}
+
+/// Builds a set of `SUPPRESSD_BENCH_BUILD_KEYS` (default 100 M) numbers the way `suppressd
+/// build` does: push every number into a builder (duplicates included), then build.
+fn build_report() {
+    let count = env_usize("SUPPRESSD_BENCH_BUILD_KEYS", 100_000_000);
+    let space = match std::env::var("SUPPRESSD_BENCH_BUILD_SPACE").as_deref() {
+        Ok("pl") => Space::Pl,
+        _ => Space::Us,
+    };
+    let keyed = std::env::var("SUPPRESSD_BENCH_BUILD_KEYED").is_ok_and(|v| v == "1");
+    let key = keyed.then(bench_key);
+    let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+    let mut builder = SetBuilder::new(spec("build"), key.clone()).expect("valid spec");
+    builder.reserve(count);
+    for _ in 0..count {
+        let number = Number::from_u64_unchecked(space.draw(&mut rng));
+        builder.push(number, None).expect("plain entry");
+    }
+    log(format!(
+        "build: {count} {} numbers{} pushed; peak RSS so far {:.2} GB",
+        space.name(),
+        if keyed { " (keyed)" } else { "" },
+        peak_rss() as f64 / 1e9
+    ));
+    let started = Instant::now();
+    let built = builder.build(threads()).expect("set builds");
+    let elapsed = started.elapsed();
+    log(format!(
+        "build: {} distinct keys ({} duplicates) in {:.2} s on {} threads ({:.0} ns/key); snapshot {:.1} MB; peak RSS {:.2} GB",
+        built.stats.keys,
+        built.stats.duplicates,
+        elapsed.as_secs_f64(),
+        threads(),
+        elapsed.as_nanos() as f64 / count as f64,
+        built.image.len() as f64 / 1e6,
+        peak_rss() as f64 / 1e9
+    ));
+    let set = SuppressionSet::from_image(built.image, key.as_ref()).expect("set loads");
+    describe_set("build", &set);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "build100m") {
+        build_report();
+        return;
+    }
+    if args.iter().any(|a| a == "memory") {
+        memory_report();
+        return;
+    }
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(10)
+        .configure_from_args();
+    for space in [Space::Pl, Space::Us] {
+        for traffic in ["absent99", "present"] {
+            let name = format!("{}/{traffic}", space.name());
+            if selected(&args, &name) {
+                lookup_group(&mut c, space, traffic);
+            }
+        }
+        if selected(&args, &format!("exact_only/{}/present", space.name())) {
+            exact_group(&mut c, space);
+        }
+    }
+    for traffic in ["absent99", "present"] {
+        if selected(&args, &format!("keyed/{traffic}")) {
+            keyed_group(&mut c, traffic);
+        }
+    }
+    c.final_summary();
+}
+
+/// Whether a group could match the command line filter (so its fixtures are worth building).
+fn selected(args: &[String], group: &str) -> bool {
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| group.contains(f.as_str()) || f.starts_with(group) || f.contains(group))
+}
