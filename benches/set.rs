@@ -68,7 +68,13 @@ fn peak_rss() -> u64 {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map_or(0, |kb| kb * 1024)
 }
 
@@ -210,6 +216,8 @@ fn describe_set(label: &str, set: &SuppressionSet) {
 // Shared fixtures
 
 struct Fixture {
+    /// Which key space the fixture was drawn from (kept for debugging output).
+    #[allow(dead_code)]
     space: Space,
     /// Sorted distinct numbers in the set.
     sorted: Vec<u64>,
@@ -256,7 +264,9 @@ impl Fixture {
 }
 
 fn as_numbers(keys: &[u64]) -> Vec<Number> {
-    keys.iter().map(|&k| Number::from_u64_unchecked(k)).collect()
+    keys.iter()
+        .map(|&k| Number::from_u64_unchecked(k))
+        .collect()
 }
 
 fn fixture(space: Space) -> &'static Fixture {

@@ -36,7 +36,11 @@ fn main() {
         let at = rng.random_range(0..keys.len());
         keys.swap_remove(at);
     }
-    eprintln!("{} distinct keys drawn in {:?}", keys.len(), started.elapsed());
+    eprintln!(
+        "{} distinct keys drawn in {:?}",
+        keys.len(),
+        started.elapsed()
+    );
     let spec = SetSpec {
         name: args.get(5).cloned().unwrap_or_else(|| "us-dnc".into()),
         kind: SetKind::Block,
@@ -44,7 +48,10 @@ fn main() {
         source: format!("synthetic US national registry, {count} numbers, seed {seed}"),
         source_date: Some(Day::today()),
         version,
-        build_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64,
+        build_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
     };
     let mut builder = SetBuilder::new(spec, None).unwrap();
     builder.reserve(keys.len());
@@ -54,5 +61,10 @@ fn main() {
     let built = builder.build(2).unwrap();
     eprintln!("built {:?} in {:?}", built.stats, started.elapsed());
     built.image.write_atomic(&out).unwrap();
-    eprintln!("wrote {} ({} bytes) in {:?}", out.display(), built.image.len(), started.elapsed());
+    eprintln!(
+        "wrote {} ({} bytes) in {:?}",
+        out.display(),
+        built.image.len(),
+        started.elapsed()
+    );
 }

@@ -43,8 +43,17 @@ fn verdict_name(value: i32) -> &'static str {
 }
 
 /// Formats one answer: a human line, or one JSON object.
-pub fn format_answer(input: &str, response: &CheckResponse, json: bool, show_numbers: bool) -> String {
-    let shown_input = if show_numbers { input.to_owned() } else { mask_input(input) };
+pub fn format_answer(
+    input: &str,
+    response: &CheckResponse,
+    json: bool,
+    show_numbers: bool,
+) -> String {
+    let shown_input = if show_numbers {
+        input.to_owned()
+    } else {
+        mask_input(input)
+    };
     let number = (!response.normalized_number.is_empty()).then(|| {
         if show_numbers {
             response.normalized_number.clone()
@@ -136,7 +145,10 @@ mod tests {
             reasons: vec![Reason::NationalRegistry as i32],
             matched_sets: vec!["us-dnc".into()],
             normalized_number: "+12015550123".into(),
-            versions: vec![SetVersion { set: "us-dnc".into(), version: 4 }],
+            versions: vec![SetVersion {
+                set: "us-dnc".into(),
+                version: 4,
+            }],
             ..CheckResponse::default()
         }
     }
@@ -145,7 +157,10 @@ mod tests {
     fn human_line_masks_by_default() {
         let line = format_answer("+12015550123", &response(), false, false);
         assert!(!line.contains("2015550123"), "{line}");
-        assert!(line.contains("BLOCK") && line.contains("NATIONAL_REGISTRY") && line.contains("us-dnc"), "{line}");
+        assert!(
+            line.contains("BLOCK") && line.contains("NATIONAL_REGISTRY") && line.contains("us-dnc"),
+            "{line}"
+        );
         let clear = format_answer("+12015550123", &response(), false, true);
         assert!(clear.contains("+12015550123"), "{clear}");
     }

@@ -74,7 +74,10 @@ pub struct AuditConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { key_file: None, retention_days: 1830 }
+        AuditConfig {
+            key_file: None,
+            retention_days: 1830,
+        }
     }
 }
 
@@ -401,36 +404,66 @@ impl Config {
         let admin_listen: Option<SocketAddr> = match &server.admin_listen {
             None => None,
             Some(text) => Some(text.parse().map_err(|_| {
-                err(file, "server.admin_listen", format!("'{text}' is not an address like 127.0.0.1:50152"))
+                err(
+                    file,
+                    "server.admin_listen",
+                    format!("'{text}' is not an address like 127.0.0.1:50152"),
+                )
             })?),
         };
         let http_listen: Option<SocketAddr> = match &server.http_listen {
             None => None,
             Some(text) => Some(text.parse().map_err(|_| {
-                err(file, "server.http_listen", format!("'{text}' is not an address like 127.0.0.1:8080"))
+                err(
+                    file,
+                    "server.http_listen",
+                    format!("'{text}' is not an address like 127.0.0.1:8080"),
+                )
             })?),
         };
         let grpc_listen: SocketAddr = server.grpc_listen.parse().map_err(|_| {
-            err(file, "server.grpc_listen", format!("'{}' is not an address like 127.0.0.1:50151", server.grpc_listen))
+            err(
+                file,
+                "server.grpc_listen",
+                format!(
+                    "'{}' is not an address like 127.0.0.1:50151",
+                    server.grpc_listen
+                ),
+            )
         })?;
         let (sip_udp_listen, sip_tcp_listen) = validate_sip(file, &raw.sip)?;
         if !(1..=1_000_000).contains(&server.max_batch) {
             return Err(err(file, "server.max_batch", "must be 1..=1000000"));
         }
         if !(4096..=1 << 30).contains(&server.max_message_bytes) {
-            return Err(err(file, "server.max_message_bytes", "must be 4096..=1073741824"));
+            return Err(err(
+                file,
+                "server.max_message_bytes",
+                "must be 4096..=1073741824",
+            ));
         }
         if server.request_timeout_ms == 0 {
             return Err(err(file, "server.request_timeout_ms", "must be positive"));
         }
         if tracing_subscriber::EnvFilter::try_new(&raw.log.filter).is_err() {
-            return Err(err(file, "log.filter", format!("'{}' is not a log filter such as \"info\" or \"suppressd=debug\"", raw.log.filter)));
+            return Err(err(
+                file,
+                "log.filter",
+                format!(
+                    "'{}' is not a log filter such as \"info\" or \"suppressd=debug\"",
+                    raw.log.filter
+                ),
+            ));
         }
         if server.reload_poll_seconds == 0 {
             return Err(err(file, "server.reload_poll_seconds", "must be positive"));
         }
         if server.concurrency_per_connection == 0 {
-            return Err(err(file, "server.concurrency_per_connection", "must be positive"));
+            return Err(err(
+                file,
+                "server.concurrency_per_connection",
+                "must be positive",
+            ));
         }
         let data_dir = if server.data_dir.is_absolute() {
             server.data_dir.clone()
@@ -439,72 +472,161 @@ impl Config {
         };
         let mut sets = Vec::new();
         for (name, set) in &raw.sets {
-            sets.push(define_set(file, base, &format!("sets.{name}"), name, None, set)?);
+            sets.push(define_set(
+                file,
+                base,
+                &format!("sets.{name}"),
+                name,
+                None,
+                set,
+            )?);
         }
         for (tenant_name, tenant) in &raw.tenants {
             let at = format!("tenants.{tenant_name}");
             if !valid_name(tenant_name) {
-                return Err(err(file, &at, "tenant names are 1-64 letters, digits, '_', '-' or '.'"));
+                return Err(err(
+                    file,
+                    &at,
+                    "tenant names are 1-64 letters, digits, '_', '-' or '.'",
+                ));
             }
-            Region::parse(&tenant.region)
-                .map_err(|_| err(file, format!("{at}.region"), format!("unknown region '{}'", tenant.region)))?;
+            Region::parse(&tenant.region).map_err(|_| {
+                err(
+                    file,
+                    format!("{at}.region"),
+                    format!("unknown region '{}'", tenant.region),
+                )
+            })?;
             for (name, set) in &tenant.sets {
                 if raw.sets.contains_key(name) {
-                    return Err(err(file, format!("{at}.sets.{name}"), "shadows a global set of the same name"));
+                    return Err(err(
+                        file,
+                        format!("{at}.sets.{name}"),
+                        "shadows a global set of the same name",
+                    ));
                 }
                 let id = format!("{tenant_name}/{name}");
-                sets.push(define_set(file, base, &format!("{at}.sets.{name}"), &id, Some(tenant_name), set)?);
+                sets.push(define_set(
+                    file,
+                    base,
+                    &format!("{at}.sets.{name}"),
+                    &id,
+                    Some(tenant_name),
+                    set,
+                )?);
             }
             if tenant.campaigns.is_empty() {
-                return Err(err(file, format!("{at}.campaigns"), "a tenant needs at least one campaign"));
+                return Err(err(
+                    file,
+                    format!("{at}.campaigns"),
+                    "a tenant needs at least one campaign",
+                ));
             }
             for (campaign_name, campaign) in &tenant.campaigns {
                 let at = format!("{at}.campaigns.{campaign_name}");
                 if !valid_name(campaign_name) {
-                    return Err(err(file, &at, "campaign names are 1-64 letters, digits, '_', '-' or '.'"));
+                    return Err(err(
+                        file,
+                        &at,
+                        "campaign names are 1-64 letters, digits, '_', '-' or '.'",
+                    ));
                 }
                 let find = |name: &str| -> Option<&SetDefinition> {
                     let local = format!("{tenant_name}/{name}");
-                    sets.iter().find(|s| s.id == local).or_else(|| sets.iter().find(|s| s.tenant.is_none() && s.id == name))
+                    sets.iter()
+                        .find(|s| s.id == local)
+                        .or_else(|| sets.iter().find(|s| s.tenant.is_none() && s.id == name))
                 };
                 for name in &campaign.block_sets {
                     match find(name) {
                         Some(set) if set.kind == SetKind::Block => {}
-                        Some(_) => return Err(err(file, format!("{at}.block_sets"), format!("'{name}' is a consent set"))),
-                        None => return Err(err(file, format!("{at}.block_sets"), format!("no set named '{name}' for tenant '{tenant_name}' or globally"))),
+                        Some(_) => {
+                            return Err(err(
+                                file,
+                                format!("{at}.block_sets"),
+                                format!("'{name}' is a consent set"),
+                            ));
+                        }
+                        None => {
+                            return Err(err(
+                                file,
+                                format!("{at}.block_sets"),
+                                format!(
+                                    "no set named '{name}' for tenant '{tenant_name}' or globally"
+                                ),
+                            ));
+                        }
                     }
                 }
                 for name in &campaign.consent_sets {
                     match find(name) {
                         Some(set) if set.kind == SetKind::Consent => {}
-                        Some(_) => return Err(err(file, format!("{at}.consent_sets"), format!("'{name}' is a block set"))),
-                        None => return Err(err(file, format!("{at}.consent_sets"), format!("no set named '{name}' for tenant '{tenant_name}' or globally"))),
+                        Some(_) => {
+                            return Err(err(
+                                file,
+                                format!("{at}.consent_sets"),
+                                format!("'{name}' is a block set"),
+                            ));
+                        }
+                        None => {
+                            return Err(err(
+                                file,
+                                format!("{at}.consent_sets"),
+                                format!(
+                                    "no set named '{name}' for tenant '{tenant_name}' or globally"
+                                ),
+                            ));
+                        }
                     }
                 }
                 if campaign.require_consent && campaign.consent_sets.is_empty() {
-                    return Err(err(file, format!("{at}.consent_sets"), "require_consent needs at least one consent set"));
+                    return Err(err(
+                        file,
+                        format!("{at}.consent_sets"),
+                        "require_consent needs at least one consent set",
+                    ));
                 }
                 for prefix in &campaign.blocked_prefixes {
                     if parse_prefix(prefix).is_none() {
-                        return Err(err(file, format!("{at}.blocked_prefixes"), format!("'{prefix}' is not '+' followed by 1-15 digits")));
+                        return Err(err(
+                            file,
+                            format!("{at}.blocked_prefixes"),
+                            format!("'{prefix}' is not '+' followed by 1-15 digits"),
+                        ));
                     }
                 }
                 if !(1..=3650).contains(&campaign.max_list_age_days) {
-                    return Err(err(file, format!("{at}.max_list_age_days"), "must be 1..=3650"));
+                    return Err(err(
+                        file,
+                        format!("{at}.max_list_age_days"),
+                        "must be 1..=3650",
+                    ));
                 }
             }
         }
         if let Some(tenant) = &raw.defaults.tenant {
             let Some(found) = raw.tenants.get(tenant) else {
-                return Err(err(file, "defaults.tenant", format!("no tenant named '{tenant}'")));
+                return Err(err(
+                    file,
+                    "defaults.tenant",
+                    format!("no tenant named '{tenant}'"),
+                ));
             };
             if let Some(campaign) = &raw.defaults.campaign
                 && !found.campaigns.contains_key(campaign)
             {
-                return Err(err(file, "defaults.campaign", format!("tenant '{tenant}' has no campaign '{campaign}'")));
+                return Err(err(
+                    file,
+                    "defaults.campaign",
+                    format!("tenant '{tenant}' has no campaign '{campaign}'"),
+                ));
             }
         } else if raw.defaults.campaign.is_some() {
-            return Err(err(file, "defaults.campaign", "a default campaign needs a default tenant"));
+            return Err(err(
+                file,
+                "defaults.campaign",
+                "a default campaign needs a default tenant",
+            ));
         }
         let authenticator = match &raw.auth.tokens_file {
             None if raw.auth.required => {
@@ -512,7 +634,11 @@ impl Config {
             }
             None => crate::server::auth::Authenticator::disabled(),
             Some(path) => {
-                let path = if path.is_absolute() { path.clone() } else { base.join(path) };
+                let path = if path.is_absolute() {
+                    path.clone()
+                } else {
+                    base.join(path)
+                };
                 let tenants: Vec<&str> = raw.tenants.keys().map(String::as_str).collect();
                 crate::server::auth::Authenticator::load(&path, raw.auth.required, &tenants)
                     .map_err(|reason| err(file, "auth.tokens_file", reason))?
@@ -522,21 +648,39 @@ impl Config {
         let audit_key = match &raw.audit.key_file {
             None => None,
             Some(path) => {
-                let path = if path.is_absolute() { path.clone() } else { base.join(path) };
-                Some(SecretKey::load(&path).map_err(|e| err(file, "audit.key_file", e.to_string()))?)
+                let path = if path.is_absolute() {
+                    path.clone()
+                } else {
+                    base.join(path)
+                };
+                Some(
+                    SecretKey::load(&path)
+                        .map_err(|e| err(file, "audit.key_file", e.to_string()))?,
+                )
             }
         };
         let tls = match &raw.tls {
             None => None,
             Some(files) => Some(std::sync::Arc::new(
-                crate::server::tls::Tls::load(files.clone(), base).map_err(|reason| err(file, "tls", reason))?,
+                crate::server::tls::Tls::load(files.clone(), base)
+                    .map_err(|reason| err(file, "tls", reason))?,
             )),
         };
         if tls.is_none() && !raw.server.allow_plaintext {
-            let listeners = [Some(("server.grpc_listen", grpc_listen)), http_listen.map(|a| ("server.http_listen", a)), admin_listen.map(|a| ("server.admin_listen", a))];
+            let listeners = [
+                Some(("server.grpc_listen", grpc_listen)),
+                http_listen.map(|a| ("server.http_listen", a)),
+                admin_listen.map(|a| ("server.admin_listen", a)),
+            ];
             for (key, address) in listeners.into_iter().flatten() {
                 if !address.ip().is_loopback() {
-                    return Err(err(file, key, format!("{address} is not loopback: configure [tls], or set server.allow_plaintext = true")));
+                    return Err(err(
+                        file,
+                        key,
+                        format!(
+                            "{address} is not loopback: configure [tls], or set server.allow_plaintext = true"
+                        ),
+                    ));
                 }
             }
         }
@@ -623,13 +767,25 @@ fn define_set(
 ) -> Result<SetDefinition, ConfigError> {
     let local = id.rsplit('/').next().unwrap_or(id);
     if !valid_name(local) {
-        return Err(err(file, at, "set names are 1-64 letters, digits, '_', '-' or '.'"));
+        return Err(err(
+            file,
+            at,
+            "set names are 1-64 letters, digits, '_', '-' or '.'",
+        ));
     }
     if set.files.contains('/') || set.files.contains('\\') || set.files.is_empty() {
-        return Err(err(file, format!("{at}.files"), "must be a file-name pattern inside the data directory"));
+        return Err(err(
+            file,
+            format!("{at}.files"),
+            "must be a file-name pattern inside the data directory",
+        ));
     }
     if set.files.matches('*').count() != 1 || set.files.contains(['?', '[', ']']) {
-        return Err(err(file, format!("{at}.files"), "must hold exactly one '*' (where the version goes) and no other wildcard"));
+        return Err(err(
+            file,
+            format!("{at}.files"),
+            "must hold exactly one '*' (where the version goes) and no other wildcard",
+        ));
     }
     let pattern = glob::Pattern::new(&set.files)
         .map_err(|e| err(file, format!("{at}.files"), format!("bad pattern: {e}")))?;
@@ -641,18 +797,33 @@ fn define_set(
         (SetKind::Block, reason) => Some(reason.unwrap_or(BlockReason::InternalDnc)),
         (SetKind::Consent, None) => None,
         (SetKind::Consent, Some(_)) => {
-            return Err(err(file, format!("{at}.reason"), "consent sets have no block reason"));
+            return Err(err(
+                file,
+                format!("{at}.reason"),
+                "consent sets have no block reason",
+            ));
         }
     };
     let key = match &set.key_file {
         None => None,
         Some(path) => {
-            let path = if path.is_absolute() { path.clone() } else { base.join(path) };
-            Some(SecretKey::load(&path).map_err(|e| err(file, format!("{at}.key_file"), e.to_string()))?)
+            let path = if path.is_absolute() {
+                path.clone()
+            } else {
+                base.join(path)
+            };
+            Some(
+                SecretKey::load(&path)
+                    .map_err(|e| err(file, format!("{at}.key_file"), e.to_string()))?,
+            )
         }
     };
     if reason == Some(BlockReason::Erased) && key.is_none() {
-        return Err(err(file, format!("{at}.key_file"), "erased sets hold keyed fingerprints: a key file is required"));
+        return Err(err(
+            file,
+            format!("{at}.key_file"),
+            "erased sets hold keyed fingerprints: a key file is required",
+        ));
     }
     Ok(SetDefinition {
         id: id.to_owned(),
@@ -691,8 +862,16 @@ block_sets = ["reg"]
     fn rejects(text: &str, key: &str, reason: &str) {
         let error = parse(text).expect_err("accepted a bad config");
         assert_eq!(error.file, "test.toml");
-        assert!(error.key.contains(key), "key '{}' lacks '{key}' ({error})", error.key);
-        assert!(error.reason.contains(reason), "reason '{}' lacks '{reason}'", error.reason);
+        assert!(
+            error.key.contains(key),
+            "key '{}' lacks '{key}' ({error})",
+            error.key
+        );
+        assert!(
+            error.reason.contains(reason),
+            "reason '{}' lacks '{reason}'",
+            error.reason
+        );
     }
 
     #[test]
@@ -715,21 +894,81 @@ block_sets = ["reg"]
     #[test]
     fn reports_file_key_and_reason() {
         rejects("[server]\nbogus = 1\n", "line 2", "unknown field");
-        rejects("[server]\ngrpc_listen = \"localhost\"\n", "server.grpc_listen", "not an address");
+        rejects(
+            "[server]\ngrpc_listen = \"localhost\"\n",
+            "server.grpc_listen",
+            "not an address",
+        );
         rejects("[server]\nmax_batch = 0\n", "server.max_batch", "1..=");
-        rejects(&MINIMAL.replace("\"US\"", "\"XX\""), "tenants.t.region", "unknown region");
-        rejects(&MINIMAL.replace("[\"reg\"]", "[\"nope\"]"), "tenants.t.campaigns.c.block_sets", "no set named 'nope'");
-        rejects(&MINIMAL.replace("reg.*.snap", "../reg.*.snap"), "sets.reg.files", "inside the data directory");
-        rejects(&MINIMAL.replace("reg.*.snap", "reg.snap"), "sets.reg.files", "exactly one '*'");
-        rejects(&format!("{MINIMAL}blocked_prefixes = [\"1900\"]\n"), "blocked_prefixes", "'+' followed by");
-        rejects(&format!("{MINIMAL}require_consent = true\n"), "consent_sets", "at least one consent set");
-        rejects(&format!("{MINIMAL}max_list_age_days = 0\n"), "max_list_age_days", "1..=3650");
-        rejects(&format!("{MINIMAL}\n[defaults]\ntenant = \"x\"\n"), "defaults.tenant", "no tenant named 'x'");
-        rejects(&format!("{MINIMAL}\n[defaults]\ntenant = \"t\"\ncampaign = \"x\"\n"), "defaults.campaign", "no campaign 'x'");
-        rejects(&MINIMAL.replace("national_registry", "erased"), "sets.reg.key_file", "key file is required");
-        rejects(&format!("{MINIMAL}\n[sets.cons]\nkind = \"consent\"\nreason = \"erased\"\nfiles = \"c.*.snap\"\n"), "sets.cons.reason", "no block reason");
-        rejects(&MINIMAL.replace("[tenants.t.campaigns.c]\nblock_sets = [\"reg\"]\n", ""), "tenants.t.campaigns", "at least one campaign");
-        rejects(&format!("{MINIMAL}\n[sets.x]\nkind = \"block\"\nfiles = \"x.*.snap\"\nkey_file = \"missing.key\"\n"), "sets.x.key_file", "missing.key");
+        rejects(
+            &MINIMAL.replace("\"US\"", "\"XX\""),
+            "tenants.t.region",
+            "unknown region",
+        );
+        rejects(
+            &MINIMAL.replace("[\"reg\"]", "[\"nope\"]"),
+            "tenants.t.campaigns.c.block_sets",
+            "no set named 'nope'",
+        );
+        rejects(
+            &MINIMAL.replace("reg.*.snap", "../reg.*.snap"),
+            "sets.reg.files",
+            "inside the data directory",
+        );
+        rejects(
+            &MINIMAL.replace("reg.*.snap", "reg.snap"),
+            "sets.reg.files",
+            "exactly one '*'",
+        );
+        rejects(
+            &format!("{MINIMAL}blocked_prefixes = [\"1900\"]\n"),
+            "blocked_prefixes",
+            "'+' followed by",
+        );
+        rejects(
+            &format!("{MINIMAL}require_consent = true\n"),
+            "consent_sets",
+            "at least one consent set",
+        );
+        rejects(
+            &format!("{MINIMAL}max_list_age_days = 0\n"),
+            "max_list_age_days",
+            "1..=3650",
+        );
+        rejects(
+            &format!("{MINIMAL}\n[defaults]\ntenant = \"x\"\n"),
+            "defaults.tenant",
+            "no tenant named 'x'",
+        );
+        rejects(
+            &format!("{MINIMAL}\n[defaults]\ntenant = \"t\"\ncampaign = \"x\"\n"),
+            "defaults.campaign",
+            "no campaign 'x'",
+        );
+        rejects(
+            &MINIMAL.replace("national_registry", "erased"),
+            "sets.reg.key_file",
+            "key file is required",
+        );
+        rejects(
+            &format!(
+                "{MINIMAL}\n[sets.cons]\nkind = \"consent\"\nreason = \"erased\"\nfiles = \"c.*.snap\"\n"
+            ),
+            "sets.cons.reason",
+            "no block reason",
+        );
+        rejects(
+            &MINIMAL.replace("[tenants.t.campaigns.c]\nblock_sets = [\"reg\"]\n", ""),
+            "tenants.t.campaigns",
+            "at least one campaign",
+        );
+        rejects(
+            &format!(
+                "{MINIMAL}\n[sets.x]\nkind = \"block\"\nfiles = \"x.*.snap\"\nkey_file = \"missing.key\"\n"
+            ),
+            "sets.x.key_file",
+            "missing.key",
+        );
     }
 
     #[test]
@@ -737,7 +976,11 @@ block_sets = ["reg"]
         let text = format!(
             "{MINIMAL}\n[sets.cons]\nkind = \"consent\"\nfiles = \"c.*.snap\"\n\n[tenants.t.campaigns.d]\nblock_sets = [\"cons\"]\n"
         );
-        rejects(&text, "tenants.t.campaigns.d.block_sets", "is a consent set");
+        rejects(
+            &text,
+            "tenants.t.campaigns.d.block_sets",
+            "is a consent set",
+        );
     }
 
     #[test]

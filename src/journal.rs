@@ -29,9 +29,18 @@ const EXTENSION: &str = "wal";
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("journal {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("journal {path}: damaged at offset {offset}: {reason} (start with --repair-journal to truncate there)")]
-    Damaged { path: PathBuf, offset: u64, reason: String },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "journal {path}: damaged at offset {offset}: {reason} (start with --repair-journal to truncate there)"
+    )]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     #[error("journal is closed after a write failure: {0}")]
     Failed(String),
     #[error("journal record of {0} bytes exceeds the limit")]
@@ -110,7 +119,10 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     for entry in entries {
         let path = entry.map_err(io_error(dir))?.path();
         if path.extension().is_some_and(|e| e == EXTENSION)
-            && let Some(first) = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok())
+            && let Some(first) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok())
         {
             found.push((first, path));
         }
@@ -133,7 +145,9 @@ fn segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER as usize] {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), JournalError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
 }
 
 /// Encodes one record.
@@ -166,7 +180,13 @@ pub fn scan_segment(bytes: &[u8], records: &mut Vec<Record>) -> (Option<u64>, Sc
     let first_seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
     let crc = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes"));
     if &header[..8] != MAGIC || crc32c::crc32c(&header[..16]) != crc || header[20..] != [0; 4] {
-        return (None, Scan::Damaged { offset: 0, reason: "bad segment header".into() });
+        return (
+            None,
+            Scan::Damaged {
+                offset: 0,
+                reason: "bad segment header".into(),
+            },
+        );
     }
     let mut offset = SEGMENT_HEADER as usize;
     let mut expected_seq = first_seq;
@@ -174,33 +194,64 @@ pub fn scan_segment(bytes: &[u8], records: &mut Vec<Record>) -> (Option<u64>, Sc
         let rest = &bytes[offset..];
         // Zero padding after the last record (a preallocated or zero-filled tail) is a tail.
         if rest.iter().all(|&b| b == 0) {
-            return (Some(first_seq), Scan::TornTail { offset: offset as u64 });
+            return (
+                Some(first_seq),
+                Scan::TornTail {
+                    offset: offset as u64,
+                },
+            );
         }
         if rest.len() < RECORD_HEADER + 8 {
-            return (Some(first_seq), Scan::TornTail { offset: offset as u64 });
+            return (
+                Some(first_seq),
+                Scan::TornTail {
+                    offset: offset as u64,
+                },
+            );
         }
         let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
         let bad = |reason: &str| {
             if offset + RECORD_HEADER + len >= bytes.len() || len > MAX_PAYLOAD + 8 {
-                Scan::TornTail { offset: offset as u64 }
+                Scan::TornTail {
+                    offset: offset as u64,
+                }
             } else {
-                Scan::Damaged { offset: offset as u64, reason: reason.into() }
+                Scan::Damaged {
+                    offset: offset as u64,
+                    reason: reason.into(),
+                }
             }
         };
         if !(8..=MAX_PAYLOAD + 8).contains(&len) {
-            let verdict = if rest.len() < RECORD_HEADER + 8 { Scan::TornTail { offset: offset as u64 } } else { bad("impossible record length") };
+            let verdict = if rest.len() < RECORD_HEADER + 8 {
+                Scan::TornTail {
+                    offset: offset as u64,
+                }
+            } else {
+                bad("impossible record length")
+            };
             // A length that cannot be right with data after it is damage, not a torn tail.
             let verdict = match verdict {
-                Scan::TornTail { .. } if offset + RECORD_HEADER + 8 < bytes.len() && len > MAX_PAYLOAD + 8 => {
-                    Scan::Damaged { offset: offset as u64, reason: "impossible record length".into() }
+                Scan::TornTail { .. }
+                    if offset + RECORD_HEADER + 8 < bytes.len() && len > MAX_PAYLOAD + 8 =>
+                {
+                    Scan::Damaged {
+                        offset: offset as u64,
+                        reason: "impossible record length".into(),
+                    }
                 }
                 other => other,
             };
             return (Some(first_seq), verdict);
         }
         if rest.len() < RECORD_HEADER + len {
-            return (Some(first_seq), Scan::TornTail { offset: offset as u64 });
+            return (
+                Some(first_seq),
+                Scan::TornTail {
+                    offset: offset as u64,
+                },
+            );
         }
         let body = &rest[RECORD_HEADER..RECORD_HEADER + len];
         if crc32c::crc32c(body) != crc {
@@ -208,9 +259,18 @@ pub fn scan_segment(bytes: &[u8], records: &mut Vec<Record>) -> (Option<u64>, Sc
         }
         let seq = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
         if seq != expected_seq {
-            return (Some(first_seq), Scan::Damaged { offset: offset as u64, reason: format!("sequence {seq} where {expected_seq} was expected") });
+            return (
+                Some(first_seq),
+                Scan::Damaged {
+                    offset: offset as u64,
+                    reason: format!("sequence {seq} where {expected_seq} was expected"),
+                },
+            );
         }
-        records.push(Record { seq, payload: body[8..].to_vec() });
+        records.push(Record {
+            seq,
+            payload: body[8..].to_vec(),
+        });
         expected_seq += 1;
         offset += RECORD_HEADER + len;
     }
@@ -228,21 +288,39 @@ impl Journal {
         let last_index = found.len().saturating_sub(1);
         for (index, (first, path)) in found.iter().enumerate() {
             let mut bytes = Vec::new();
-            File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_error(path))?;
+            File::open(path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(io_error(path))?;
             let before = replay.records.len();
             let (header_seq, scan) = scan_segment(&bytes, &mut replay.records);
             if header_seq.is_some_and(|s| s != *first) {
-                return Err(JournalError::Damaged { path: path.clone(), offset: 8, reason: "segment name and header disagree".into() });
+                return Err(JournalError::Damaged {
+                    path: path.clone(),
+                    offset: 8,
+                    reason: "segment name and header disagree".into(),
+                });
             }
-            if replay.records.len() > before && replay.records[before].seq != next_seq && before > 0 {
-                return Err(JournalError::Damaged { path: path.clone(), offset: SEGMENT_HEADER, reason: format!("segment starts at {} but {next_seq} was expected", replay.records[before].seq) });
+            if replay.records.len() > before && replay.records[before].seq != next_seq && before > 0
+            {
+                return Err(JournalError::Damaged {
+                    path: path.clone(),
+                    offset: SEGMENT_HEADER,
+                    reason: format!(
+                        "segment starts at {} but {next_seq} was expected",
+                        replay.records[before].seq
+                    ),
+                });
             }
             let is_last = index == last_index;
             match scan {
                 Scan::Clean => {}
                 Scan::TornTail { offset } if is_last => {
                     tracing::warn!(file = %path.display(), offset, "journal: dropping a torn last record (crash mid-write)");
-                    truncate(path, offset.max(SEGMENT_HEADER), header_seq.is_none().then_some(*first))?;
+                    truncate(
+                        path,
+                        offset.max(SEGMENT_HEADER),
+                        header_seq.is_none().then_some(*first),
+                    )?;
                     replay.torn_tail = Some((path.clone(), offset));
                 }
                 Scan::TornTail { offset } | Scan::Damaged { offset, .. } if !repair => {
@@ -250,11 +328,19 @@ impl Journal {
                         Scan::Damaged { reason, .. } => reason,
                         _ => "incomplete record before the last segment".into(),
                     };
-                    return Err(JournalError::Damaged { path: path.clone(), offset, reason });
+                    return Err(JournalError::Damaged {
+                        path: path.clone(),
+                        offset,
+                        reason,
+                    });
                 }
                 Scan::TornTail { offset } | Scan::Damaged { offset, .. } => {
                     tracing::warn!(file = %path.display(), offset, "journal: repair truncates damaged records and everything after them");
-                    truncate(path, offset.max(SEGMENT_HEADER), header_seq.is_none().then_some(*first))?;
+                    truncate(
+                        path,
+                        offset.max(SEGMENT_HEADER),
+                        header_seq.is_none().then_some(*first),
+                    )?;
                     for (_, later) in &found[index + 1..] {
                         std::fs::remove_file(later).map_err(io_error(later))?;
                     }
@@ -265,7 +351,11 @@ impl Journal {
                     break;
                 }
             }
-            next_seq = replay.records.last().map_or(*first, |r| r.seq + 1).max(*first);
+            next_seq = replay
+                .records
+                .last()
+                .map_or(*first, |r| r.seq + 1)
+                .max(*first);
             last_path = Some(path.clone());
         }
         let path = match last_path {
@@ -273,24 +363,40 @@ impl Journal {
             None => {
                 let path = segment_path(dir, next_seq);
                 let mut file = File::create(&path).map_err(io_error(&path))?;
-                file.write_all(&segment_header(next_seq)).and_then(|()| file.sync_all()).map_err(io_error(&path))?;
+                file.write_all(&segment_header(next_seq))
+                    .and_then(|()| file.sync_all())
+                    .map_err(io_error(&path))?;
                 sync_dir(dir)?;
                 path
             }
         };
-        let file = OpenOptions::new().append(true).open(&path).map_err(io_error(&path))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue { jobs: VecDeque::new(), next_seq, closed: false, failed: None }),
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                next_seq,
+                closed: false,
+                failed: None,
+            }),
             wake: Condvar::new(),
             dir: dir.to_owned(),
-            stats: Mutex::new(Stats { last_seq: next_seq - 1, ..Stats::default() }),
+            stats: Mutex::new(Stats {
+                last_seq: next_seq - 1,
+                ..Stats::default()
+            }),
         });
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer_loop(writer_shared, file, path))
             .map_err(io_error(dir))?;
-        let journal = Journal { shared, writer: Some(writer) };
+        let journal = Journal {
+            shared,
+            writer: Some(writer),
+        };
         journal.refresh_stats();
         Ok((journal, replay))
     }
@@ -319,10 +425,16 @@ impl Journal {
     /// Appends and waits until durable.
     pub fn append_blocking(&self, payload: Vec<u8>) -> Result<u64, JournalError> {
         let (send, receive) = std::sync::mpsc::channel();
-        self.append(payload, Box::new(move |result| {
-            let _ = send.send(result);
-        }));
-        receive.recv().map_err(|_| JournalError::Failed("writer stopped".into()))?.map_err(JournalError::Failed)
+        self.append(
+            payload,
+            Box::new(move |result| {
+                let _ = send.send(result);
+            }),
+        );
+        receive
+            .recv()
+            .map_err(|_| JournalError::Failed("writer stopped".into()))?
+            .map_err(JournalError::Failed)
     }
 
     /// Starts a new segment; returns the sequence number of the last record in older segments.
@@ -335,7 +447,10 @@ impl Journal {
             })));
         }
         self.shared.wake.notify_one();
-        let result = receive.recv().map_err(|_| JournalError::Failed("writer stopped".into()))?.map_err(JournalError::Failed);
+        let result = receive
+            .recv()
+            .map_err(|_| JournalError::Failed("writer stopped".into()))?
+            .map_err(JournalError::Failed);
         self.refresh_stats();
         result
     }
@@ -367,7 +482,11 @@ impl Journal {
     fn refresh_stats(&self) {
         let (bytes, count) = segments(&self.shared.dir)
             .map(|found| {
-                let bytes = found.iter().filter_map(|(_, p)| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+                let bytes = found
+                    .iter()
+                    .filter_map(|(_, p)| std::fs::metadata(p).ok())
+                    .map(|m| m.len())
+                    .sum();
                 (bytes, found.len() as u64)
             })
             .unwrap_or((0, 0));
@@ -378,13 +497,19 @@ impl Journal {
 
     /// Every segment file, oldest first (for tests and the erasure audit).
     pub fn files(&self) -> Vec<PathBuf> {
-        segments(&self.shared.dir).map(|f| f.into_iter().map(|(_, p)| p).collect()).unwrap_or_default()
+        segments(&self.shared.dir)
+            .map(|f| f.into_iter().map(|(_, p)| p).collect())
+            .unwrap_or_default()
     }
 }
 
 impl Drop for Journal {
     fn drop(&mut self) {
-        self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed = true;
         self.shared.wake.notify_all();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -393,11 +518,15 @@ impl Drop for Journal {
 }
 
 fn truncate(path: &Path, len: u64, rewrite_header: Option<u64>) -> Result<(), JournalError> {
-    let mut file = OpenOptions::new().write(true).open(path).map_err(io_error(path))?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_error(path))?;
     file.set_len(len).map_err(io_error(path))?;
     if let Some(first) = rewrite_header {
         file.seek(SeekFrom::Start(0)).map_err(io_error(path))?;
-        file.write_all(&segment_header(first)).map_err(io_error(path))?;
+        file.write_all(&segment_header(first))
+            .map_err(io_error(path))?;
     }
     file.sync_all().map_err(io_error(path))
 }
@@ -439,7 +568,9 @@ fn writer_loop(shared: Arc<Shared>, mut file: File, mut path: PathBuf) {
         })();
         if !buffer.is_empty() && result.is_ok() {
             let metrics = crate::metrics::metrics();
-            metrics.journal_fsync.record(started.elapsed().as_secs_f64());
+            metrics
+                .journal_fsync
+                .record(started.elapsed().as_secs_f64());
             metrics.journal_appends.increment(done.len() as u64);
             metrics.journal_bytes_written.increment(buffer.len() as u64);
         }
@@ -463,14 +594,22 @@ fn writer_loop(shared: Arc<Shared>, mut file: File, mut path: PathBuf) {
                 // so no mutation is acknowledged without being durable.
                 let message = format!("journal {}: {error}", path.display());
                 tracing::error!(%message, "journal write failed; mutations are refused from now on");
-                shared.queue.lock().unwrap_or_else(|e| e.into_inner()).failed = Some(message.clone());
+                shared
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .failed = Some(message.clone());
                 for (_, completion) in done.drain(..) {
                     completion(Err(message.clone()));
                 }
             }
         }
         for completion in rotations {
-            let next_seq = shared.queue.lock().unwrap_or_else(|e| e.into_inner()).next_seq;
+            let next_seq = shared
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .next_seq;
             let rotated = (|| -> std::io::Result<()> {
                 let new_path = segment_path(&shared.dir, next_seq);
                 if new_path != path {
@@ -493,7 +632,13 @@ mod tests {
     use super::*;
 
     fn payloads(journal: &Journal, count: u64) -> Vec<u64> {
-        (0..count).map(|i| journal.append_blocking(format!("mutation {i}").into_bytes()).unwrap()).collect()
+        (0..count)
+            .map(|i| {
+                journal
+                    .append_blocking(format!("mutation {i}").into_bytes())
+                    .unwrap()
+            })
+            .collect()
     }
 
     #[test]
@@ -519,7 +664,9 @@ mod tests {
                 let journal = journal.clone();
                 std::thread::spawn(move || {
                     for i in 0..50 {
-                        journal.append_blocking(format!("{t}-{i}").into_bytes()).unwrap();
+                        journal
+                            .append_blocking(format!("{t}-{i}").into_bytes())
+                            .unwrap();
                     }
                 })
             })
@@ -553,9 +700,14 @@ mod tests {
         let mut damaged = full.clone();
         damaged[SEGMENT_HEADER as usize + 30] ^= 0x40;
         std::fs::write(&file, &damaged).unwrap();
-        let error = Journal::open(dir.path(), false).err().expect("damage accepted");
+        let error = Journal::open(dir.path(), false)
+            .err()
+            .expect("damage accepted");
         let message = error.to_string();
-        assert!(message.contains(&file.display().to_string()) && message.contains("offset"), "{message}");
+        assert!(
+            message.contains(&file.display().to_string()) && message.contains("offset"),
+            "{message}"
+        );
         // Repair keeps what precedes the damage.
         let (_, replay) = Journal::open(dir.path(), true).unwrap();
         assert_eq!(replay.records.len(), 1);
@@ -574,7 +726,10 @@ mod tests {
         assert_eq!(journal.files().len(), 1);
         drop(journal);
         let (journal, replay) = Journal::open(dir.path(), false).unwrap();
-        assert_eq!(replay.records.iter().map(|r| r.seq).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(
+            replay.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [4, 5]
+        );
         assert_eq!(journal.append_blocking(vec![1]).unwrap(), 6);
     }
 

@@ -11,13 +11,13 @@
 //!   `src/main.rs` only calls [`cli::main`].
 
 pub mod cli;
-pub mod engine;
-pub mod journal;
-pub mod metrics;
-pub mod loadgen;
-pub mod mutation;
 pub mod client;
 pub mod config;
+pub mod engine;
+pub mod journal;
+pub mod loadgen;
+pub mod metrics;
+pub mod mutation;
 pub mod policy;
 pub mod proto;
 pub mod server;

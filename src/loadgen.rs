@@ -15,11 +15,13 @@
 //! - a non-OK gRPC status, a timeout or a malformed answer is an error, counted by code and never
 //!   hidden; the exit status is 1 when any request failed;
 //! - verdicts are counted (ALLOW/BLOCK/INVALID), so a run proves the daemon answered;
-//! - `--rate` runs open loop: each worker sends on a fixed schedule and latency is measured from
-//!   the intended send time whenever the worker was still held up by an earlier request, so a
-//!   stalled daemon cannot hide its stall (no "coordinated omission"). The last millisecond
-//!   before each send is spun, not slept (tokio's timer has 1 ms granularity): open-loop runs
-//!   keep one loadgen core busy.
+//! - `--rate` runs open loop: one pacer per connection (per stream in stream mode) sends on a
+//!   fixed schedule, each call its own task, at most `--concurrency` in flight; latency is
+//!   measured from the intended send time whenever the sender was held up by the daemon (all
+//!   slots busy, or the stream window full), so a stalled daemon cannot hide its stall (no
+//!   "coordinated omission"). The last 1.5 ms before each send is spun, not slept (tokio's timer
+//!   has 1 ms granularity): open-loop runs keep one loadgen core busy; how late sends left
+//!   against the schedule is reported as the send lag.
 //!
 //! Present numbers come from a snapshot file (`--present`, plain E.164 keys) or a list
 //! (`--present-list`); absent numbers are drawn next to present ones (the last four digits
@@ -146,8 +148,10 @@ pub struct LoadgenArgs {
     /// Present numbers sampled into memory from --present / --present-list.
     #[arg(long, default_value_t = 1_000_000)]
     pub present_sample: usize,
-    /// Open loop: total requests (stream mode: messages) per second, paced per worker;
-    /// latency counts from the intended send time. Without it the load is closed loop.
+    /// Open loop: total requests (stream mode: messages) per second, sent on a fixed schedule
+    /// (one pacer per connection; stream mode: per stream) with at most --concurrency in
+    /// flight; latency counts from the intended send time whenever the daemon held a send up.
+    /// Without it the load is closed loop.
     #[arg(long)]
     pub rate: Option<f64>,
     /// Worker threads of the load generator's runtime (it shares the machine with the daemon).
@@ -183,7 +187,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => value / 1e3,
         "us" | "µs" => value / 1e6,
         "m" | "min" => value * 60.0,
-        other => return Err(format!("unknown unit '{other}' in '{text}' (use us, ms, s or m)")),
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{text}' (use us, ms, s or m)"
+            ));
+        }
     };
     if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
         return Err(format!("'{text}' is out of range"));
@@ -199,8 +207,13 @@ pub struct Plan {
     /// Numbers per request.
     pub batch_size: usize,
     pub hit_ratio: f64,
-    /// Independent senders: requests in flight for unary/batch/empty, streams for stream.
+    /// Independent senders: closed loop, one per request in flight (unary, batch, empty) or
+    /// per stream (stream); open loop with one request per call, one pacer per connection.
     pub workers: usize,
+    /// Requests (stream messages) in flight at most, in total.
+    pub concurrency: usize,
+    /// Open loop with one request per call: pacers send, each request its own task.
+    pub paced: bool,
     pub pipeline: usize,
     pub payloads: usize,
 }
@@ -216,14 +229,19 @@ pub fn plan(args: &LoadgenArgs) -> Result<Plan, String> {
             return Err("--duration must be positive".into());
         }
         if duration > MAX_DURATION {
-            return Err(format!("--duration {duration:?} is over the limit of 600 s"));
+            return Err(format!(
+                "--duration {duration:?} is over the limit of 600 s"
+            ));
         }
     }
     if args.requests == Some(0) {
         return Err("--requests must be positive".into());
     }
     if args.warmup > MAX_DURATION {
-        return Err(format!("--warmup {:?} is over the limit of 600 s", args.warmup));
+        return Err(format!(
+            "--warmup {:?} is over the limit of 600 s",
+            args.warmup
+        ));
     }
     if args.timeout.is_zero() {
         return Err("--timeout must be positive".into());
@@ -241,7 +259,10 @@ pub fn plan(args: &LoadgenArgs) -> Result<Plan, String> {
         (true, size) => size.unwrap_or(DEFAULT_BATCH),
         (false, None) => 1,
         (false, Some(_)) => {
-            return Err(format!("--batch-size applies to batch and stream modes, not {}", args.mode.name()));
+            return Err(format!(
+                "--batch-size applies to batch and stream modes, not {}",
+                args.mode.name()
+            ));
         }
     };
     if !(1..=1_000_000).contains(&batch_size) {
@@ -261,14 +282,22 @@ pub fn plan(args: &LoadgenArgs) -> Result<Plan, String> {
     }
     let workers = args.concurrency / args.pipeline;
     if workers < args.connections {
-        let what = if args.mode == Mode::Stream { "streams (concurrency / pipeline)" } else { "--concurrency" };
+        let what = if args.mode == Mode::Stream {
+            "streams (concurrency / pipeline)"
+        } else {
+            "--concurrency"
+        };
         return Err(format!(
             "{workers} {what} cannot spread over {} connections",
             args.connections
         ));
     }
+    let paced = args.rate.is_some() && args.mode != Mode::Stream;
+    let workers = if paced { args.connections } else { workers };
     let has_source = args.present.is_some() || args.present_list.is_some();
-    let hit_ratio = args.hit_ratio.unwrap_or(if has_source { 0.01 } else { 0.0 });
+    let hit_ratio = args
+        .hit_ratio
+        .unwrap_or(if has_source { 0.01 } else { 0.0 });
     if !(0.0..=1.0).contains(&hit_ratio) {
         return Err("--hit-ratio must be within 0..=1".into());
     }
@@ -297,6 +326,8 @@ pub fn plan(args: &LoadgenArgs) -> Result<Plan, String> {
         batch_size,
         hit_ratio,
         workers,
+        concurrency: args.concurrency,
+        paced,
         pipeline: args.pipeline,
         payloads,
     })
@@ -377,7 +408,8 @@ fn load_source(args: &LoadgenArgs, rng: &mut ChaCha8Rng) -> Result<Source, Strin
 }
 
 fn read_list(path: &Path) -> Result<Vec<u64>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("--present-list {}: {e}", path.display()))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("--present-list {}: {e}", path.display()))?;
     let mut numbers = Vec::new();
     for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|e| format!("--present-list {}: {e}", path.display()))?;
@@ -386,7 +418,11 @@ fn read_list(path: &Path) -> Result<Vec<u64>, String> {
             continue;
         }
         let number = Number::parse_e164(line).map_err(|e| {
-            format!("--present-list {} line {}: not a '+digits' number ({e})", path.display(), index + 1)
+            format!(
+                "--present-list {} line {}: not a '+digits' number ({e})",
+                path.display(),
+                index + 1
+            )
         })?;
         numbers.push(number.get());
     }
@@ -430,7 +466,12 @@ struct Payload {
     present: u32,
 }
 
-fn build_payloads(args: &LoadgenArgs, plan: &Plan, source: &Source, rng: &mut ChaCha8Rng) -> Result<Vec<Payload>, String> {
+fn build_payloads(
+    args: &LoadgenArgs,
+    plan: &Plan,
+    source: &Source,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Payload>, String> {
     let mut payloads = Vec::with_capacity(plan.payloads);
     let mut index = 0u64;
     let mut values = Vec::with_capacity(plan.batch_size);
@@ -454,7 +495,10 @@ fn build_payloads(args: &LoadgenArgs, plan: &Plan, source: &Source, rng: &mut Ch
                 ..Default::default()
             };
             if args.strings {
-                request.numbers = values.iter().map(|&v| Number::from_u64_unchecked(v).to_e164_string()).collect();
+                request.numbers = values
+                    .iter()
+                    .map(|&v| Number::from_u64_unchecked(v).to_e164_string())
+                    .collect();
             } else {
                 request.e164 = values.clone();
             }
@@ -556,7 +600,10 @@ trait Answer: prost::Message + Default + Send + Sync + 'static {
 
 impl Answer for UnaryAnswer {
     fn tally(&self, _payload: &Payload, verdicts: &mut Verdicts) -> Result<(), String> {
-        if self.reasons.contains(&(proto::Reason::InvalidNumber as i32)) {
+        if self
+            .reasons
+            .contains(&(proto::Reason::InvalidNumber as i32))
+        {
             verdicts.invalid += 1;
         } else {
             verdicts.count(self.verdict);
@@ -602,7 +649,11 @@ pub fn schedule_offset(k: u64, worker: usize, workers: usize, rate: f64) -> Dura
 /// from the intended time. When the worker was idle and only woke late (timer jitter, the load
 /// generator's own doing), it runs from the actual send.
 pub fn latency_origin(intended: Instant, ready_at: Instant, sent_at: Instant) -> Instant {
-    if ready_at > intended { intended } else { sent_at }
+    if ready_at > intended {
+        intended
+    } else {
+        sent_at
+    }
 }
 
 /// Waits until `deadline`: the tokio timer for the bulk, spinning (yielding to other tasks) for
@@ -642,7 +693,9 @@ impl Control {
         }
         if let Some(remaining) = &self.remaining {
             remaining
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                    left.checked_sub(1)
+                })
                 .ok()?;
         }
         Some(true)
@@ -733,22 +786,36 @@ impl Tally {
         self.checks += u64::from(payload.numbers);
         self.present += u64::from(payload.present);
         self.verdicts.merge(verdicts);
-        self.latency.saturating_record(latency.as_nanos().max(1) as u64);
+        self.latency
+            .saturating_record(latency.as_nanos().max(1) as u64);
         self.done(at);
     }
 
-    fn error(&mut self, code: &'static str, message: impl FnOnce() -> String, count: u64, at: Instant) {
+    fn error(
+        &mut self,
+        code: &'static str,
+        message: impl FnOnce() -> String,
+        count: u64,
+        at: Instant,
+    ) {
         *self.errors.entry(code).or_default() += count;
         self.error_examples.entry(code).or_insert_with(message);
         self.done(at);
     }
 
     fn status(&mut self, status: &Status, count: u64, at: Instant) {
-        self.error(code_name(status.code()), || status.message().to_owned(), count, at);
+        self.error(
+            code_name(status.code()),
+            || status.message().to_owned(),
+            count,
+            at,
+        );
     }
 
     fn merge(&mut self, other: &Tally) {
-        self.latency.add(&other.latency).expect("same histogram bounds");
+        self.latency
+            .add(&other.latency)
+            .expect("same histogram bounds");
         self.lag.add(&other.lag).expect("same histogram bounds");
         self.ok += other.ok;
         self.checks += other.checks;
@@ -758,7 +825,9 @@ impl Tally {
             *self.errors.entry(code).or_default() += count;
         }
         for (code, example) in &other.error_examples {
-            self.error_examples.entry(code).or_insert_with(|| example.clone());
+            self.error_examples
+                .entry(code)
+                .or_insert_with(|| example.clone());
         }
         if let Some(at) = other.last_done {
             self.done(at);
@@ -886,12 +955,19 @@ pub fn format_report(report: &Report) -> String {
         None => "closed loop".into(),
     };
     let shape = if report.mode.batched() {
-        format!(", {} numbers/request ({})", report.batch_size, report.encoding)
+        format!(
+            ", {} numbers/request ({})",
+            report.batch_size, report.encoding
+        )
     } else {
         String::new()
     };
     let pipeline = if report.mode == Mode::Stream {
-        format!(" ({} streams x pipeline {})", report.concurrency / report.pipeline.max(1), report.pipeline)
+        format!(
+            " ({} streams x pipeline {})",
+            report.concurrency / report.pipeline.max(1),
+            report.pipeline
+        )
     } else {
         String::new()
     };
@@ -909,7 +985,11 @@ pub fn format_report(report: &Report) -> String {
         report.hit_ratio,
         loop_kind,
     );
-    let _ = writeln!(out, "measured   {:.2} s after {:.2} s warm-up", report.elapsed_s, report.warmup_s);
+    let _ = writeln!(
+        out,
+        "measured   {:.2} s after {:.2} s warm-up",
+        report.elapsed_s, report.warmup_s
+    );
     let _ = writeln!(
         out,
         "requests   {} ok, {} failed: {}req/s",
@@ -922,7 +1002,11 @@ pub fn format_report(report: &Report) -> String {
         "checks     {}: {}checks/s{}",
         report.checks,
         rate_text(report.checks_per_s),
-        if report.mode == Mode::Empty { " (Ping: no lookup)" } else { "" }
+        if report.mode == Mode::Empty {
+            " (Ping: no lookup)"
+        } else {
+            ""
+        }
     );
     let v = &report.verdicts;
     let _ = write!(
@@ -954,7 +1038,11 @@ pub fn format_report(report: &Report) -> String {
         let _ = writeln!(out, "errors     none");
     } else {
         for (code, count) in &report.errors_by_code {
-            let example = report.error_examples.get(code).map(String::as_str).unwrap_or("");
+            let example = report
+                .error_examples
+                .get(code)
+                .map(String::as_str)
+                .unwrap_or("");
             let _ = writeln!(out, "errors     {code} {count} (first: {example:?})");
         }
     }
@@ -989,59 +1077,133 @@ fn lock(tally: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
     tally.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One request in flight at a time (unary, empty and batch modes).
-async fn unary_worker<A: Answer>(ctx: Arc<Ctx>, worker: usize, channel: Channel, tally: Arc<Mutex<Tally>>) {
+/// Sends one pre-encoded request and waits for its answer (or `--timeout`).
+async fn call_once<A: Answer>(
+    grpc: &mut tonic::client::Grpc<Channel>,
+    ctx: &Ctx,
+    payload: &Payload,
+) -> Result<Result<tonic::Response<A>, Status>, tokio::time::error::Elapsed> {
+    let request = tonic::Request::new(Outgoing {
+        bytes: payload.bytes.clone(),
+        batch_id: 0,
+    });
+    let call = async {
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
+        grpc.unary(request, ctx.path.clone(), RawCodec::<A>::default())
+            .await
+    };
+    tokio::time::timeout(ctx.timeout, call).await
+}
+
+/// Counts one measured answer: verdicts and latency, or the error by code.
+fn record<A: Answer>(
+    tally: &Mutex<Tally>,
+    ctx: &Ctx,
+    payload: &Payload,
+    result: Result<Result<tonic::Response<A>, Status>, tokio::time::error::Elapsed>,
+    origin: Instant,
+    done: Instant,
+    lag: Option<Duration>,
+) {
+    let mut tally = lock(tally);
+    if let Some(lag) = lag {
+        tally.lag.saturating_record(lag.as_nanos().max(1) as u64);
+    }
+    match result {
+        Ok(Ok(response)) => {
+            let mut verdicts = Verdicts::default();
+            match response.get_ref().tally(payload, &mut verdicts) {
+                Ok(()) => tally.success(payload, done - origin, &verdicts, done),
+                Err(problem) => tally.error(BAD_RESPONSE, || problem, 1, done),
+            }
+        }
+        Ok(Err(status)) => tally.status(&status, 1, done),
+        Err(_) => tally.error(
+            "DEADLINE_EXCEEDED",
+            || format!("no answer within {:?} (loadgen --timeout)", ctx.timeout),
+            1,
+            done,
+        ),
+    }
+}
+
+/// Closed loop: one request in flight at a time (unary, empty and batch modes).
+async fn unary_worker<A: Answer>(
+    ctx: Arc<Ctx>,
+    worker: usize,
+    channel: Channel,
+    tally: Arc<Mutex<Tally>>,
+) {
     let mut grpc = tonic::client::Grpc::new(channel);
     let mut cursor = worker * ctx.payloads.len() / ctx.workers;
-    let mut k = 0u64;
     loop {
-        let ready_at = Instant::now();
-        let (measured, origin, lag) = match ctx.rate {
-            None => match ctx.control.admit(ready_at) {
-                None => return,
-                Some(measured) => (measured, ready_at, None),
-            },
-            Some(rate) => {
-                let intended = ctx.control.start + schedule_offset(k, worker, ctx.workers, rate);
-                k += 1;
-                let Some(measured) = ctx.control.admit(intended) else { return };
-                wait_until(intended).await;
-                let sent = Instant::now();
-                (measured, latency_origin(intended, ready_at, sent), Some(sent - intended))
-            }
+        let sent = Instant::now();
+        let Some(measured) = ctx.control.admit(sent) else {
+            return;
         };
         let payload = ctx.payload(&mut cursor).clone();
-        let request = tonic::Request::new(Outgoing {
-            bytes: payload.bytes.clone(),
-            batch_id: 0,
-        });
-        let call = async {
-            grpc.ready()
-                .await
-                .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
-            grpc.unary(request, ctx.path.clone(), RawCodec::<A>::default()).await
-        };
-        let result = tokio::time::timeout(ctx.timeout, call).await;
+        let result = call_once::<A>(&mut grpc, &ctx, &payload).await;
         let done = Instant::now();
-        if !measured {
-            continue;
-        }
-        let mut tally = lock(&tally);
-        if let Some(lag) = lag {
-            tally.lag.saturating_record(lag.as_nanos().max(1) as u64);
-        }
-        match result {
-            Ok(Ok(response)) => {
-                let mut verdicts = Verdicts::default();
-                match response.get_ref().tally(&payload, &mut verdicts) {
-                    Ok(()) => tally.success(&payload, done - origin, &verdicts, done),
-                    Err(problem) => tally.error(BAD_RESPONSE, || problem, 1, done),
-                }
-            }
-            Ok(Err(status)) => tally.status(&status, 1, done),
-            Err(_) => tally.error("DEADLINE_EXCEEDED", || format!("no answer within {:?} (loadgen --timeout)", ctx.timeout), 1, done),
+        if measured {
+            record(&tally, &ctx, &payload, result, sent, done, None);
         }
     }
+}
+
+/// Open loop (unary, empty and batch modes): one pacer per connection sends on its schedule,
+/// each request as its own task, at most `slots` in flight. Only the pacer waits for send
+/// times, so only one task per connection spins through the last stretch before a send.
+async fn pacer<A: Answer>(
+    ctx: Arc<Ctx>,
+    pacer: usize,
+    slots: usize,
+    channel: Channel,
+    tally: Arc<Mutex<Tally>>,
+) {
+    let rate = ctx.rate.unwrap_or(1.0);
+    let grpc = tonic::client::Grpc::new(channel);
+    let free = Arc::new(tokio::sync::Semaphore::new(slots));
+    let mut cursor = pacer * ctx.payloads.len() / ctx.workers;
+    let mut k = 0u64;
+    loop {
+        let intended = ctx.control.start + schedule_offset(k, pacer, ctx.workers, rate);
+        k += 1;
+        let Some(measured) = ctx.control.admit(intended) else {
+            break;
+        };
+        // A slot free at once: any lateness is the pacer's own (reported as send lag) and
+        // latency runs from the actual send. Waiting for a slot: the daemon held us up, and
+        // latency runs from the intended time if the slot came free after it.
+        let (permit, ready_at) = match free.clone().try_acquire_owned() {
+            Ok(permit) => (permit, None),
+            Err(_) => match free.clone().acquire_owned().await {
+                Ok(permit) => (permit, Some(Instant::now())),
+                Err(_) => break,
+            },
+        };
+        wait_until(intended).await;
+        let sent = Instant::now();
+        let origin = match ready_at {
+            Some(ready_at) => latency_origin(intended, ready_at, sent),
+            None => sent,
+        };
+        let payload = ctx.payload(&mut cursor).clone();
+        let mut grpc = grpc.clone();
+        let ctx = ctx.clone();
+        let tally = tally.clone();
+        tokio::spawn(async move {
+            let result = call_once::<A>(&mut grpc, &ctx, &payload).await;
+            let done = Instant::now();
+            if measured {
+                record(&tally, &ctx, &payload, result, origin, done, Some(sent - intended));
+            }
+            drop(permit);
+        });
+    }
+    // Every request sent has been answered (or timed out) once all slots are free again.
+    let _ = free.acquire_many(slots as u32).await;
 }
 
 /// A message sent on a stream and not yet answered.
@@ -1081,7 +1243,12 @@ async fn stream_worker(ctx: Arc<Ctx>, worker: usize, channel: Channel, tally: Ar
                     let mut tally = lock(&tally);
                     match failed {
                         Ok(Err(status)) => tally.status(&status, 1, now),
-                        _ => tally.error("DEADLINE_EXCEEDED", || "stream did not open in time".into(), 1, now),
+                        _ => tally.error(
+                            "DEADLINE_EXCEEDED",
+                            || "stream did not open in time".into(),
+                            1,
+                            now,
+                        ),
                     }
                 }
                 if ctx.control.measure_end.is_some_and(|end| now >= end) {
@@ -1101,7 +1268,8 @@ async fn stream_worker(ctx: Arc<Ctx>, worker: usize, channel: Channel, tally: Ar
                 let (intended, origin) = match ctx.rate {
                     None => (now, now),
                     Some(rate) => {
-                        let intended = ctx.control.start + schedule_offset(k, worker, ctx.workers, rate);
+                        let intended =
+                            ctx.control.start + schedule_offset(k, worker, ctx.workers, rate);
                         if intended > now {
                             break;
                         }
@@ -1116,13 +1284,29 @@ async fn stream_worker(ctx: Arc<Ctx>, worker: usize, channel: Channel, tally: Ar
                 let payload = ctx.payload(&mut cursor).clone();
                 let batch_id = next_id;
                 next_id += 1;
-                if tx.try_send(Outgoing { bytes: payload.bytes.clone(), batch_id }).is_err() {
-                    break 'stream Err(Status::unavailable("the stream closed under the load generator"));
+                if tx
+                    .try_send(Outgoing {
+                        bytes: payload.bytes.clone(),
+                        batch_id,
+                    })
+                    .is_err()
+                {
+                    break 'stream Err(Status::unavailable(
+                        "the stream closed under the load generator",
+                    ));
                 }
                 if measured && ctx.rate.is_some() {
-                    lock(&tally).lag.saturating_record(now.saturating_duration_since(intended).as_nanos().max(1) as u64);
+                    lock(&tally).lag.saturating_record(
+                        now.saturating_duration_since(intended).as_nanos().max(1) as u64,
+                    );
                 }
-                in_flight.push_back(InFlight { batch_id, origin, sent: now, payload, measured });
+                in_flight.push_back(InFlight {
+                    batch_id,
+                    origin,
+                    sent: now,
+                    payload,
+                    measured,
+                });
             }
             if in_flight.is_empty() {
                 if stopping {
@@ -1131,7 +1315,8 @@ async fn stream_worker(ctx: Arc<Ctx>, worker: usize, channel: Channel, tally: Ar
                 // Open loop, nothing in flight, next send not due yet (closed loop never gets
                 // here: it fills the window or stops).
                 if let Some(rate) = ctx.rate {
-                    wait_until(ctx.control.start + schedule_offset(k, worker, ctx.workers, rate)).await;
+                    wait_until(ctx.control.start + schedule_offset(k, worker, ctx.workers, rate))
+                        .await;
                 }
                 continue;
             }
@@ -1172,7 +1357,10 @@ async fn stream_worker(ctx: Arc<Ctx>, worker: usize, channel: Channel, tally: Ar
             }
             let mut verdicts = Verdicts::default();
             let checked = if message.batch_id != flight.batch_id {
-                Err(format!("batch_id {} answered where {} was due", message.batch_id, flight.batch_id))
+                Err(format!(
+                    "batch_id {} answered where {} was due",
+                    message.batch_id, flight.batch_id
+                ))
             } else {
                 message.tally(&flight.payload, &mut verdicts)
             };
@@ -1231,7 +1419,11 @@ pub fn run(args: &LoadgenArgs) -> Result<Report, LoadgenError> {
     runtime.block_on(drive(args, &plan, payloads))
 }
 
-async fn drive(args: &LoadgenArgs, plan: &Plan, payloads: Vec<Payload>) -> Result<Report, LoadgenError> {
+async fn drive(
+    args: &LoadgenArgs,
+    plan: &Plan,
+    payloads: Vec<Payload>,
+) -> Result<Report, LoadgenError> {
     let endpoint = Endpoint::from_shared(args.target.clone())
         .map_err(|e| LoadgenError::Usage(format!("--target '{}': {e}", args.target)))?
         .tcp_nodelay(true)
@@ -1268,17 +1460,27 @@ async fn drive(args: &LoadgenArgs, plan: &Plan, payloads: Vec<Payload>) -> Resul
         timeout: args.timeout,
         path,
     });
-    let tallies: Vec<Arc<Mutex<Tally>>> = (0..args.connections).map(|_| Arc::new(Mutex::new(Tally::new()))).collect();
+    let tallies: Vec<Arc<Mutex<Tally>>> = (0..args.connections)
+        .map(|_| Arc::new(Mutex::new(Tally::new())))
+        .collect();
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..plan.workers {
         let connection = worker % args.connections;
         let channel = channels[connection].clone();
         let tally = tallies[connection].clone();
         let ctx = ctx.clone();
-        match args.mode {
-            Mode::Unary | Mode::Empty => tasks.spawn(unary_worker::<UnaryAnswer>(ctx, worker, channel, tally)),
-            Mode::Batch => tasks.spawn(unary_worker::<BatchAnswer>(ctx, worker, channel, tally)),
-            Mode::Stream => tasks.spawn(stream_worker(ctx, worker, channel, tally)),
+        // Open loop, one request per call: one pacer per connection with its share of slots.
+        let slots = plan.concurrency / plan.workers + usize::from(worker < plan.concurrency % plan.workers);
+        match (args.mode, plan.paced) {
+            (Mode::Unary | Mode::Empty, false) => {
+                tasks.spawn(unary_worker::<UnaryAnswer>(ctx, worker, channel, tally))
+            }
+            (Mode::Batch, false) => tasks.spawn(unary_worker::<BatchAnswer>(ctx, worker, channel, tally)),
+            (Mode::Unary | Mode::Empty, true) => {
+                tasks.spawn(pacer::<UnaryAnswer>(ctx, worker, slots, channel, tally))
+            }
+            (Mode::Batch, true) => tasks.spawn(pacer::<BatchAnswer>(ctx, worker, slots, channel, tally)),
+            (Mode::Stream, _) => tasks.spawn(stream_worker(ctx, worker, channel, tally)),
         };
     }
     while let Some(joined) = tasks.join_next().await {
@@ -1288,7 +1490,10 @@ async fn drive(args: &LoadgenArgs, plan: &Plan, payloads: Vec<Payload>) -> Resul
     for tally in &tallies {
         total.merge(&lock(tally));
     }
-    let end = total.last_done.unwrap_or_else(Instant::now).max(measure_start);
+    let end = total
+        .last_done
+        .unwrap_or_else(Instant::now)
+        .max(measure_start);
     let elapsed = (end - measure_start).as_secs_f64().max(1e-9);
     let errors: u64 = total.errors.values().sum();
     Ok(Report {
@@ -1299,7 +1504,11 @@ async fn drive(args: &LoadgenArgs, plan: &Plan, payloads: Vec<Payload>) -> Resul
         pipeline: plan.pipeline,
         threads: args.threads,
         batch_size: plan.batch_size,
-        encoding: if args.mode.batched() && !args.strings { "e164" } else { "strings" },
+        encoding: if args.mode.batched() && !args.strings {
+            "e164"
+        } else {
+            "strings"
+        },
         hit_ratio: plan.hit_ratio,
         tenant: args.tenant.clone(),
         campaign: args.campaign.clone(),
@@ -1308,8 +1517,16 @@ async fn drive(args: &LoadgenArgs, plan: &Plan, payloads: Vec<Payload>) -> Resul
         elapsed_s: elapsed,
         requests: total.ok,
         errors,
-        errors_by_code: total.errors.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
-        error_examples: total.error_examples.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+        errors_by_code: total
+            .errors
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect(),
+        error_examples: total
+            .error_examples
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
         requests_per_s: total.ok as f64 / elapsed,
         checks: total.checks,
         checks_per_s: total.checks as f64 / elapsed,
@@ -1419,6 +1636,17 @@ mod tests {
         assert_eq!(plan.pipeline, 4);
     }
 
+    #[test]
+    fn open_loop_paces_per_connection_except_streams() {
+        let plan = plan_for(&["--rate", "1000", "--concurrency", "32", "--connections", "2"]);
+        assert!(plan.paced);
+        assert_eq!((plan.workers, plan.concurrency), (2, 32));
+        let plan = plan_for(&["--mode", "stream", "--rate", "100", "--concurrency", "8", "--pipeline", "2"]);
+        assert!(!plan.paced);
+        assert_eq!(plan.workers, 4);
+        assert!(!plan_for(&["--concurrency", "8"]).paced);
+    }
+
     fn plan_for(extra: &[&str]) -> Plan {
         plan(&args(extra)).unwrap()
     }
@@ -1435,12 +1663,29 @@ mod tests {
     fn refuses_inconsistent_arguments() {
         assert!(plan_error(&["--requests", "0"]).contains("--requests"));
         assert!(plan_error(&["--connections", "0"]).contains("--connections"));
-        assert!(plan_error(&["--concurrency", "1", "--connections", "2"]).contains("cannot spread"));
+        assert!(
+            plan_error(&["--concurrency", "1", "--connections", "2"]).contains("cannot spread")
+        );
         assert!(plan_error(&["--batch-size", "10"]).contains("batch and stream"));
         assert!(plan_error(&["--mode", "batch", "--batch-size", "0"]).contains("--batch-size"));
         assert!(plan_error(&["--pipeline", "2"]).contains("stream mode only"));
-        assert!(plan_error(&["--mode", "stream", "--concurrency", "6", "--pipeline", "4"]).contains("multiple"));
-        assert!(plan_error(&["--mode", "stream", "--concurrency", "4", "--pipeline", "4", "--connections", "2"]).contains("streams"));
+        assert!(
+            plan_error(&["--mode", "stream", "--concurrency", "6", "--pipeline", "4"])
+                .contains("multiple")
+        );
+        assert!(
+            plan_error(&[
+                "--mode",
+                "stream",
+                "--concurrency",
+                "4",
+                "--pipeline",
+                "4",
+                "--connections",
+                "2"
+            ])
+            .contains("streams")
+        );
         assert!(plan_error(&["--hit-ratio", "0.5"]).contains("--present"));
         assert!(plan_error(&["--hit-ratio", "1.5", "--present-list", "x"]).contains("0..=1"));
         assert!(plan_error(&["--rate", "0"]).contains("--rate"));
@@ -1459,7 +1704,10 @@ mod tests {
     #[test]
     fn a_present_source_turns_on_one_percent_hits() {
         assert_eq!(plan_for(&["--present", "a.snap"]).hit_ratio, 0.01);
-        assert_eq!(plan_for(&["--present-list", "a.txt", "--hit-ratio", "0"]).hit_ratio, 0.0);
+        assert_eq!(
+            plan_for(&["--present-list", "a.txt", "--hit-ratio", "0"]).hit_ratio,
+            0.0
+        );
     }
 
     #[test]
@@ -1489,9 +1737,15 @@ mod tests {
             assert_eq!(*at, Duration::from_millis(i as u64));
         }
         // Each worker alone runs at rate / workers.
-        assert_eq!(schedule_offset(1, 0, 4, 1000.0) - schedule_offset(0, 0, 4, 1000.0), Duration::from_millis(4));
+        assert_eq!(
+            schedule_offset(1, 0, 4, 1000.0) - schedule_offset(0, 0, 4, 1000.0),
+            Duration::from_millis(4)
+        );
         // Long runs stay exact: 600 s at 1 M/s.
-        assert_eq!(schedule_offset(600_000_000, 0, 1, 1e6), Duration::from_secs(600));
+        assert_eq!(
+            schedule_offset(600_000_000, 0, 1, 1e6),
+            Duration::from_secs(600)
+        );
     }
 
     #[test]
@@ -1516,9 +1770,19 @@ mod tests {
             remaining: Some(AtomicU64::new(2)),
         };
         assert_eq!(control.admit(start), Some(false));
-        assert_eq!(control.admit(start + Duration::from_millis(1500)), Some(true));
-        assert_eq!(control.admit(start + Duration::from_millis(1600)), Some(true));
-        assert_eq!(control.admit(start + Duration::from_millis(1700)), None, "budget spent");
+        assert_eq!(
+            control.admit(start + Duration::from_millis(1500)),
+            Some(true)
+        );
+        assert_eq!(
+            control.admit(start + Duration::from_millis(1600)),
+            Some(true)
+        );
+        assert_eq!(
+            control.admit(start + Duration::from_millis(1700)),
+            None,
+            "budget spent"
+        );
         assert_eq!(control.admit(start + Duration::from_secs(2)), None);
     }
 
@@ -1531,14 +1795,26 @@ mod tests {
         };
         let bytes: Arc<[u8]> = prost::Message::encode_to_vec(&request).into();
         let mut buffer = Vec::new();
-        write_outgoing(&Outgoing { bytes: bytes.clone(), batch_id: 77 }, &mut buffer);
+        write_outgoing(
+            &Outgoing {
+                bytes: bytes.clone(),
+                batch_id: 77,
+            },
+            &mut buffer,
+        );
         let decoded: proto::CheckBatchRequest = prost::Message::decode(buffer.as_slice()).unwrap();
         assert_eq!(decoded.batch_id, 77);
         assert_eq!(decoded.e164, request.e164);
         assert_eq!(decoded.tenant, "acme");
         // Unary and batch requests go out untouched.
         let mut buffer = Vec::new();
-        write_outgoing(&Outgoing { bytes: bytes.clone(), batch_id: 0 }, &mut buffer);
+        write_outgoing(
+            &Outgoing {
+                bytes: bytes.clone(),
+                batch_id: 0,
+            },
+            &mut buffer,
+        );
         assert_eq!(buffer, &bytes[..]);
     }
 
@@ -1555,18 +1831,50 @@ mod tests {
             verdicts: vec![1, 1, 2, 3],
         };
         answer.tally(&payload, &mut verdicts).unwrap();
-        assert_eq!((verdicts.allow, verdicts.block, verdicts.invalid), (2, 1, 1));
+        assert_eq!(
+            (verdicts.allow, verdicts.block, verdicts.invalid),
+            (2, 1, 1)
+        );
         let short = BatchAnswer {
             batch_id: 0,
             verdicts: vec![1],
         };
         assert!(short.tally(&payload, &mut verdicts).is_err());
         let mut verdicts = Verdicts::default();
-        UnaryAnswer { verdict: 2, reasons: vec![6] }.tally(&payload, &mut verdicts).unwrap();
-        UnaryAnswer { verdict: 2, reasons: vec![1] }.tally(&payload, &mut verdicts).unwrap();
-        UnaryAnswer { verdict: 0, reasons: vec![] }.tally(&payload, &mut verdicts).unwrap();
-        UnaryAnswer { verdict: 42, reasons: vec![] }.tally(&payload, &mut verdicts).unwrap();
-        assert_eq!(verdicts, Verdicts { allow: 0, block: 1, invalid: 1, unspecified: 1, other: 1 });
+        UnaryAnswer {
+            verdict: 2,
+            reasons: vec![6],
+        }
+        .tally(&payload, &mut verdicts)
+        .unwrap();
+        UnaryAnswer {
+            verdict: 2,
+            reasons: vec![1],
+        }
+        .tally(&payload, &mut verdicts)
+        .unwrap();
+        UnaryAnswer {
+            verdict: 0,
+            reasons: vec![],
+        }
+        .tally(&payload, &mut verdicts)
+        .unwrap();
+        UnaryAnswer {
+            verdict: 42,
+            reasons: vec![],
+        }
+        .tally(&payload, &mut verdicts)
+        .unwrap();
+        assert_eq!(
+            verdicts,
+            Verdicts {
+                allow: 0,
+                block: 1,
+                invalid: 1,
+                unspecified: 1,
+                other: 1
+            }
+        );
     }
 
     #[test]
@@ -1576,7 +1884,10 @@ mod tests {
             reasons: vec![proto::Reason::NationalRegistry as i32],
             matched_sets: vec!["us-dnc".into()],
             normalized_number: "+12015550123".into(),
-            versions: vec![proto::SetVersion { set: "us-dnc".into(), version: 2 }],
+            versions: vec![proto::SetVersion {
+                set: "us-dnc".into(),
+                version: 2,
+            }],
             tenant: "acme".into(),
             ..Default::default()
         };
@@ -1589,7 +1900,10 @@ mod tests {
     #[test]
     fn reservoir_keeps_everything_when_small_and_a_sample_when_large() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        assert_eq!(reservoir(0..10, 100, &mut rng), (0..10).collect::<Vec<u64>>());
+        assert_eq!(
+            reservoir(0..10, 100, &mut rng),
+            (0..10).collect::<Vec<u64>>()
+        );
         let sample = reservoir(0..100_000, 1000, &mut rng);
         assert_eq!(sample.len(), 1000);
         // Spread over the whole input, not the first 1000.
@@ -1617,7 +1931,10 @@ mod tests {
         };
         assert!(draw_absent(&source, &mut rng).is_err());
         // No source: synthetic US numbers.
-        let none = Source { sample: Vec::new(), members: Members::None };
+        let none = Source {
+            sample: Vec::new(),
+            members: Members::None,
+        };
         let value = draw_absent(&none, &mut rng).unwrap();
         assert!((12_002_000_000..=19_999_999_999).contains(&value));
     }
@@ -1646,8 +1963,20 @@ mod tests {
             checks: 60_000_000,
             checks_per_s: 6_000_000.0,
             present_sent: 600_000,
-            verdicts: Verdicts { allow: 59_400_000, block: 600_000, ..Verdicts::default() },
-            latency_us: Latency { min: 100.0, mean: 600.0, p50: 550.5, p90: 800.0, p99: 1200.0, p999: 2000.0, max: 3000.0 },
+            verdicts: Verdicts {
+                allow: 59_400_000,
+                block: 600_000,
+                ..Verdicts::default()
+            },
+            latency_us: Latency {
+                min: 100.0,
+                mean: 600.0,
+                p50: 550.5,
+                p90: 800.0,
+                p99: 1200.0,
+                p999: 2000.0,
+                max: 3000.0,
+            },
             schedule_lag_us: None,
         }
     }
@@ -1656,11 +1985,30 @@ mod tests {
     fn text_report_names_rates_verdicts_latency_and_errors() {
         let text = format_report(&sample_report());
         assert!(text.starts_with("loadgen batch -> http://127.0.0.1:50151: 2 connections, concurrency 4, 1 thread, 1000 numbers/request (e164), hit ratio 0.01, closed loop\n"), "{text}");
-        assert!(text.contains("requests   60000 ok, 3 failed: 6.0 kreq/s\n"), "{text}");
-        assert!(text.contains("checks     60000000: 6.00 Mchecks/s\n"), "{text}");
-        assert!(text.contains("verdicts   ALLOW 59400000 BLOCK 600000 INVALID 0 (present numbers sent: 600000)\n"), "{text}");
-        assert!(text.contains("latency us p50 550.5 p90 800 p99 1200 p99.9 2000 max 3000 (min 100, mean 600)\n"), "{text}");
-        assert!(text.contains("errors     UNAVAILABLE 3 (first: \"connection reset\")\n"), "{text}");
+        assert!(
+            text.contains("requests   60000 ok, 3 failed: 6.0 kreq/s\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("checks     60000000: 6.00 Mchecks/s\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "verdicts   ALLOW 59400000 BLOCK 600000 INVALID 0 (present numbers sent: 600000)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "latency us p50 550.5 p90 800 p99 1200 p99.9 2000 max 3000 (min 100, mean 600)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("errors     UNAVAILABLE 3 (first: \"connection reset\")\n"),
+            "{text}"
+        );
         assert!(!sample_report().clean());
     }
 
@@ -1671,7 +2019,12 @@ mod tests {
         report.rate = Some(20_000.0);
         report.errors = 0;
         report.errors_by_code.clear();
-        report.schedule_lag_us = Some(Latency { p50: 1.0, p99: 5.0, max: 40.0, ..Latency::default() });
+        report.schedule_lag_us = Some(Latency {
+            p50: 1.0,
+            p99: 5.0,
+            max: 40.0,
+            ..Latency::default()
+        });
         let text = format_report(&report);
         assert!(text.contains("open loop at 20.0 kreq/s"), "{text}");
         assert!(text.contains("send lag   us p50 1 p99 5 max 40"), "{text}");
@@ -1694,10 +2047,30 @@ mod tests {
     fn histograms_merge_across_connections() {
         let mut a = Tally::new();
         let mut b = Tally::new();
-        let payload = Payload { bytes: Arc::from(Vec::new()), numbers: 10, present: 1 };
+        let payload = Payload {
+            bytes: Arc::from(Vec::new()),
+            numbers: 10,
+            present: 1,
+        };
         let now = Instant::now();
-        a.success(&payload, Duration::from_micros(10), &Verdicts { allow: 10, ..Verdicts::default() }, now);
-        b.success(&payload, Duration::from_micros(1000), &Verdicts { block: 10, ..Verdicts::default() }, now + Duration::from_secs(1));
+        a.success(
+            &payload,
+            Duration::from_micros(10),
+            &Verdicts {
+                allow: 10,
+                ..Verdicts::default()
+            },
+            now,
+        );
+        b.success(
+            &payload,
+            Duration::from_micros(1000),
+            &Verdicts {
+                block: 10,
+                ..Verdicts::default()
+            },
+            now + Duration::from_secs(1),
+        );
         b.error("UNAVAILABLE", || "gone".into(), 2, now);
         a.merge(&b);
         assert_eq!((a.ok, a.checks, a.present), (2, 20, 2));

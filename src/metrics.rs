@@ -5,7 +5,10 @@
 //! buckets (25 µs to 10 ms), so they aggregate across daemons. The exporter is rendered on the
 //! HTTP plane's `/metrics`.
 
-use metrics::{Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
@@ -48,11 +51,18 @@ const REASONS: [&str; 8] = [
     "not_ready",
 ];
 const LATENCY_BUCKETS: [f64; 14] = [
-    0.000_025, 0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.002, 0.003, 0.005, 0.007_5, 0.01, 0.025,
+    0.000_025, 0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.002, 0.003, 0.005,
+    0.007_5, 0.01, 0.025,
 ];
-const BATCH_BUCKETS: [f64; 10] = [1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0];
-const SLOW_BUCKETS: [f64; 12] = [0.000_1, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0];
-const ERASURE_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.05, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0];
+const BATCH_BUCKETS: [f64; 10] = [
+    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+const SLOW_BUCKETS: [f64; 12] = [
+    0.000_1, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
+];
+const ERASURE_BUCKETS: [f64; 10] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0,
+];
 
 pub struct Metrics {
     handle: PrometheusHandle,
@@ -86,11 +96,31 @@ pub fn metrics() -> &'static Metrics {
 fn install() -> Metrics {
     let builder = PrometheusBuilder::new();
     let builder = builder
-        .set_buckets_for_metric(Matcher::Full("suppressd_check_duration_seconds".into()), &LATENCY_BUCKETS)
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full("suppressd_batch_size".into()), &BATCH_BUCKETS))
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full("suppressd_journal_fsync_seconds".into()), &SLOW_BUCKETS))
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full("suppressd_compaction_duration_seconds".into()), &SLOW_BUCKETS))
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Prefix("suppressd_erasure_".into()), &ERASURE_BUCKETS))
+        .set_buckets_for_metric(
+            Matcher::Full("suppressd_check_duration_seconds".into()),
+            &LATENCY_BUCKETS,
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full("suppressd_batch_size".into()), &BATCH_BUCKETS)
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("suppressd_journal_fsync_seconds".into()),
+                &SLOW_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("suppressd_compaction_duration_seconds".into()),
+                &SLOW_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Prefix("suppressd_erasure_".into()),
+                &ERASURE_BUCKETS,
+            )
+        })
         .expect("bucket lists are non-empty constants");
     let recorder = builder.build_recorder();
     let handle = recorder.handle();
@@ -99,12 +129,15 @@ fn install() -> Metrics {
     let _ = metrics::set_global_recorder(recorder);
     describe();
     let checks = Api::ALL.map(|api| {
-        VERDICTS.map(|verdict| counter!("suppressd_checks_total", "api" => api.name(), "verdict" => verdict))
+        VERDICTS.map(
+            |verdict| counter!("suppressd_checks_total", "api" => api.name(), "verdict" => verdict),
+        )
     });
     let reasons = Api::ALL.map(|api| {
         REASONS.map(|reason| counter!("suppressd_check_reasons_total", "api" => api.name(), "reason" => reason))
     });
-    let latency = Api::ALL.map(|api| histogram!("suppressd_check_duration_seconds", "api" => api.name()));
+    let latency =
+        Api::ALL.map(|api| histogram!("suppressd_check_duration_seconds", "api" => api.name()));
     let build = gauge!("suppressd_build_info", "version" => env!("CARGO_PKG_VERSION"), "git_sha" => env!("SUPPRESSD_GIT_SHA"));
     build.set(1.0);
     Metrics {
@@ -131,38 +164,142 @@ fn install() -> Metrics {
 }
 
 fn describe() {
-    describe_counter!("suppressd_checks_total", "Numbers checked, by API and verdict.");
-    describe_counter!("suppressd_check_reasons_total", "Reasons given for BLOCK verdicts, by API and reason.");
-    describe_histogram!("suppressd_check_duration_seconds", metrics::Unit::Seconds, "Time to answer one request (a whole batch for batch requests), by API.");
+    describe_counter!(
+        "suppressd_checks_total",
+        "Numbers checked, by API and verdict."
+    );
+    describe_counter!(
+        "suppressd_check_reasons_total",
+        "Reasons given for BLOCK verdicts, by API and reason."
+    );
+    describe_histogram!(
+        "suppressd_check_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to answer one request (a whole batch for batch requests), by API."
+    );
     describe_histogram!("suppressd_batch_size", "Numbers per batch request.");
-    describe_counter!("suppressd_filter_hits_total", "Keys the binary fuse filters let through to the exact tables.");
-    describe_counter!("suppressd_filter_false_positives_total", "Filter hits the exact tables turned down (the observed false-positive count).");
-    describe_counter!("suppressd_reloads_total", "Snapshot files loaded or refused by reloads.");
-    describe_gauge!("suppressd_set_keys", "Keys in the snapshot in force, by set.");
-    describe_gauge!("suppressd_set_bytes", metrics::Unit::Bytes, "Memory of the lookup structures of the snapshot in force, by set.");
-    describe_gauge!("suppressd_set_version", "Version of the snapshot in force, by set (0: none loaded).");
-    describe_gauge!("suppressd_set_loaded", "1 when a snapshot of the set is loaded, else 0.");
-    describe_gauge!("suppressd_set_source_date_seconds", metrics::Unit::Seconds, "Issue date of the source (registry copy) of the snapshot in force, unix seconds.");
-    describe_gauge!("suppressd_set_age_seconds", metrics::Unit::Seconds, "Age of the source of the snapshot in force (now minus source date).");
-    describe_gauge!("suppressd_set_loaded_timestamp_seconds", metrics::Unit::Seconds, "When the snapshot in force was loaded, unix seconds.");
-    describe_gauge!("suppressd_overlay_entries", "Mutations in force through the overlay and not yet compacted, by set.");
-    describe_counter!("suppressd_journal_appends_total", "Mutations appended to the journal and fsynced.");
-    describe_counter!("suppressd_journal_written_bytes_total", metrics::Unit::Bytes, "Bytes appended to the journal.");
-    describe_gauge!("suppressd_journal_bytes", metrics::Unit::Bytes, "Size of the journal segments on disk.");
-    describe_histogram!("suppressd_journal_fsync_seconds", metrics::Unit::Seconds, "Time of one group-commit write and fsync.");
-    describe_counter!("suppressd_mutations_total", "Mutations acknowledged (duplicates excluded).");
+    describe_counter!(
+        "suppressd_filter_hits_total",
+        "Keys the binary fuse filters let through to the exact tables."
+    );
+    describe_counter!(
+        "suppressd_filter_false_positives_total",
+        "Filter hits the exact tables turned down (the observed false-positive count)."
+    );
+    describe_counter!(
+        "suppressd_reloads_total",
+        "Snapshot files loaded or refused by reloads."
+    );
+    describe_gauge!(
+        "suppressd_set_keys",
+        "Keys in the snapshot in force, by set."
+    );
+    describe_gauge!(
+        "suppressd_set_bytes",
+        metrics::Unit::Bytes,
+        "Memory of the lookup structures of the snapshot in force, by set."
+    );
+    describe_gauge!(
+        "suppressd_set_version",
+        "Version of the snapshot in force, by set (0: none loaded)."
+    );
+    describe_gauge!(
+        "suppressd_set_loaded",
+        "1 when a snapshot of the set is loaded, else 0."
+    );
+    describe_gauge!(
+        "suppressd_set_source_date_seconds",
+        metrics::Unit::Seconds,
+        "Issue date of the source (registry copy) of the snapshot in force, unix seconds."
+    );
+    describe_gauge!(
+        "suppressd_set_age_seconds",
+        metrics::Unit::Seconds,
+        "Age of the source of the snapshot in force (now minus source date)."
+    );
+    describe_gauge!(
+        "suppressd_set_loaded_timestamp_seconds",
+        metrics::Unit::Seconds,
+        "When the snapshot in force was loaded, unix seconds."
+    );
+    describe_gauge!(
+        "suppressd_overlay_entries",
+        "Mutations in force through the overlay and not yet compacted, by set."
+    );
+    describe_counter!(
+        "suppressd_journal_appends_total",
+        "Mutations appended to the journal and fsynced."
+    );
+    describe_counter!(
+        "suppressd_journal_written_bytes_total",
+        metrics::Unit::Bytes,
+        "Bytes appended to the journal."
+    );
+    describe_gauge!(
+        "suppressd_journal_bytes",
+        metrics::Unit::Bytes,
+        "Size of the journal segments on disk."
+    );
+    describe_histogram!(
+        "suppressd_journal_fsync_seconds",
+        metrics::Unit::Seconds,
+        "Time of one group-commit write and fsync."
+    );
+    describe_counter!(
+        "suppressd_mutations_total",
+        "Mutations acknowledged (duplicates excluded)."
+    );
     describe_counter!("suppressd_compactions_total", "Compactions, by result.");
-    describe_histogram!("suppressd_compaction_duration_seconds", metrics::Unit::Seconds, "Duration of a compaction.");
-    describe_gauge!("suppressd_compaction_last_success_timestamp_seconds", metrics::Unit::Seconds, "When a compaction last succeeded, unix seconds.");
-    describe_gauge!("suppressd_erasures_pending", "Erasures in force but not yet compacted (files may still hold the number).");
-    describe_histogram!("suppressd_erasure_in_force_seconds", metrics::Unit::Seconds, "Erasure request to in force (journalled, fsynced, in the overlay).");
-    describe_histogram!("suppressd_erasure_complete_seconds", metrics::Unit::Seconds, "Erasure request to complete (no file holds the number).");
-    describe_gauge!("suppressd_ready", "1 once every set the policy needs is loaded.");
-    describe_gauge!("suppressd_set_info", "1 per configured set, labelled with its kind and block reason (national_registry sets are the registries the freshness rule applies to).");
-    describe_gauge!("suppressd_overlay_oldest_mutation_timestamp_seconds", metrics::Unit::Seconds, "When the oldest uncompacted mutation was made, unix seconds (0 when the overlays are empty).");
-    describe_gauge!("suppressd_start_time_seconds", metrics::Unit::Seconds, "When the daemon started, unix seconds.");
-    describe_gauge!("suppressd_build_info", "Build information: version and git commit.");
-    describe_counter!("suppressd_sip_malformed_total", "SIP messages that could not be parsed (answered 400 or dropped).");
+    describe_histogram!(
+        "suppressd_compaction_duration_seconds",
+        metrics::Unit::Seconds,
+        "Duration of a compaction."
+    );
+    describe_gauge!(
+        "suppressd_compaction_last_success_timestamp_seconds",
+        metrics::Unit::Seconds,
+        "When a compaction last succeeded, unix seconds."
+    );
+    describe_gauge!(
+        "suppressd_erasures_pending",
+        "Erasures in force but not yet compacted (files may still hold the number)."
+    );
+    describe_histogram!(
+        "suppressd_erasure_in_force_seconds",
+        metrics::Unit::Seconds,
+        "Erasure request to in force (journalled, fsynced, in the overlay)."
+    );
+    describe_histogram!(
+        "suppressd_erasure_complete_seconds",
+        metrics::Unit::Seconds,
+        "Erasure request to complete (no file holds the number)."
+    );
+    describe_gauge!(
+        "suppressd_ready",
+        "1 once every set the policy needs is loaded."
+    );
+    describe_gauge!(
+        "suppressd_set_info",
+        "1 per configured set, labelled with its kind and block reason (national_registry sets are the registries the freshness rule applies to)."
+    );
+    describe_gauge!(
+        "suppressd_overlay_oldest_mutation_timestamp_seconds",
+        metrics::Unit::Seconds,
+        "When the oldest uncompacted mutation was made, unix seconds (0 when the overlays are empty)."
+    );
+    describe_gauge!(
+        "suppressd_start_time_seconds",
+        metrics::Unit::Seconds,
+        "When the daemon started, unix seconds."
+    );
+    describe_gauge!(
+        "suppressd_build_info",
+        "Build information: version and git commit."
+    );
+    describe_counter!(
+        "suppressd_sip_malformed_total",
+        "SIP messages that could not be parsed (answered 400 or dropped)."
+    );
 }
 
 impl Metrics {
@@ -228,7 +365,10 @@ impl Tally {
 }
 
 /// Per-set and daemon-wide gauges, refreshed periodically (labels: configured set names only).
-pub fn refresh_gauges(state: &crate::server::state::State, mutator: Option<&crate::server::mutations::Mutator>) {
+pub fn refresh_gauges(
+    state: &crate::server::state::State,
+    mutator: Option<&crate::server::mutations::Mutator>,
+) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
@@ -243,8 +383,13 @@ pub fn refresh_gauges(state: &crate::server::state::State, mutator: Option<&crat
             None => "none",
         };
         gauge!("suppressd_set_info", "set" => set.clone(), "kind" => definition.kind.name(), "reason" => reason).set(1.0);
-        gauge!("suppressd_set_loaded", "set" => set.clone()).set(if slot.is_some() { 1.0 } else { 0.0 });
-        gauge!("suppressd_overlay_entries", "set" => set.clone()).set(state.overlays[id].len() as f64);
+        gauge!("suppressd_set_loaded", "set" => set.clone()).set(if slot.is_some() {
+            1.0
+        } else {
+            0.0
+        });
+        gauge!("suppressd_overlay_entries", "set" => set.clone())
+            .set(state.overlays[id].len() as f64);
         let Some(slot) = slot else {
             gauge!("suppressd_set_version", "set" => set).set(0.0);
             continue;
@@ -253,7 +398,8 @@ pub fn refresh_gauges(state: &crate::server::state::State, mutator: Option<&crat
         gauge!("suppressd_set_keys", "set" => set.clone()).set(header.key_count as f64);
         gauge!("suppressd_set_bytes", "set" => set.clone()).set(slot.set.bytes_in_memory() as f64);
         gauge!("suppressd_set_version", "set" => set.clone()).set(header.version as f64);
-        gauge!("suppressd_set_loaded_timestamp_seconds", "set" => set.clone()).set(slot.loaded_at_ms as f64 / 1000.0);
+        gauge!("suppressd_set_loaded_timestamp_seconds", "set" => set.clone())
+            .set(slot.loaded_at_ms as f64 / 1000.0);
         if let Some(day) = header.source_date {
             let date_seconds = f64::from(day.0) * 86_400.0;
             gauge!("suppressd_set_source_date_seconds", "set" => set.clone()).set(date_seconds);
@@ -265,7 +411,9 @@ pub fn refresh_gauges(state: &crate::server::state::State, mutator: Option<&crat
     if let Some(mutator) = mutator {
         gauge!("suppressd_journal_bytes").set(mutator.journal().stats().bytes as f64);
         gauge!("suppressd_erasures_pending").set(mutator.pending_erasures() as f64);
-        let oldest = mutator.oldest_pending_ms().map_or(0.0, |ms| ms as f64 / 1000.0);
+        let oldest = mutator
+            .oldest_pending_ms()
+            .map_or(0.0, |ms| ms as f64 / 1000.0);
         gauge!("suppressd_overlay_oldest_mutation_timestamp_seconds").set(oldest);
     }
 }

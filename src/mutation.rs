@@ -27,9 +27,16 @@ pub enum MutationKind {
 impl MutationKind {
     fn from_code(code: u8) -> Option<MutationKind> {
         use MutationKind::*;
-        [Suppress, Unsuppress, GrantConsent, RevokeConsent, Erase, ApplyChanges]
-            .into_iter()
-            .find(|k| *k as u8 == code)
+        [
+            Suppress,
+            Unsuppress,
+            GrantConsent,
+            RevokeConsent,
+            Erase,
+            ApplyChanges,
+        ]
+        .into_iter()
+        .find(|k| *k as u8 == code)
     }
 
     pub fn name(self) -> &'static str {
@@ -47,8 +54,15 @@ impl MutationKind {
 /// One change to one set. `set` indexes [`Mutation::sets`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    Add { set: u16, key: u64, expires: Option<Day> },
-    Remove { set: u16, key: u64 },
+    Add {
+        set: u16,
+        key: u64,
+        expires: Option<Day>,
+    },
+    Remove {
+        set: u16,
+        key: u64,
+    },
 }
 
 /// A journalled mutation.
@@ -84,7 +98,14 @@ impl Mutation {
         out.push(FORMAT);
         out.push(self.kind.map_or(0, |k| k as u8));
         out.extend_from_slice(&self.at_ms.to_le_bytes());
-        for text in [&self.request_id, &self.tenant, &self.source, &self.reason, &self.receipt_id, &self.actor] {
+        for text in [
+            &self.request_id,
+            &self.tenant,
+            &self.source,
+            &self.reason,
+            &self.receipt_id,
+            &self.actor,
+        ] {
             put_text(&mut out, text);
         }
         out.extend_from_slice(&(self.sets.len() as u16).to_le_bytes());
@@ -115,7 +136,8 @@ impl Mutation {
         if reader.u8()? != FORMAT {
             return Err(DecodeError("unknown record format".into()));
         }
-        let kind = MutationKind::from_code(reader.u8()?).ok_or_else(|| DecodeError("unknown mutation kind".into()))?;
+        let kind = MutationKind::from_code(reader.u8()?)
+            .ok_or_else(|| DecodeError("unknown mutation kind".into()))?;
         let at_ms = reader.u64()? as i64;
         let mut texts = [(); 6].map(|_| String::new());
         for text in &mut texts {
@@ -183,7 +205,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        let end = self.at.checked_add(n).filter(|&end| end <= self.bytes.len());
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len());
         let end = end.ok_or_else(|| DecodeError("record ends early".into()))?;
         let slice = &self.bytes[self.at..end];
         self.at = end;
@@ -193,20 +218,27 @@ impl Reader<'_> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn text(&mut self) -> Result<String, DecodeError> {
         let len = self.u16()? as usize;
         if len > MAX_TEXT {
             return Err(DecodeError("text field too long".into()));
         }
-        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| DecodeError("text is not UTF-8".into()))
+        String::from_utf8(self.take(len)?.to_vec())
+            .map_err(|_| DecodeError("text is not UTF-8".into()))
     }
 }
 
@@ -309,9 +341,20 @@ mod tests {
             actor: "ops".into(),
             sets: vec!["acme/consent".into(), "acme/erased".into()],
             ops: vec![
-                Op::Remove { set: 0, key: 12015550123 },
-                Op::Add { set: 1, key: 0xabcdef, expires: None },
-                Op::Add { set: 0, key: 5, expires: Some(Day(20_500)) },
+                Op::Remove {
+                    set: 0,
+                    key: 12015550123,
+                },
+                Op::Add {
+                    set: 1,
+                    key: 0xabcdef,
+                    expires: None,
+                },
+                Op::Add {
+                    set: 0,
+                    key: 5,
+                    expires: Some(Day(20_500)),
+                },
             ],
         }
     }
@@ -337,12 +380,24 @@ mod tests {
     fn overlay_keeps_the_latest_operation() {
         let overlay = Overlay::default();
         assert_eq!(overlay.lookup(1, Day(0)), None);
-        overlay.apply(1, Entry::Present { expires: None, seq: 5 });
+        overlay.apply(
+            1,
+            Entry::Present {
+                expires: None,
+                seq: 5,
+            },
+        );
         overlay.apply(1, Entry::Absent { seq: 3 });
         assert_eq!(overlay.lookup(1, Day(0)), Some(true));
         overlay.apply(1, Entry::Absent { seq: 7 });
         assert_eq!(overlay.lookup(1, Day(0)), Some(false));
-        overlay.apply(2, Entry::Present { expires: Some(Day(10)), seq: 8 });
+        overlay.apply(
+            2,
+            Entry::Present {
+                expires: Some(Day(10)),
+                seq: 8,
+            },
+        );
         assert_eq!(overlay.lookup(2, Day(9)), Some(true));
         assert_eq!(overlay.lookup(2, Day(10)), Some(false));
         assert_eq!(overlay.len(), 2);

@@ -187,14 +187,21 @@ pub struct CampaignState<'a> {
 
 impl Policy {
     pub fn compile(config: &Config) -> Policy {
-        let index: HashMap<&str, SetId> =
-            config.sets.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+        let index: HashMap<&str, SetId> = config
+            .sets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str(), i))
+            .collect();
         let mut tenants = HashMap::new();
         for (tenant_name, tenant) in &config.raw.tenants {
             let region = Region::parse(&tenant.region).expect("validated region");
             let resolve = |name: &String| -> SetId {
                 let local = format!("{tenant_name}/{name}");
-                *index.get(local.as_str()).or_else(|| index.get(name.as_str())).expect("validated set reference")
+                *index
+                    .get(local.as_str())
+                    .or_else(|| index.get(name.as_str()))
+                    .expect("validated set reference")
             };
             let campaigns = tenant
                 .campaigns
@@ -206,7 +213,11 @@ impl Policy {
                         block_sets: c.block_sets.iter().map(resolve).collect(),
                         consent_sets: c.consent_sets.iter().map(resolve).collect(),
                         require_consent: c.require_consent,
-                        prefixes: c.blocked_prefixes.iter().filter_map(|p| parse_prefix(p)).collect(),
+                        prefixes: c
+                            .blocked_prefixes
+                            .iter()
+                            .filter_map(|p| parse_prefix(p))
+                            .collect(),
                         prefix_texts: c.blocked_prefixes.clone(),
                         max_list_age_days: c.max_list_age_days,
                         stale_list: c.stale_list,
@@ -233,9 +244,15 @@ impl Policy {
     }
 
     /// The tenant and campaign a request means; empty names take the configured defaults.
-    pub fn resolve(&self, tenant: &str, campaign: &str) -> Result<(&Tenant, &Arc<Campaign>), PolicyError> {
+    pub fn resolve(
+        &self,
+        tenant: &str,
+        campaign: &str,
+    ) -> Result<(&Tenant, &Arc<Campaign>), PolicyError> {
         let tenant_name = if tenant.is_empty() {
-            self.default_tenant.as_deref().ok_or(PolicyError::NoTenant)?
+            self.default_tenant
+                .as_deref()
+                .ok_or(PolicyError::NoTenant)?
         } else {
             tenant
         };
@@ -246,17 +263,28 @@ impl Policy {
         let campaign_name = if !campaign.is_empty() {
             campaign
         } else if tenant.is_empty() || Some(tenant) == self.default_tenant.as_deref() {
-            self.default_campaign.as_deref().ok_or(PolicyError::NoCampaign)?
+            self.default_campaign
+                .as_deref()
+                .ok_or(PolicyError::NoCampaign)?
         } else if found.campaigns.len() == 1 {
             // A tenant with a single campaign needs no name.
-            found.campaigns.keys().next().map(String::as_str).ok_or(PolicyError::NoCampaign)?
+            found
+                .campaigns
+                .keys()
+                .next()
+                .map(String::as_str)
+                .ok_or(PolicyError::NoCampaign)?
         } else {
             return Err(PolicyError::NoCampaign);
         };
-        let campaign = found.campaigns.get(campaign_name).ok_or_else(|| PolicyError::UnknownCampaign {
-            tenant: tenant_name.to_owned(),
-            campaign: campaign_name.chars().take(64).collect(),
-        })?;
+        let campaign =
+            found
+                .campaigns
+                .get(campaign_name)
+                .ok_or_else(|| PolicyError::UnknownCampaign {
+                    tenant: tenant_name.to_owned(),
+                    campaign: campaign_name.chars().take(64).collect(),
+                })?;
         Ok((found, campaign))
     }
 
@@ -296,18 +324,19 @@ impl Policy {
                     }
                 }
                 Some(set) if definition.reason == Some(BlockReason::NationalRegistry) => {
-                    let fresh = set
-                        .set
-                        .header()
-                        .source_date
-                        .is_some_and(|date| date.days_until(today) <= i64::from(campaign.max_list_age_days));
+                    let fresh = set.set.header().source_date.is_some_and(|date| {
+                        date.days_until(today) <= i64::from(campaign.max_list_age_days)
+                    });
                     if !fresh {
                         match campaign.stale_list {
                             StalePolicy::Block => common.insert(Reason::StaleList),
                             StalePolicy::AllowWithWarning => warnings.push(format!(
                                 "registry '{}' copy of {} is older than {} days",
                                 definition.id,
-                                set.set.header().source_date.map_or("unknown date".into(), |d| d.to_string()),
+                                set.set
+                                    .header()
+                                    .source_date
+                                    .map_or("unknown date".into(), |d| d.to_string()),
                                 campaign.max_list_age_days
                             )),
                         }
@@ -391,7 +420,12 @@ impl CampaignState<'_> {
 
     /// Decisions for many numbers, each set consulted once with a batched lookup.
     /// Returns the filter counters summed over the sets consulted.
-    pub fn decide_batch(&self, numbers: &[Result<Number, NumberError>], today: Day, out: &mut Vec<Decision>) -> BatchStats {
+    pub fn decide_batch(
+        &self,
+        numbers: &[Result<Number, NumberError>],
+        today: Day,
+        out: &mut Vec<Decision>,
+    ) -> BatchStats {
         let mut stats = BatchStats::default();
         out.clear();
         let mut valid: Vec<Number> = Vec::with_capacity(numbers.len());
@@ -425,7 +459,9 @@ impl CampaignState<'_> {
             let overlay = self.overlays[position];
             if !overlay.is_empty() {
                 for (hit, &number) in hits.iter_mut().zip(&valid) {
-                    if let Some(said) = overlay.lookup(set_key(self.definitions[position], number), today) {
+                    if let Some(said) =
+                        overlay.lookup(set_key(self.definitions[position], number), today)
+                    {
                         *hit = said;
                     }
                 }

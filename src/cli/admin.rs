@@ -10,8 +10,8 @@ use super::{CliError, CliResult};
 use crate::engine::number::NumberParser;
 use crate::proto::admin::admin_client::AdminClient;
 use crate::proto::admin::{
-    AdminStatusRequest, ApplyChangesRequest, Channel, CompactRequest, ConsentRequest, EraseRequest, GetErasureRequest,
-    ReloadRequest, SuppressRequest,
+    AdminStatusRequest, ApplyChangesRequest, Channel, CompactRequest, ConsentRequest, EraseRequest,
+    GetErasureRequest, ReloadRequest, SuppressRequest,
 };
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -140,14 +140,23 @@ fn numbers(arguments: &[String], input: Option<&PathBuf>) -> CliResult<Vec<Strin
     let mut out = arguments.to_vec();
     if let Some(path) = input {
         let text = if path.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin()).map_err(|e| CliError::runtime(format!("stdin: {e}")))?
+            std::io::read_to_string(std::io::stdin())
+                .map_err(|e| CliError::runtime(format!("stdin: {e}")))?
         } else {
-            std::fs::read_to_string(path).map_err(|e| CliError::runtime(format!("{}: {e}", path.display())))?
+            std::fs::read_to_string(path)
+                .map_err(|e| CliError::runtime(format!("{}: {e}", path.display())))?
         };
-        out.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+        out.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
     }
     if out.is_empty() {
-        return Err(CliError::usage("give numbers, or --input FILE ('-' for stdin)"));
+        return Err(CliError::usage(
+            "give numbers, or --input FILE ('-' for stdin)",
+        ));
     }
     Ok(out)
 }
@@ -155,7 +164,9 @@ fn numbers(arguments: &[String], input: Option<&PathBuf>) -> CliResult<Vec<Strin
 fn request<T>(message: T, token: Option<&str>) -> CliResult<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
     if let Some(token) = token {
-        let value = format!("Bearer {token}").parse().map_err(|_| CliError::usage("token file holds characters a header cannot carry"))?;
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| CliError::usage("token file holds characters a header cannot carry"))?;
         request.metadata_mut().insert("authorization", value);
     }
     Ok(request)
@@ -164,9 +175,10 @@ fn request<T>(message: T, token: Option<&str>) -> CliResult<tonic::Request<T>> {
 fn status_error(server: &str, status: tonic::Status) -> CliError {
     let message = format!("{server}: {}: {}", status.code(), status.message());
     match status.code() {
-        tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
-            CliError::usage(message)
-        }
+        tonic::Code::InvalidArgument
+        | tonic::Code::NotFound
+        | tonic::Code::PermissionDenied
+        | tonic::Code::Unauthenticated => CliError::usage(message),
         _ => CliError::runtime(message),
     }
 }
@@ -317,11 +329,15 @@ pub fn run(args: AdminArgs) -> CliResult<()> {
 /// Reads a change list into packed E.164 additions and deletions; a bad line is fatal (a
 /// partial change list applied to a registry would be worse than none).
 fn read_changes(path: &PathBuf, format: ChangeFormat) -> CliResult<(Vec<u64>, Vec<u64>)> {
-    let file = std::fs::File::open(path).map_err(|e| CliError::runtime(format!("{}: {e}", path.display())))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| CliError::runtime(format!("{}: {e}", path.display())))?;
     let mut reader = LineReader::new(file);
     let parser = NumberParser::new(None);
     let (mut additions, mut deletions) = (Vec::new(), Vec::new());
-    while let Some(line) = reader.next_line().map_err(|e| CliError::runtime(format!("{}: {e}", path.display())))? {
+    while let Some(line) = reader
+        .next_line()
+        .map_err(|e| CliError::runtime(format!("{}: {e}", path.display())))?
+    {
         if input::is_skipped(line.bytes) {
             continue;
         }
@@ -333,7 +349,12 @@ fn read_changes(path: &PathBuf, format: ChangeFormat) -> CliResult<(Vec<u64>, Ve
             Ok((number, Action::Add)) => additions.push(number.get()),
             Ok((number, Action::Delete)) => deletions.push(number.get()),
             Err(error) => {
-                return Err(CliError::runtime(format!("{}:{}: {}", path.display(), line.number, error.reason)));
+                return Err(CliError::runtime(format!(
+                    "{}:{}: {}",
+                    path.display(),
+                    line.number,
+                    error.reason
+                )));
             }
         }
     }

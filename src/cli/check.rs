@@ -21,7 +21,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// Snapshot file to look numbers up in (offline mode)
-    #[arg(long, value_name = "FILE", required_unless_present = "server", conflicts_with = "server")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "server",
+        conflicts_with = "server"
+    )]
     pub snapshot: Option<PathBuf>,
     /// Ask a running daemon instead (client mode), e.g. http://127.0.0.1:50151
     #[arg(long, value_name = "URL")]
@@ -239,11 +244,18 @@ fn run_remote(args: &CheckArgs, server: &str) -> CliResult<()> {
     let mut inputs = args.numbers.clone();
     if let Some(path) = &args.input {
         let text = if path.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin()).map_err(|e| CliError::runtime(format!("stdin: {e}")))?
+            std::io::read_to_string(std::io::stdin())
+                .map_err(|e| CliError::runtime(format!("stdin: {e}")))?
         } else {
-            std::fs::read_to_string(path).map_err(|e| CliError::runtime(format!("{}: {e}", path.display())))?
+            std::fs::read_to_string(path)
+                .map_err(|e| CliError::runtime(format!("{}: {e}", path.display())))?
         };
-        inputs.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+        inputs.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
     }
     let request = crate::client::RemoteCheck {
         server: server.to_owned(),

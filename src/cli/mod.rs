@@ -23,8 +23,8 @@ use crate::engine::keys::{KeyError, SecretKey};
 use crate::engine::number::Region;
 use crate::engine::snapshot::{SetKind, SnapshotError};
 use clap::{Parser, Subcommand, ValueEnum};
-use std::path::PathBuf;
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Exit code for a runtime failure: I/O, a corrupt file, a bad line under `--strict`.
@@ -189,7 +189,9 @@ pub fn main() -> ExitCode {
     };
     // The daemon and the load generator own their exit codes.
     let cli = match cli.command {
-        Command::Serve(args) => return crate::server::serve_main(args.config.as_deref(), args.repair_journal),
+        Command::Serve(args) => {
+            return crate::server::serve_main(args.config.as_deref(), args.repair_journal);
+        }
         Command::Loadgen(args) => return crate::loadgen::loadgen_main(args),
         command => Cli { command },
     };
@@ -212,7 +214,9 @@ pub fn run(cli: Cli) -> CliResult<()> {
         Command::Keygen(args) => keygen::run(args),
         Command::Admin(args) => admin::run(args),
         Command::Token(args) => token(args),
-        Command::Serve(_) | Command::Loadgen(_) => Err(CliError::usage("serve and loadgen run from main")),
+        Command::Serve(_) | Command::Loadgen(_) => {
+            Err(CliError::usage("serve and loadgen run from main"))
+        }
     }
 }
 
@@ -238,7 +242,10 @@ fn token(args: TokenArgs) -> CliResult<()> {
     file.write_all(token.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| CliError::runtime(format!("{}: {e}", args.out.display())))?;
-    print!("{}", crate::server::auth::token_entry(&args.name, &token, args.tenant.as_deref(), role));
+    print!(
+        "{}",
+        crate::server::auth::token_entry(&args.name, &token, args.tenant.as_deref(), role)
+    );
     Ok(())
 }
 

@@ -12,9 +12,10 @@ use crate::mutation::{Mutation, MutationKind, Op};
 use crate::policy::{SetId, set_key};
 use crate::proto::admin::admin_server::Admin;
 use crate::proto::admin::{
-    AdminStatusRequest, AdminStatusResponse, ApplyChangesRequest, Channel, CompactRequest, CompactResponse,
-    ConsentRequest, EraseRequest, EraseResponse, ErasureReceipt, ErasureState, GetErasureRequest, InvalidNumber,
-    MutationResponse, OverlayStatus, ReloadRequest, ReloadResponse, SuppressRequest,
+    AdminStatusRequest, AdminStatusResponse, ApplyChangesRequest, Channel, CompactRequest,
+    CompactResponse, ConsentRequest, EraseRequest, EraseResponse, ErasureReceipt, ErasureState,
+    GetErasureRequest, InvalidNumber, MutationResponse, OverlayStatus, ReloadRequest,
+    ReloadResponse, SuppressRequest,
 };
 use crate::server::auth::{AuthError, Identity};
 use crate::server::grpc::{ServiceError, identity};
@@ -56,7 +57,11 @@ fn receipt_proto(receipt: &Receipt) -> ErasureReceipt {
         receipt_id: receipt.receipt_id.clone(),
         request_id: receipt.request_id.clone(),
         tenant: receipt.tenant.clone(),
-        state: if receipt.completed_at_ms > 0 { ErasureState::Complete } else { ErasureState::Pending } as i32,
+        state: if receipt.completed_at_ms > 0 {
+            ErasureState::Complete
+        } else {
+            ErasureState::Pending
+        } as i32,
         requested_at_unix_ms: receipt.requested_at_ms,
         in_force_at_unix_ms: receipt.in_force_at_ms,
         completed_at_unix_ms: receipt.completed_at_ms,
@@ -87,31 +92,69 @@ impl AdminService {
     }
 
     /// The tenant's set named `name`, or its first set of `kind` (and `reason`) when empty.
-    fn tenant_set(&self, tenant: &str, name: &str, kind: SetKind, reason: Option<BlockReason>) -> Result<SetId, ServiceError> {
+    fn tenant_set(
+        &self,
+        tenant: &str,
+        name: &str,
+        kind: SetKind,
+        reason: Option<BlockReason>,
+    ) -> Result<SetId, ServiceError> {
         let policy = &self.state.policy;
-        let tenant_name = if tenant.is_empty() { policy.default_tenant.as_deref().unwrap_or("") } else { tenant };
+        let tenant_name = if tenant.is_empty() {
+            policy.default_tenant.as_deref().unwrap_or("")
+        } else {
+            tenant
+        };
         if !policy.tenants.contains_key(tenant_name) {
-            return Err(ServiceError::NotFound(format!("unknown tenant '{}'", tenant_name.chars().take(64).collect::<String>())));
+            return Err(ServiceError::NotFound(format!(
+                "unknown tenant '{}'",
+                tenant_name.chars().take(64).collect::<String>()
+            )));
         }
         let mine = |d: &&crate::config::SetDefinition| d.tenant.as_deref() == Some(tenant_name);
         let found = if name.is_empty() {
-            policy.sets.iter().position(|d| mine(&d) && d.kind == kind && (reason.is_none() || d.reason == reason))
+            policy.sets.iter().position(|d| {
+                mine(&d) && d.kind == kind && (reason.is_none() || d.reason == reason)
+            })
         } else {
             let id = format!("{tenant_name}/{name}");
             policy.sets.iter().position(|d| d.id == id)
         };
-        let id = found.ok_or_else(|| ServiceError::NotFound(format!("tenant '{tenant_name}' has no such {} set", kind.name())))?;
+        let id = found.ok_or_else(|| {
+            ServiceError::NotFound(format!(
+                "tenant '{tenant_name}' has no such {} set",
+                kind.name()
+            ))
+        })?;
         if policy.sets[id].kind != kind {
-            return Err(ServiceError::InvalidArgument(format!("set '{}' is not a {} set", policy.sets[id].id, kind.name())));
+            return Err(ServiceError::InvalidArgument(format!(
+                "set '{}' is not a {} set",
+                policy.sets[id].id,
+                kind.name()
+            )));
         }
         Ok(id)
     }
 
-    fn parse_numbers(&self, tenant: &str, numbers: &[String]) -> Result<(Vec<Number>, Vec<InvalidNumber>), ServiceError> {
+    fn parse_numbers(
+        &self,
+        tenant: &str,
+        numbers: &[String],
+    ) -> Result<(Vec<Number>, Vec<InvalidNumber>), ServiceError> {
         let (found, _) = self.state.policy.resolve(tenant, "").or_else(|_| {
             // Mutations need only the tenant; any campaign will do for resolving it.
-            let name = if tenant.is_empty() { self.state.policy.default_tenant.clone().unwrap_or_default() } else { tenant.to_owned() };
-            let first = self.state.policy.tenants.get(&name).and_then(|t| t.campaigns.keys().next().cloned()).unwrap_or_default();
+            let name = if tenant.is_empty() {
+                self.state.policy.default_tenant.clone().unwrap_or_default()
+            } else {
+                tenant.to_owned()
+            };
+            let first = self
+                .state
+                .policy
+                .tenants
+                .get(&name)
+                .and_then(|t| t.campaigns.keys().next().cloned())
+                .unwrap_or_default();
             self.state.policy.resolve(&name, &first)
         })?;
         let mut valid = Vec::with_capacity(numbers.len());
@@ -119,14 +162,21 @@ impl AdminService {
         for (index, text) in numbers.iter().enumerate() {
             match found.parser.parse_fast(text) {
                 Ok(number) => valid.push(number),
-                Err(error) => invalid.push(InvalidNumber { index: index as u32, error: error.to_string() }),
+                Err(error) => invalid.push(InvalidNumber {
+                    index: index as u32,
+                    error: error.to_string(),
+                }),
             }
         }
         Ok((valid, invalid))
     }
 
     fn tenant_name(&self, tenant: &str) -> String {
-        if tenant.is_empty() { self.state.policy.default_tenant.clone().unwrap_or_default() } else { tenant.to_owned() }
+        if tenant.is_empty() {
+            self.state.policy.default_tenant.clone().unwrap_or_default()
+        } else {
+            tenant.to_owned()
+        }
     }
 
     #[allow(clippy::too_many_arguments)] // one call site per RPC; a struct would only rename them
@@ -147,7 +197,15 @@ impl AdminService {
             .iter()
             .map(|&number| {
                 let key = set_key(definition, number);
-                if add { Op::Add { set: 0, key, expires } } else { Op::Remove { set: 0, key } }
+                if add {
+                    Op::Add {
+                        set: 0,
+                        key,
+                        expires,
+                    }
+                } else {
+                    Op::Remove { set: 0, key }
+                }
             })
             .collect();
         let (request_id, source, reason) = meta;
@@ -163,27 +221,53 @@ impl AdminService {
             ..Mutation::default()
         };
         let submitted = self.mutator.submit(&self.state, mutation).await?;
-        Ok(mutation_response(&submitted, if submitted.duplicate { Vec::new() } else { invalid }))
+        Ok(mutation_response(
+            &submitted,
+            if submitted.duplicate {
+                Vec::new()
+            } else {
+                invalid
+            },
+        ))
     }
 
-    async fn erase(&self, request: &EraseRequest, actor: String) -> Result<EraseResponse, ServiceError> {
+    async fn erase(
+        &self,
+        request: &EraseRequest,
+        actor: String,
+    ) -> Result<EraseResponse, ServiceError> {
         let policy = &self.state.policy;
         let tenant = self.tenant_name(&request.tenant);
         let erased = self.tenant_set(&tenant, "", SetKind::Block, Some(BlockReason::Erased))?;
-        let (valid, invalid) = self.parse_numbers(&tenant, std::slice::from_ref(&request.number))?;
+        let (valid, invalid) =
+            self.parse_numbers(&tenant, std::slice::from_ref(&request.number))?;
         let Some(&number) = valid.first() else {
-            return Err(ServiceError::InvalidArgument(invalid.first().map_or("invalid number".into(), |i| i.error.clone())));
+            return Err(ServiceError::InvalidArgument(
+                invalid
+                    .first()
+                    .map_or("invalid number".into(), |i| i.error.clone()),
+            ));
         };
         let consent: Vec<SetId> = (0..policy.sets.len())
-            .filter(|&id| policy.sets[id].tenant.as_deref() == Some(tenant.as_str()) && policy.sets[id].kind == SetKind::Consent)
+            .filter(|&id| {
+                policy.sets[id].tenant.as_deref() == Some(tenant.as_str())
+                    && policy.sets[id].kind == SetKind::Consent
+            })
             .collect();
         let mut sets = Vec::new();
         let mut ops = Vec::new();
         for &id in &consent {
-            ops.push(Op::Remove { set: sets.len() as u16, key: set_key(&policy.sets[id], number) });
+            ops.push(Op::Remove {
+                set: sets.len() as u16,
+                key: set_key(&policy.sets[id], number),
+            });
             sets.push(policy.sets[id].id.clone());
         }
-        ops.push(Op::Add { set: sets.len() as u16, key: set_key(&policy.sets[erased], number), expires: None });
+        ops.push(Op::Add {
+            set: sets.len() as u16,
+            key: set_key(&policy.sets[erased], number),
+            expires: None,
+        });
         sets.push(policy.sets[erased].id.clone());
         let mutation = Mutation {
             kind: Some(MutationKind::Erase),
@@ -201,17 +285,31 @@ impl AdminService {
         let receipt = self
             .mutator
             .receipt(&submitted.record.receipt_id)
-            .ok_or_else(|| ServiceError::NotFound("request id was used for another kind of mutation".into()))?;
-        Ok(EraseResponse { receipt: Some(receipt_proto(&receipt)), duplicate: submitted.duplicate })
+            .ok_or_else(|| {
+                ServiceError::NotFound("request id was used for another kind of mutation".into())
+            })?;
+        Ok(EraseResponse {
+            receipt: Some(receipt_proto(&receipt)),
+            duplicate: submitted.duplicate,
+        })
     }
 
-    async fn apply_changes(&self, request: &ApplyChangesRequest, actor: String) -> Result<MutationResponse, ServiceError> {
+    async fn apply_changes(
+        &self,
+        request: &ApplyChangesRequest,
+        actor: String,
+    ) -> Result<MutationResponse, ServiceError> {
         let policy = &self.state.policy;
         let id = policy
             .sets
             .iter()
             .position(|d| d.id == request.set && d.tenant.is_none())
-            .ok_or_else(|| ServiceError::NotFound(format!("no global set '{}'", request.set.chars().take(64).collect::<String>())))?;
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "no global set '{}'",
+                    request.set.chars().take(64).collect::<String>()
+                ))
+            })?;
         let definition = &policy.sets[id];
         let mut ops = Vec::with_capacity(request.additions.len() + request.deletions.len());
         let mut invalid = Vec::new();
@@ -225,13 +323,25 @@ impl AdminService {
             match Number::from_u64(value) {
                 Ok(number) => {
                     let key = set_key(definition, number);
-                    ops.push(if add { Op::Add { set: 0, key, expires: None } } else { Op::Remove { set: 0, key } });
+                    ops.push(if add {
+                        Op::Add {
+                            set: 0,
+                            key,
+                            expires: None,
+                        }
+                    } else {
+                        Op::Remove { set: 0, key }
+                    });
                 }
-                Err(error) => invalid.push(InvalidNumber { index: index as u32, error: error.to_string() }),
+                Err(error) => invalid.push(InvalidNumber {
+                    index: index as u32,
+                    error: error.to_string(),
+                }),
             }
         }
         if !request.source_date.is_empty() {
-            Day::parse(&request.source_date).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+            Day::parse(&request.source_date)
+                .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
         }
         let mutation = Mutation {
             kind: Some(MutationKind::ApplyChanges),
@@ -245,13 +355,24 @@ impl AdminService {
             ..Mutation::default()
         };
         let submitted = self.mutator.submit(&self.state, mutation).await?;
-        Ok(mutation_response(&submitted, if submitted.duplicate { Vec::new() } else { invalid }))
+        Ok(mutation_response(
+            &submitted,
+            if submitted.duplicate {
+                Vec::new()
+            } else {
+                invalid
+            },
+        ))
     }
 }
 
 impl AdminService {
     /// The tenant an admin call acts for; refuses non-admins and other tenants.
-    fn caller_tenant<'a, T>(&self, request: &'a Request<T>, requested: &'a str) -> Result<&'a str, ServiceError> {
+    fn caller_tenant<'a, T>(
+        &self,
+        request: &'a Request<T>,
+        requested: &'a str,
+    ) -> Result<&'a str, ServiceError> {
         let caller = identity(request);
         Identity::require_admin(caller, self.state.config.authenticator.is_enabled())?;
         Ok(Identity::tenant_for(caller, requested)?)
@@ -262,7 +383,10 @@ impl AdminService {
         let caller = identity(request);
         Identity::require_admin(caller, self.state.config.authenticator.is_enabled())?;
         if caller.is_some_and(|c| c.tenant.is_some()) {
-            return Err(AuthError::PermissionDenied("this needs an all-tenant admin credential".into()).into());
+            return Err(AuthError::PermissionDenied(
+                "this needs an all-tenant admin credential".into(),
+            )
+            .into());
         }
         Ok(())
     }
@@ -270,26 +394,78 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn suppress(&self, request: Request<SuppressRequest>) -> Result<Response<MutationResponse>, Status> {
+    async fn suppress(
+        &self,
+        request: Request<SuppressRequest>,
+    ) -> Result<Response<MutationResponse>, Status> {
         let r = request.get_ref();
         let tenant = self.caller_tenant(&request, &r.tenant)?;
-        let set = self.tenant_set(tenant, &r.set, SetKind::Block, if r.set.is_empty() { Some(BlockReason::InternalDnc) } else { None })?;
+        let set = self.tenant_set(
+            tenant,
+            &r.set,
+            SetKind::Block,
+            if r.set.is_empty() {
+                Some(BlockReason::InternalDnc)
+            } else {
+                None
+            },
+        )?;
         let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(self.set_mutation(MutationKind::Suppress, tenant, set, &r.numbers, None, meta, actor_of(&request)).await?))
+        Ok(Response::new(
+            self.set_mutation(
+                MutationKind::Suppress,
+                tenant,
+                set,
+                &r.numbers,
+                None,
+                meta,
+                actor_of(&request),
+            )
+            .await?,
+        ))
     }
 
-    async fn unsuppress(&self, request: Request<SuppressRequest>) -> Result<Response<MutationResponse>, Status> {
+    async fn unsuppress(
+        &self,
+        request: Request<SuppressRequest>,
+    ) -> Result<Response<MutationResponse>, Status> {
         let r = request.get_ref();
         let tenant = self.caller_tenant(&request, &r.tenant)?;
-        let set = self.tenant_set(tenant, &r.set, SetKind::Block, if r.set.is_empty() { Some(BlockReason::InternalDnc) } else { None })?;
+        let set = self.tenant_set(
+            tenant,
+            &r.set,
+            SetKind::Block,
+            if r.set.is_empty() {
+                Some(BlockReason::InternalDnc)
+            } else {
+                None
+            },
+        )?;
         if self.state.policy.sets[set].reason == Some(BlockReason::Erased) {
-            return Err(ServiceError::InvalidArgument("an erasure cannot be undone by unsuppress".into()).into());
+            return Err(ServiceError::InvalidArgument(
+                "an erasure cannot be undone by unsuppress".into(),
+            )
+            .into());
         }
         let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(self.set_mutation(MutationKind::Unsuppress, tenant, set, &r.numbers, None, meta, actor_of(&request)).await?))
+        Ok(Response::new(
+            self.set_mutation(
+                MutationKind::Unsuppress,
+                tenant,
+                set,
+                &r.numbers,
+                None,
+                meta,
+                actor_of(&request),
+            )
+            .await?,
+        ))
     }
 
-    async fn grant_consent(&self, request: Request<ConsentRequest>) -> Result<Response<MutationResponse>, Status> {
+    async fn grant_consent(
+        &self,
+        request: Request<ConsentRequest>,
+    ) -> Result<Response<MutationResponse>, Status> {
         let r = request.get_ref();
         let tenant = self.caller_tenant(&request, &r.tenant)?;
         let set = self.tenant_set(tenant, &r.set, SetKind::Consent, None)?;
@@ -299,25 +475,60 @@ impl Admin for AdminService {
             Some(Day::parse(&r.expires).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?)
         };
         let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(self.set_mutation(MutationKind::GrantConsent, tenant, set, &r.numbers, expires, meta, actor_of(&request)).await?))
+        Ok(Response::new(
+            self.set_mutation(
+                MutationKind::GrantConsent,
+                tenant,
+                set,
+                &r.numbers,
+                expires,
+                meta,
+                actor_of(&request),
+            )
+            .await?,
+        ))
     }
 
-    async fn revoke_consent(&self, request: Request<ConsentRequest>) -> Result<Response<MutationResponse>, Status> {
+    async fn revoke_consent(
+        &self,
+        request: Request<ConsentRequest>,
+    ) -> Result<Response<MutationResponse>, Status> {
         let r = request.get_ref();
         let tenant = self.caller_tenant(&request, &r.tenant)?;
         let set = self.tenant_set(tenant, &r.set, SetKind::Consent, None)?;
         let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(self.set_mutation(MutationKind::RevokeConsent, tenant, set, &r.numbers, None, meta, actor_of(&request)).await?))
+        Ok(Response::new(
+            self.set_mutation(
+                MutationKind::RevokeConsent,
+                tenant,
+                set,
+                &r.numbers,
+                None,
+                meta,
+                actor_of(&request),
+            )
+            .await?,
+        ))
     }
 
-    async fn erase(&self, request: Request<EraseRequest>) -> Result<Response<EraseResponse>, Status> {
-        let tenant = self.caller_tenant(&request, &request.get_ref().tenant)?.to_owned();
+    async fn erase(
+        &self,
+        request: Request<EraseRequest>,
+    ) -> Result<Response<EraseResponse>, Status> {
+        let tenant = self
+            .caller_tenant(&request, &request.get_ref().tenant)?
+            .to_owned();
         let mut scoped = request.get_ref().clone();
         scoped.tenant = tenant;
-        Ok(Response::new(AdminService::erase(self, &scoped, actor_of(&request)).await?))
+        Ok(Response::new(
+            AdminService::erase(self, &scoped, actor_of(&request)).await?,
+        ))
     }
 
-    async fn get_erasure(&self, request: Request<GetErasureRequest>) -> Result<Response<ErasureReceipt>, Status> {
+    async fn get_erasure(
+        &self,
+        request: Request<GetErasureRequest>,
+    ) -> Result<Response<ErasureReceipt>, Status> {
         let caller_tenant = self.caller_tenant(&request, "")?.to_owned();
         let receipt = self
             .mutator
@@ -327,24 +538,43 @@ impl Admin for AdminService {
         Ok(Response::new(receipt_proto(&receipt)))
     }
 
-    async fn apply_changes(&self, request: Request<ApplyChangesRequest>) -> Result<Response<MutationResponse>, Status> {
+    async fn apply_changes(
+        &self,
+        request: Request<ApplyChangesRequest>,
+    ) -> Result<Response<MutationResponse>, Status> {
         self.require_global_admin(&request)?;
-        Ok(Response::new(AdminService::apply_changes(self, request.get_ref(), actor_of(&request)).await?))
+        Ok(Response::new(
+            AdminService::apply_changes(self, request.get_ref(), actor_of(&request)).await?,
+        ))
     }
 
-    async fn reload(&self, request: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
+    async fn reload(
+        &self,
+        request: Request<ReloadRequest>,
+    ) -> Result<Response<ReloadResponse>, Status> {
         self.require_global_admin(&request)?;
         let state = self.state.clone();
         let report = tokio::task::spawn_blocking(move || state.reload())
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         Ok(Response::new(ReloadResponse {
-            loaded: report.loaded.iter().map(|(set, version)| format!("{set}@{version}")).collect(),
-            refused: report.refused.iter().map(|(_, _, error)| error.clone()).collect(),
+            loaded: report
+                .loaded
+                .iter()
+                .map(|(set, version)| format!("{set}@{version}"))
+                .collect(),
+            refused: report
+                .refused
+                .iter()
+                .map(|(_, _, error)| error.clone())
+                .collect(),
         }))
     }
 
-    async fn compact(&self, request: Request<CompactRequest>) -> Result<Response<CompactResponse>, Status> {
+    async fn compact(
+        &self,
+        request: Request<CompactRequest>,
+    ) -> Result<Response<CompactResponse>, Status> {
         self.require_global_admin(&request)?;
         let (state, mutator) = (self.state.clone(), self.mutator.clone());
         let report = tokio::task::spawn_blocking(move || mutator.compact(&state))
@@ -359,10 +589,18 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn status(&self, request: Request<AdminStatusRequest>) -> Result<Response<AdminStatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<AdminStatusRequest>,
+    ) -> Result<Response<AdminStatusResponse>, Status> {
         self.require_global_admin(&request)?;
         let stats = self.mutator.journal().stats();
-        let (last_at, last_error) = self.mutator.last_compaction.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (last_at, last_error) = self
+            .mutator
+            .last_compaction
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         Ok(Response::new(AdminStatusResponse {
             overlays: self
                 .state
@@ -370,7 +608,10 @@ impl Admin for AdminService {
                 .sets
                 .iter()
                 .zip(&self.state.overlays)
-                .map(|(d, o)| OverlayStatus { set: d.id.clone(), entries: o.len() as u64 })
+                .map(|(d, o)| OverlayStatus {
+                    set: d.id.clone(),
+                    entries: o.len() as u64,
+                })
                 .collect(),
             journal_bytes: stats.bytes,
             journal_segments: stats.segments,

@@ -22,7 +22,11 @@ pub struct Audit {
 }
 
 impl Audit {
-    pub fn open(data_dir: &Path, key: Option<SecretKey>, retention_days: u32) -> Result<Audit, String> {
+    pub fn open(
+        data_dir: &Path,
+        key: Option<SecretKey>,
+        retention_days: u32,
+    ) -> Result<Audit, String> {
         let dir = data_dir.join("audit");
         let (journal, _) = Journal::open(&dir, false).map_err(|e| format!("audit log: {e}"))?;
         Ok(Audit {
@@ -77,7 +81,10 @@ impl Audit {
                 let _ = done.send(result);
             }),
         );
-        durable.await.map_err(|_| "audit writer stopped".to_string())?.map(|_| ())
+        durable
+            .await
+            .map_err(|_| "audit writer stopped".to_string())?
+            .map(|_| ())
     }
 
     /// Starts a new segment and deletes whole segments older than the retention period.
@@ -88,14 +95,18 @@ impl Audit {
         let mut deleted = 0;
         // Never the newest segment: it is the one being written.
         for path in files.iter().take(files.len().saturating_sub(1)) {
-            let old = std::fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|t| t < cutoff);
+            let old = std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
             if old {
                 std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
                 deleted += 1;
             }
         }
         if deleted > 0 {
-            std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| e.to_string())?;
+            std::fs::File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| e.to_string())?;
         }
         Ok(deleted)
     }

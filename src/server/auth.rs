@@ -44,7 +44,10 @@ pub enum AuthError {
 impl Identity {
     /// The tenant a request acts for: the credential's, unless the request names another
     /// (refused). All-tenant admins act for the tenant they name.
-    pub fn tenant_for<'a>(identity: Option<&'a Identity>, requested: &'a str) -> Result<&'a str, AuthError> {
+    pub fn tenant_for<'a>(
+        identity: Option<&'a Identity>,
+        requested: &'a str,
+    ) -> Result<&'a str, AuthError> {
         match identity.and_then(|i| i.tenant.as_deref()) {
             None => Ok(requested),
             Some(own) if requested.is_empty() || requested == own => Ok(own),
@@ -58,7 +61,9 @@ impl Identity {
     pub fn require_admin(identity: Option<&Identity>, auth_enabled: bool) -> Result<(), AuthError> {
         match identity {
             Some(identity) if identity.role == Role::Admin => Ok(()),
-            Some(_) => Err(AuthError::PermissionDenied("this credential has no admin role".into())),
+            Some(_) => Err(AuthError::PermissionDenied(
+                "this credential has no admin role".into(),
+            )),
             None if auth_enabled => Err(AuthError::Unauthenticated),
             None => Ok(()),
         }
@@ -102,14 +107,26 @@ impl Authenticator {
     }
 
     /// Reads a tokens file; `known_tenants` are the configured tenants.
-    pub fn load(path: &Path, required: bool, known_tenants: &[&str]) -> Result<Authenticator, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read tokens file {}: {e}", path.display()))?;
-        let file: TokensFile = toml::from_str(&text).map_err(|e| format!("tokens file {}: {}", path.display(), e.message()))?;
+    pub fn load(
+        path: &Path,
+        required: bool,
+        known_tenants: &[&str],
+    ) -> Result<Authenticator, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read tokens file {}: {e}", path.display()))?;
+        let file: TokensFile = toml::from_str(&text)
+            .map_err(|e| format!("tokens file {}: {}", path.display(), e.message()))?;
         let mut tokens = HashMap::new();
         for (index, entry) in file.token.into_iter().enumerate() {
-            let at = format!("tokens file {}: token {} ('{}')", path.display(), index + 1, entry.name);
+            let at = format!(
+                "tokens file {}: token {} ('{}')",
+                path.display(),
+                index + 1,
+                entry.name
+            );
             let mut hash = [0u8; 32];
-            hex::decode_to_slice(entry.sha256.trim(), &mut hash).map_err(|_| format!("{at}: sha256 must be 64 hex digits"))?;
+            hex::decode_to_slice(entry.sha256.trim(), &mut hash)
+                .map_err(|_| format!("{at}: sha256 must be 64 hex digits"))?;
             if let Some(tenant) = &entry.tenant
                 && !known_tenants.contains(&tenant.as_str())
             {
@@ -118,7 +135,11 @@ impl Authenticator {
             if entry.tenant.is_none() && entry.role == Role::Check {
                 return Err(format!("{at}: a check credential needs a tenant"));
             }
-            let identity = Identity { name: entry.name, tenant: entry.tenant, role: entry.role };
+            let identity = Identity {
+                name: entry.name,
+                tenant: entry.tenant,
+                role: entry.role,
+            };
             if tokens.insert(hash, Arc::new(identity)).is_some() {
                 return Err(format!("{at}: the same token hash appears twice"));
             }
@@ -129,18 +150,32 @@ impl Authenticator {
     /// Checks an `Authorization` header value ("Bearer <token>").
     pub fn authenticate(&self, header: Option<&str>) -> Result<Option<Arc<Identity>>, AuthError> {
         let Some(header) = header else {
-            return if self.required { Err(AuthError::Unauthenticated) } else { Ok(None) };
+            return if self.required {
+                Err(AuthError::Unauthenticated)
+            } else {
+                Ok(None)
+            };
         };
-        let token = header.strip_prefix("Bearer ").ok_or(AuthError::Unauthenticated)?.trim();
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or(AuthError::Unauthenticated)?
+            .trim();
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.tokens.get(&hash).cloned().map(Some).ok_or(AuthError::Unauthenticated)
+        self.tokens
+            .get(&hash)
+            .cloned()
+            .map(Some)
+            .ok_or(AuthError::Unauthenticated)
     }
 }
 
 /// The tokens-file entry for a token, for `suppressd token`: only its hash is stored.
 pub fn token_entry(name: &str, token: &str, tenant: Option<&str>, role: Role) -> String {
     let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-    let mut entry = format!("[[token]]\nname = \"{name}\"\nsha256 = \"{}\"\n", hex::encode(hash));
+    let mut entry = format!(
+        "[[token]]\nname = \"{name}\"\nsha256 = \"{}\"\n",
+        hex::encode(hash)
+    );
     if let Some(tenant) = tenant {
         entry.push_str(&format!("tenant = \"{tenant}\"\n"));
     }
@@ -170,21 +205,40 @@ mod tests {
     fn tokens_map_to_identities() {
         let dir = tempfile::tempdir().unwrap();
         let auth = authenticator(dir.path());
-        let dialer = auth.authenticate(Some("Bearer secret-acme")).unwrap().unwrap();
-        assert_eq!((dialer.tenant.as_deref(), dialer.role), (Some("acme"), Role::Check));
+        let dialer = auth
+            .authenticate(Some("Bearer secret-acme"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (dialer.tenant.as_deref(), dialer.role),
+            (Some("acme"), Role::Check)
+        );
         assert_eq!(auth.authenticate(None), Err(AuthError::Unauthenticated));
-        assert_eq!(auth.authenticate(Some("Bearer wrong")), Err(AuthError::Unauthenticated));
-        assert_eq!(auth.authenticate(Some("secret-acme")), Err(AuthError::Unauthenticated));
+        assert_eq!(
+            auth.authenticate(Some("Bearer wrong")),
+            Err(AuthError::Unauthenticated)
+        );
+        assert_eq!(
+            auth.authenticate(Some("secret-acme")),
+            Err(AuthError::Unauthenticated)
+        );
         let text = std::fs::read_to_string(dir.path().join("tokens.toml")).unwrap();
         assert!(!text.contains("secret-acme"), "plain token stored");
     }
 
     #[test]
     fn the_credential_tenant_wins() {
-        let dialer = Identity { name: "d".into(), tenant: Some("acme".into()), role: Role::Check };
+        let dialer = Identity {
+            name: "d".into(),
+            tenant: Some("acme".into()),
+            role: Role::Check,
+        };
         assert_eq!(Identity::tenant_for(Some(&dialer), ""), Ok("acme"));
         assert_eq!(Identity::tenant_for(Some(&dialer), "acme"), Ok("acme"));
-        assert!(matches!(Identity::tenant_for(Some(&dialer), "other"), Err(AuthError::PermissionDenied(_))));
+        assert!(matches!(
+            Identity::tenant_for(Some(&dialer), "other"),
+            Err(AuthError::PermissionDenied(_))
+        ));
         assert_eq!(Identity::tenant_for(None, "other"), Ok("other"));
         assert!(Identity::require_admin(Some(&dialer), true).is_err());
         assert!(Identity::require_admin(None, true).is_err());
@@ -199,11 +253,18 @@ mod tests {
             "[[token]]\nname = \"x\"\nsha256 = \"zz\"\ntenant = \"acme\"\nrole = \"check\"\n",
             &token_entry("x", "t", Some("nobody"), Role::Check),
             &token_entry("x", "t", None, Role::Check),
-            &format!("{}{}", token_entry("a", "t", Some("acme"), Role::Check), token_entry("b", "t", Some("acme"), Role::Check)),
+            &format!(
+                "{}{}",
+                token_entry("a", "t", Some("acme"), Role::Check),
+                token_entry("b", "t", Some("acme"), Role::Check)
+            ),
             "[[token]]\nname = \"x\"\nsha256 = \"00\"\nrole = \"root\"\n",
         ] {
             std::fs::write(&path, text).unwrap();
-            assert!(Authenticator::load(&path, true, &["acme"]).is_err(), "{text}");
+            assert!(
+                Authenticator::load(&path, true, &["acme"]).is_err(),
+                "{text}"
+            );
         }
     }
 }

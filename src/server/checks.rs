@@ -41,11 +41,18 @@ pub struct BatchOutcome {
 impl State {
     /// One number given as text: E.164 on the hot path, national formats with the tenant's
     /// region.
-    pub fn check_text(&self, tenant: &str, campaign: &str, number: &str) -> Result<CheckOutcome, PolicyError> {
+    pub fn check_text(
+        &self,
+        tenant: &str,
+        campaign: &str,
+        number: &str,
+    ) -> Result<CheckOutcome, PolicyError> {
         let (found_tenant, found_campaign) = self.policy.resolve(tenant, campaign)?;
         let sets = self.sets.load();
         let today = Day::today();
-        let view = self.policy.campaign_state(found_campaign, &sets, &self.overlays, today);
+        let view = self
+            .policy
+            .campaign_state(found_campaign, &sets, &self.overlays, today);
         let decision = view.decide(found_tenant.parser.parse_fast(number), today);
         let consulted: Vec<usize> = found_campaign.consulted().collect();
         Ok(CheckOutcome {
@@ -75,15 +82,24 @@ impl State {
         let (found_tenant, found_campaign) = self.policy.resolve(tenant, campaign)?;
         let sets = self.sets.load();
         let today = Day::today();
-        let view = self.policy.campaign_state(found_campaign, &sets, &self.overlays, today);
-        let mut numbers: Vec<Result<Number, NumberError>> = Vec::with_capacity(texts.len() + e164.len());
-        numbers.extend(texts.iter().map(|text| found_tenant.parser.parse_fast(text)));
+        let view = self
+            .policy
+            .campaign_state(found_campaign, &sets, &self.overlays, today);
+        let mut numbers: Vec<Result<Number, NumberError>> =
+            Vec::with_capacity(texts.len() + e164.len());
+        numbers.extend(
+            texts
+                .iter()
+                .map(|text| found_tenant.parser.parse_fast(text)),
+        );
         numbers.extend(e164.iter().map(|&value| Number::from_u64(value)));
         let mut decisions = Vec::with_capacity(numbers.len());
         let stats = view.decide_batch(&numbers, today, &mut decisions);
         let metrics = crate::metrics::metrics();
         metrics.filter_hits.increment(stats.filter_hits);
-        metrics.filter_false_positives.increment(stats.filter_hits - stats.confirmed);
+        metrics
+            .filter_false_positives
+            .increment(stats.filter_hits - stats.confirmed);
         let consulted: Vec<usize> = found_campaign.consulted().collect();
         Ok((
             BatchOutcome {
@@ -98,10 +114,19 @@ impl State {
     }
 }
 
-fn versions(state: &State, loaded: &[Option<&crate::policy::LoadedSet>], consulted: &[usize]) -> Vec<(String, u64)> {
+fn versions(
+    state: &State,
+    loaded: &[Option<&crate::policy::LoadedSet>],
+    consulted: &[usize],
+) -> Vec<(String, u64)> {
     consulted
         .iter()
         .zip(loaded)
-        .map(|(&id, slot)| (state.policy.sets[id].id.clone(), slot.map_or(0, |s| s.set.version())))
+        .map(|(&id, slot)| {
+            (
+                state.policy.sets[id].id.clone(),
+                slot.map_or(0, |s| s.set.version()),
+            )
+        })
         .collect()
 }

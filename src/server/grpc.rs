@@ -6,13 +6,13 @@
 use crate::engine::date::Day;
 use crate::engine::number::Number;
 use crate::metrics::{Api, Counted, Tally, metrics};
-use crate::server::auth::{AuthError, Identity};
 use crate::policy::{PolicyError, Reason};
 use crate::proto::suppression_server::Suppression;
 use crate::proto::{
     self, BlockedItem, CampaignStatus, CheckBatchRequest, CheckBatchResponse, CheckRequest,
     CheckResponse, SetStatus, SetVersion, StatusRequest, StatusResponse, TenantStatus, Verdict,
 };
+use crate::server::auth::{AuthError, Identity};
 use crate::server::state::{State, now_ms};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,18 +43,22 @@ impl From<ServiceError> for Status {
     fn from(error: ServiceError) -> Status {
         let message = error.to_string();
         match error {
-            ServiceError::Policy(PolicyError::UnknownTenant(_) | PolicyError::UnknownCampaign { .. }) => {
-                Status::not_found(message)
-            }
+            ServiceError::Policy(
+                PolicyError::UnknownTenant(_) | PolicyError::UnknownCampaign { .. },
+            ) => Status::not_found(message),
             ServiceError::Policy(PolicyError::NoTenant | PolicyError::NoCampaign) => {
                 Status::invalid_argument(message)
             }
-            ServiceError::BatchTooLarge { .. } | ServiceError::InvalidArgument(_) => Status::invalid_argument(message),
+            ServiceError::BatchTooLarge { .. } | ServiceError::InvalidArgument(_) => {
+                Status::invalid_argument(message)
+            }
             ServiceError::NotFound(_) => Status::not_found(message),
             ServiceError::Unavailable(_) => Status::unavailable(message),
             ServiceError::Internal(_) => Status::internal(message),
             ServiceError::Auth(AuthError::Unauthenticated) => Status::unauthenticated(message),
-            ServiceError::Auth(AuthError::PermissionDenied(_)) => Status::permission_denied(message),
+            ServiceError::Auth(AuthError::PermissionDenied(_)) => {
+                Status::permission_denied(message)
+            }
         }
     }
 }
@@ -83,10 +87,16 @@ impl SuppressionService {
         SuppressionService { state }
     }
 
-    fn check_one(&self, request: &CheckRequest, identity: Option<&Identity>) -> Result<CheckResponse, ServiceError> {
+    fn check_one(
+        &self,
+        request: &CheckRequest,
+        identity: Option<&Identity>,
+    ) -> Result<CheckResponse, ServiceError> {
         let started = std::time::Instant::now();
         let tenant = Identity::tenant_for(identity, &request.tenant)?;
-        let outcome = self.state.check_text(tenant, &request.campaign, &request.number)?;
+        let outcome = self
+            .state
+            .check_text(tenant, &request.campaign, &request.number)?;
         let mut tally = Tally::default();
         let counted = match (outcome.number.is_some(), outcome.allowed()) {
             (false, _) => Counted::Invalid,
@@ -97,11 +107,26 @@ impl SuppressionService {
         tally.flush(Api::Grpc);
         metrics().latency(Api::Grpc, started);
         Ok(CheckResponse {
-            verdict: if outcome.allowed() { Verdict::Allow } else { Verdict::Block } as i32,
-            reasons: outcome.reasons.iter().map(|r| proto_reason(r) as i32).collect(),
+            verdict: if outcome.allowed() {
+                Verdict::Allow
+            } else {
+                Verdict::Block
+            } as i32,
+            reasons: outcome
+                .reasons
+                .iter()
+                .map(|r| proto_reason(r) as i32)
+                .collect(),
             matched_sets: outcome.matched,
-            normalized_number: outcome.number.map(Number::to_e164_string).unwrap_or_default(),
-            versions: outcome.versions.into_iter().map(|(set, version)| SetVersion { set, version }).collect(),
+            normalized_number: outcome
+                .number
+                .map(Number::to_e164_string)
+                .unwrap_or_default(),
+            versions: outcome
+                .versions
+                .into_iter()
+                .map(|(set, version)| SetVersion { set, version })
+                .collect(),
             warnings: outcome.warnings,
             tenant: outcome.tenant,
             campaign: outcome.campaign,
@@ -109,7 +134,11 @@ impl SuppressionService {
         })
     }
 
-    fn check_batch(&self, request: &CheckBatchRequest, identity: Option<&Identity>) -> Result<CheckBatchResponse, ServiceError> {
+    fn check_batch(
+        &self,
+        request: &CheckBatchRequest,
+        identity: Option<&Identity>,
+    ) -> Result<CheckBatchResponse, ServiceError> {
         let tenant = Identity::tenant_for(identity, &request.tenant)?;
         let count = request.numbers.len() + request.e164.len();
         let limit = self.state.config.raw.server.max_batch;
@@ -117,7 +146,9 @@ impl SuppressionService {
             return Err(ServiceError::BatchTooLarge { count, limit });
         }
         let started = std::time::Instant::now();
-        let (outcome, numbers) = self.state.check_many(tenant, &request.campaign, &request.numbers, &request.e164)?;
+        let (outcome, numbers) =
+            self.state
+                .check_many(tenant, &request.campaign, &request.numbers, &request.e164)?;
         let mut tally = Tally::default();
         let mut verdicts = Vec::with_capacity(count);
         let mut blocked = Vec::new();
@@ -137,8 +168,14 @@ impl SuppressionService {
             if verdict != Verdict::Allow {
                 blocked.push(BlockedItem {
                     index: index as u32,
-                    reasons: decision.reasons.iter().map(|r| proto_reason(r) as i32).collect(),
-                    matched_sets: (0..64u32).filter(|bit| decision.matched & (1 << bit) != 0).collect(),
+                    reasons: decision
+                        .reasons
+                        .iter()
+                        .map(|r| proto_reason(r) as i32)
+                        .collect(),
+                    matched_sets: (0..64u32)
+                        .filter(|bit| decision.matched & (1 << bit) != 0)
+                        .collect(),
                 });
             }
         }
@@ -150,7 +187,11 @@ impl SuppressionService {
             batch_id: request.batch_id,
             verdicts,
             blocked,
-            versions: outcome.versions.into_iter().map(|(set, version)| SetVersion { set, version }).collect(),
+            versions: outcome
+                .versions
+                .into_iter()
+                .map(|(set, version)| SetVersion { set, version })
+                .collect(),
             checked_at_unix_ms: now_ms(),
         })
     }
@@ -180,7 +221,10 @@ impl SuppressionService {
                     status.keys = header.key_count;
                     status.bytes = loaded.set.bytes_in_memory();
                     status.source = header.source.clone();
-                    status.source_date = header.source_date.map(|d| d.to_string()).unwrap_or_default();
+                    status.source_date = header
+                        .source_date
+                        .map(|d| d.to_string())
+                        .unwrap_or_default();
                     status.age_days = header.source_date.map_or(-1, |d| d.days_until(today));
                     status.loaded_at_unix_ms = loaded.loaded_at_ms;
                     status.file = loaded.file.display().to_string();
@@ -199,9 +243,17 @@ impl SuppressionService {
                     .values()
                     .map(|c| CampaignStatus {
                         name: c.name.clone(),
-                        block_sets: c.block_sets.iter().map(|&id| state.policy.sets[id].id.clone()).collect(),
+                        block_sets: c
+                            .block_sets
+                            .iter()
+                            .map(|&id| state.policy.sets[id].id.clone())
+                            .collect(),
                         require_consent: c.require_consent,
-                        consent_sets: c.consent_sets.iter().map(|&id| state.policy.sets[id].id.clone()).collect(),
+                        consent_sets: c
+                            .consent_sets
+                            .iter()
+                            .map(|&id| state.policy.sets[id].id.clone())
+                            .collect(),
                         blocked_prefixes: c.prefix_texts.clone(),
                         max_list_age_days: c.max_list_age_days,
                         stale_list: c.stale_list.name().into(),
@@ -238,7 +290,10 @@ pub fn authenticate(
     authenticator: Arc<crate::server::auth::Authenticator>,
 ) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |mut request: Request<()>| {
-        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
         // Without a bearer token, a mapped client certificate (mutual TLS) identifies the caller.
         if header.is_none()
             && let Some(info) = request.extensions().get::<crate::server::tls::TlsInfo>()
@@ -249,7 +304,9 @@ pub fn authenticate(
                     return Ok(request);
                 }
                 // A certificate that maps to nobody is not a credential.
-                (None, Some(_)) => return Err(ServiceError::from(AuthError::Unauthenticated).into()),
+                (None, Some(_)) => {
+                    return Err(ServiceError::from(AuthError::Unauthenticated).into());
+                }
                 (None, None) => {}
             }
         }
@@ -268,12 +325,22 @@ type BatchStream = Pin<Box<dyn Stream<Item = Result<CheckBatchResponse, Status>>
 
 #[tonic::async_trait]
 impl Suppression for SuppressionService {
-    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
-        Ok(Response::new(self.check_one(request.get_ref(), identity(&request))?))
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        Ok(Response::new(
+            self.check_one(request.get_ref(), identity(&request))?,
+        ))
     }
 
-    async fn check_batch(&self, request: Request<CheckBatchRequest>) -> Result<Response<CheckBatchResponse>, Status> {
-        Ok(Response::new(self.check_batch(request.get_ref(), identity(&request))?))
+    async fn check_batch(
+        &self,
+        request: Request<CheckBatchRequest>,
+    ) -> Result<Response<CheckBatchResponse>, Status> {
+        Ok(Response::new(
+            self.check_batch(request.get_ref(), identity(&request))?,
+        ))
     }
 
     type CheckStreamStream = BatchStream;
@@ -289,16 +356,24 @@ impl Suppression for SuppressionService {
         // its status, like a failed unary call would.
         let outbound = inbound.map(move |message| {
             let batch = message?;
-            service.check_batch(&batch, caller.as_ref()).map_err(Status::from)
+            service
+                .check_batch(&batch, caller.as_ref())
+                .map_err(Status::from)
         });
         Ok(Response::new(Box::pin(outbound)))
     }
 
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         Ok(Response::new(self.status()))
     }
 
-    async fn ping(&self, _request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+    async fn ping(
+        &self,
+        _request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
         Ok(Response::new(CheckResponse::default()))
     }
 }

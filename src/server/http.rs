@@ -55,16 +55,27 @@ fn reason_names(reasons: Reasons) -> Vec<&'static str> {
 }
 
 fn versions_json(versions: &[(String, u64)]) -> Value {
-    Value::Object(versions.iter().map(|(set, version)| (set.clone(), Value::from(*version))).collect())
+    Value::Object(
+        versions
+            .iter()
+            .map(|(set, version)| (set.clone(), Value::from(*version)))
+            .collect(),
+    )
 }
 
 /// HTTP status and JSON for a policy error: the one place HTTP maps errors.
 fn policy_error(error: &PolicyError) -> Response {
     let status = match error {
-        PolicyError::UnknownTenant(_) | PolicyError::UnknownCampaign { .. } => StatusCode::NOT_FOUND,
+        PolicyError::UnknownTenant(_) | PolicyError::UnknownCampaign { .. } => {
+            StatusCode::NOT_FOUND
+        }
         PolicyError::NoTenant | PolicyError::NoCampaign => StatusCode::BAD_REQUEST,
     };
-    (status, Json(json!({ "verdict": "BLOCK", "error": error.to_string() }))).into_response()
+    (
+        status,
+        Json(json!({ "verdict": "BLOCK", "error": error.to_string() })),
+    )
+        .into_response()
 }
 
 fn outcome_json(outcome: &CheckOutcome) -> Value {
@@ -82,20 +93,42 @@ fn outcome_json(outcome: &CheckOutcome) -> Value {
 }
 
 /// The tenant a request acts for, from its bearer credential (401/403 as JSON otherwise).
-fn caller_tenant(state: &State, headers: &HeaderMap, requested: &str) -> Result<String, Box<Response>> {
-    let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+fn caller_tenant(
+    state: &State,
+    headers: &HeaderMap,
+    requested: &str,
+) -> Result<String, Box<Response>> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let refuse = |error: AuthError| {
         let status = match error {
             AuthError::Unauthenticated => StatusCode::UNAUTHORIZED,
             AuthError::PermissionDenied(_) => StatusCode::FORBIDDEN,
         };
-        Box::new((status, Json(json!({ "verdict": "BLOCK", "error": error.to_string() }))).into_response())
+        Box::new(
+            (
+                status,
+                Json(json!({ "verdict": "BLOCK", "error": error.to_string() })),
+            )
+                .into_response(),
+        )
     };
-    let identity = state.config.authenticator.authenticate(header).map_err(refuse)?;
-    Identity::tenant_for(identity.as_deref(), requested).map(str::to_owned).map_err(refuse)
+    let identity = state
+        .config
+        .authenticator
+        .authenticate(header)
+        .map_err(refuse)?;
+    Identity::tenant_for(identity.as_deref(), requested)
+        .map(str::to_owned)
+        .map_err(refuse)
 }
 
-async fn check_one(Shared(state): Shared<Arc<State>>, headers: HeaderMap, Query(query): Query<CheckQuery>) -> Response {
+async fn check_one(
+    Shared(state): Shared<Arc<State>>,
+    headers: HeaderMap,
+    Query(query): Query<CheckQuery>,
+) -> Response {
     let tenant = match caller_tenant(&state, &headers, &query.tenant) {
         Ok(tenant) => tenant,
         Err(response) => return *response,
@@ -118,7 +151,10 @@ async fn check_one(Shared(state): Shared<Arc<State>>, headers: HeaderMap, Query(
         let reason = crate::engine::number::NumberParser::new(None)
             .parse_fast(&query.number)
             .err()
-            .map_or_else(|| format!("invalid number '{}'", mask_input(&query.number)), |e: NumberError| e.to_string());
+            .map_or_else(
+                || format!("invalid number '{}'", mask_input(&query.number)),
+                |e: NumberError| e.to_string(),
+            );
         body["error"] = Value::from(reason);
         StatusCode::BAD_REQUEST
     } else if outcome.reasons.contains(Reason::NotReady) {
@@ -189,8 +225,15 @@ async fn check_batch(
     tally.flush(Api::Http);
     metrics().batch_size.record(numbers.len() as f64);
     metrics().latency(Api::Http, started);
-    let not_ready = outcome.decisions.iter().any(|d| d.reasons.contains(Reason::NotReady));
-    let status = if not_ready { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let not_ready = outcome
+        .decisions
+        .iter()
+        .any(|d| d.reasons.contains(Reason::NotReady));
+    let status = if not_ready {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     (
         status,
         Json(json!({
@@ -209,14 +252,21 @@ async fn ready(Shared(state): Shared<Arc<State>>) -> Response {
     if state.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: a set the policy needs is not loaded\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: a set the policy needs is not loaded\n",
+        )
+            .into_response()
     }
 }
 
 async fn render_metrics() -> Response {
     (
         StatusCode::OK,
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         metrics().render(),
     )
         .into_response()

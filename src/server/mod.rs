@@ -58,7 +58,9 @@ pub async fn run(
     server.await
 }
 
-type ServerFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send>>;
+type ServerFuture = std::pin::Pin<
+    Box<dyn Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send>,
+>;
 
 /// Starts the daemon and returns its handle and the future that serves it to completion.
 pub async fn start(
@@ -82,11 +84,19 @@ pub async fn start(
     .await??;
     let mutator = Arc::new(mutator);
     let http_listener = match http_listen {
-        Some(address) => Some(TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))?),
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("cannot listen on {address}: {e}"))?,
+        ),
         None => None,
     };
     let admin_listener = match admin_listen {
-        Some(address) => Some(TcpListener::bind(address).await.map_err(|e| format!("cannot listen on {address}: {e}"))?),
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("cannot listen on {address}: {e}"))?,
+        ),
         None => None,
     };
     let sip_udp = match sip_udp_listen {
@@ -116,14 +126,23 @@ pub async fn start(
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_not_serving::<SuppressionServer<SuppressionService>>().await;
-    health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    health_reporter
+        .set_not_serving::<SuppressionServer<SuppressionService>>()
+        .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
 
     // First load before serving, so a daemon with valid files answers at once.
     let first = state.clone();
     tokio::task::spawn_blocking(move || first.reload()).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(reloader(state.clone(), reload.clone(), health_reporter, stop_rx.clone()));
+    tokio::spawn(reloader(
+        state.clone(),
+        reload.clone(),
+        health_reporter,
+        stop_rx.clone(),
+    ));
     tokio::spawn(compactor(state.clone(), mutator.clone(), stop_rx.clone()));
     tokio::spawn(gauges(state.clone(), mutator.clone(), stop_rx.clone()));
     if let Some(listener) = http_listener {
@@ -137,16 +156,25 @@ pub async fn start(
             };
             let result = match http_tls {
                 Some(tls) => {
-                    let local = listener.local_addr().expect("bound listener has an address");
-                    let listener = tls::TlsListener { connections: tls.accept(listener), local };
-                    axum::serve(listener, app).with_graceful_shutdown(stopped).await
+                    let local = listener
+                        .local_addr()
+                        .expect("bound listener has an address");
+                    let listener = tls::TlsListener {
+                        connections: tls.accept(listener),
+                        local,
+                    };
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await
                 }
                 None => {
                     // SIP proxies send one small request at a time per connection: no Nagle delay.
                     let listener = listener.tap_io(|tcp| {
                         let _ = tcp.set_nodelay(true);
                     });
-                    axum::serve(listener, app).with_graceful_shutdown(stopped).await
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await
                 }
             };
             if let Err(error) = result {
@@ -156,10 +184,16 @@ pub async fn start(
     }
     sip::spawn(state.clone(), sip_udp, sip_tcp, stop_rx.clone());
     if let Some(listener) = admin_listener {
-        let admin = crate::proto::admin::admin_server::AdminServer::new(admin::AdminService::new(state.clone(), mutator.clone()))
+        let admin = crate::proto::admin::admin_server::AdminServer::new(admin::AdminService::new(
+            state.clone(),
+            mutator.clone(),
+        ))
         .max_decoding_message_size(server_config.max_message_bytes)
         .max_encoding_message_size(server_config.max_message_bytes);
-        let admin = tonic::service::interceptor::InterceptedService::new(admin, grpc::authenticate(state.config.authenticator.clone()));
+        let admin = tonic::service::interceptor::InterceptedService::new(
+            admin,
+            grpc::authenticate(state.config.authenticator.clone()),
+        );
         let mut stop = stop_rx.clone();
         let admin_tls = state.config.tls.clone();
         tokio::spawn(async move {
@@ -169,11 +203,15 @@ pub async fn start(
             let router = tonic::transport::Server::builder().add_service(admin);
             let result = match admin_tls {
                 Some(tls) => {
-                    let connections = tokio_stream::wrappers::ReceiverStream::new(tls.accept(listener));
-                    router.serve_with_incoming_shutdown(connections, stopped).await
+                    let connections =
+                        tokio_stream::wrappers::ReceiverStream::new(tls.accept(listener));
+                    router
+                        .serve_with_incoming_shutdown(connections, stopped)
+                        .await
                 }
                 None => {
-                    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                        .with_nodelay(Some(true));
                     router.serve_with_incoming_shutdown(incoming, stopped).await
                 }
             };
@@ -216,8 +254,12 @@ pub async fn start(
     let router = tonic::transport::Server::builder()
         .timeout(Duration::from_millis(server_config.request_timeout_ms))
         .concurrency_limit_per_connection(server_config.concurrency_per_connection as usize)
-        .http2_keepalive_interval(Some(Duration::from_secs(server_config.http2_keepalive_interval_seconds)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(server_config.http2_keepalive_timeout_seconds)))
+        .http2_keepalive_interval(Some(Duration::from_secs(
+            server_config.http2_keepalive_interval_seconds,
+        )))
+        .http2_keepalive_timeout(Some(Duration::from_secs(
+            server_config.http2_keepalive_timeout_seconds,
+        )))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -225,13 +267,16 @@ pub async fn start(
     let drained = async move {
         let _ = drain_rx.await;
     };
-    let serving: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match &tls {
+    let serving: std::pin::Pin<
+        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match &tls {
         Some(tls) => {
             let connections = tokio_stream::wrappers::ReceiverStream::new(tls.accept(listener));
             Box::pin(router.serve_with_incoming_shutdown(connections, drained))
         }
         None => {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             Box::pin(router.serve_with_incoming_shutdown(incoming, drained))
         }
     };
@@ -241,7 +286,10 @@ pub async fn start(
             result = &mut serving => return result.map_err(Into::into),
             () = shutdown => {}
         }
-        tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining requests in flight");
+        tracing::info!(
+            grace_seconds = grace.as_secs(),
+            "shutting down: draining requests in flight"
+        );
         let _ = stop_tx.send(true);
         let _ = drain_tx.send(());
         match tokio::time::timeout(grace, serving).await {
@@ -267,8 +315,12 @@ async fn reloader(
     let mut reported_ready = false;
     loop {
         if state.is_ready() && !reported_ready {
-            health.set_serving::<SuppressionServer<SuppressionService>>().await;
-            health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            health
+                .set_serving::<SuppressionServer<SuppressionService>>()
+                .await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
             reported_ready = true;
         }
         tokio::select! {
@@ -284,7 +336,11 @@ async fn reloader(
 }
 
 /// Refreshes per-set gauges (ages grow with time) and runs the exporter's upkeep.
-async fn gauges(state: Arc<State>, mutator: Arc<mutations::Mutator>, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn gauges(
+    state: Arc<State>,
+    mutator: Arc<mutations::Mutator>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         crate::metrics::refresh_gauges(&state, Some(&mutator));
         crate::metrics::metrics().upkeep();
@@ -296,7 +352,11 @@ async fn gauges(state: Arc<State>, mutator: Arc<mutations::Mutator>, mut stop: t
 }
 
 /// Compacts in the background when the overlays pass the configured size or age.
-async fn compactor(state: Arc<State>, mutator: Arc<mutations::Mutator>, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn compactor(
+    state: Arc<State>,
+    mutator: Arc<mutations::Mutator>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -308,7 +368,9 @@ async fn compactor(state: Arc<State>, mutator: Arc<mutations::Mutator>, mut stop
         let (state, mutator) = (state.clone(), mutator.clone());
         match tokio::task::spawn_blocking(move || mutator.compact(&state)).await {
             Ok(Ok(_)) => {}
-            Ok(Err(error)) => tracing::error!(%error, "compaction failed; the overlay keeps the mutations in force"),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "compaction failed; the overlay keeps the mutations in force")
+            }
             Err(error) => tracing::error!(%error, "compaction task failed"),
         }
     }
@@ -339,7 +401,10 @@ pub const EXIT_CONFIG: u8 = 64;
 
 /// `suppressd serve`: validate the config before binding anything, then serve until SIGTERM or
 /// SIGINT; SIGHUP reloads the data directory.
-pub fn serve_main(config_path: Option<&std::path::Path>, repair_journal: bool) -> std::process::ExitCode {
+pub fn serve_main(
+    config_path: Option<&std::path::Path>,
+    repair_journal: bool,
+) -> std::process::ExitCode {
     use std::process::ExitCode;
     let config = match config_path {
         Some(path) => Config::load(path),
@@ -377,7 +442,10 @@ pub fn serve_main(config_path: Option<&std::path::Path>, repair_journal: bool) -
         eprintln!("suppressd: {error}");
         return ExitCode::from(1);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("suppressd: cannot start the runtime: {error}");
@@ -419,7 +487,10 @@ pub fn serve_main(config_path: Option<&std::path::Path>, repair_journal: bool) -
 }
 
 /// Completes on SIGTERM or SIGINT (streams installed at start).
-pub async fn shutdown_signal(mut terminate: tokio::signal::unix::Signal, mut interrupt: tokio::signal::unix::Signal) {
+pub async fn shutdown_signal(
+    mut terminate: tokio::signal::unix::Signal,
+    mut interrupt: tokio::signal::unix::Signal,
+) {
     tokio::select! {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
@@ -437,13 +508,19 @@ async fn reload_on_sighup(state: Arc<State>, mut hangups: tokio::signal::unix::S
         if let Some(tls) = &state.config.tls {
             match tls.reload() {
                 Ok(()) => tracing::info!("TLS certificates reloaded"),
-                Err(error) => tracing::error!(%error, "TLS reload failed; the certificates in force keep serving"),
+                Err(error) => {
+                    tracing::error!(%error, "TLS reload failed; the certificates in force keep serving")
+                }
             }
         }
         let pass = state.clone();
         let report = tokio::task::spawn_blocking(move || pass.reload()).await;
         if let Ok(report) = report {
-            tracing::info!(loaded = report.loaded.len(), refused = report.refused.len(), "SIGHUP reload done");
+            tracing::info!(
+                loaded = report.loaded.len(),
+                refused = report.refused.len(),
+                "SIGHUP reload done"
+            );
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     }

@@ -106,32 +106,41 @@ impl Mutator {
     /// Opens the journal and ledger and replays them into `state`'s overlays.
     pub fn open(state: &State, repair: bool) -> Result<Mutator, String> {
         let data_dir = &state.config.data_dir;
-        std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
         let ledger_path = data_dir.join(LEDGER_FILE);
         let ledger = read_ledger(&ledger_path)?;
-        let (journal, replay) = Journal::open(&data_dir.join("journal"), repair).map_err(|e| e.to_string())?;
+        let (journal, replay) =
+            Journal::open(&data_dir.join("journal"), repair).map_err(|e| e.to_string())?;
         let mut requests: HashMap<String, Slot> = ledger
             .requests
             .into_iter()
             .map(|r| (r.request_id.clone(), Slot::Done(r)))
             .collect();
-        let mut receipts: HashMap<String, Receipt> =
-            ledger.receipts.into_iter().map(|r| (r.receipt_id.clone(), r)).collect();
+        let mut receipts: HashMap<String, Receipt> = ledger
+            .receipts
+            .into_iter()
+            .map(|r| (r.receipt_id.clone(), r))
+            .collect();
         let mut oldest = None;
         for record in &replay.records {
-            let mutation = Mutation::decode(&record.payload).map_err(|e| {
-                format!("journal record {}: {e}", record.seq)
-            })?;
+            let mutation = Mutation::decode(&record.payload)
+                .map_err(|e| format!("journal record {}: {e}", record.seq))?;
             apply_ops(state, &mutation, record.seq);
             oldest.get_or_insert(mutation.at_ms);
             let result = record_of(&mutation, record.seq);
             if mutation.kind == Some(MutationKind::Erase) {
-                receipts.entry(mutation.receipt_id.clone()).or_insert_with(|| receipt_of(state, &mutation, record.seq));
+                receipts
+                    .entry(mutation.receipt_id.clone())
+                    .or_insert_with(|| receipt_of(state, &mutation, record.seq));
             }
             requests.insert(mutation.request_id.clone(), Slot::Done(result));
         }
         if !replay.records.is_empty() {
-            tracing::info!(records = replay.records.len(), "journal replayed into the overlays");
+            tracing::info!(
+                records = replay.records.len(),
+                "journal replayed into the overlays"
+            );
         }
         Ok(Mutator {
             journal,
@@ -159,29 +168,50 @@ impl Mutator {
     }
 
     pub fn receipt(&self, receipt_id: &str) -> Option<Receipt> {
-        self.receipts.lock().unwrap_or_else(|e| e.into_inner()).get(receipt_id).cloned()
+        self.receipts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(receipt_id)
+            .cloned()
     }
 
     pub fn pending_erasures(&self) -> usize {
-        self.receipts.lock().unwrap_or_else(|e| e.into_inner()).values().filter(|r| r.completed_at_ms == 0).count()
+        self.receipts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|r| r.completed_at_ms == 0)
+            .count()
     }
 
     pub fn oldest_pending_ms(&self) -> Option<i64> {
-        *self.oldest_pending_ms.lock().unwrap_or_else(|e| e.into_inner())
+        *self
+            .oldest_pending_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Journals `mutation`, applies it to the overlays and returns its record; a repeated
     /// request id returns the first record and changes nothing.
-    pub async fn submit(&self, state: &State, mut mutation: Mutation) -> Result<Submitted, MutationError> {
+    pub async fn submit(
+        &self,
+        state: &State,
+        mut mutation: Mutation,
+    ) -> Result<Submitted, MutationError> {
         if mutation.request_id.is_empty() || mutation.request_id.len() > 128 {
-            return Err(MutationError::Invalid("request_id is required (at most 128 bytes)".into()));
+            return Err(MutationError::Invalid(
+                "request_id is required (at most 128 bytes)".into(),
+            ));
         }
         let sender = loop {
             let waiting = {
                 let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
                 match requests.get(&mutation.request_id) {
                     Some(Slot::Done(record)) => {
-                        return Ok(Submitted { record: record.clone(), duplicate: true });
+                        return Ok(Submitted {
+                            record: record.clone(),
+                            duplicate: true,
+                        });
                     }
                     Some(Slot::Pending(receiver)) => receiver.clone(),
                     None => {
@@ -204,12 +234,17 @@ impl Mutator {
                 let _ = done.send(result);
             }),
         );
-        let outcome = durable.await.unwrap_or_else(|_| Err("journal writer stopped".into()));
+        let outcome = durable
+            .await
+            .unwrap_or_else(|_| Err("journal writer stopped".into()));
         let seq = match outcome {
             Ok(seq) => seq,
             Err(error) => {
                 drop(gate);
-                self.requests.lock().unwrap_or_else(|e| e.into_inner()).remove(&mutation.request_id);
+                self.requests
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&mutation.request_id);
                 let _ = sender.send(None);
                 return Err(MutationError::Journal(error));
             }
@@ -223,9 +258,15 @@ impl Mutator {
             crate::metrics::metrics()
                 .erasure_in_force
                 .record((receipt.in_force_at_ms - receipt.requested_at_ms).max(0) as f64 / 1000.0);
-            self.receipts.lock().unwrap_or_else(|e| e.into_inner()).insert(receipt.receipt_id.clone(), receipt);
+            self.receipts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(receipt.receipt_id.clone(), receipt);
         }
-        self.oldest_pending_ms.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(mutation.at_ms);
+        self.oldest_pending_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(mutation.at_ms);
         self.requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -234,13 +275,26 @@ impl Mutator {
         let keyed: Vec<bool> = mutation
             .sets
             .iter()
-            .map(|name| state.policy.sets.iter().any(|d| &d.id == name && d.key.is_some()))
+            .map(|name| {
+                state
+                    .policy
+                    .sets
+                    .iter()
+                    .any(|d| &d.id == name && d.key.is_some())
+            })
             .collect();
-        if let Err(error) = self.audit.record(self.audit.entry(&mutation, seq, &keyed)).await {
+        if let Err(error) = self
+            .audit
+            .record(self.audit.entry(&mutation, seq, &keyed))
+            .await
+        {
             // The mutation is durable and in force; losing its audit line is reported loudly.
             tracing::error!(%error, request_id = %mutation.request_id, "audit log append failed");
         }
-        Ok(Submitted { record, duplicate: false })
+        Ok(Submitted {
+            record,
+            duplicate: false,
+        })
     }
 
     /// Whether the overlays are big or old enough to compact.
@@ -259,15 +313,21 @@ impl Mutator {
         let started = std::time::Instant::now();
         let result = self.compact_inner(state);
         let metrics = crate::metrics::metrics();
-        metrics.compaction_duration.record(started.elapsed().as_secs_f64());
+        metrics
+            .compaction_duration
+            .record(started.elapsed().as_secs_f64());
         match &result {
             Ok(_) => {
                 metrics.compactions_ok.increment(1);
-                metrics::gauge!("suppressd_compaction_last_success_timestamp_seconds").set(now_ms() as f64 / 1000.0);
+                metrics::gauge!("suppressd_compaction_last_success_timestamp_seconds")
+                    .set(now_ms() as f64 / 1000.0);
             }
             Err(_) => metrics.compactions_failed.increment(1),
         }
-        let mut last = self.last_compaction.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self
+            .last_compaction
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         *last = (now_ms(), result.as_ref().err().cloned());
         result
     }
@@ -277,7 +337,10 @@ impl Mutator {
             let _gate = self.gate.blocking_write();
             self.journal.rotate_blocking().map_err(|e| e.to_string())?
         };
-        let mut report = CompactionReport { journal_through: through, ..CompactionReport::default() };
+        let mut report = CompactionReport {
+            journal_through: through,
+            ..CompactionReport::default()
+        };
         let current = state.sets.load_full();
         let mut rebuilt: Vec<(SetId, Arc<LoadedSet>)> = Vec::new();
         for (id, overlay) in state.overlays.iter().enumerate() {
@@ -288,7 +351,9 @@ impl Mutator {
             let definition = &state.policy.sets[id];
             let base = current.slots[id].clone();
             let loaded = rebuild(state, definition, base.as_deref(), &entries)?;
-            report.written.push(format!("{}@{}", definition.id, loaded.set.version()));
+            report
+                .written
+                .push(format!("{}@{}", definition.id, loaded.set.version()));
             rebuilt.push((id, Arc::new(loaded)));
         }
         // Receipts of erasures this compaction covers become complete once files are gone.
@@ -310,13 +375,22 @@ impl Mutator {
         for (id, _) in &rebuilt {
             state.overlays[*id].forget_through(through);
         }
-        self.journal.drop_through(through).map_err(|e: JournalError| e.to_string())?;
+        self.journal
+            .drop_through(through)
+            .map_err(|e: JournalError| e.to_string())?;
         // Older versions of consent sets an erasure touched may still hold the number: delete.
-        let erased_from: HashSet<&str> = completing.iter().flat_map(|r| r.removed_from.iter().map(String::as_str)).collect();
+        let erased_from: HashSet<&str> = completing
+            .iter()
+            .flat_map(|r| r.removed_from.iter().map(String::as_str))
+            .collect();
         for (id, loaded) in &rebuilt {
             let definition = &state.policy.sets[*id];
             if definition.kind == SetKind::Consent && erased_from.contains(definition.id.as_str()) {
-                report.files_deleted += delete_older_versions(&state.config.data_dir, definition, loaded.set.version())?;
+                report.files_deleted += delete_older_versions(
+                    &state.config.data_dir,
+                    definition,
+                    loaded.set.version(),
+                )?;
             }
         }
         let completed_at = now_ms();
@@ -337,13 +411,17 @@ impl Mutator {
             tracing::warn!(%error, "audit retention pass failed");
         }
         let remaining = state.overlays.iter().any(|o| !o.is_empty());
-        *self.oldest_pending_ms.lock().unwrap_or_else(|e| e.into_inner()) = remaining.then(now_ms);
+        *self
+            .oldest_pending_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = remaining.then(now_ms);
         tracing::info!(written = ?report.written, through, erasures_completed = report.erasures_completed, files_deleted = report.files_deleted, "compaction done");
         Ok(report)
     }
 
     fn write_ledger(&self, state: &State) -> Result<(), String> {
-        let retention_ms = i64::from(state.config.raw.server.request_id_retention_days) * 86_400_000;
+        let retention_ms =
+            i64::from(state.config.raw.server.request_id_retention_days) * 86_400_000;
         let cutoff = now_ms() - retention_ms;
         let requests: Vec<RequestRecord> = self
             .requests
@@ -355,7 +433,13 @@ impl Mutator {
                 _ => None,
             })
             .collect();
-        let receipts: Vec<Receipt> = self.receipts.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let receipts: Vec<Receipt> = self
+            .receipts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         let mut bytes = LEDGER_MAGIC.to_vec();
         let body = serde_json::to_vec(&Ledger { requests, receipts }).map_err(|e| e.to_string())?;
         bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
@@ -372,13 +456,20 @@ fn read_ledger(path: &Path) -> Result<Ledger, String> {
         Err(e) => return Err(format!("ledger {}: {e}", path.display())),
     };
     if bytes.len() < 12 || &bytes[..8] != LEDGER_MAGIC {
-        return Err(format!("ledger {}: corrupt at offset 0: bad magic", path.display()));
+        return Err(format!(
+            "ledger {}: corrupt at offset 0: bad magic",
+            path.display()
+        ));
     }
     let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     if crc32c::crc32c(&bytes[12..]) != crc {
-        return Err(format!("ledger {}: corrupt at offset 12: checksum mismatch", path.display()));
+        return Err(format!(
+            "ledger {}: corrupt at offset 12: checksum mismatch",
+            path.display()
+        ));
     }
-    serde_json::from_slice(&bytes[12..]).map_err(|e| format!("ledger {}: corrupt at offset 12: {e}", path.display()))
+    serde_json::from_slice(&bytes[12..])
+        .map_err(|e| format!("ledger {}: corrupt at offset 12: {e}", path.display()))
 }
 
 fn record_of(mutation: &Mutation, seq: u64) -> RequestRecord {
@@ -386,7 +477,11 @@ fn record_of(mutation: &Mutation, seq: u64) -> RequestRecord {
         request_id: mutation.request_id.clone(),
         kind: mutation.kind.map_or("unknown", MutationKind::name).into(),
         seq,
-        applied: if mutation.kind == Some(MutationKind::Erase) { 1 } else { mutation.ops.len() as u32 },
+        applied: if mutation.kind == Some(MutationKind::Erase) {
+            1
+        } else {
+            mutation.ops.len() as u32
+        },
         at_ms: mutation.at_ms,
         receipt_id: mutation.receipt_id.clone(),
     }
@@ -447,12 +542,23 @@ fn apply_ops(state: &State, mutation: &Mutation, seq: u64) {
 }
 
 /// A new version of `definition`'s set: `base` with `entries` applied.
-fn rebuild(state: &State, definition: &SetDefinition, base: Option<&LoadedSet>, entries: &[(u64, Entry)]) -> Result<LoadedSet, String> {
+fn rebuild(
+    state: &State,
+    definition: &SetDefinition,
+    base: Option<&LoadedSet>,
+    entries: &[(u64, Entry)],
+) -> Result<LoadedSet, String> {
     let changes: HashMap<u64, Entry> = entries.iter().copied().collect();
     let (name, filter, source, source_date, version) = match base {
         Some(loaded) => {
             let header = loaded.set.header();
-            (header.name.clone(), header.filter, header.source.clone(), header.source_date, header.version + 1)
+            (
+                header.name.clone(),
+                header.filter,
+                header.source.clone(),
+                header.source_date,
+                header.version + 1,
+            )
         }
         None => (
             definition.id.replace('/', "-"),
@@ -487,8 +593,13 @@ fn rebuild(state: &State, definition: &SetDefinition, base: Option<&LoadedSet>, 
     let built = builder.build(1).map_err(|e| e.to_string())?;
     let path = state.config.data_dir.join(definition.file_name(version));
     built.image.write_atomic(&path).map_err(|e| e.to_string())?;
-    let set = crate::engine::set::SuppressionSet::open(&path, definition.key.as_ref()).map_err(|e| e.to_string())?;
-    Ok(LoadedSet { set, file: path, loaded_at_ms: now_ms() })
+    let set = crate::engine::set::SuppressionSet::open(&path, definition.key.as_ref())
+        .map_err(|e| e.to_string())?;
+    Ok(LoadedSet {
+        set,
+        file: path,
+        loaded_at_ms: now_ms(),
+    })
 }
 
 /// Deletes every file of `definition` whose header version is below `keep`; fsyncs the
@@ -498,13 +609,18 @@ fn delete_older_versions(dir: &Path, definition: &SetDefinition, keep: u64) -> R
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
-        let matches = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| definition.pattern.matches(n));
+        let matches = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| definition.pattern.matches(n));
         if !matches {
             continue;
         }
-        let version = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| snapshot::decode_header(&bytes).ok().map(|l| l.header.version));
+        let version = std::fs::read(&path).ok().and_then(|bytes| {
+            snapshot::decode_header(&bytes)
+                .ok()
+                .map(|l| l.header.version)
+        });
         // Unreadable files of this set cannot be shown not to hold the number: delete them too.
         if version.is_none_or(|v| v < keep) {
             std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -512,7 +628,9 @@ fn delete_older_versions(dir: &Path, definition: &SetDefinition, keep: u64) -> R
         }
     }
     if deleted > 0 {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     Ok(deleted)
 }
@@ -524,7 +642,11 @@ pub fn create_initial_empty(state: &State) -> Result<(), String> {
         let exists = std::fs::read_dir(dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
             .filter_map(Result::ok)
-            .any(|e| e.file_name().to_str().is_some_and(|n| definition.pattern.matches(n)));
+            .any(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| definition.pattern.matches(n))
+            });
         if exists {
             continue;
         }
@@ -537,8 +659,13 @@ pub fn create_initial_empty(state: &State) -> Result<(), String> {
             version: 1,
             build_time: now_ms() / 1000,
         };
-        let built = SetBuilder::new(spec, definition.key.clone()).and_then(|b| b.build(1)).map_err(|e| e.to_string())?;
-        built.image.write_atomic(&dir.join(definition.file_name(1))).map_err(|e| e.to_string())?;
+        let built = SetBuilder::new(spec, definition.key.clone())
+            .and_then(|b| b.build(1))
+            .map_err(|e| e.to_string())?;
+        built
+            .image
+            .write_atomic(&dir.join(definition.file_name(1)))
+            .map_err(|e| e.to_string())?;
         tracing::info!(set = %definition.id, "created an empty initial version");
     }
     Ok(())

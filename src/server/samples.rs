@@ -14,19 +14,40 @@ use crate::engine::set::{SetBuilder, SetSpec};
 const SAMPLES: &[(&str, &str)] = &[
     ("us-dnc", include_str!("../../deploy/samples/us-dnc.txt")),
     ("pl-dnc", include_str!("../../deploy/samples/pl-dnc.txt")),
-    ("acme/dnc", include_str!("../../deploy/samples/acme-dnc.txt")),
-    ("acme/consent", include_str!("../../deploy/samples/acme-consent.txt")),
-    ("kontakt/dnc", include_str!("../../deploy/samples/kontakt-dnc.txt")),
-    ("kontakt/consent", include_str!("../../deploy/samples/kontakt-consent.txt")),
+    (
+        "acme/dnc",
+        include_str!("../../deploy/samples/acme-dnc.txt"),
+    ),
+    (
+        "acme/consent",
+        include_str!("../../deploy/samples/acme-consent.txt"),
+    ),
+    (
+        "kontakt/dnc",
+        include_str!("../../deploy/samples/kontakt-dnc.txt"),
+    ),
+    (
+        "kontakt/consent",
+        include_str!("../../deploy/samples/kontakt-consent.txt"),
+    ),
 ];
 
 /// Writes a snapshot for every configured set that has a sample and no file yet.
 /// Returns the files written.
 pub fn generate_missing(config: &Config) -> Result<Vec<std::path::PathBuf>, String> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot create data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
     let existing: Vec<String> = std::fs::read_dir(&config.data_dir)
-        .map_err(|e| format!("cannot read data directory {}: {e}", config.data_dir.display()))?
+        .map_err(|e| {
+            format!(
+                "cannot read data directory {}: {e}",
+                config.data_dir.display()
+            )
+        })?
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
         .collect();
     let mut written = Vec::new();
@@ -53,8 +74,13 @@ pub fn generate_missing(config: &Config) -> Result<Vec<std::path::PathBuf>, Stri
             version: 1,
             build_time: crate::server::state::now_ms() / 1000,
         };
-        let mut builder = SetBuilder::new(spec, definition.key.clone()).map_err(|e| e.to_string())?;
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let mut builder =
+            SetBuilder::new(spec, definition.key.clone()).map_err(|e| e.to_string())?;
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             let number = parser
                 .parse_fast(line)
                 .map_err(|e| format!("sample list for '{}': {e}", definition.id))?;
@@ -82,7 +108,8 @@ pub fn ensure_demo_key(base: &std::path::Path) -> Result<(), String> {
         return Ok(());
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let key = crate::engine::keys::SecretKey::generate("acme-erased-demo")?;
     let mut file = std::fs::OpenOptions::new()

@@ -8,8 +8,8 @@
 //! logged, and the version already in force keeps serving.
 
 use crate::config::Config;
-use crate::engine::snapshot;
 use crate::engine::set::SuppressionSet;
+use crate::engine::snapshot;
 use crate::mutation::Overlay;
 use crate::policy::{LoadedSet, LoadedSets, Policy, SetId};
 use arc_swap::ArcSwap;
@@ -79,7 +79,12 @@ impl State {
     }
 
     pub fn last_error(&self, id: SetId) -> Option<String> {
-        self.last_errors.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned().flatten()
+        self.last_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .flatten()
     }
 
     /// Scans the data directory and swaps in every newer valid snapshot. Blocking: run it off
@@ -90,7 +95,11 @@ impl State {
         let files = list_snapshot_files(&self.config.data_dir);
         let mut slots = current.slots.clone();
         let mut report = ReloadReport::default();
-        let mut errors = self.last_errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut errors = self
+            .last_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for (id, definition) in self.policy.sets.iter().enumerate() {
             let in_force = slots[id].as_ref().map(|s| s.set.version());
             let mut candidates: Vec<(u64, PathBuf)> = Vec::new();
@@ -115,7 +124,9 @@ impl State {
                         tracing::warn!(set = %definition.id, error = %reason, "snapshot refused");
                         errors[id] = Some(reason.clone());
                         refused_files.extend(stamp(path));
-                        report.refused.push((definition.id.clone(), path.clone(), reason));
+                        report
+                            .refused
+                            .push((definition.id.clone(), path.clone(), reason));
                     }
                 }
             }
@@ -149,10 +160,16 @@ impl State {
         }
         let metrics = crate::metrics::metrics();
         metrics.reloads_ok.increment(report.loaded.len() as u64);
-        metrics.reloads_refused.increment(report.refused.len() as u64);
+        metrics
+            .reloads_refused
+            .increment(report.refused.len() as u64);
         *self.last_errors.lock().unwrap_or_else(|e| e.into_inner()) = errors;
         let loaded = self.sets.load();
-        let all_needed = self.policy.needed_sets().iter().all(|&id| loaded.slots[id].is_some());
+        let all_needed = self
+            .policy
+            .needed_sets()
+            .iter()
+            .all(|&id| loaded.slots[id].is_some());
         if all_needed && !self.ready.swap(true, Ordering::AcqRel) {
             tracing::info!("every set the policy needs is loaded: ready");
         }
@@ -192,7 +209,10 @@ fn header_version(path: &Path) -> Result<u64, String> {
 }
 
 /// Opens and validates a snapshot, and checks it is the kind of set the config says.
-fn open_checked(path: &Path, definition: &crate::config::SetDefinition) -> Result<SuppressionSet, String> {
+fn open_checked(
+    path: &Path,
+    definition: &crate::config::SetDefinition,
+) -> Result<SuppressionSet, String> {
     let set = SuppressionSet::open(path, definition.key.as_ref()).map_err(|e| e.to_string())?;
     if set.kind() != definition.kind {
         return Err(format!(

@@ -54,12 +54,18 @@ pub struct Tls {
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls").field("cert_file", &self.files.cert_file).finish_non_exhaustive()
+        f.debug_struct("Tls")
+            .field("cert_file", &self.files.cert_file)
+            .finish_non_exhaustive()
     }
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() { path.to_owned() } else { base.join(path) }
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    }
 }
 
 fn build(files: &TlsConfig, base: &Path) -> Result<rustls::ServerConfig, String> {
@@ -72,7 +78,8 @@ fn build(files: &TlsConfig, base: &Path) -> Result<rustls::ServerConfig, String>
     if certs.is_empty() {
         return Err(format!("{}: no certificate", cert_path.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .map_err(|e| format!("{}: {e}", key_path.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -82,14 +89,27 @@ fn build(files: &TlsConfig, base: &Path) -> Result<rustls::ServerConfig, String>
         Some(ca) => {
             let ca_path = resolve(base, ca);
             let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(&ca_path).map_err(|e| format!("{}: {e}", ca_path.display()))? {
+            for cert in CertificateDer::pem_file_iter(&ca_path)
+                .map_err(|e| format!("{}: {e}", ca_path.display()))?
+            {
                 roots
                     .add(cert.map_err(|e| format!("{}: {e}", ca_path.display()))?)
                     .map_err(|e| format!("{}: {e}", ca_path.display()))?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-            let verifier = if files.require_client_cert { verifier } else { verifier.allow_unauthenticated() };
-            builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("{}: {e}", ca_path.display()))?)
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let verifier = if files.require_client_cert {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| format!("{}: {e}", ca_path.display()))?,
+            )
         }
     };
     let mut config = builder
@@ -104,7 +124,11 @@ impl Tls {
     /// Loads and validates certificates (a config-time check: errors exit 64).
     pub fn load(files: TlsConfig, base: &Path) -> Result<Tls, String> {
         let config = build(&files, base)?;
-        Ok(Tls { files, base: base.to_owned(), current: ArcSwap::from_pointee(config) })
+        Ok(Tls {
+            files,
+            base: base.to_owned(),
+            current: ArcSwap::from_pointee(config),
+        })
     }
 
     /// Re-reads the certificate files; on error the configuration in force keeps serving.
@@ -116,11 +140,15 @@ impl Tls {
 
     /// The identity a client certificate maps to, if any.
     pub fn identity_for(&self, common_name: &str) -> Option<Identity> {
-        self.files.client.iter().find(|c| c.common_name == common_name).map(|c| Identity {
-            name: format!("cert:{}", c.common_name),
-            tenant: c.tenant.clone(),
-            role: c.role,
-        })
+        self.files
+            .client
+            .iter()
+            .find(|c| c.common_name == common_name)
+            .map(|c| Identity {
+                name: format!("cert:{}", c.common_name),
+                tenant: c.tenant.clone(),
+                role: c.role,
+            })
     }
 
     pub fn mappings(&self) -> &[ClientMapping] {
@@ -130,13 +158,18 @@ impl Tls {
     /// Accepts TCP connections and completes TLS handshakes in the background; finished
     /// connections come out of the returned receiver. Bounded: a flood of handshakes waits
     /// in the kernel's accept queue, not in memory.
-    pub fn accept(self: &Arc<Self>, listener: TcpListener) -> tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>> {
+    pub fn accept(
+        self: &Arc<Self>,
+        listener: TcpListener,
+    ) -> tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>> {
         let (send, receive) = tokio::sync::mpsc::channel(256);
         let tls = self.clone();
         tokio::spawn(async move {
             let handshakes = Arc::new(tokio::sync::Semaphore::new(512));
             loop {
-                let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
+                let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                    return;
+                };
                 let (tcp, remote) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -153,7 +186,11 @@ impl Tls {
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await;
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(tcp),
+                    )
+                    .await;
                     match handshake {
                         Ok(Ok(stream)) => {
                             let info = TlsInfo::of(&stream, remote, &tls);
@@ -178,21 +215,38 @@ pub struct TlsInfo {
 }
 
 impl TlsInfo {
-    fn of(stream: &tokio_rustls::server::TlsStream<TcpStream>, remote: SocketAddr, tls: &Tls) -> TlsInfo {
+    fn of(
+        stream: &tokio_rustls::server::TlsStream<TcpStream>,
+        remote: SocketAddr,
+        tls: &Tls,
+    ) -> TlsInfo {
         let common_name = stream
             .get_ref()
             .1
             .peer_certificates()
             .and_then(|certs| certs.first())
             .and_then(|cert| common_name(cert.as_ref()));
-        let identity = common_name.as_deref().and_then(|cn| tls.identity_for(cn)).map(Arc::new);
-        TlsInfo { remote, common_name, identity }
+        let identity = common_name
+            .as_deref()
+            .and_then(|cn| tls.identity_for(cn))
+            .map(Arc::new);
+        TlsInfo {
+            remote,
+            common_name,
+            identity,
+        }
     }
 }
 
 fn common_name(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let name = cert.subject().iter_common_name().next()?.as_str().ok()?.to_owned();
+    let name = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
     Some(name)
 }
 
@@ -203,13 +257,21 @@ pub struct TlsConn {
 }
 
 impl AsyncRead for TlsConn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

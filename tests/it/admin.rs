@@ -1,19 +1,25 @@
 //! The admin plane end to end: mutations in force at once, durable across restarts, idempotent,
 //! erasure receipts that complete, and no erased number left in any file.
 
-use crate::server::{CLEAN, CONFIG, CONSENTED, INTERNAL, REGISTRY, TestDaemon, check, e164, reasons, write_all_sets};
+use crate::server::{
+    CLEAN, CONFIG, CONSENTED, INTERNAL, REGISTRY, TestDaemon, check, e164, reasons, write_all_sets,
+};
 use std::time::Duration;
 use suppressd::engine::date::Day;
 use suppressd::proto::Reason;
 use suppressd::proto::Verdict;
 use suppressd::proto::admin::admin_client::AdminClient;
 use suppressd::proto::admin::{
-    ApplyChangesRequest, CompactRequest, ConsentRequest, EraseRequest, ErasureState, GetErasureRequest, SuppressRequest,
+    ApplyChangesRequest, CompactRequest, ConsentRequest, EraseRequest, ErasureState,
+    GetErasureRequest, SuppressRequest,
 };
 use tonic::transport::Channel;
 
 fn admin_config() -> String {
-    CONFIG.replace("[server]\n", "[server]\nadmin_listen = \"127.0.0.1:0\"\ncompact_max_age_seconds = 3600\n")
+    CONFIG.replace(
+        "[server]\n",
+        "[server]\nadmin_listen = \"127.0.0.1:0\"\ncompact_max_age_seconds = 3600\n",
+    )
 }
 
 async fn start(dir: tempfile::TempDir) -> TestDaemon {
@@ -28,7 +34,9 @@ async fn fresh() -> TestDaemon {
 }
 
 async fn admin_client(daemon: &TestDaemon) -> AdminClient<Channel> {
-    AdminClient::connect(format!("http://{}", daemon.handle.admin_addr.unwrap())).await.unwrap()
+    AdminClient::connect(format!("http://{}", daemon.handle.admin_addr.unwrap()))
+        .await
+        .unwrap()
 }
 
 fn suppress(request_id: &str, numbers: &[u64]) -> SuppressRequest {
@@ -45,28 +53,64 @@ fn suppress(request_id: &str, numbers: &[u64]) -> SuppressRequest {
 async fn opt_out_is_in_force_when_acknowledged_and_survives_restart() {
     let daemon = fresh().await;
     let (mut admin, mut client) = (admin_client(&daemon).await, daemon.client().await);
-    assert_eq!(check(&mut client, &e164(CLEAN), "outbound").await.verdict, Verdict::Allow as i32);
-    let response = admin.suppress(suppress("opt-1", &[CLEAN])).await.unwrap().into_inner();
+    assert_eq!(
+        check(&mut client, &e164(CLEAN), "outbound").await.verdict,
+        Verdict::Allow as i32
+    );
+    let response = admin
+        .suppress(suppress("opt-1", &[CLEAN]))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((response.applied, response.duplicate), (1, false));
     // The very next check, and a batch, see it.
     let after = check(&mut client, &e164(CLEAN), "outbound").await;
     assert_eq!(reasons(&after.reasons), [Reason::InternalDnc]);
     // A repeat of the request id changes nothing and returns the first result.
-    let repeat = admin.suppress(suppress("opt-1", &[CONSENTED])).await.unwrap().into_inner();
+    let repeat = admin
+        .suppress(suppress("opt-1", &[CONSENTED]))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(repeat.duplicate);
     assert_eq!(repeat.sequence, response.sequence);
-    assert_eq!(check(&mut client, &e164(CONSENTED), "outbound").await.verdict, Verdict::Allow as i32);
+    assert_eq!(
+        check(&mut client, &e164(CONSENTED), "outbound")
+            .await
+            .verdict,
+        Verdict::Allow as i32
+    );
     // Restart on the same files: the journal puts it back in force.
     let dir = daemon.stop().await;
     let daemon = start(dir).await;
     let mut client = daemon.client().await;
-    assert_eq!(reasons(&check(&mut client, &e164(CLEAN), "outbound").await.reasons), [Reason::InternalDnc]);
-    let repeat = admin_client(&daemon).await.suppress(suppress("opt-1", &[CLEAN])).await.unwrap().into_inner();
+    assert_eq!(
+        reasons(&check(&mut client, &e164(CLEAN), "outbound").await.reasons),
+        [Reason::InternalDnc]
+    );
+    let repeat = admin_client(&daemon)
+        .await
+        .suppress(suppress("opt-1", &[CLEAN]))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(repeat.duplicate, "idempotency lost across restart");
     // Unsuppress lifts an internal opt-out (not a registry entry).
-    admin_client(&daemon).await.unsuppress(suppress("undo-1", &[CLEAN, INTERNAL])).await.unwrap();
-    assert_eq!(check(&mut client, &e164(CLEAN), "outbound").await.verdict, Verdict::Allow as i32);
-    assert_eq!(check(&mut client, &e164(INTERNAL), "outbound").await.verdict, Verdict::Allow as i32);
+    admin_client(&daemon)
+        .await
+        .unsuppress(suppress("undo-1", &[CLEAN, INTERNAL]))
+        .await
+        .unwrap();
+    assert_eq!(
+        check(&mut client, &e164(CLEAN), "outbound").await.verdict,
+        Verdict::Allow as i32
+    );
+    assert_eq!(
+        check(&mut client, &e164(INTERNAL), "outbound")
+            .await
+            .verdict,
+        Verdict::Allow as i32
+    );
     daemon.shutdown().await;
 }
 
@@ -74,7 +118,10 @@ async fn opt_out_is_in_force_when_acknowledged_and_survives_restart() {
 async fn consent_grant_with_expiry_and_revoke() {
     let daemon = fresh().await;
     let (mut admin, mut client) = (admin_client(&daemon).await, daemon.client().await);
-    assert_eq!(reasons(&check(&mut client, &e164(CLEAN), "consented").await.reasons), [Reason::NoConsent]);
+    assert_eq!(
+        reasons(&check(&mut client, &e164(CLEAN), "consented").await.reasons),
+        [Reason::NoConsent]
+    );
     let tomorrow = Day(Day::today().0 + 1).to_string();
     admin
         .grant_consent(ConsentRequest {
@@ -86,7 +133,10 @@ async fn consent_grant_with_expiry_and_revoke() {
         })
         .await
         .unwrap();
-    assert_eq!(check(&mut client, &e164(CLEAN), "consented").await.verdict, Verdict::Allow as i32);
+    assert_eq!(
+        check(&mut client, &e164(CLEAN), "consented").await.verdict,
+        Verdict::Allow as i32
+    );
     // Expired consent counts as none.
     admin
         .grant_consent(ConsentRequest {
@@ -98,7 +148,10 @@ async fn consent_grant_with_expiry_and_revoke() {
         })
         .await
         .unwrap();
-    assert_eq!(reasons(&check(&mut client, &e164(CLEAN), "consented").await.reasons), [Reason::NoConsent]);
+    assert_eq!(
+        reasons(&check(&mut client, &e164(CLEAN), "consented").await.reasons),
+        [Reason::NoConsent]
+    );
     admin
         .revoke_consent(ConsentRequest {
             tenant: "acme".into(),
@@ -108,7 +161,14 @@ async fn consent_grant_with_expiry_and_revoke() {
         })
         .await
         .unwrap();
-    assert_eq!(reasons(&check(&mut client, &e164(CONSENTED), "consented").await.reasons), [Reason::NoConsent]);
+    assert_eq!(
+        reasons(
+            &check(&mut client, &e164(CONSENTED), "consented")
+                .await
+                .reasons
+        ),
+        [Reason::NoConsent]
+    );
     daemon.shutdown().await;
 }
 
@@ -128,12 +188,17 @@ fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// Whether any file holds `number` in the clear: as digits or as its 8-byte key.
 fn files_holding(dir: &std::path::Path, number: u64) -> Vec<std::path::PathBuf> {
-    let needles = [number.to_string().into_bytes(), number.to_le_bytes().to_vec()];
+    let needles = [
+        number.to_string().into_bytes(),
+        number.to_le_bytes().to_vec(),
+    ];
     files(dir)
         .into_iter()
         .filter(|path| {
             let bytes = std::fs::read(path).unwrap();
-            needles.iter().any(|needle| bytes.windows(needle.len()).any(|w| w == needle.as_slice()))
+            needles
+                .iter()
+                .any(|needle| bytes.windows(needle.len()).any(|w| w == needle.as_slice()))
         })
         .collect()
 }
@@ -143,7 +208,12 @@ async fn erasure_is_in_force_then_complete_with_no_number_left() {
     let daemon = fresh().await;
     let (mut admin, mut client) = (admin_client(&daemon).await, daemon.client().await);
     // CONSENTED is in the consent snapshot version 1: erasing must remove it everywhere.
-    assert_eq!(check(&mut client, &e164(CONSENTED), "consented").await.verdict, Verdict::Allow as i32);
+    assert_eq!(
+        check(&mut client, &e164(CONSENTED), "consented")
+            .await
+            .verdict,
+        Verdict::Allow as i32
+    );
     let erased = admin
         .erase(EraseRequest {
             tenant: "acme".into(),
@@ -163,28 +233,61 @@ async fn erasure_is_in_force_then_complete_with_no_number_left() {
     assert_eq!(reasons(&now.reasons), [Reason::NoConsent]);
     let outbound = check(&mut client, &e164(CONSENTED), "outbound").await;
     assert_eq!(reasons(&outbound.reasons), [Reason::Erased]);
-    assert!(!files_holding(&daemon.data_dir(), CONSENTED).is_empty(), "test cannot see the number before compaction");
+    assert!(
+        !files_holding(&daemon.data_dir(), CONSENTED).is_empty(),
+        "test cannot see the number before compaction"
+    );
     let compacted = admin.compact(CompactRequest {}).await.unwrap().into_inner();
     assert_eq!(compacted.erasures_completed, 1);
     let done = admin
-        .get_erasure(GetErasureRequest { receipt_id: receipt.receipt_id.clone() })
+        .get_erasure(GetErasureRequest {
+            receipt_id: receipt.receipt_id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(done.state, ErasureState::Complete as i32);
     assert!(done.completed_at_unix_ms >= receipt.in_force_at_unix_ms);
-    assert_eq!(files_holding(&daemon.data_dir(), CONSENTED), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        files_holding(&daemon.data_dir(), CONSENTED),
+        Vec::<std::path::PathBuf>::new()
+    );
     // Still blocked after compaction and after a restart, from the snapshots alone.
-    assert_eq!(reasons(&check(&mut client, &e164(CONSENTED), "outbound").await.reasons), [Reason::Erased]);
+    assert_eq!(
+        reasons(
+            &check(&mut client, &e164(CONSENTED), "outbound")
+                .await
+                .reasons
+        ),
+        [Reason::Erased]
+    );
     let dir = daemon.stop().await;
     let daemon = start(dir).await;
     let mut client = daemon.client().await;
-    assert_eq!(reasons(&check(&mut client, &e164(CONSENTED), "outbound").await.reasons), [Reason::Erased]);
+    assert_eq!(
+        reasons(
+            &check(&mut client, &e164(CONSENTED), "outbound")
+                .await
+                .reasons
+        ),
+        [Reason::Erased]
+    );
     let mut admin = admin_client(&daemon).await;
-    let again = admin.get_erasure(GetErasureRequest { receipt_id: receipt.receipt_id }).await.unwrap().into_inner();
+    let again = admin
+        .get_erasure(GetErasureRequest {
+            receipt_id: receipt.receipt_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.state, ErasureState::Complete as i32);
     let repeat = admin
-        .erase(EraseRequest { tenant: "acme".into(), number: e164(CONSENTED), request_id: "erase-1".into(), ..EraseRequest::default() })
+        .erase(EraseRequest {
+            tenant: "acme".into(),
+            number: e164(CONSENTED),
+            request_id: "erase-1".into(),
+            ..EraseRequest::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -200,10 +303,17 @@ async fn compaction_keeps_checks_flowing_and_mutations_in_force() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     let load = tokio::spawn(async move {
-        let mut client = suppressd::proto::suppression_client::SuppressionClient::connect(format!("http://{addr}")).await.unwrap();
+        let mut client = suppressd::proto::suppression_client::SuppressionClient::connect(format!(
+            "http://{addr}"
+        ))
+        .await
+        .unwrap();
         let (mut calls, mut failures) = (0, 0);
         while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-            let request = suppressd::proto::CheckBatchRequest { e164: vec![REGISTRY, CLEAN], ..Default::default() };
+            let request = suppressd::proto::CheckBatchRequest {
+                e164: vec![REGISTRY, CLEAN],
+                ..Default::default()
+            };
             match client.check_batch(request).await {
                 Ok(response) => assert_eq!(response.into_inner().verdicts[0], Verdict::Block as u8),
                 Err(_) => failures += 1,
@@ -213,8 +323,13 @@ async fn compaction_keeps_checks_flowing_and_mutations_in_force() {
         (calls, failures)
     });
     for round in 0..5u64 {
-        let numbers: Vec<u64> = (0..200).map(|i| 13_125_550_000 + round * 1000 + i).collect();
-        admin.suppress(suppress(&format!("bulk-{round}"), &numbers)).await.unwrap();
+        let numbers: Vec<u64> = (0..200)
+            .map(|i| 13_125_550_000 + round * 1000 + i)
+            .collect();
+        admin
+            .suppress(suppress(&format!("bulk-{round}"), &numbers))
+            .await
+            .unwrap();
         let compacted = admin.compact(CompactRequest {}).await.unwrap().into_inner();
         assert!(!compacted.written.is_empty());
     }
@@ -225,12 +340,25 @@ async fn compaction_keeps_checks_flowing_and_mutations_in_force() {
     assert!(calls > 10);
     let mut client = daemon.client().await;
     for round in 0..5u64 {
-        let response = check(&mut client, &e164(13_125_550_000 + round * 1000 + 199), "outbound").await;
+        let response = check(
+            &mut client,
+            &e164(13_125_550_000 + round * 1000 + 199),
+            "outbound",
+        )
+        .await;
         assert_eq!(reasons(&response.reasons), [Reason::InternalDnc]);
     }
     // Old journal segments are gone; the overlay is empty.
-    let status = admin.status(suppressd::proto::admin::AdminStatusRequest {}).await.unwrap().into_inner();
-    assert!(status.overlays.iter().all(|o| o.entries == 0), "{:?}", status.overlays);
+    let status = admin
+        .status(suppressd::proto::admin::AdminStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status.overlays.iter().all(|o| o.entries == 0),
+        "{:?}",
+        status.overlays
+    );
     assert!(status.journal_segments <= 2, "{}", status.journal_segments);
     daemon.shutdown().await;
 }
@@ -249,11 +377,27 @@ async fn registry_change_list_on_a_running_daemon() {
         })
         .await
         .unwrap();
-    assert_eq!(reasons(&check(&mut client, &e164(CLEAN), "outbound").await.reasons), [Reason::NationalRegistry]);
-    assert_eq!(check(&mut client, &e164(REGISTRY), "outbound").await.verdict, Verdict::Allow as i32);
+    assert_eq!(
+        reasons(&check(&mut client, &e164(CLEAN), "outbound").await.reasons),
+        [Reason::NationalRegistry]
+    );
+    assert_eq!(
+        check(&mut client, &e164(REGISTRY), "outbound")
+            .await
+            .verdict,
+        Verdict::Allow as i32
+    );
     admin.compact(CompactRequest {}).await.unwrap();
-    assert_eq!(reasons(&check(&mut client, &e164(CLEAN), "outbound").await.reasons), [Reason::NationalRegistry]);
-    assert_eq!(check(&mut client, &e164(REGISTRY), "outbound").await.verdict, Verdict::Allow as i32);
+    assert_eq!(
+        reasons(&check(&mut client, &e164(CLEAN), "outbound").await.reasons),
+        [Reason::NationalRegistry]
+    );
+    assert_eq!(
+        check(&mut client, &e164(REGISTRY), "outbound")
+            .await
+            .verdict,
+        Verdict::Allow as i32
+    );
     daemon.shutdown().await;
 }
 
@@ -265,7 +409,10 @@ async fn bad_requests_are_refused_clearly() {
     assert_eq!(missing_id.code(), tonic::Code::InvalidArgument);
     let mut other = suppress("x-1", &[CLEAN]);
     other.tenant = "nobody".into();
-    assert_eq!(admin.suppress(other).await.unwrap_err().code(), tonic::Code::NotFound);
+    assert_eq!(
+        admin.suppress(other).await.unwrap_err().code(),
+        tonic::Code::NotFound
+    );
     let mut mixed = suppress("x-2", &[CLEAN]);
     mixed.numbers.push("garbage".into());
     let response = admin.suppress(mixed).await.unwrap().into_inner();
@@ -283,25 +430,45 @@ async fn torn_journal_tail_is_dropped_and_damage_refuses_start() {
     admin.suppress(suppress("b", &[CONSENTED])).await.unwrap();
     let dir = daemon.stop().await;
     let journal_dir = dir.path().join("data/journal");
-    let segment = std::fs::read_dir(&journal_dir).unwrap().next().unwrap().unwrap().path();
+    let segment = std::fs::read_dir(&journal_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let full = std::fs::read(&segment).unwrap();
     // Cut the last record in half: a crash mid-write. The first mutation survives.
     std::fs::write(&segment, &full[..full.len() - 5]).unwrap();
     let daemon = start(dir).await;
     let mut client = daemon.client().await;
-    assert_eq!(reasons(&check(&mut client, &e164(CLEAN), "outbound").await.reasons), [Reason::InternalDnc]);
-    assert_eq!(check(&mut client, &e164(CONSENTED), "outbound").await.verdict, Verdict::Allow as i32);
+    assert_eq!(
+        reasons(&check(&mut client, &e164(CLEAN), "outbound").await.reasons),
+        [Reason::InternalDnc]
+    );
+    assert_eq!(
+        check(&mut client, &e164(CONSENTED), "outbound")
+            .await
+            .verdict,
+        Verdict::Allow as i32
+    );
     let dir = daemon.stop().await;
     // Damage inside the first record, with data after it: start-up refuses, naming file and offset.
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes[40] ^= 0xff;
     bytes.extend_from_slice(&[1u8; 64]);
     std::fs::write(&segment, &bytes).unwrap();
-    let config = suppressd::config::Config::parse(&admin_config(), "test.toml", dir.path()).unwrap();
+    let config =
+        suppressd::config::Config::parse(&admin_config(), "test.toml", dir.path()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let error = suppressd::server::start(config, listener, std::future::pending()).await.err().expect("started on a damaged journal");
+    let error = suppressd::server::start(config, listener, std::future::pending())
+        .await
+        .err()
+        .expect("started on a damaged journal");
     let message = error.to_string();
-    assert!(message.contains(&segment.display().to_string()) && message.contains("offset"), "{message}");
+    assert!(
+        message.contains(&segment.display().to_string()) && message.contains("offset"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -310,7 +477,12 @@ async fn audit_log_records_who_what_when_without_numbers() {
     let mut admin = admin_client(&daemon).await;
     admin.suppress(suppress("audit-1", &[CLEAN])).await.unwrap();
     admin
-        .erase(EraseRequest { tenant: "acme".into(), number: e164(CONSENTED), request_id: "audit-2".into(), ..EraseRequest::default() })
+        .erase(EraseRequest {
+            tenant: "acme".into(),
+            number: e164(CONSENTED),
+            request_id: "audit-2".into(),
+            ..EraseRequest::default()
+        })
         .await
         .unwrap();
     admin.compact(CompactRequest {}).await.unwrap();
@@ -324,14 +496,29 @@ async fn audit_log_records_who_what_when_without_numbers() {
             entries.push(serde_json::from_slice::<serde_json::Value>(&record.payload).unwrap());
         }
     }
-    let ids: Vec<&str> = entries.iter().map(|e| e["request_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = entries
+        .iter()
+        .map(|e| e["request_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["audit-1", "audit-2"], "{entries:?}");
     assert_eq!(entries[0]["action"], "suppress");
     assert_eq!(entries[0]["actor"], "anonymous");
     assert_eq!(entries[1]["action"], "erase");
-    assert!(entries[1]["changes"].as_array().unwrap().iter().any(|c| c["set"] == "acme/erased" && c["fingerprint"].is_string()));
+    assert!(
+        entries[1]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["set"] == "acme/erased" && c["fingerprint"].is_string())
+    );
     // Kept across compaction, and never a number in the clear.
-    assert_eq!(files_holding(&audit_dir, CLEAN), Vec::<std::path::PathBuf>::new());
-    assert_eq!(files_holding(&audit_dir, CONSENTED), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        files_holding(&audit_dir, CLEAN),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert_eq!(
+        files_holding(&audit_dir, CONSENTED),
+        Vec::<std::path::PathBuf>::new()
+    );
     daemon.shutdown().await;
 }

@@ -18,7 +18,11 @@ const PER_MUTATION: u64 = 4;
 const CYCLES: u64 = 12;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Daemon {
@@ -30,8 +34,16 @@ struct Daemon {
 fn spawn(dir: &std::path::Path) -> Daemon {
     let (grpc, admin) = (free_port(), free_port());
     let config = CONFIG
-        .replace("grpc_listen = \"127.0.0.1:0\"", &format!("grpc_listen = \"127.0.0.1:{grpc}\""))
-        .replace("[server]\n", &format!("[server]\nadmin_listen = \"127.0.0.1:{admin}\"\ncompact_max_age_seconds = 3600\n"));
+        .replace(
+            "grpc_listen = \"127.0.0.1:0\"",
+            &format!("grpc_listen = \"127.0.0.1:{grpc}\""),
+        )
+        .replace(
+            "[server]\n",
+            &format!(
+                "[server]\nadmin_listen = \"127.0.0.1:{admin}\"\ncompact_max_age_seconds = 3600\n"
+            ),
+        );
     std::fs::write(dir.join("config.toml"), config).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_suppressd"))
         .args(["serve", "--config"])
@@ -48,14 +60,25 @@ fn spawn(dir: &std::path::Path) -> Daemon {
     }
 }
 
-async fn wait_ready(daemon: &mut Daemon) -> (SuppressionClient<tonic::transport::Channel>, AdminClient<tonic::transport::Channel>) {
+async fn wait_ready(
+    daemon: &mut Daemon,
+) -> (
+    SuppressionClient<tonic::transport::Channel>,
+    AdminClient<tonic::transport::Channel>,
+) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        assert!(daemon.child.try_wait().unwrap().is_none(), "daemon exited during start-up");
+        assert!(
+            daemon.child.try_wait().unwrap().is_none(),
+            "daemon exited during start-up"
+        );
         if let (Ok(mut client), Ok(admin)) = (
             SuppressionClient::connect(daemon.grpc.clone()).await,
             AdminClient::connect(daemon.admin.clone()).await,
-        ) && client.status(StatusRequest {}).await.is_ok_and(|s| s.into_inner().ready)
+        ) && client
+            .status(StatusRequest {})
+            .await
+            .is_ok_and(|s| s.into_inner().ready)
         {
             return (client, admin);
         }
@@ -65,7 +88,9 @@ async fn wait_ready(daemon: &mut Daemon) -> (SuppressionClient<tonic::transport:
 }
 
 fn numbers_of(mutation: u64) -> Vec<u64> {
-    (0..PER_MUTATION).map(|i| 13_105_000_000 + mutation * PER_MUTATION + i).collect()
+    (0..PER_MUTATION)
+        .map(|i| 13_105_000_000 + mutation * PER_MUTATION + i)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,29 +155,53 @@ async fn acknowledged_mutations_survive_sigkill() {
     let mut daemon = spawn(dir.path());
     let (mut client, _) = wait_ready(&mut daemon).await;
     let acknowledged = verify(&mut client, &outcomes).await;
-    assert!(acknowledged > 100, "only {acknowledged} mutations acknowledged across {CYCLES} cycles");
+    assert!(
+        acknowledged > 100,
+        "only {acknowledged} mutations acknowledged across {CYCLES} cycles"
+    );
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
 }
 
 /// Every acknowledged mutation is in force; every other one is all-or-nothing. Returns the
 /// number of acknowledged mutations.
-async fn verify(client: &mut SuppressionClient<tonic::transport::Channel>, outcomes: &Mutex<HashMap<u64, bool>>) -> usize {
-    let outcomes: Vec<(u64, bool)> = outcomes.lock().unwrap().iter().map(|(&m, &a)| (m, a)).collect();
+async fn verify(
+    client: &mut SuppressionClient<tonic::transport::Channel>,
+    outcomes: &Mutex<HashMap<u64, bool>>,
+) -> usize {
+    let outcomes: Vec<(u64, bool)> = outcomes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(&m, &a)| (m, a))
+        .collect();
     for chunk in outcomes.chunks(20) {
         let numbers: Vec<u64> = chunk.iter().flat_map(|&(m, _)| numbers_of(m)).collect();
         let response = client
-            .check_batch(CheckBatchRequest { e164: numbers, ..CheckBatchRequest::default() })
+            .check_batch(CheckBatchRequest {
+                e164: numbers,
+                ..CheckBatchRequest::default()
+            })
             .await
             .unwrap()
             .into_inner();
         for (index, &(mutation, acknowledged)) in chunk.iter().enumerate() {
-            let verdicts = &response.verdicts[index * PER_MUTATION as usize..(index + 1) * PER_MUTATION as usize];
-            let blocked = verdicts.iter().filter(|&&v| v == Verdict::Block as u8).count();
+            let verdicts = &response.verdicts
+                [index * PER_MUTATION as usize..(index + 1) * PER_MUTATION as usize];
+            let blocked = verdicts
+                .iter()
+                .filter(|&&v| v == Verdict::Block as u8)
+                .count();
             if acknowledged {
-                assert_eq!(blocked, PER_MUTATION as usize, "acknowledged mutation {mutation} lost");
+                assert_eq!(
+                    blocked, PER_MUTATION as usize,
+                    "acknowledged mutation {mutation} lost"
+                );
             } else {
-                assert!(blocked == 0 || blocked == PER_MUTATION as usize, "mutation {mutation} half-applied");
+                assert!(
+                    blocked == 0 || blocked == PER_MUTATION as usize,
+                    "mutation {mutation} half-applied"
+                );
             }
         }
     }

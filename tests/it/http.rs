@@ -1,7 +1,9 @@
 //! The HTTP/1.1 plane end to end: raw HTTP over a keep-alive TCP connection, as a SIP proxy's
 //! HTTP client would send it.
 
-use crate::server::{CLEAN, CONFIG, INTERNAL, REGISTRY, TestDaemon, e164, write_all_sets, write_set};
+use crate::server::{
+    CLEAN, CONFIG, INTERNAL, REGISTRY, TestDaemon, e164, write_all_sets, write_set,
+};
 use std::io::{BufRead, BufReader, Read, Write};
 use suppressd::engine::date::Day;
 use suppressd::engine::snapshot::SetKind;
@@ -18,7 +20,9 @@ struct Connection {
 impl Connection {
     fn open(addr: std::net::SocketAddr) -> Connection {
         let stream = std::net::TcpStream::connect(addr).unwrap();
-        Connection { reader: BufReader::new(stream) }
+        Connection {
+            reader: BufReader::new(stream),
+        }
     }
 
     fn send(&mut self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
@@ -43,7 +47,9 @@ impl Connection {
         }
         let mut body = vec![0; length];
         self.reader.read_exact(&mut body).unwrap();
-        let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::String(String::from_utf8_lossy(&body).into()));
+        let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::String(
+            String::from_utf8_lossy(&body).into(),
+        ));
         (status, value)
     }
 }
@@ -69,18 +75,35 @@ async fn checks_over_one_keep_alive_connection() {
         assert_eq!(body["reasons"], serde_json::json!(["NATIONAL_REGISTRY"]));
         assert_eq!(body["sets"], serde_json::json!(["us-dnc"]));
         assert_eq!(body["versions"]["us-dnc"], 1);
-        let (status, body) = connection.send("GET", &format!("/v1/check?number=%2B{CLEAN}&tenant=acme&campaign=outbound"), "");
+        let (status, body) = connection.send(
+            "GET",
+            &format!("/v1/check?number=%2B{CLEAN}&tenant=acme&campaign=outbound"),
+            "",
+        );
         assert_eq!((status, body["verdict"].as_str()), (200, Some("ALLOW")));
         let (status, body) = connection.send("GET", "/v1/check?number=12abc", "");
         assert_eq!(status, 400);
         assert_eq!(body["verdict"], "BLOCK");
         assert!(body["error"].is_string());
-        let (status, _) = connection.send("GET", &format!("/v1/check?number=%2B{CLEAN}&tenant=nobody"), "");
+        let (status, _) = connection.send(
+            "GET",
+            &format!("/v1/check?number=%2B{CLEAN}&tenant=nobody"),
+            "",
+        );
         assert_eq!(status, 404);
-        let batch = format!("{{\"numbers\": [\"{}\", \"{}\", \"junk\"]}}", e164(INTERNAL), e164(CLEAN));
+        let batch = format!(
+            "{{\"numbers\": [\"{}\", \"{}\", \"junk\"]}}",
+            e164(INTERNAL),
+            e164(CLEAN)
+        );
         let (status, body) = connection.send("POST", "/v1/check", &batch);
         assert_eq!(status, 200);
-        let verdicts: Vec<&str> = body["results"].as_array().unwrap().iter().map(|r| r["verdict"].as_str().unwrap()).collect();
+        let verdicts: Vec<&str> = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["verdict"].as_str().unwrap())
+            .collect();
         assert_eq!(verdicts, ["BLOCK", "ALLOW", "INVALID"]);
         assert_eq!(body["results"][0]["sets"], serde_json::json!(["acme/dnc"]));
         let (status, body) = connection.send("POST", "/v1/check", "{\"numbers\": 5}");
@@ -98,7 +121,15 @@ async fn checks_over_one_keep_alive_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_is_503_with_block() {
     let daemon = start(false).await;
-    write_set(&daemon.data_dir(), "us-dnc.1.snap", SetKind::Block, &[REGISTRY], 1, Some(Day::today()), false);
+    write_set(
+        &daemon.data_dir(),
+        "us-dnc.1.snap",
+        SetKind::Block,
+        &[REGISTRY],
+        1,
+        Some(Day::today()),
+        false,
+    );
     daemon.handle.reload.notify_one();
     let addr = daemon.handle.http_addr.unwrap();
     tokio::task::spawn_blocking(move || {
@@ -140,6 +171,9 @@ async fn metrics_are_exposed_with_bounded_labels() {
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
-    assert!(!text.contains(&REGISTRY.to_string()), "a number leaked into metrics");
+    assert!(
+        !text.contains(&REGISTRY.to_string()),
+        "a number leaked into metrics"
+    );
     daemon.shutdown().await;
 }

@@ -66,10 +66,17 @@ impl Daemon {
                 + rng.random_range(200..1000u64) * 10_000_000
                 + rng.random_range(200..1000u64) * 10_000
                 + rng.random_range(0..10_000u64);
-            builder.push(Number::from_u64_unchecked(value), None).unwrap();
+            builder
+                .push(Number::from_u64_unchecked(value), None)
+                .unwrap();
         }
         let snapshot = data.join("us-dnc.1.snap");
-        builder.build(1).unwrap().image.write_atomic(&snapshot).unwrap();
+        builder
+            .build(1)
+            .unwrap()
+            .image
+            .write_atomic(&snapshot)
+            .unwrap();
         let config = Config::parse(CONFIG, "test.toml", dir.path()).unwrap();
 
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -110,7 +117,15 @@ impl Daemon {
         }
         let target = format!("http://{}", self.addr);
         let present = self.snapshot.display().to_string();
-        let mut argv = vec!["loadgen", "--target", &target, "--present", &present, "--warmup", "200ms"];
+        let mut argv = vec![
+            "loadgen",
+            "--target",
+            &target,
+            "--present",
+            &present,
+            "--warmup",
+            "200ms",
+        ];
         argv.extend_from_slice(extra);
         let args = Cli::try_parse_from(argv).unwrap().args;
         loadgen::run(&args).unwrap()
@@ -135,7 +150,11 @@ fn assert_exact(report: &Report) {
     assert!(report.checks > 0, "{report:#?}");
     assert!(report.present_sent > 0, "{report:#?}");
     assert_eq!(report.verdicts.block, report.present_sent, "{report:#?}");
-    assert_eq!(report.verdicts.allow, report.checks - report.present_sent, "{report:#?}");
+    assert_eq!(
+        report.verdicts.allow,
+        report.checks - report.present_sent,
+        "{report:#?}"
+    );
     assert_eq!(report.verdicts.invalid, 0);
     assert!(report.latency_us.p50 > 0.0 && report.latency_us.max >= report.latency_us.p99);
 }
@@ -143,15 +162,48 @@ fn assert_exact(report: &Report) {
 #[test]
 fn every_mode_runs_clean_with_exact_verdicts() {
     let daemon = Daemon::start();
-    let common = ["--duration", "1s", "--connections", "2", "--hit-ratio", "0.1"];
+    let common = [
+        "--duration",
+        "1s",
+        "--connections",
+        "2",
+        "--hit-ratio",
+        "0.1",
+    ];
     let unary = daemon.load(&[&common[..], &["--mode", "unary", "--concurrency", "4"]].concat());
     assert_exact(&unary);
     assert_eq!(unary.batch_size, 1);
-    let batch = daemon.load(&[&common[..], &["--mode", "batch", "--concurrency", "4", "--batch-size", "100"]].concat());
+    let batch = daemon.load(
+        &[
+            &common[..],
+            &[
+                "--mode",
+                "batch",
+                "--concurrency",
+                "4",
+                "--batch-size",
+                "100",
+            ],
+        ]
+        .concat(),
+    );
     assert_exact(&batch);
     assert_eq!(batch.checks, batch.requests * 100);
     let stream = daemon.load(
-        &[&common[..], &["--mode", "stream", "--concurrency", "4", "--pipeline", "2", "--batch-size", "100"]].concat(),
+        &[
+            &common[..],
+            &[
+                "--mode",
+                "stream",
+                "--concurrency",
+                "4",
+                "--pipeline",
+                "2",
+                "--batch-size",
+                "100",
+            ],
+        ]
+        .concat(),
     );
     assert_exact(&stream);
     let empty = daemon.load(&[&common[..], &["--mode", "empty", "--concurrency", "4"]].concat());
@@ -164,38 +216,110 @@ fn every_mode_runs_clean_with_exact_verdicts() {
 #[test]
 fn text_numbers_request_budgets_and_open_loop() {
     let daemon = Daemon::start();
-    let strings = daemon.load(&["--mode", "batch", "--strings", "--batch-size", "50", "--requests", "300", "--concurrency", "4"]);
+    let strings = daemon.load(&[
+        "--mode",
+        "batch",
+        "--strings",
+        "--batch-size",
+        "50",
+        "--requests",
+        "300",
+        "--concurrency",
+        "4",
+    ]);
     assert_exact(&strings);
     assert_eq!(strings.requests, 300, "--requests is an exact budget");
     assert_eq!(strings.encoding, "strings");
     // Open loop: 400 req/s for 1 s sends about 400 requests, on schedule.
-    let paced = daemon.load(&["--mode", "unary", "--rate", "400", "--duration", "1s", "--concurrency", "4"]);
+    let paced = daemon.load(&[
+        "--mode",
+        "unary",
+        "--rate",
+        "400",
+        "--duration",
+        "1s",
+        "--concurrency",
+        "4",
+    ]);
     assert_exact(&paced);
     assert!((360..=440).contains(&paced.requests), "{paced:#?}");
     assert!(paced.schedule_lag_us.is_some());
     let paced_stream = daemon.load(&[
-        "--mode", "stream", "--rate", "200", "--duration", "1s", "--concurrency", "4", "--pipeline", "2", "--batch-size", "10",
+        "--mode",
+        "stream",
+        "--rate",
+        "200",
+        "--duration",
+        "1s",
+        "--concurrency",
+        "4",
+        "--pipeline",
+        "2",
+        "--batch-size",
+        "10",
     ]);
     assert_exact(&paced_stream);
-    assert!((180..=220).contains(&paced_stream.requests), "{paced_stream:#?}");
+    assert!(
+        (180..=220).contains(&paced_stream.requests),
+        "{paced_stream:#?}"
+    );
 }
 
 #[test]
 fn failed_calls_are_counted_by_code_never_hidden() {
     let daemon = Daemon::start();
     // Unknown campaign: NOT_FOUND for every call.
-    let report = daemon.load(&["--mode", "unary", "--campaign", "nope", "--requests", "50", "--concurrency", "2"]);
+    let report = daemon.load(&[
+        "--mode",
+        "unary",
+        "--campaign",
+        "nope",
+        "--requests",
+        "50",
+        "--concurrency",
+        "2",
+    ]);
     assert!(!report.clean());
     assert_eq!(report.requests, 0);
     assert_eq!(report.errors, 50, "{report:#?}");
     assert_eq!(report.errors_by_code.get("NOT_FOUND"), Some(&50));
     // A batch over the daemon's max_batch (1000): INVALID_ARGUMENT, also on a stream.
-    let report = daemon.load(&["--mode", "batch", "--batch-size", "1001", "--requests", "10", "--concurrency", "2", "--payloads", "2"]);
-    assert_eq!(report.errors_by_code.get("INVALID_ARGUMENT"), Some(&10), "{report:#?}");
     let report = daemon.load(&[
-        "--mode", "stream", "--batch-size", "1001", "--duration", "300ms", "--concurrency", "2", "--payloads", "2",
+        "--mode",
+        "batch",
+        "--batch-size",
+        "1001",
+        "--requests",
+        "10",
+        "--concurrency",
+        "2",
+        "--payloads",
+        "2",
     ]);
-    assert!(report.errors_by_code.get("INVALID_ARGUMENT").is_some_and(|&n| n > 0), "{report:#?}");
+    assert_eq!(
+        report.errors_by_code.get("INVALID_ARGUMENT"),
+        Some(&10),
+        "{report:#?}"
+    );
+    let report = daemon.load(&[
+        "--mode",
+        "stream",
+        "--batch-size",
+        "1001",
+        "--duration",
+        "300ms",
+        "--concurrency",
+        "2",
+        "--payloads",
+        "2",
+    ]);
+    assert!(
+        report
+            .errors_by_code
+            .get("INVALID_ARGUMENT")
+            .is_some_and(|&n| n > 0),
+        "{report:#?}"
+    );
     assert_eq!(report.requests, 0);
 }
 
@@ -210,7 +334,9 @@ fn an_unreachable_target_is_a_setup_error() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let target = format!("http://{addr}");
-    let args = Cli::try_parse_from(["loadgen", "--target", &target, "--duration", "1s"]).unwrap().args;
+    let args = Cli::try_parse_from(["loadgen", "--target", &target, "--duration", "1s"])
+        .unwrap()
+        .args;
     let error = loadgen::run(&args).unwrap_err();
     assert!(error.to_string().contains("cannot connect"), "{error}");
 }

@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 use suppressd::engine::date::Day;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn binary() -> Command {
@@ -23,11 +27,26 @@ fn config_errors_exit_64_before_binding() {
     let port = held.local_addr().unwrap().port();
     let bad = format!("[server]\ngrpc_listen = \"127.0.0.1:{port}\"\nmax_batch = 0\n");
     std::fs::write(dir.path().join("bad.toml"), bad).unwrap();
-    let output = binary().args(["serve", "--config"]).arg(dir.path().join("bad.toml")).output().unwrap();
-    assert_eq!(output.status.code(), Some(64), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = binary()
+        .args(["serve", "--config"])
+        .arg(dir.path().join("bad.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("bad.toml") && stderr.contains("server.max_batch"), "{stderr}");
-    let missing = binary().args(["serve", "--config", "/nonexistent/suppressd.toml"]).output().unwrap();
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("server.max_batch"),
+        "{stderr}"
+    );
+    let missing = binary()
+        .args(["serve", "--config", "/nonexistent/suppressd.toml"])
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(64));
 }
 
@@ -45,8 +64,14 @@ fn start(extra_env: &[(&str, String)], rust_log: &str) -> Running {
     write_all_sets(&dir.path().join("data"), Day::today());
     let (grpc, admin) = (free_port(), free_port());
     let config = CONFIG
-        .replace("grpc_listen = \"127.0.0.1:0\"", &format!("grpc_listen = \"127.0.0.1:{grpc}\""))
-        .replace("[server]\n", &format!("[server]\nadmin_listen = \"127.0.0.1:{admin}\"\n"));
+        .replace(
+            "grpc_listen = \"127.0.0.1:0\"",
+            &format!("grpc_listen = \"127.0.0.1:{grpc}\""),
+        )
+        .replace(
+            "[server]\n",
+            &format!("[server]\nadmin_listen = \"127.0.0.1:{admin}\"\n"),
+        );
     std::fs::write(dir.path().join("config.toml"), config).unwrap();
     let mut command = binary();
     command
@@ -58,13 +83,24 @@ fn start(extra_env: &[(&str, String)], rust_log: &str) -> Running {
     for (key, value) in extra_env {
         command.env(key, value);
     }
-    Running { child: command.spawn().unwrap(), dir, grpc, admin }
+    Running {
+        child: command.spawn().unwrap(),
+        dir,
+        grpc,
+        admin,
+    }
 }
 
-async fn connect(port: u16) -> suppressd::proto::suppression_client::SuppressionClient<tonic::transport::Channel> {
+async fn connect(
+    port: u16,
+) -> suppressd::proto::suppression_client::SuppressionClient<tonic::transport::Channel> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(client) = suppressd::proto::suppression_client::SuppressionClient::connect(format!("http://127.0.0.1:{port}")).await {
+        if let Ok(client) = suppressd::proto::suppression_client::SuppressionClient::connect(
+            format!("http://127.0.0.1:{port}"),
+        )
+        .await
+        {
             return client;
         }
         assert!(Instant::now() < deadline, "daemon did not start");
@@ -73,7 +109,10 @@ async fn connect(port: u16) -> suppressd::proto::suppression_client::Suppression
 }
 
 fn signal(child: &std::process::Child, signal: &str) {
-    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -82,18 +121,28 @@ async fn tells_systemd_ready_reloading_and_stopping() {
     let socket_dir = tempfile::tempdir().unwrap();
     let socket_path = socket_dir.path().join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut running = start(&[("NOTIFY_SOCKET", socket_path.display().to_string())], "warn");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut running = start(
+        &[("NOTIFY_SOCKET", socket_path.display().to_string())],
+        "warn",
+    );
     let mut buffer = [0u8; 512];
     let mut receive = || {
-        let n = socket.recv(&mut buffer).expect("no notification from the daemon");
+        let n = socket
+            .recv(&mut buffer)
+            .expect("no notification from the daemon");
         String::from_utf8_lossy(&buffer[..n]).into_owned()
     };
     let ready = receive();
     assert!(ready.contains("READY=1"), "{ready}");
     signal(&running.child, "-HUP");
     let reloading = receive();
-    assert!(reloading.contains("RELOADING=1") && reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    assert!(
+        reloading.contains("RELOADING=1") && reloading.contains("MONOTONIC_USEC="),
+        "{reloading}"
+    );
     assert!(receive().contains("READY=1"));
     signal(&running.child, "-TERM");
     assert!(receive().contains("STOPPING=1"));
@@ -107,7 +156,12 @@ async fn logs_never_show_a_number() {
     let mut running = start(&[], "debug");
     let mut client = connect(running.grpc).await;
     let mut admin = loop {
-        if let Ok(admin) = suppressd::proto::admin::admin_client::AdminClient::connect(format!("http://127.0.0.1:{}", running.admin)).await {
+        if let Ok(admin) = suppressd::proto::admin::admin_client::AdminClient::connect(format!(
+            "http://127.0.0.1:{}",
+            running.admin
+        ))
+        .await
+        {
             break admin;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -115,15 +169,25 @@ async fn logs_never_show_a_number() {
     let numbers = [REGISTRY, INTERNAL, CLEAN, CONSENTED, 12_025_550_111];
     for &number in &numbers {
         let _ = client
-            .check(suppressd::proto::CheckRequest { number: e164(number), ..Default::default() })
+            .check(suppressd::proto::CheckRequest {
+                number: e164(number),
+                ..Default::default()
+            })
             .await;
     }
     // Invalid inputs that contain a number's digits.
     let _ = client
-        .check(suppressd::proto::CheckRequest { number: format!("{}x", e164(CLEAN)), ..Default::default() })
+        .check(suppressd::proto::CheckRequest {
+            number: format!("{}x", e164(CLEAN)),
+            ..Default::default()
+        })
         .await;
     let _ = client
-        .check(suppressd::proto::CheckRequest { number: e164(CLEAN), tenant: "nobody".into(), ..Default::default() })
+        .check(suppressd::proto::CheckRequest {
+            number: e164(CLEAN),
+            tenant: "nobody".into(),
+            ..Default::default()
+        })
         .await;
     let _ = admin
         .suppress(suppressd::proto::admin::SuppressRequest {
@@ -134,14 +198,30 @@ async fn logs_never_show_a_number() {
         })
         .await;
     let _ = admin
-        .erase(suppressd::proto::admin::EraseRequest { tenant: "acme".into(), number: e164(CONSENTED), request_id: "log-2".into(), ..Default::default() })
+        .erase(suppressd::proto::admin::EraseRequest {
+            tenant: "acme".into(),
+            number: e164(CONSENTED),
+            request_id: "log-2".into(),
+            ..Default::default()
+        })
         .await;
-    let _ = admin.compact(suppressd::proto::admin::CompactRequest {}).await;
+    let _ = admin
+        .compact(suppressd::proto::admin::CompactRequest {})
+        .await;
     signal(&running.child, "-TERM");
     let mut logs = String::new();
-    running.child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    running
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
     running.child.wait().unwrap();
-    assert!(logs.lines().count() > 5, "too few log lines to prove anything:\n{logs}");
+    assert!(
+        logs.lines().count() > 5,
+        "too few log lines to prove anything:\n{logs}"
+    );
     for number in numbers {
         // The national part of the number: 9+ digits that identify a person.
         let national = &number.to_string()[1..];

@@ -16,7 +16,8 @@ use suppressd::server::{self, Handle};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-pub(crate) const KEY_TEXT: &str = "id = \"acme-erased-1\"\nsecret = \"8f1e2d3c4b5a69788796a5b4c3d2e1f0\"\n";
+pub(crate) const KEY_TEXT: &str =
+    "id = \"acme-erased-1\"\nsecret = \"8f1e2d3c4b5a69788796a5b4c3d2e1f0\"\n";
 
 /// The policy every test runs: a national registry, a tenant with internal, erased and consent
 /// sets, and campaigns for each rule.
@@ -125,7 +126,9 @@ impl TestDaemon {
     }
 
     pub async fn client(&self) -> SuppressionClient<Channel> {
-        SuppressionClient::connect(format!("http://{}", self.addr)).await.unwrap()
+        SuppressionClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap()
     }
 
     /// Stops the daemon and hands back its directory, for a restart on the same files.
@@ -152,8 +155,18 @@ impl TestDaemon {
     /// Waits until the daemon has picked up `version` of `set` (reloads are asynchronous).
     pub async fn wait_for_version(&self, set: &str, version: u64) {
         for _ in 0..100 {
-            let status = self.client().await.status(StatusRequest {}).await.unwrap().into_inner();
-            if status.sets.iter().any(|s| s.name == set && s.version == version) {
+            let status = self
+                .client()
+                .await
+                .status(StatusRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            if status
+                .sets
+                .iter()
+                .any(|s| s.name == set && s.version == version)
+            {
                 return;
             }
             self.handle.reload.notify_one();
@@ -168,7 +181,15 @@ fn key() -> SecretKey {
 }
 
 /// Writes a snapshot of `numbers` as `<file>` in `dir`.
-pub(crate) fn write_set(dir: &Path, file: &str, kind: SetKind, numbers: &[u64], version: u64, source_date: Option<Day>, keyed: bool) {
+pub(crate) fn write_set(
+    dir: &Path,
+    file: &str,
+    kind: SetKind,
+    numbers: &[u64],
+    version: u64,
+    source_date: Option<Day>,
+    keyed: bool,
+) {
     let spec = SetSpec {
         name: file.split('.').next().unwrap().into(),
         kind,
@@ -182,14 +203,51 @@ pub(crate) fn write_set(dir: &Path, file: &str, kind: SetKind, numbers: &[u64], 
     for &n in numbers {
         builder.push(Number::from_u64_unchecked(n), None).unwrap();
     }
-    builder.build(1).unwrap().image.write_atomic(&dir.join(file)).unwrap();
+    builder
+        .build(1)
+        .unwrap()
+        .image
+        .write_atomic(&dir.join(file))
+        .unwrap();
 }
 
 pub(crate) fn write_all_sets(dir: &Path, registry_date: Day) {
-    write_set(dir, "us-dnc.1.snap", SetKind::Block, &[REGISTRY], 1, Some(registry_date), false);
-    write_set(dir, "acme-dnc.1.snap", SetKind::Block, &[INTERNAL], 1, None, false);
-    write_set(dir, "acme-erased.1.snap", SetKind::Block, &[ERASED], 1, None, true);
-    write_set(dir, "acme-consent.1.snap", SetKind::Consent, &[CONSENTED, INTERNAL], 1, None, false);
+    write_set(
+        dir,
+        "us-dnc.1.snap",
+        SetKind::Block,
+        &[REGISTRY],
+        1,
+        Some(registry_date),
+        false,
+    );
+    write_set(
+        dir,
+        "acme-dnc.1.snap",
+        SetKind::Block,
+        &[INTERNAL],
+        1,
+        None,
+        false,
+    );
+    write_set(
+        dir,
+        "acme-erased.1.snap",
+        SetKind::Block,
+        &[ERASED],
+        1,
+        None,
+        true,
+    );
+    write_set(
+        dir,
+        "acme-consent.1.snap",
+        SetKind::Consent,
+        &[CONSENTED, INTERNAL],
+        1,
+        None,
+        false,
+    );
 }
 
 async fn ready_daemon() -> TestDaemon {
@@ -200,10 +258,17 @@ async fn ready_daemon() -> TestDaemon {
 }
 
 pub(crate) fn reasons(values: &[i32]) -> Vec<Reason> {
-    values.iter().map(|&r| Reason::try_from(r).unwrap()).collect()
+    values
+        .iter()
+        .map(|&r| Reason::try_from(r).unwrap())
+        .collect()
 }
 
-pub(crate) async fn check(client: &mut SuppressionClient<Channel>, number: &str, campaign: &str) -> suppressd::proto::CheckResponse {
+pub(crate) async fn check(
+    client: &mut SuppressionClient<Channel>,
+    number: &str,
+    campaign: &str,
+) -> suppressd::proto::CheckResponse {
     client
         .check(CheckRequest {
             number: number.into(),
@@ -223,24 +288,68 @@ async fn every_block_reason_and_allow() {
     type Case<'a> = (u64, &'a str, Verdict, &'a [Reason], &'a [&'a str]);
     let cases: &[Case] = &[
         (CLEAN, "outbound", Verdict::Allow, &[], &[]),
-        (REGISTRY, "outbound", Verdict::Block, &[Reason::NationalRegistry], &["us-dnc"]),
-        (INTERNAL, "outbound", Verdict::Block, &[Reason::InternalDnc], &["acme/dnc"]),
-        (ERASED, "outbound", Verdict::Block, &[Reason::Erased], &["acme/erased"]),
-        (PREMIUM, "outbound", Verdict::Block, &[Reason::BlockedPrefix], &[]),
-        (CLEAN, "consented", Verdict::Block, &[Reason::NoConsent], &[]),
+        (
+            REGISTRY,
+            "outbound",
+            Verdict::Block,
+            &[Reason::NationalRegistry],
+            &["us-dnc"],
+        ),
+        (
+            INTERNAL,
+            "outbound",
+            Verdict::Block,
+            &[Reason::InternalDnc],
+            &["acme/dnc"],
+        ),
+        (
+            ERASED,
+            "outbound",
+            Verdict::Block,
+            &[Reason::Erased],
+            &["acme/erased"],
+        ),
+        (
+            PREMIUM,
+            "outbound",
+            Verdict::Block,
+            &[Reason::BlockedPrefix],
+            &[],
+        ),
+        (
+            CLEAN,
+            "consented",
+            Verdict::Block,
+            &[Reason::NoConsent],
+            &[],
+        ),
         (CONSENTED, "consented", Verdict::Allow, &[], &[]),
         // On an internal list and consented: the opt-out wins.
-        (INTERNAL, "consented", Verdict::Block, &[Reason::InternalDnc], &["acme/dnc"]),
+        (
+            INTERNAL,
+            "consented",
+            Verdict::Block,
+            &[Reason::InternalDnc],
+            &["acme/dnc"],
+        ),
     ];
     for &(number, campaign, verdict, expected, matched) in cases {
         let response = check(&mut client, &e164(number), campaign).await;
         assert_eq!(response.verdict, verdict as i32, "{number} in {campaign}");
-        assert_eq!(reasons(&response.reasons), expected, "{number} in {campaign}");
+        assert_eq!(
+            reasons(&response.reasons),
+            expected,
+            "{number} in {campaign}"
+        );
         assert_eq!(response.matched_sets, matched, "{number} in {campaign}");
         assert_eq!(response.normalized_number, e164(number));
         assert_eq!(response.tenant, "acme");
         assert_eq!(response.campaign, campaign);
-        assert!(response.versions.iter().all(|v| v.version == 1), "{:?}", response.versions);
+        assert!(
+            response.versions.iter().all(|v| v.version == 1),
+            "{:?}",
+            response.versions
+        );
         assert!(response.checked_at_unix_ms > 0);
     }
     let invalid = check(&mut client, "not a number", "outbound").await;
@@ -296,7 +405,15 @@ async fn stale_registry_blocks_or_warns_by_campaign() {
     assert_eq!(lenient.verdict, Verdict::Allow as i32);
     assert_eq!(lenient.warnings.len(), 1, "{:?}", lenient.warnings);
     // A fresh copy arriving clears the rule without a restart.
-    write_set(&daemon.data_dir(), "us-dnc.2.snap", SetKind::Block, &[REGISTRY], 2, Some(Day::today()), false);
+    write_set(
+        &daemon.data_dir(),
+        "us-dnc.2.snap",
+        SetKind::Block,
+        &[REGISTRY],
+        2,
+        Some(Day::today()),
+        false,
+    );
     daemon.wait_for_version("us-dnc", 2).await;
     let fresh = check(&mut client, &e164(CLEAN), "outbound").await;
     assert_eq!(fresh.verdict, Verdict::Allow as i32);
@@ -309,26 +426,79 @@ async fn fails_closed_until_every_set_is_loaded() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     // Everything but the internal list.
-    write_set(&data, "us-dnc.1.snap", SetKind::Block, &[REGISTRY], 1, Some(Day::today()), false);
-    write_set(&data, "acme-erased.1.snap", SetKind::Block, &[ERASED], 1, None, true);
-    write_set(&data, "acme-consent.1.snap", SetKind::Consent, &[CONSENTED], 1, None, false);
+    write_set(
+        &data,
+        "us-dnc.1.snap",
+        SetKind::Block,
+        &[REGISTRY],
+        1,
+        Some(Day::today()),
+        false,
+    );
+    write_set(
+        &data,
+        "acme-erased.1.snap",
+        SetKind::Block,
+        &[ERASED],
+        1,
+        None,
+        true,
+    );
+    write_set(
+        &data,
+        "acme-consent.1.snap",
+        SetKind::Consent,
+        &[CONSENTED],
+        1,
+        None,
+        false,
+    );
     let daemon = TestDaemon::start_in(dir, CONFIG).await;
     let mut client = daemon.client().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(
-        Channel::from_shared(format!("http://{}", daemon.addr)).unwrap().connect().await.unwrap(),
+        Channel::from_shared(format!("http://{}", daemon.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
     );
-    let serving = |service: &str| tonic_health::pb::HealthCheckRequest { service: service.into() };
-    let status = health.check(serving("suppressd.v1.Suppression")).await.unwrap().into_inner().status;
-    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::NotServing as i32);
+    let serving = |service: &str| tonic_health::pb::HealthCheckRequest {
+        service: service.into(),
+    };
+    let status = health
+        .check(serving("suppressd.v1.Suppression"))
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
     let response = check(&mut client, &e164(CLEAN), "outbound").await;
     assert_eq!(response.verdict, Verdict::Block as i32);
     assert_eq!(reasons(&response.reasons), [Reason::NotReady]);
     // A campaign that does not need the missing set answers normally.
     let lenient = check(&mut client, &e164(CLEAN), "lenient").await;
     assert_eq!(lenient.verdict, Verdict::Allow as i32);
-    assert!(!client.status(StatusRequest {}).await.unwrap().into_inner().ready);
+    assert!(
+        !client
+            .status(StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
     // The missing list arrives: ready, SERVING, and the number that was blocked is allowed.
-    write_set(&daemon.data_dir(), "acme-dnc.1.snap", SetKind::Block, &[INTERNAL], 1, None, false);
+    write_set(
+        &daemon.data_dir(),
+        "acme-dnc.1.snap",
+        SetKind::Block,
+        &[INTERNAL],
+        1,
+        None,
+        false,
+    );
     daemon.wait_for_version("acme/dnc", 1).await;
     let response = check(&mut client, &e164(CLEAN), "outbound").await;
     assert_eq!(response.verdict, Verdict::Allow as i32);
@@ -342,7 +512,14 @@ async fn fails_closed_until_every_set_is_loaded() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(serving_now, "health never became SERVING");
-    assert!(client.status(StatusRequest {}).await.unwrap().into_inner().ready);
+    assert!(
+        client
+            .status(StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
     daemon.shutdown().await;
 }
 
@@ -365,7 +542,15 @@ async fn batches_mix_text_and_packed_numbers() {
     let v = |x: Verdict| x as u8;
     assert_eq!(
         response.verdicts,
-        [v(Verdict::Allow), v(Verdict::Invalid), v(Verdict::Block), v(Verdict::Block), v(Verdict::Allow), v(Verdict::Invalid), v(Verdict::Block)]
+        [
+            v(Verdict::Allow),
+            v(Verdict::Invalid),
+            v(Verdict::Block),
+            v(Verdict::Block),
+            v(Verdict::Allow),
+            v(Verdict::Invalid),
+            v(Verdict::Block)
+        ]
     );
     let blocked: Vec<(u32, Vec<Reason>, Vec<u32>)> = response
         .blocked
@@ -421,7 +606,10 @@ async fn stream_answers_each_batch_in_order() {
     let mut seen = 0u64;
     while let Some(response) = responses.message().await.unwrap() {
         assert_eq!(response.batch_id, seen);
-        assert_eq!(response.verdicts, [Verdict::Block as u8, Verdict::Allow as u8]);
+        assert_eq!(
+            response.verdicts,
+            [Verdict::Block as u8, Verdict::Allow as u8]
+        );
         seen += 1;
     }
     assert_eq!(seen, 20);
@@ -435,7 +623,15 @@ async fn bad_snapshot_is_refused_while_the_old_one_serves() {
     let data = daemon.data_dir();
     let good = std::fs::read(data.join("us-dnc.1.snap")).unwrap();
     // A newer version whose bytes are damaged, and a wrong-kind file.
-    write_set(&data, "us-dnc.2.snap", SetKind::Block, &[CLEAN], 2, Some(Day::today()), false);
+    write_set(
+        &data,
+        "us-dnc.2.snap",
+        SetKind::Block,
+        &[CLEAN],
+        2,
+        Some(Day::today()),
+        false,
+    );
     let mut bad = std::fs::read(data.join("us-dnc.2.snap")).unwrap();
     let last = bad.len() - 1;
     bad[last] ^= 0xff;
@@ -452,7 +648,10 @@ async fn bad_snapshot_is_refused_while_the_old_one_serves() {
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    assert!(refused.contains("us-dnc.2.snap") && refused.contains("checksum"), "{refused}");
+    assert!(
+        refused.contains("us-dnc.2.snap") && refused.contains("checksum"),
+        "{refused}"
+    );
     let response = check(&mut client, &e164(REGISTRY), "outbound").await;
     assert_eq!(reasons(&response.reasons), [Reason::NationalRegistry]);
     assert_eq!(std::fs::read(data.join("us-dnc.1.snap")).unwrap(), good);
@@ -468,7 +667,9 @@ async fn reload_under_load_fails_no_call() {
     for _ in 0..4 {
         let stop = stop.clone();
         workers.push(tokio::spawn(async move {
-            let mut client = SuppressionClient::connect(format!("http://{addr}")).await.unwrap();
+            let mut client = SuppressionClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap();
             let (mut calls, mut failures, mut registry_hits) = (0u64, 0u64, 0u64);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 match client
@@ -494,7 +695,15 @@ async fn reload_under_load_fails_no_call() {
     for version in 2..=6u64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let file = format!("us-dnc.{version}.snap");
-        write_set(&daemon.data_dir(), &file, SetKind::Block, &[REGISTRY, 19995550100 + version], version, Some(Day::today()), false);
+        write_set(
+            &daemon.data_dir(),
+            &file,
+            SetKind::Block,
+            &[REGISTRY, 19995550100 + version],
+            version,
+            Some(Day::today()),
+            false,
+        );
         daemon.handle.reload.notify_one();
         daemon.wait_for_version("us-dnc", version).await;
     }
@@ -513,18 +722,31 @@ async fn reload_under_load_fails_no_call() {
 #[tokio::test]
 async fn reflection_lists_services_in_both_versions() {
     let daemon = ready_daemon().await;
-    let channel = Channel::from_shared(format!("http://{}", daemon.addr)).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(format!("http://{}", daemon.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     use tokio_stream::StreamExt;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    let mut v1 = tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let mut v1 = tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+        channel.clone(),
+    );
     let request = tonic_reflection::pb::v1::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut responses = v1.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let mut responses = v1
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
     let response = responses.next().await.unwrap().unwrap();
-    let Some(tonic_reflection::pb::v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        response.message_response
+    let Some(
+        tonic_reflection::pb::v1::server_reflection_response::MessageResponse::ListServicesResponse(
+            list,
+        ),
+    ) = response.message_response
     else {
         panic!("unexpected reflection answer");
     };
@@ -533,12 +755,19 @@ async fn reflection_lists_services_in_both_versions() {
         assert!(names.iter().any(|n| n == wanted), "{names:?}");
     }
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
-    let mut alpha = tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let mut alpha =
+        tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(
+            channel,
+        );
     let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(AlphaRequest::ListServices(String::new())),
     };
-    let mut responses = alpha.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let mut responses = alpha
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(responses.next().await.unwrap().is_ok());
     daemon.shutdown().await;
 }
@@ -561,11 +790,20 @@ async fn shutdown_drains_calls_in_flight() {
         .unwrap()
         .into_inner();
     assert_eq!(responses.message().await.unwrap().unwrap().batch_id, 1);
-    let TestDaemon { stop, task, dir: _dir, .. } = daemon;
+    let TestDaemon {
+        stop,
+        task,
+        dir: _dir,
+        ..
+    } = daemon;
     stop.unwrap().send(()).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     send.send(batch(2)).await.unwrap();
-    let late = responses.message().await.unwrap().expect("stream closed during drain");
+    let late = responses
+        .message()
+        .await
+        .unwrap()
+        .expect("stream closed during drain");
     assert_eq!(late.batch_id, 2);
     assert_eq!(late.verdicts, [Verdict::Block as u8, Verdict::Allow as u8]);
     drop(send);

@@ -20,14 +20,19 @@ impl Pki {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
         let ca = params.self_signed(&key).unwrap();
-        Pki { ca_pem: ca.pem(), issuer: Issuer::new(params, key) }
+        Pki {
+            ca_pem: ca.pem(),
+            issuer: Issuer::new(params, key),
+        }
     }
 
     /// (certificate PEM, key PEM) for `common_name`, valid for localhost.
     fn leaf(&self, common_name: &str) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
@@ -51,12 +56,22 @@ async fn start(pki: &Pki) -> TestDaemon {
     TestDaemon::start_in(dir, &config).await
 }
 
-async fn connect(daemon: &TestDaemon, ca_pem: &str, client: Option<(String, String)>) -> Result<SuppressionClient<Channel>, tonic::transport::Error> {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).domain_name("localhost");
+async fn connect(
+    daemon: &TestDaemon,
+    ca_pem: &str,
+    client: Option<(String, String)>,
+) -> Result<SuppressionClient<Channel>, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
     if let Some((cert, key)) = client {
         tls = tls.identity(Identity::from_pem(cert, key));
     }
-    let channel = Channel::from_shared(format!("https://{}", daemon.addr)).unwrap().tls_config(tls)?.connect().await?;
+    let channel = Channel::from_shared(format!("https://{}", daemon.addr))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await?;
     Ok(SuppressionClient::new(channel))
 }
 
@@ -64,11 +79,20 @@ async fn connect(daemon: &TestDaemon, ca_pem: &str, client: Option<(String, Stri
 async fn mutual_tls_maps_certificates_to_tenants_and_reloads() {
     let pki = Pki::new("test-ca");
     let daemon = start(&pki).await;
-    let mut acme = connect(&daemon, &pki.ca_pem, Some(pki.leaf("dialer-acme"))).await.unwrap();
-    let request = |tenant: &str| CheckRequest { number: e164(CLEAN), tenant: tenant.into(), campaign: String::new() };
+    let mut acme = connect(&daemon, &pki.ca_pem, Some(pki.leaf("dialer-acme")))
+        .await
+        .unwrap();
+    let request = |tenant: &str| CheckRequest {
+        number: e164(CLEAN),
+        tenant: tenant.into(),
+        campaign: String::new(),
+    };
     let answer = acme.check(request("")).await.unwrap().into_inner();
     assert_eq!(answer.tenant, "acme");
-    assert_eq!(acme.check(request("other")).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    assert_eq!(
+        acme.check(request("other")).await.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
     // A certificate the CA signed but the config does not map: no identity, refused.
     if let Ok(mut stranger) = connect(&daemon, &pki.ca_pem, Some(pki.leaf("unknown-box"))).await {
         assert!(stranger.check(request("acme")).await.is_err());
@@ -87,14 +111,42 @@ async fn mutual_tls_maps_certificates_to_tenants_and_reloads() {
     let (cert, key) = next.leaf("suppressd");
     std::fs::write(daemon.dir.path().join("server.pem"), cert).unwrap();
     std::fs::write(daemon.dir.path().join("server.key"), key).unwrap();
-    daemon.handle.state.config.tls.as_ref().unwrap().reload().unwrap();
-    assert_eq!(acme.check(request("")).await.unwrap().into_inner().tenant, "acme");
-    assert!(connect(&daemon, &pki.ca_pem, Some(pki.leaf("dialer-acme"))).await.is_err() || {
-        let mut old = connect(&daemon, &pki.ca_pem, Some(pki.leaf("dialer-acme"))).await.unwrap();
-        old.check(request("")).await.is_err()
-    });
-    let mut renewed = connect(&daemon, &next.ca_pem, Some(pki.leaf("dialer-acme"))).await.unwrap();
-    assert_eq!(renewed.check(request("")).await.unwrap().into_inner().tenant, "acme");
+    daemon
+        .handle
+        .state
+        .config
+        .tls
+        .as_ref()
+        .unwrap()
+        .reload()
+        .unwrap();
+    assert_eq!(
+        acme.check(request("")).await.unwrap().into_inner().tenant,
+        "acme"
+    );
+    assert!(
+        connect(&daemon, &pki.ca_pem, Some(pki.leaf("dialer-acme")))
+            .await
+            .is_err()
+            || {
+                let mut old = connect(&daemon, &pki.ca_pem, Some(pki.leaf("dialer-acme")))
+                    .await
+                    .unwrap();
+                old.check(request("")).await.is_err()
+            }
+    );
+    let mut renewed = connect(&daemon, &next.ca_pem, Some(pki.leaf("dialer-acme")))
+        .await
+        .unwrap();
+    assert_eq!(
+        renewed
+            .check(request(""))
+            .await
+            .unwrap()
+            .into_inner()
+            .tenant,
+        "acme"
+    );
     daemon.shutdown().await;
 }
 
@@ -102,7 +154,10 @@ async fn mutual_tls_maps_certificates_to_tenants_and_reloads() {
 fn plain_text_on_a_public_address_needs_tls_or_consent() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("erased.key"), crate::server::KEY_TEXT).unwrap();
-    let public = CONFIG.replace("grpc_listen = \"127.0.0.1:0\"", "grpc_listen = \"0.0.0.0:0\"");
+    let public = CONFIG.replace(
+        "grpc_listen = \"127.0.0.1:0\"",
+        "grpc_listen = \"0.0.0.0:0\"",
+    );
     let error = suppressd::config::Config::parse(&public, "t.toml", dir.path()).unwrap_err();
     assert_eq!(error.key, "server.grpc_listen");
     let consented = public.replace("[server]\n", "[server]\nallow_plaintext = true\n");
