@@ -34,6 +34,65 @@ use suppressd::engine::prefetch::prefetch_read;
 use suppressd::engine::set::{SetBuilder, SetSpec, SuppressionSet};
 use suppressd::engine::snapshot::SetKind;
 
+/// Large heap allocations of this bench (baseline hash sets, sorted arrays, key lists) are put
+/// on transparent huge pages, as the suppressd sets are (see `HugeAlloc`): every contender gets
+/// the same page size. `SUPPRESSD_BENCH_HEAP_THP=0` turns this off.
+#[global_allocator]
+static ALLOC: HugeAlloc = HugeAlloc;
+
+/// Allocations of at least this many bytes get their own huge-page-advised anonymous mapping.
+const HUGE_ALLOC_MIN: usize = 2 << 20;
+
+/// A global allocator that serves large allocations from anonymous memory advised with
+/// `MADV_HUGEPAGE` (the kernel's THP mode here is `madvise`, so plain heap memory would use
+/// 4 KiB pages) and everything else from the system allocator.
+struct HugeAlloc;
+
+static HUGE_MAPS: std::sync::Mutex<Vec<memmap2::MmapMut>> = std::sync::Mutex::new(Vec::new());
+static HUGE_OFF: OnceLock<bool> = OnceLock::new();
+
+fn huge_heap() -> bool {
+    // `std::env::var` allocates a small String: fine inside the allocator (small sizes go to
+    // the system allocator and never reach this function).
+    !*HUGE_OFF.get_or_init(|| std::env::var("SUPPRESSD_BENCH_HEAP_THP").is_ok_and(|v| v == "0"))
+}
+
+// SAFETY: small allocations are the system allocator's; large ones are fresh anonymous
+// mappings (page aligned, so any layout alignment up to 4096 holds), kept in `HUGE_MAPS` until
+// their `dealloc` removes and unmaps them. The registry Vec only ever allocates small blocks.
+unsafe impl std::alloc::GlobalAlloc for HugeAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if layout.size() < HUGE_ALLOC_MIN || layout.align() > 4096 || !huge_heap() {
+            // SAFETY: forwarded unchanged.
+            return unsafe { std::alloc::System.alloc(layout) };
+        }
+        let Ok(mut map) = memmap2::MmapOptions::new().len(layout.size()).map_anon() else {
+            return std::ptr::null_mut();
+        };
+        let _ = map.advise(memmap2::Advice::HugePage);
+        let ptr = map.as_mut_ptr();
+        HUGE_MAPS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(map);
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        if layout.size() >= HUGE_ALLOC_MIN {
+            let mut maps = HUGE_MAPS.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(at) = maps.iter().position(|m| m.as_ptr() == ptr.cast_const()) {
+                let map = maps.swap_remove(at);
+                drop(maps);
+                drop(map);
+                return;
+            }
+        }
+        // SAFETY: not one of ours, so the system allocator's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
 const SEED: u64 = 0x5eed_2026;
 const POOL: usize = 1 << 20;
 const TODAY: Day = Day(20_600);
@@ -76,6 +135,23 @@ fn peak_rss() -> u64 {
                 .ok()
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU seconds (user + system) used by this process so far (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let Some(rest) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Fields 14 and 15 of /proc/self/stat (utime, stime), in clock ticks of 1/100 s.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -197,7 +273,16 @@ fn build_set(numbers: &[u64], key: Option<SecretKey>) -> SuppressionSet {
             .expect("plain entry");
     }
     let built = builder.build(threads()).expect("set builds");
-    SuppressionSet::from_image(built.image, key.as_ref()).expect("set loads")
+    if std::env::var("SUPPRESSD_BENCH_FROM_IMAGE").is_ok_and(|v| v == "1") {
+        return SuppressionSet::from_image(built.image, key.as_ref()).expect("set loads");
+    }
+    // Served like the daemon serves it: written to a snapshot file and memory-mapped. The file
+    // is unlinked at once; the mapping keeps it alive for the life of the process.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("bench.snap");
+    built.image.write_atomic(&path).expect("snapshot written");
+    drop(built);
+    SuppressionSet::open(&path, key.as_ref()).expect("set loads")
 }
 
 fn describe_set(label: &str, set: &SuppressionSet) {
@@ -216,9 +301,6 @@ fn describe_set(label: &str, set: &SuppressionSet) {
 // Shared fixtures
 
 struct Fixture {
-    /// Which key space the fixture was drawn from (kept for debugging output).
-    #[allow(dead_code)]
-    space: Space,
     /// Sorted distinct numbers in the set.
     sorted: Vec<u64>,
     absent: Vec<u64>,
@@ -254,7 +336,6 @@ impl Fixture {
             out.iter().filter(|&&b| b).count() as f64 * 100.0 / POOL as f64
         ));
         Fixture {
-            space,
             sorted,
             absent,
             present,
@@ -321,6 +402,15 @@ struct RadixSorted<'a> {
     min: u64,
     shift: u32,
     buckets: u64,
+}
+
+/// Index bits giving about one bucket per three keys (2^24 buckets at 50 M keys, +1.34 B/key).
+fn radix_bits(keys: usize) -> u32 {
+    (keys / 3)
+        .max(1)
+        .next_power_of_two()
+        .trailing_zeros()
+        .max(1)
 }
 
 impl<'a> RadixSorted<'a> {
@@ -434,10 +524,11 @@ fn radix(space: Space) -> &'static RadixSorted<'static> {
     };
     cell.get_or_init(|| {
         let fixture = fixture(space);
-        let radix = RadixSorted::new(&fixture.sorted, 24);
+        let radix = RadixSorted::new(&fixture.sorted, radix_bits(fixture.sorted.len()));
         log(format!(
-            "{}: sorted + 2^24 radix index: {:.2} B/key",
+            "{}: sorted + 2^{} radix index: {:.2} B/key",
             space.name(),
+            radix_bits(fixture.sorted.len()),
             8.0 + radix.index_bytes() as f64 / fixture.sorted.len().max(1) as f64
         ));
         radix
@@ -468,8 +559,12 @@ fn exact_table(space: Space) -> &'static ExactTable {
 fn exact_batch(view: &ExactView<'_>, keys: &[u64], out: &mut [bool]) {
     let mut probes = [Probe::default(); GROUP];
     for (keys, out) in keys.chunks(GROUP).zip(out.chunks_mut(GROUP)) {
+        // One pass per stage, as `SuppressionSet::contains_batch` does: each stage's cache line
+        // was prefetched for the whole group by the stage before.
         for (probe, &key) in probes.iter_mut().zip(keys) {
             *probe = view.locate(key);
+        }
+        for probe in &probes[..keys.len()] {
             view.prefetch_directory(probe);
         }
         for probe in &mut probes[..keys.len()] {
@@ -539,7 +634,7 @@ fn lookup_group(c: &mut Criterion, space: Space, traffic: &str) {
             .count()
     });
     let radix = radix(space);
-    bench_batches(&mut group, "sorted_radix24", pool, |batch| {
+    bench_batches(&mut group, "sorted_radix", pool, |batch| {
         batch.iter().filter(|&&k| radix.contains(k)).count()
     });
     group.finish();
@@ -564,12 +659,12 @@ fn exact_group(c: &mut Criterion, space: Space) {
         batch.iter().filter(|&&k| view.rank(k).is_some()).count()
     });
     let mut out = vec![false; batch_len()];
-    bench_batches(&mut group, "sorted_radix24_batch", pool, |batch| {
+    bench_batches(&mut group, "sorted_radix_batch", pool, |batch| {
         let out = &mut out[..batch.len()];
         radix.contains_batch(batch, out);
         out.iter().filter(|&&b| b).count()
     });
-    bench_batches(&mut group, "sorted_radix24_single", pool, |batch| {
+    bench_batches(&mut group, "sorted_radix_single", pool, |batch| {
         batch.iter().filter(|&&k| radix.contains(k)).count()
     });
     group.finish();
@@ -616,11 +711,12 @@ fn memory_report() {
                 let keyed = build_set(&sorted, Some(bench_key()));
                 describe_set(&format!("keyed {n}"), &keyed);
             }
-            let radix = RadixSorted::new(&sorted, 24);
+            let radix = RadixSorted::new(&sorted, radix_bits(n));
             let std: HashSet<u64> = sorted.iter().copied().collect();
             log(format!(
-                "{} {n}: sorted Vec 8.00 B/key, sorted + 2^24 radix {:.2} B/key, std HashSet ~{:.2} B/key",
+                "{} {n}: sorted Vec 8.00 B/key, sorted + 2^{} radix {:.2} B/key, std HashSet ~{:.2} B/key",
                 space.name(),
+                radix_bits(n),
                 8.0 + radix.index_bytes() as f64 / n as f64,
                 hash_set_bytes(std.capacity()) as f64 / n as f64
             ));
@@ -652,13 +748,15 @@ fn build_report() {
         peak_rss() as f64 / 1e9
     ));
     let started = Instant::now();
+    let cpu_before = cpu_seconds();
     let built = builder.build(threads()).expect("set builds");
     let elapsed = started.elapsed();
     log(format!(
-        "build: {} distinct keys ({} duplicates) in {:.2} s on {} threads ({:.0} ns/key); snapshot {:.1} MB; peak RSS {:.2} GB",
+        "build: {} distinct keys ({} duplicates) in {:.2} s wall, {:.1} CPU-s, on {} threads ({:.0} ns/key); snapshot {:.1} MB; peak RSS {:.2} GB",
         built.stats.keys,
         built.stats.duplicates,
         elapsed.as_secs_f64(),
+        cpu_seconds() - cpu_before,
         threads(),
         elapsed.as_nanos() as f64 / count as f64,
         built.image.len() as f64 / 1e6,
@@ -678,6 +776,12 @@ fn main() {
         memory_report();
         return;
     }
+    log(format!(
+        "start: load average {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    ));
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
@@ -700,13 +804,35 @@ fn main() {
         }
     }
     c.final_summary();
+    log(format!(
+        "end: load average {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    ));
 }
 
 /// Whether a group could match the command line filter (so its fixtures are worth building).
+/// Criterion filters by substring (regular expression) of `group/function`.
 fn selected(args: &[String], group: &str) -> bool {
+    const FUNCTIONS: [&str; 10] = [
+        "suppressd_batch",
+        "suppressd_single",
+        "std_hashset",
+        "fast_hashset",
+        "sorted_vec",
+        "sorted_radix",
+        "elias_fano_batch",
+        "elias_fano_single",
+        "sorted_radix_batch",
+        "sorted_radix_single",
+    ];
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     filters.is_empty()
-        || filters
-            .iter()
-            .any(|f| group.contains(f.as_str()) || f.starts_with(group) || f.contains(group))
+        || filters.iter().any(|f| {
+            f.contains(group)
+                || FUNCTIONS
+                    .iter()
+                    .any(|function| format!("{group}/{function}").contains(f.as_str()))
+        })
 }

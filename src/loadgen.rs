@@ -1197,7 +1197,15 @@ async fn pacer<A: Answer>(
             let result = call_once::<A>(&mut grpc, &ctx, &payload).await;
             let done = Instant::now();
             if measured {
-                record(&tally, &ctx, &payload, result, origin, done, Some(sent - intended));
+                record(
+                    &tally,
+                    &ctx,
+                    &payload,
+                    result,
+                    origin,
+                    done,
+                    Some(sent - intended),
+                );
             }
             drop(permit);
         });
@@ -1470,16 +1478,21 @@ async fn drive(
         let tally = tallies[connection].clone();
         let ctx = ctx.clone();
         // Open loop, one request per call: one pacer per connection with its share of slots.
-        let slots = plan.concurrency / plan.workers + usize::from(worker < plan.concurrency % plan.workers);
+        let slots =
+            plan.concurrency / plan.workers + usize::from(worker < plan.concurrency % plan.workers);
         match (args.mode, plan.paced) {
             (Mode::Unary | Mode::Empty, false) => {
                 tasks.spawn(unary_worker::<UnaryAnswer>(ctx, worker, channel, tally))
             }
-            (Mode::Batch, false) => tasks.spawn(unary_worker::<BatchAnswer>(ctx, worker, channel, tally)),
+            (Mode::Batch, false) => {
+                tasks.spawn(unary_worker::<BatchAnswer>(ctx, worker, channel, tally))
+            }
             (Mode::Unary | Mode::Empty, true) => {
                 tasks.spawn(pacer::<UnaryAnswer>(ctx, worker, slots, channel, tally))
             }
-            (Mode::Batch, true) => tasks.spawn(pacer::<BatchAnswer>(ctx, worker, slots, channel, tally)),
+            (Mode::Batch, true) => {
+                tasks.spawn(pacer::<BatchAnswer>(ctx, worker, slots, channel, tally))
+            }
             (Mode::Stream, _) => tasks.spawn(stream_worker(ctx, worker, channel, tally)),
         };
     }
@@ -1638,10 +1651,26 @@ mod tests {
 
     #[test]
     fn open_loop_paces_per_connection_except_streams() {
-        let plan = plan_for(&["--rate", "1000", "--concurrency", "32", "--connections", "2"]);
+        let plan = plan_for(&[
+            "--rate",
+            "1000",
+            "--concurrency",
+            "32",
+            "--connections",
+            "2",
+        ]);
         assert!(plan.paced);
         assert_eq!((plan.workers, plan.concurrency), (2, 32));
-        let plan = plan_for(&["--mode", "stream", "--rate", "100", "--concurrency", "8", "--pipeline", "2"]);
+        let plan = plan_for(&[
+            "--mode",
+            "stream",
+            "--rate",
+            "100",
+            "--concurrency",
+            "8",
+            "--pipeline",
+            "2",
+        ]);
         assert!(!plan.paced);
         assert_eq!(plan.workers, 4);
         assert!(!plan_for(&["--concurrency", "8"]).paced);

@@ -29,6 +29,8 @@ use std::path::{Path, PathBuf};
 const NEVER: u16 = u16::MAX;
 /// Keys walked through the lookup stages together.
 const GROUP: usize = 32;
+/// Images at least this large are copied into huge-page memory by [`SuppressionSet::from_image`].
+const HUGE_COPY_MIN_BYTES: usize = 4 << 20;
 
 /// What a set needs besides its keys.
 #[derive(Clone, Debug)]
@@ -256,14 +258,35 @@ fn encode_with<F: Fingerprint>(
 enum Backing {
     Mapped(memmap2::Mmap),
     Heap(Vec<u64>, usize),
+    /// Anonymous memory holding a copy of an image, backed by huge pages where possible.
+    Anon(memmap2::Mmap, usize),
 }
 
 impl Backing {
     fn bytes(&self) -> &[u8] {
         match self {
             Backing::Mapped(map) => map,
+            Backing::Anon(map, len) => &map[..*len],
             Backing::Heap(words, len) => &bytemuck::cast_slice(words)[..*len],
         }
+    }
+
+    /// Copies `bytes` into anonymous memory backed by transparent huge pages where the kernel
+    /// allows them (`madvise(MADV_HUGEPAGE)`; a hint, so the copy works without them too).
+    ///
+    /// Why: a lookup touches 3-6 random cache lines of a set far larger than the TLB reaches
+    /// with 4 KiB pages; on this project's VMs random-line throughput doubles with 2 MiB pages
+    /// (BENCHMARKS.md). Mapped snapshot files get large page-cache folios from the kernel
+    /// (ext4/xfs on Linux 6.x map them with 2 MiB entries), but a heap `Vec` only gets huge
+    /// pages when the kernel's THP mode is `always`.
+    fn huge_copy(bytes: &[u8]) -> std::io::Result<Backing> {
+        let mut map = memmap2::MmapOptions::new()
+            .len(bytes.len().max(1))
+            .map_anon()?;
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        map[..bytes.len()].copy_from_slice(bytes);
+        Ok(Backing::Anon(map.make_read_only()?, bytes.len()))
     }
 }
 
@@ -329,11 +352,20 @@ impl SuppressionSet {
         SuppressionSet::from_backing(Backing::Mapped(map), Some(path), key)
     }
 
-    /// Serves a set straight from a built image (validated exactly like a file).
+    /// Serves a set straight from a built image (validated exactly like a file). Images of 4 MiB
+    /// and more are first copied into huge-page memory (see `Backing::huge_copy`).
     pub fn from_image(
         image: SnapshotImage,
         key: Option<&SecretKey>,
     ) -> Result<SuppressionSet, SnapshotError> {
+        // Large images are served from huge pages; small ones (and any failure to map) from the
+        // heap buffer as it is.
+        if image.len() >= HUGE_COPY_MIN_BYTES
+            && let Ok(backing) = Backing::huge_copy(image.as_bytes())
+        {
+            drop(image);
+            return SuppressionSet::from_backing(backing, None, key);
+        }
         let (words, len) = image.into_words();
         SuppressionSet::from_backing(Backing::Heap(words, len), None, key)
     }
@@ -577,6 +609,8 @@ impl SuppressionSet {
         let mut probes = [Probe::default(); GROUP];
         for (probe, &index) in probes.iter_mut().zip(&hits[..hit_count]) {
             *probe = self.exact.locate(keys[index as usize]);
+        }
+        for probe in &probes[..hit_count] {
             self.exact.prefetch_directory(probe);
         }
         for probe in &mut probes[..hit_count] {
@@ -669,5 +703,19 @@ impl Parts<'_> {
 
     fn words(&self, id: SectionId) -> Result<&'static [u64], SnapshotError> {
         self.slice::<u64>(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_copy_holds_the_same_bytes() {
+        let bytes: Vec<u8> = (0..(5u32 << 20)).map(|i| (i * 31 % 251) as u8).collect();
+        let backing = Backing::huge_copy(&bytes).unwrap();
+        assert_eq!(backing.bytes(), &bytes[..]);
+        let empty = Backing::huge_copy(&[]).unwrap();
+        assert!(empty.bytes().is_empty());
     }
 }

@@ -32,7 +32,9 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::xxh3_64;
 
 pub const MAGIC: [u8; 8] = *b"SUPPSNAP";
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: exact-table chunks carry one 64-byte metadata line with directory samples (version
+/// 1 had two words per chunk). Files of another version are refused, never guessed at.
+pub const FORMAT_VERSION: u32 = 2;
 /// File name extension of snapshot files.
 pub const EXTENSION: &str = "snap";
 const FIXED_HEADER: usize = 80;
@@ -708,9 +710,11 @@ mod tests {
     #[test]
     fn wrong_version_is_unsupported() {
         let image = encode(&header(), &[]);
-        let mut bad = image.as_bytes().to_vec();
-        bad[8] = 2;
-        assert!(decode(&bad).unwrap_err().unsupported);
+        for other in [FORMAT_VERSION - 1, FORMAT_VERSION + 1] {
+            let mut bad = image.as_bytes().to_vec();
+            bad[8..12].copy_from_slice(&other.to_le_bytes());
+            assert!(decode(&bad).unwrap_err().unsupported);
+        }
     }
 
     #[test]

@@ -29,6 +29,8 @@ struct Daemon {
     child: Child,
     grpc: String,
     admin: String,
+    /// The daemon's stderr, shown when it fails to start.
+    log: std::path::PathBuf,
 }
 
 fn spawn(dir: &std::path::Path) -> Daemon {
@@ -45,33 +47,60 @@ fn spawn(dir: &std::path::Path) -> Daemon {
             ),
         );
     std::fs::write(dir.join("config.toml"), config).unwrap();
+    let log = dir.join("daemon.log");
     let child = Command::new(env!("CARGO_BIN_EXE_suppressd"))
         .args(["serve", "--config"])
         .arg(dir.join("config.toml"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     Daemon {
         child,
         grpc: format!("http://127.0.0.1:{grpc}"),
         admin: format!("http://127.0.0.1:{admin}"),
+        log,
     }
 }
 
-async fn wait_ready(
-    daemon: &mut Daemon,
+/// Starts the daemon on `dir` and waits until it is ready. A port picked by [`free_port`] can be
+/// taken by someone else before the daemon binds it (client sockets draw from the same range),
+/// so a start that fails only for that reason is retried on fresh ports.
+async fn start_ready(
+    dir: &std::path::Path,
 ) -> (
+    Daemon,
     SuppressionClient<tonic::transport::Channel>,
     AdminClient<tonic::transport::Channel>,
 ) {
+    for _attempt in 0..5 {
+        let mut daemon = spawn(dir);
+        match wait_ready(&mut daemon).await {
+            Ok((client, admin)) => return (daemon, client, admin),
+            Err(log) if log.contains("Address already in use") => continue,
+            Err(log) => panic!("daemon exited during start-up:\n{log}"),
+        }
+    }
+    panic!("no free ports for the daemon after 5 attempts");
+}
+
+/// Clients once the daemon reports ready, or the daemon's stderr when it exited.
+async fn wait_ready(
+    daemon: &mut Daemon,
+) -> Result<
+    (
+        SuppressionClient<tonic::transport::Channel>,
+        AdminClient<tonic::transport::Channel>,
+    ),
+    String,
+> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        assert!(
-            daemon.child.try_wait().unwrap().is_none(),
-            "daemon exited during start-up"
-        );
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(&daemon.log).unwrap_or_default();
+            return Err(format!("{status}: {log}"));
+        }
         if let (Ok(mut client), Ok(admin)) = (
             SuppressionClient::connect(daemon.grpc.clone()).await,
             AdminClient::connect(daemon.admin.clone()).await,
@@ -80,7 +109,7 @@ async fn wait_ready(
             .await
             .is_ok_and(|s| s.into_inner().ready)
         {
-            return (client, admin);
+            return Ok((client, admin));
         }
         assert!(Instant::now() < deadline, "daemon not ready in time");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -110,8 +139,7 @@ async fn acknowledged_mutations_survive_sigkill() {
         seed % bound
     };
     for cycle in 0..CYCLES {
-        let mut daemon = spawn(dir.path());
-        let (mut client, admin) = wait_ready(&mut daemon).await;
+        let (mut daemon, mut client, admin) = start_ready(dir.path()).await;
         verify(&mut client, &outcomes).await;
         // Writers: several in flight at once, so kills land between journal, overlay and ack.
         let mut writers = Vec::new();
@@ -152,8 +180,7 @@ async fn acknowledged_mutations_survive_sigkill() {
             writer.await.unwrap();
         }
     }
-    let mut daemon = spawn(dir.path());
-    let (mut client, _) = wait_ready(&mut daemon).await;
+    let (mut daemon, mut client, _) = start_ready(dir.path()).await;
     let acknowledged = verify(&mut client, &outcomes).await;
     assert!(
         acknowledged > 100,
