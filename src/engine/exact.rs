@@ -363,7 +363,8 @@ impl<'a> ExactView<'a> {
                     "chunk {chunk}: directory does not hold {keys} keys"
                 ));
             }
-            if end - start - keys > MAX_BUCKETS {
+            let buckets = end - start - keys;
+            if buckets > MAX_BUCKETS {
                 return Err(format!("chunk {chunk}: too many buckets"));
             }
             if !bit(upper, start) {
@@ -375,6 +376,21 @@ impl<'a> ExactView<'a> {
                 return Err(format!("chunk {chunk}: directory does not end with a zero"));
             }
             view.validate_samples(chunk, start, keys)?;
+            // The chunk's last (largest) key must fit a u64, so decoding never overflows.
+            if expected_lows + keys * u64::from(low_bits) > lows_bits {
+                return Err(format!("chunk {chunk}: low bits run past their array"));
+            }
+            let last_one = last_one_before(upper, start, end);
+            let last_high = last_one - start - (keys - 1);
+            let last_low = read_bits(
+                lows,
+                view.lows_offset(chunk) + (keys - 1) * u64::from(low_bits),
+                low_bits,
+            );
+            let last_offset = (u128::from(last_high) << low_bits) | u128::from(last_low);
+            if u128::from(view.chunk_first[chunk]) + last_offset > u128::from(u64::MAX) {
+                return Err(format!("chunk {chunk}: keys would overflow 64 bits"));
+            }
             expected_start = end;
             expected_lows += keys * u64::from(low_bits);
         }
@@ -632,6 +648,18 @@ impl<'a> ExactView<'a> {
             })
         })
     }
+}
+
+/// Position of the last one in bit range `[start, end)`, which holds at least one.
+fn last_one_before(words: &[u64], start: u64, end: u64) -> u64 {
+    let mut position = end;
+    while position > start {
+        position -= 1;
+        if bit(words, position) {
+            return position;
+        }
+    }
+    start
 }
 
 #[inline(always)]
@@ -898,6 +926,25 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn keys_that_would_overflow_are_refused() {
+        // Keys up to u64::MAX are fine...
+        let top: BTreeSet<u64> = (0..40).map(|i| u64::MAX - i * 7).collect();
+        check(&top, &[0, u64::MAX - 1, u64::MAX]);
+        // ...but a first key moved up so that the chunk's keys pass u64::MAX is refused, not
+        // decoded with an overflow (found by the snapshot_structure fuzz target).
+        let mut bad = ExactTable::build(&[3, 9, 1000]);
+        bad.chunk_first[0] = u64::MAX - 500;
+        let refused = ExactView::new(
+            bad.key_count,
+            &bad.chunk_first,
+            &bad.chunk_meta,
+            &bad.upper,
+            &bad.lows,
+        );
+        assert!(refused.unwrap_err().contains("overflow"));
     }
 
     proptest! {
