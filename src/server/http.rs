@@ -17,8 +17,9 @@ use axum::extract::{Query, State as Shared};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::json;
 use std::sync::Arc;
 
 #[derive(Deserialize)]
@@ -50,17 +51,97 @@ pub fn router(state: Arc<State>) -> axum::Router {
         .with_state(state)
 }
 
-fn reason_names(reasons: Reasons) -> Vec<&'static str> {
-    reasons.iter().map(Reason::name).collect()
+/// Reason names as a JSON array, written straight from the bit set.
+struct ReasonNames(Reasons);
+
+impl Serialize for ReasonNames {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(None)?;
+        for reason in self.0.iter() {
+            seq.serialize_element(reason.name())?;
+        }
+        seq.end()
+    }
 }
 
-fn versions_json(versions: &[(String, u64)]) -> Value {
-    Value::Object(
-        versions
-            .iter()
-            .map(|(set, version)| (set.clone(), Value::from(*version)))
-            .collect(),
-    )
+/// `{"set": version, ...}`, written from the outcome's pairs without building a map.
+struct Versions<'a>(&'a [(String, u64)]);
+
+impl Serialize for Versions<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (set, version) in self.0 {
+            map.serialize_entry(set, version)?;
+        }
+        map.end()
+    }
+}
+
+fn verdict_name(allowed: bool) -> &'static str {
+    if allowed { "ALLOW" } else { "BLOCK" }
+}
+
+/// The answer to one check. Responses are serialized from borrowed fields (no `serde_json::Value`
+/// tree: building one cost more than the check itself, BENCHMARKS.md). Fields in alphabetical
+/// order, as the client's JSON lines print them.
+#[derive(Serialize)]
+struct CheckAnswer<'a> {
+    campaign: &'a str,
+    checked_at_unix_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    number: Option<String>,
+    reasons: ReasonNames,
+    sets: &'a [String],
+    tenant: &'a str,
+    verdict: &'static str,
+    versions: Versions<'a>,
+    warnings: &'a [String],
+}
+
+impl<'a> CheckAnswer<'a> {
+    fn new(outcome: &'a CheckOutcome) -> CheckAnswer<'a> {
+        CheckAnswer {
+            campaign: &outcome.campaign,
+            checked_at_unix_ms: now_ms(),
+            error: None,
+            number: outcome.number.map(|n| n.to_e164_string()),
+            reasons: ReasonNames(outcome.reasons),
+            sets: &outcome.matched,
+            tenant: &outcome.tenant,
+            verdict: verdict_name(outcome.allowed()),
+            versions: Versions(&outcome.versions),
+            warnings: &outcome.warnings,
+        }
+    }
+}
+
+/// One number's result in a batch answer.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BatchResult<'a> {
+    Checked {
+        number: String,
+        reasons: ReasonNames,
+        sets: Vec<&'a str>,
+        verdict: &'static str,
+    },
+    Invalid {
+        error: String,
+        reasons: [&'static str; 1],
+        verdict: &'static str,
+    },
+}
+
+/// The answer to a batch.
+#[derive(Serialize)]
+struct BatchAnswer<'a> {
+    campaign: &'a str,
+    checked_at_unix_ms: i64,
+    results: Vec<BatchResult<'a>>,
+    tenant: &'a str,
+    versions: Versions<'a>,
+    warnings: &'a [String],
 }
 
 /// HTTP status and JSON for a policy error: the one place HTTP maps errors.
@@ -76,20 +157,6 @@ fn policy_error(error: &PolicyError) -> Response {
         Json(json!({ "verdict": "BLOCK", "error": error.to_string() })),
     )
         .into_response()
-}
-
-fn outcome_json(outcome: &CheckOutcome) -> Value {
-    json!({
-        "verdict": if outcome.allowed() { "ALLOW" } else { "BLOCK" },
-        "reasons": reason_names(outcome.reasons),
-        "sets": outcome.matched,
-        "number": outcome.number.map(|n| n.to_e164_string()),
-        "versions": versions_json(&outcome.versions),
-        "warnings": outcome.warnings,
-        "tenant": outcome.tenant,
-        "campaign": outcome.campaign,
-        "checked_at_unix_ms": now_ms(),
-    })
 }
 
 /// The tenant a request acts for, from its bearer credential (401/403 as JSON otherwise).
@@ -146,7 +213,7 @@ async fn check_one(
     };
     tally.add(counted, outcome.reasons);
     tally.flush(Api::Http);
-    let mut body = outcome_json(&outcome);
+    let mut body = CheckAnswer::new(&outcome);
     let status = if outcome.reasons.contains(Reason::InvalidNumber) {
         let reason = crate::engine::number::NumberParser::new(None)
             .parse_fast(&query.number)
@@ -155,7 +222,7 @@ async fn check_one(
                 || format!("invalid number '{}'", mask_input(&query.number)),
                 |e: NumberError| e.to_string(),
             );
-        body["error"] = Value::from(reason);
+        body.error = Some(reason);
         StatusCode::BAD_REQUEST
     } else if outcome.reasons.contains(Reason::NotReady) {
         StatusCode::SERVICE_UNAVAILABLE
@@ -196,21 +263,25 @@ async fn check_batch(
         Ok(result) => result,
         Err(error) => return policy_error(&error),
     };
-    let results: Vec<Value> = outcome
+    let results: Vec<BatchResult<'_>> = outcome
         .decisions
         .iter()
         .zip(&numbers)
         .map(|(decision, number)| match number {
-            Ok(number) => json!({
-                "number": number.to_e164_string(),
-                "verdict": if decision.allowed() { "ALLOW" } else { "BLOCK" },
-                "reasons": reason_names(decision.reasons),
-                "sets": (0..64usize)
+            Ok(number) => BatchResult::Checked {
+                number: number.to_e164_string(),
+                reasons: ReasonNames(decision.reasons),
+                sets: (0..64usize)
                     .filter(|bit| decision.matched & (1 << bit) != 0)
-                    .filter_map(|bit| outcome.versions.get(bit).map(|(set, _)| set.clone()))
-                    .collect::<Vec<_>>(),
-            }),
-            Err(error) => json!({ "verdict": "INVALID", "reasons": ["INVALID_NUMBER"], "error": error.to_string() }),
+                    .filter_map(|bit| outcome.versions.get(bit).map(|(set, _)| set.as_str()))
+                    .collect(),
+                verdict: verdict_name(decision.allowed()),
+            },
+            Err(error) => BatchResult::Invalid {
+                error: error.to_string(),
+                reasons: [Reason::InvalidNumber.name()],
+                verdict: "INVALID",
+            },
         })
         .collect();
     let mut tally = Tally::default();
@@ -234,18 +305,15 @@ async fn check_batch(
     } else {
         StatusCode::OK
     };
-    (
-        status,
-        Json(json!({
-            "results": results,
-            "versions": versions_json(&outcome.versions),
-            "warnings": outcome.warnings,
-            "tenant": outcome.tenant,
-            "campaign": outcome.campaign,
-            "checked_at_unix_ms": now_ms(),
-        })),
-    )
-        .into_response()
+    let answer = BatchAnswer {
+        campaign: &outcome.campaign,
+        checked_at_unix_ms: now_ms(),
+        results,
+        tenant: &outcome.tenant,
+        versions: Versions(&outcome.versions),
+        warnings: &outcome.warnings,
+    };
+    (status, Json(answer)).into_response()
 }
 
 async fn ready(Shared(state): Shared<Arc<State>>) -> Response {
