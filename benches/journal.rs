@@ -200,7 +200,9 @@ fn main() {
     let mut group = c.benchmark_group("journal");
     group.throughput(Throughput::Elements(1));
     let naive = |group: &mut criterion::BenchmarkGroup<'_, _>, appenders: usize, name: &str| {
-        let path = scratch.path().join(format!("{name}.log"));
+        let path = scratch
+            .path()
+            .join(format!("naive-{}.log", name.replace('/', "-")));
         let file = OpenOptions::new()
             .create(true)
             .append(true)
