@@ -391,7 +391,7 @@ impl Journal {
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || writer_loop(writer_shared, file, path))
+            .spawn(move || writer_loop(writer_shared, file, path, next_seq))
             .map_err(io_error(dir))?;
         let journal = Journal {
             shared,
@@ -531,7 +531,10 @@ fn truncate(path: &Path, len: u64, rewrite_header: Option<u64>) -> Result<(), Jo
     file.sync_all().map_err(io_error(path))
 }
 
-fn writer_loop(shared: Arc<Shared>, mut file: File, mut path: PathBuf) {
+/// `next_to_write` is the sequence number of the next record this thread writes. A new segment
+/// is named after it, not after the queue's next number: appends queued after this round was
+/// drained (they already hold their numbers) are written next, into the new segment.
+fn writer_loop(shared: Arc<Shared>, mut file: File, mut path: PathBuf, mut next_to_write: u64) {
     let mut buffer = Vec::with_capacity(1 << 20);
     let mut done: Vec<(u64, Completion)> = Vec::new();
     loop {
@@ -585,6 +588,9 @@ fn writer_loop(shared: Arc<Shared>, mut file: File, mut path: PathBuf) {
                         stats.last_seq = seq;
                     }
                 }
+                if let Some(seq) = last_seq {
+                    next_to_write = seq + 1;
+                }
                 for (seq, completion) in done.drain(..) {
                     completion(Ok(seq));
                 }
@@ -605,11 +611,7 @@ fn writer_loop(shared: Arc<Shared>, mut file: File, mut path: PathBuf) {
             }
         }
         for completion in rotations {
-            let next_seq = shared
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .next_seq;
+            let next_seq = next_to_write;
             let rotated = (|| -> std::io::Result<()> {
                 let new_path = segment_path(&shared.dir, next_seq);
                 if new_path != path {
@@ -731,6 +733,40 @@ mod tests {
             [4, 5]
         );
         assert_eq!(journal.append_blocking(vec![1]).unwrap(), 6);
+    }
+
+    #[test]
+    fn rotation_while_appends_are_queued_keeps_segments_contiguous() {
+        // Appends queued after the writer drained a round already hold their numbers; the new
+        // segment must start at the first of them (it was once named after the queue's next
+        // number, and the next open refused the journal as damaged).
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(dir.path(), false).unwrap();
+        let journal = Arc::new(journal);
+        let appenders: Vec<_> = (0..4)
+            .map(|t| {
+                let journal = journal.clone();
+                std::thread::spawn(move || {
+                    for i in 0..150 {
+                        journal
+                            .append_blocking(format!("{t}-{i}").into_bytes())
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut rotations = 0;
+        while appenders.iter().any(|a| !a.is_finished()) && rotations < 200 {
+            journal.rotate_blocking().unwrap();
+            rotations += 1;
+        }
+        for appender in appenders {
+            appender.join().unwrap();
+        }
+        drop(journal);
+        let (_, replay) = Journal::open(dir.path(), false).expect("journal reopens");
+        let seqs: Vec<u64> = replay.records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (1..=600).collect::<Vec<_>>());
     }
 
     #[test]

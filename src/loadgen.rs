@@ -1,9 +1,21 @@
 //! `suppressd loadgen`: drives a running daemon over gRPC and reports what it measured.
 //!
 //! Several HTTP/2 connections (one tonic `Channel` each, TCP_NODELAY), a fixed number of
-//! requests in flight spread over them, and four modes: `unary` (Check), `batch` (CheckBatch),
-//! `stream` (CheckStream, `--pipeline` messages in flight per stream) and `empty` (Ping: same
-//! request as `unary`, no lookup on the server: the baseline that measures the RPC itself).
+//! requests in flight spread over them, and five modes: `unary` (Check), `batch` (CheckBatch),
+//! `stream` (CheckStream, `--pipeline` messages in flight per stream), `empty` (Ping: same
+//! request as `unary`, no lookup on the server: the baseline that measures the RPC itself) and
+//! `suppress` (admin-plane mutations, below).
+//!
+//! `suppress` mode: every call is an admin `Suppress` (to `--admin`) of one fresh number with a
+//! fresh request id, so each acknowledgement is a journalled, fsynced mutation. Numbers are
+//! consecutive from a random point of a dedicated range (`--first-number`, `--number-count`;
+//! by default +1 503 200-0000 .. +1 503 999-9999, an area code no sample list uses). Every
+//! `--verify-every`th mutation is bracketed by data-plane `Check`s of its number: before the
+//! Suppress it must be ALLOW (else the number was not fresh: error `NOT_FRESH`, no Suppress
+//! sent), and immediately after the acknowledgement it must be BLOCK with reason INTERNAL_DNC.
+//! An ALLOW then is a violation (acknowledged but not enforced), counted even during warm-up;
+//! the exit status is 1 on any violation. The time from the acknowledgement to that BLOCK
+//! answer is reported as ack -> enforced. Latency is per Suppress, from its send to its ack.
 //!
 //! Keeping the generator cheap, so the figures describe the daemon:
 //! - every request is encoded once before the timed phase and sent as bytes (a stream message
@@ -47,6 +59,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -76,6 +89,8 @@ pub enum Mode {
     Stream,
     /// `Ping`: the unary request, no lookup. The baseline.
     Empty,
+    /// Admin `Suppress` of one fresh number per call, verified by `Check` after the ack.
+    Suppress,
 }
 
 impl Mode {
@@ -85,6 +100,7 @@ impl Mode {
             Mode::Batch => "batch",
             Mode::Stream => "stream",
             Mode::Empty => "empty",
+            Mode::Suppress => "suppress",
         }
     }
 
@@ -100,9 +116,27 @@ pub struct LoadgenArgs {
     #[arg(long, default_value = "http://127.0.0.1:50151")]
     pub target: String,
     /// unary = Check, batch = CheckBatch, stream = CheckStream, empty = Ping (no lookup: the
-    /// baseline).
+    /// baseline), suppress = admin Suppress of fresh numbers, verified by Check.
     #[arg(long, value_enum, default_value_t = Mode::Unary)]
     pub mode: Mode,
+    /// Suppress mode: the daemon's admin plane (plain-text HTTP/2).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:50152")]
+    pub admin: String,
+    /// File holding a bearer token sent with every call (suppress mode needs an admin-role
+    /// token, which also serves checks), when the daemon requires credentials.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Suppress mode: bracket every Nth mutation with data-plane Checks (ALLOW before, BLOCK
+    /// INTERNAL_DNC right after the ack); 1 = every mutation, 0 = none.
+    #[arg(long, default_value_t = 10)]
+    pub verify_every: u64,
+    /// Suppress mode: first number of the dedicated range the fresh numbers come from.
+    #[arg(long, default_value = "+15032000000")]
+    pub first_number: String,
+    /// Suppress mode: size of that range (numbers are consecutive from a random start in it,
+    /// wrapping around).
+    #[arg(long, default_value_t = 8_000_000)]
+    pub number_count: u64,
     /// HTTP/2 connections, each its own channel.
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
@@ -254,6 +288,29 @@ pub fn plan(args: &LoadgenArgs) -> Result<Plan, String> {
     }
     if !(1..=64).contains(&args.threads) {
         return Err("--threads must be 1..=64".into());
+    }
+    if args.mode == Mode::Suppress {
+        if args.rate.is_some() {
+            return Err("--rate is not supported in suppress mode (closed loop only)".into());
+        }
+        if args.present.is_some() || args.present_list.is_some() || args.hit_ratio.is_some() {
+            return Err(
+                "--present, --present-list and --hit-ratio apply to check modes, not suppress"
+                    .into(),
+            );
+        }
+        let first = Number::parse_e164(&args.first_number)
+            .map_err(|e| format!("--first-number '{}': {e}", args.first_number))?;
+        if args.number_count == 0 {
+            return Err("--number-count must be positive".into());
+        }
+        if first
+            .get()
+            .checked_add(args.number_count - 1)
+            .is_none_or(|last| Number::from_u64(last).is_err())
+        {
+            return Err("--first-number + --number-count leaves the E.164 range".into());
+        }
     }
     let batch_size = match (args.mode.batched(), args.batch_size) {
         (true, size) => size.unwrap_or(DEFAULT_BATCH),
@@ -755,6 +812,13 @@ struct Tally {
     errors: BTreeMap<&'static str, u64>,
     error_examples: BTreeMap<&'static str, String>,
     last_done: Option<Instant>,
+    /// Suppress mode: acknowledged mutations whose number a Check then answered BLOCK
+    /// INTERNAL_DNC, and the time from the ack to that answer.
+    verified: u64,
+    ack_to_enforced: Histogram<u64>,
+    /// Suppress mode: acknowledged mutations a Check then answered ALLOW (warm-up included).
+    violations: u64,
+    violation_example: Option<String>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -774,6 +838,10 @@ impl Tally {
             errors: BTreeMap::new(),
             error_examples: BTreeMap::new(),
             last_done: None,
+            verified: 0,
+            ack_to_enforced: histogram(),
+            violations: 0,
+            violation_example: None,
         }
     }
 
@@ -831,6 +899,14 @@ impl Tally {
         }
         if let Some(at) = other.last_done {
             self.done(at);
+        }
+        self.verified += other.verified;
+        self.ack_to_enforced
+            .add(&other.ack_to_enforced)
+            .expect("same histogram bounds");
+        self.violations += other.violations;
+        if self.violation_example.is_none() {
+            self.violation_example = other.violation_example.clone();
         }
     }
 }
@@ -928,12 +1004,39 @@ pub struct Report {
     pub latency_us: Latency,
     /// Open loop only: how late sends left against their schedule.
     pub schedule_lag_us: Option<Latency>,
+    /// Suppress mode only: the mutations and their enforcement.
+    pub mutations: Option<MutationFigures>,
+}
+
+/// What suppress mode measured beyond the Suppress calls themselves.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MutationFigures {
+    /// The admin plane the mutations went to.
+    pub admin: String,
+    /// Every Nth mutation was verified (0: none).
+    pub verify_every: u64,
+    /// Acknowledged mutations a Check right after the ack answered BLOCK INTERNAL_DNC.
+    pub verified: u64,
+    /// Acknowledged mutations a Check right after the ack answered ALLOW (any is a failure;
+    /// counted during warm-up too).
+    pub violations: u64,
+    pub violation_example: Option<String>,
+    /// From the acknowledgement to the BLOCK answer of the Check that followed it.
+    pub ack_to_enforced_us: Latency,
+    /// Request ids of this run are this prefix, '-', and a counter.
+    pub request_id_prefix: String,
+    /// The range fresh numbers came from.
+    pub first_number: String,
+    pub number_count: u64,
 }
 
 impl Report {
-    /// True when every request succeeded and at least one did.
+    /// True when every request succeeded, at least one did, and no acknowledged mutation was
+    /// found not in force.
     pub fn clean(&self) -> bool {
-        self.errors == 0 && self.requests > 0
+        self.errors == 0
+            && self.requests > 0
+            && self.mutations.as_ref().is_none_or(|m| m.violations == 0)
     }
 }
 
@@ -971,11 +1074,15 @@ pub fn format_report(report: &Report) -> String {
     } else {
         String::new()
     };
+    let target = match &report.mutations {
+        Some(m) => format!("{} (checks: {})", m.admin, report.target),
+        None => report.target.clone(),
+    };
     let _ = writeln!(
         out,
         "loadgen {} -> {}: {} connections, concurrency {}{}, {} thread{}{}, hit ratio {}, {}",
         report.mode.name(),
-        report.target,
+        target,
         report.connections,
         report.concurrency,
         pipeline,
@@ -997,22 +1104,61 @@ pub fn format_report(report: &Report) -> String {
         report.errors,
         rate_text(report.requests_per_s)
     );
-    let _ = writeln!(
-        out,
-        "checks     {}: {}checks/s{}",
-        report.checks,
-        rate_text(report.checks_per_s),
-        if report.mode == Mode::Empty {
-            " (Ping: no lookup)"
-        } else {
-            ""
-        }
-    );
+    if let Some(m) = &report.mutations {
+        let _ = writeln!(
+            out,
+            "mutations  {} acknowledged: {}mutations/s (one number each, request ids {}-N)",
+            report.requests,
+            rate_text(report.requests_per_s),
+            m.request_id_prefix
+        );
+        let every = match m.verify_every {
+            0 => "none".to_owned(),
+            1 => "every mutation".to_owned(),
+            n => format!("every {n}th"),
+        };
+        let e = &m.ack_to_enforced_us;
+        let _ = writeln!(
+            out,
+            "enforced   {} verified BLOCK INTERNAL_DNC right after the ack ({every}), {} VIOLATIONS (ALLOW after ack){}",
+            m.verified,
+            m.violations,
+            m.violation_example
+                .as_ref()
+                .map(|x| format!(" first: {x}"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            out,
+            "ack->block us p50 {} p90 {} p99 {} p99.9 {} max {} (min {}, mean {})",
+            e.p50, e.p90, e.p99, e.p999, e.max, e.min, e.mean
+        );
+    }
+    if report.mutations.is_none() {
+        let _ = writeln!(
+            out,
+            "checks     {}: {}checks/s{}",
+            report.checks,
+            rate_text(report.checks_per_s),
+            if report.mode == Mode::Empty {
+                " (Ping: no lookup)"
+            } else {
+                ""
+            }
+        );
+    }
     let v = &report.verdicts;
     let _ = write!(
         out,
-        "verdicts   ALLOW {} BLOCK {} INVALID {}",
-        v.allow, v.block, v.invalid
+        "{} ALLOW {} BLOCK {} INVALID {}",
+        if report.mutations.is_some() {
+            "verdicts   (checks after acks)"
+        } else {
+            "verdicts  "
+        },
+        v.allow,
+        v.block,
+        v.invalid
     );
     if v.unspecified > 0 {
         let _ = write!(out, " UNSPECIFIED {}", v.unspecified);
@@ -1020,7 +1166,11 @@ pub fn format_report(report: &Report) -> String {
     if v.other > 0 {
         let _ = write!(out, " OTHER {}", v.other);
     }
-    let _ = writeln!(out, " (present numbers sent: {})", report.present_sent);
+    if report.mutations.is_some() {
+        let _ = writeln!(out);
+    } else {
+        let _ = writeln!(out, " (present numbers sent: {})", report.present_sent);
+    }
     let l = &report.latency_us;
     let _ = writeln!(
         out,
@@ -1060,9 +1210,19 @@ struct Ctx {
     pipeline: usize,
     timeout: Duration,
     path: PathAndQuery,
+    /// `authorization: Bearer …` for every call, from --token-file.
+    token: Option<AsciiMetadataValue>,
 }
 
 impl Ctx {
+    fn authorize<T>(&self, request: &mut tonic::Request<T>) {
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+    }
+
     fn payload(&self, cursor: &mut usize) -> &Payload {
         let payload = &self.payloads[*cursor];
         *cursor += 1;
@@ -1083,10 +1243,11 @@ async fn call_once<A: Answer>(
     ctx: &Ctx,
     payload: &Payload,
 ) -> Result<Result<tonic::Response<A>, Status>, tokio::time::error::Elapsed> {
-    let request = tonic::Request::new(Outgoing {
+    let mut request = tonic::Request::new(Outgoing {
         bytes: payload.bytes.clone(),
         batch_id: 0,
     });
+    ctx.authorize(&mut request);
     let call = async {
         grpc.ready()
             .await
@@ -1236,8 +1397,10 @@ async fn stream_worker(ctx: Arc<Ctx>, worker: usize, channel: Channel, tally: Ar
             grpc.ready()
                 .await
                 .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
+            let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            ctx.authorize(&mut request);
             grpc.streaming(
-                tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+                request,
                 ctx.path.clone(),
                 RawCodec::<BatchAnswer>::default(),
             )
@@ -1400,6 +1563,239 @@ async fn stream_worker(ctx: Arc<Ctx>, worker: usize, channel: Channel, tally: Ar
     }
 }
 
+/// Suppress mode: what every worker shares.
+struct Mutations {
+    /// Mutations started so far (warm-up included): the index of the next fresh number.
+    next: AtomicU64,
+    first: u64,
+    count: u64,
+    start: u64,
+    verify_every: u64,
+    prefix: String,
+    tenant: String,
+    campaign: String,
+}
+
+impl Mutations {
+    fn number(&self, k: u64) -> u64 {
+        self.first + (self.start + k) % self.count
+    }
+}
+
+/// Error key of a verification Check that did not answer.
+const VERIFY_FAILED: &str = "VERIFY_FAILED";
+/// Error key of a number that was already blocked before its Suppress (not fresh).
+const NOT_FRESH: &str = "NOT_FRESH";
+/// Error key of an acknowledged mutation answered BLOCK, but not for INTERNAL_DNC.
+const NOT_INTERNAL_DNC: &str = "NOT_INTERNAL_DNC";
+
+/// A data-plane Check of `number` for the verification of a mutation.
+async fn verify_check(
+    grpc: &mut tonic::client::Grpc<Channel>,
+    ctx: &Ctx,
+    mutations: &Mutations,
+    number: u64,
+) -> Result<UnaryAnswer, String> {
+    let request = proto::CheckRequest {
+        number: Number::from_u64_unchecked(number).to_e164_string(),
+        tenant: mutations.tenant.clone(),
+        campaign: mutations.campaign.clone(),
+    };
+    let payload = Payload {
+        bytes: prost::Message::encode_to_vec(&request).into(),
+        numbers: 1,
+        present: 0,
+    };
+    match call_once::<UnaryAnswer>(grpc, ctx, &payload).await {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(format!(
+            "Check {}: {}",
+            code_name(status.code()),
+            status.message()
+        )),
+        Err(_) => Err(format!("Check: no answer within {:?}", ctx.timeout)),
+    }
+}
+
+/// Closed loop, suppress mode: one Suppress of a fresh number in flight at a time; every
+/// `verify_every`th is checked before (ALLOW) and right after its ack (BLOCK INTERNAL_DNC).
+async fn suppress_worker(
+    ctx: Arc<Ctx>,
+    mutations: Arc<Mutations>,
+    admin: Channel,
+    data: Channel,
+    tally: Arc<Mutex<Tally>>,
+) {
+    use proto::admin::admin_client::AdminClient;
+    let mut admin = AdminClient::new(admin);
+    let mut grpc = tonic::client::Grpc::new(data);
+    let block = proto::Verdict::Block as i32;
+    let internal_dnc = proto::Reason::InternalDnc as i32;
+    loop {
+        let Some(measured) = ctx.control.admit(Instant::now()) else {
+            return;
+        };
+        let k = mutations.next.fetch_add(1, Ordering::Relaxed);
+        let number = mutations.number(k);
+        let verify = mutations.verify_every > 0 && k.is_multiple_of(mutations.verify_every);
+        if verify {
+            // The number must not be blocked yet, or the check after the ack proves nothing.
+            let before = verify_check(&mut grpc, &ctx, &mutations, number).await;
+            let problem = match before {
+                Ok(answer) if answer.verdict == proto::Verdict::Allow as i32 => None,
+                Ok(answer) => Some((
+                    NOT_FRESH,
+                    format!(
+                        "{} answered verdict {} reasons {:?} before its Suppress (use another --first-number range)",
+                        Number::from_u64_unchecked(number),
+                        answer.verdict,
+                        answer.reasons
+                    ),
+                )),
+                Err(message) => Some((VERIFY_FAILED, format!("before the Suppress: {message}"))),
+            };
+            if let Some((code, message)) = problem {
+                if measured {
+                    lock(&tally).error(code, || message, 1, Instant::now());
+                }
+                continue;
+            }
+        }
+        let request_id = format!("{}-{k}", mutations.prefix);
+        let mut request = tonic::Request::new(proto::admin::SuppressRequest {
+            tenant: mutations.tenant.clone(),
+            set: String::new(),
+            numbers: vec![Number::from_u64_unchecked(number).to_e164_string()],
+            reason: "suppressd loadgen".into(),
+            source: proto::admin::Channel::Phone as i32,
+            request_id: request_id.clone(),
+        });
+        ctx.authorize(&mut request);
+        let sent = Instant::now();
+        let result = tokio::time::timeout(ctx.timeout, admin.suppress(request)).await;
+        let acked = Instant::now();
+        let response = match result {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => {
+                if measured {
+                    lock(&tally).status(&status, 1, acked);
+                }
+                continue;
+            }
+            Err(_) => {
+                if measured {
+                    lock(&tally).error(
+                        "DEADLINE_EXCEEDED",
+                        || format!("no answer within {:?} (loadgen --timeout)", ctx.timeout),
+                        1,
+                        acked,
+                    );
+                }
+                continue;
+            }
+        };
+        if response.request_id != request_id
+            || response.duplicate
+            || response.applied != 1
+            || !response.invalid.is_empty()
+        {
+            if measured {
+                lock(&tally).error(
+                    BAD_RESPONSE,
+                    || {
+                        format!(
+                            "Suppress {request_id}: request_id {:?}, duplicate {}, applied {}, invalid {:?}",
+                            response.request_id,
+                            response.duplicate,
+                            response.applied,
+                            response.invalid
+                        )
+                    },
+                    1,
+                    acked,
+                );
+            }
+            continue;
+        }
+        if !verify {
+            if measured {
+                let mut tally = lock(&tally);
+                tally.ok += 1;
+                tally.checks += 1;
+                tally
+                    .latency
+                    .saturating_record((acked - sent).as_nanos().max(1) as u64);
+                tally.done(acked);
+            }
+            continue;
+        }
+        // Enforcement: a Check that starts after the ack must see the mutation.
+        let after = verify_check(&mut grpc, &ctx, &mutations, number).await;
+        let answered = Instant::now();
+        let mut tally = lock(&tally);
+        match &after {
+            Ok(answer) if answer.verdict == block && answer.reasons.contains(&internal_dnc) => {
+                if measured {
+                    tally.verified += 1;
+                    tally
+                        .ack_to_enforced
+                        .saturating_record((answered - acked).as_nanos().max(1) as u64);
+                }
+            }
+            Ok(answer) if answer.verdict == proto::Verdict::Allow as i32 => {
+                // Counted whether measured or not: an acknowledged mutation not in force.
+                tally.violations += 1;
+                if tally.violation_example.is_none() {
+                    tally.violation_example = Some(format!(
+                        "{} ALLOW after Suppress {request_id} was acknowledged (sequence {})",
+                        Number::from_u64_unchecked(number),
+                        response.sequence
+                    ));
+                }
+            }
+            Ok(answer) => {
+                if measured {
+                    tally.error(
+                        NOT_INTERNAL_DNC,
+                        || {
+                            format!(
+                                "after Suppress {request_id}: verdict {} reasons {:?}",
+                                answer.verdict, answer.reasons
+                            )
+                        },
+                        1,
+                        answered,
+                    );
+                }
+            }
+            Err(message) => {
+                if measured {
+                    tally.error(
+                        VERIFY_FAILED,
+                        || format!("after Suppress {request_id}: {message}"),
+                        1,
+                        answered,
+                    );
+                }
+            }
+        }
+        if measured {
+            let mut verdicts = Verdicts::default();
+            if let Ok(answer) = &after {
+                verdicts.count(answer.verdict);
+            }
+            // The mutation itself was acknowledged: it counts, whatever its verification found.
+            tally.ok += 1;
+            tally.checks += 1;
+            tally.verdicts.merge(&verdicts);
+            tally
+                .latency
+                .saturating_record((acked - sent).as_nanos().max(1) as u64);
+            tally.done(answered);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Entry points
 
@@ -1416,36 +1812,94 @@ pub enum LoadgenError {
 pub fn run(args: &LoadgenArgs) -> Result<Report, LoadgenError> {
     let plan = plan(args).map_err(LoadgenError::Usage)?;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
-    let source = load_source(args, &mut rng).map_err(LoadgenError::Setup)?;
-    let payloads = build_payloads(args, &plan, &source, &mut rng).map_err(LoadgenError::Setup)?;
-    drop(source);
+    let token = match &args.token_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                LoadgenError::Usage(format!("--token-file {}: {e}", path.display()))
+            })?;
+            let value =
+                AsciiMetadataValue::try_from(format!("Bearer {}", text.trim())).map_err(|_| {
+                    LoadgenError::Usage(format!(
+                        "--token-file {}: holds characters a header cannot carry",
+                        path.display()
+                    ))
+                })?;
+            Some(value)
+        }
+    };
+    let payloads = if args.mode == Mode::Suppress {
+        // Every mutation carries a fresh number: nothing to pre-encode.
+        Vec::new()
+    } else {
+        let source = load_source(args, &mut rng).map_err(LoadgenError::Setup)?;
+        build_payloads(args, &plan, &source, &mut rng).map_err(LoadgenError::Setup)?
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
         .enable_all()
         .build()
         .map_err(|e| LoadgenError::Setup(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(drive(args, &plan, payloads))
+    runtime.block_on(drive(args, &plan, payloads, token))
+}
+
+/// The shared state of a suppress-mode run: a request-id prefix and a starting point in the
+/// number range unique to this run (clock and process id), so reruns against the same daemon
+/// send fresh request ids and, unless the range is exhausted, fresh numbers.
+fn mutations_of(args: &LoadgenArgs) -> Result<Mutations, LoadgenError> {
+    let first = Number::parse_e164(&args.first_number)
+        .map_err(|e| LoadgenError::Usage(format!("--first-number: {e}")))?
+        .get();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let run = nanos ^ (u64::from(std::process::id()) << 48);
+    let mut rng = ChaCha8Rng::seed_from_u64(run);
+    Ok(Mutations {
+        next: AtomicU64::new(0),
+        first,
+        count: args.number_count,
+        start: rng.random_range(0..args.number_count),
+        verify_every: args.verify_every,
+        prefix: format!("loadgen-{nanos:x}-{}", std::process::id()),
+        tenant: args.tenant.clone(),
+        campaign: args.campaign.clone(),
+    })
+}
+
+async fn connect(url: &str, flag: &str, count: usize) -> Result<Vec<Channel>, LoadgenError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| LoadgenError::Usage(format!("{flag} '{url}': {e}")))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5));
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| LoadgenError::Setup(format!("cannot connect to {url}: {e}")))?;
+        channels.push(channel);
+    }
+    Ok(channels)
 }
 
 async fn drive(
     args: &LoadgenArgs,
     plan: &Plan,
     payloads: Vec<Payload>,
+    token: Option<AsciiMetadataValue>,
 ) -> Result<Report, LoadgenError> {
-    let endpoint = Endpoint::from_shared(args.target.clone())
-        .map_err(|e| LoadgenError::Usage(format!("--target '{}': {e}", args.target)))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5));
-    let mut channels = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| LoadgenError::Setup(format!("cannot connect to {}: {e}", args.target)))?;
-        channels.push(channel);
-    }
+    let channels = connect(&args.target, "--target", args.connections).await?;
+    let (admin_channels, mutations) = if args.mode == Mode::Suppress {
+        (
+            connect(&args.admin, "--admin", args.connections).await?,
+            Some(Arc::new(mutations_of(args)?)),
+        )
+    } else {
+        (Vec::new(), None)
+    };
     let method = match args.mode {
-        Mode::Unary => "Check",
+        Mode::Unary | Mode::Suppress => "Check",
         Mode::Empty => "Ping",
         Mode::Batch => "CheckBatch",
         Mode::Stream => "CheckStream",
@@ -1467,6 +1921,7 @@ async fn drive(
         pipeline: plan.pipeline,
         timeout: args.timeout,
         path,
+        token,
     });
     let tallies: Vec<Arc<Mutex<Tally>>> = (0..args.connections)
         .map(|_| Arc::new(Mutex::new(Tally::new())))
@@ -1494,6 +1949,13 @@ async fn drive(
                 tasks.spawn(pacer::<BatchAnswer>(ctx, worker, slots, channel, tally))
             }
             (Mode::Stream, _) => tasks.spawn(stream_worker(ctx, worker, channel, tally)),
+            (Mode::Suppress, _) => tasks.spawn(suppress_worker(
+                ctx,
+                mutations.clone().expect("suppress mode has its mutations"),
+                admin_channels[connection].clone(),
+                channel,
+                tally,
+            )),
         };
     }
     while let Some(joined) = tasks.join_next().await {
@@ -1547,12 +2009,23 @@ async fn drive(
         verdicts: total.verdicts,
         latency_us: Latency::of(&total.latency),
         schedule_lag_us: args.rate.map(|_| Latency::of(&total.lag)),
+        mutations: mutations.map(|m| MutationFigures {
+            admin: args.admin.clone(),
+            verify_every: m.verify_every,
+            verified: total.verified,
+            violations: total.violations,
+            violation_example: total.violation_example.clone(),
+            ack_to_enforced_us: Latency::of(&total.ack_to_enforced),
+            request_id_prefix: m.prefix.clone(),
+            first_number: args.first_number.clone(),
+            number_count: m.count,
+        }),
     })
 }
 
 /// `suppressd loadgen`: runs, prints the report (text or `--json`) on stdout. Exit status 0 when
-/// every request succeeded, 1 when any failed or none completed (or setup failed), 2 for bad
-/// arguments.
+/// every request succeeded, 1 when any failed, none completed, an acknowledged mutation was
+/// found not in force (suppress mode) or setup failed; 2 for bad arguments.
 pub fn loadgen_main(args: LoadgenArgs) -> ExitCode {
     match run(&args) {
         Ok(report) => {
@@ -1572,6 +2045,12 @@ pub fn loadgen_main(args: LoadgenArgs) -> ExitCode {
             } else {
                 if report.requests == 0 {
                     eprintln!("suppressd loadgen: no request completed");
+                }
+                if let Some(m) = report.mutations.as_ref().filter(|m| m.violations > 0) {
+                    eprintln!(
+                        "suppressd loadgen: {} acknowledged mutations were not in force",
+                        m.violations
+                    );
                 }
                 ExitCode::from(1)
             }
@@ -1722,6 +2201,100 @@ mod tests {
         assert!(plan_error(&["--threads", "0"]).contains("--threads"));
         assert!(plan_error(&["--payloads", "0"]).contains("--payloads"));
         assert!(plan_error(&["--timeout", "0s"]).contains("--timeout"));
+    }
+
+    #[test]
+    fn suppress_mode_is_closed_loop_over_a_valid_range() {
+        let plan = plan_for(&["--mode", "suppress", "--concurrency", "64"]);
+        assert_eq!((plan.workers, plan.batch_size), (64, 1));
+        assert!(plan_error(&["--mode", "suppress", "--rate", "100"]).contains("closed loop"));
+        assert!(plan_error(&["--mode", "suppress", "--present", "a.snap"]).contains("--present"));
+        assert!(plan_error(&["--mode", "suppress", "--batch-size", "2"]).contains("batch"));
+        assert!(
+            plan_error(&["--mode", "suppress", "--first-number", "12345"])
+                .contains("--first-number")
+        );
+        assert!(plan_error(&["--mode", "suppress", "--number-count", "0"]).contains("positive"));
+        assert!(
+            plan_error(&[
+                "--mode",
+                "suppress",
+                "--first-number",
+                "+199999999999999",
+                "--number-count",
+                "900000000000000"
+            ])
+            .contains("E.164")
+        );
+    }
+
+    #[test]
+    fn suppress_numbers_walk_the_range_and_wrap() {
+        let mutations = Mutations {
+            next: AtomicU64::new(0),
+            first: 15_032_000_000,
+            count: 10,
+            start: 7,
+            verify_every: 1,
+            prefix: "p".into(),
+            tenant: String::new(),
+            campaign: String::new(),
+        };
+        let numbers: Vec<u64> = (0..10)
+            .map(|k| mutations.number(k) - 15_032_000_000)
+            .collect();
+        assert_eq!(numbers, [7, 8, 9, 0, 1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn suppress_report_names_mutations_enforcement_and_violations() {
+        let mut report = sample_report();
+        report.mode = Mode::Suppress;
+        report.errors = 0;
+        report.errors_by_code.clear();
+        report.requests = 20_000;
+        report.requests_per_s = 2000.0;
+        report.verdicts = Verdicts {
+            block: 2000,
+            ..Verdicts::default()
+        };
+        report.mutations = Some(MutationFigures {
+            admin: "http://127.0.0.1:50152".into(),
+            verify_every: 10,
+            verified: 2000,
+            violations: 0,
+            violation_example: None,
+            ack_to_enforced_us: Latency {
+                p50: 80.0,
+                ..Latency::default()
+            },
+            request_id_prefix: "loadgen-1-2".into(),
+            first_number: "+15032000000".into(),
+            number_count: 8_000_000,
+        });
+        let text = format_report(&report);
+        assert!(
+            text.contains(
+                "loadgen suppress -> http://127.0.0.1:50152 (checks: http://127.0.0.1:50151)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("mutations  20000 acknowledged: 2.0 kmutations/s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("enforced   2000 verified BLOCK INTERNAL_DNC right after the ack (every 10th), 0 VIOLATIONS"),
+            "{text}"
+        );
+        assert!(text.contains("ack->block us p50 80"), "{text}");
+        assert!(!text.contains("checks     "), "{text}");
+        assert!(report.clean());
+        report.mutations.as_mut().unwrap().violations = 1;
+        assert!(!report.clean(), "a violation fails the run");
+        let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["mode"], "suppress");
+        assert_eq!(json["mutations"]["violations"], 1);
     }
 
     #[test]
@@ -2007,6 +2580,7 @@ mod tests {
                 max: 3000.0,
             },
             schedule_lag_us: None,
+            mutations: None,
         }
     }
 

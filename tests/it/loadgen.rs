@@ -1,5 +1,6 @@
 //! The load generator against the real daemon (port 0, temp data directory): every mode runs
-//! clean, and the verdicts it counts match the numbers it knows to be present.
+//! clean, and the verdicts it counts match the numbers it knows to be present; suppress mode's
+//! mutations are in force afterwards, and its failures and violations are counted.
 
 use clap::Parser;
 use rand::{Rng, SeedableRng};
@@ -35,10 +36,46 @@ region = "US"
 block_sets = ["us-dnc"]
 "#;
 
+/// The daemon of suppress mode: an admin plane, and the tenant's internal do-not-call list
+/// (empty at start) in campaign `outbound`; campaign `registry` does not consult that list.
+const MUTATION_CONFIG: &str = r#"
+[server]
+grpc_listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+data_dir = "data"
+max_batch = 1000
+
+[defaults]
+tenant = "acme"
+campaign = "outbound"
+
+[sets.us-dnc]
+kind = "block"
+reason = "national_registry"
+files = "us-dnc.*.snap"
+
+[tenants.acme]
+region = "US"
+
+[tenants.acme.sets.dnc]
+kind = "block"
+reason = "internal_dnc"
+files = "acme-dnc.*.snap"
+initial_empty = true
+
+[tenants.acme.campaigns.outbound]
+block_sets = ["us-dnc", "dnc"]
+
+[tenants.acme.campaigns.registry]
+block_sets = ["us-dnc"]
+"#;
+
 /// A daemon on its own thread and runtime (the load generator builds its own runtime, which
 /// cannot nest in a test's).
 struct Daemon {
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    handle: suppressd::server::Handle,
     snapshot: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -47,6 +84,10 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Daemon {
+        Daemon::start_with(CONFIG)
+    }
+
+    fn start_with(config_text: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
@@ -77,7 +118,7 @@ impl Daemon {
             .image
             .write_atomic(&snapshot)
             .unwrap();
-        let config = Config::parse(CONFIG, "test.toml", dir.path()).unwrap();
+        let config = Config::parse(config_text, "test.toml", dir.path()).unwrap();
 
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -89,18 +130,21 @@ impl Daemon {
                 .unwrap();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let (_handle, serving) = suppressd::server::start(config, listener, async {
+                let addr = listener.local_addr().unwrap();
+                let (handle, serving) = suppressd::server::start(config, listener, async {
                     let _ = stopped.await;
                 })
                 .await
                 .unwrap();
+                addr_tx.send((addr, handle)).unwrap();
                 serving.await.unwrap();
             });
         });
-        let addr = addr_rx.recv().unwrap();
+        let (addr, handle) = addr_rx.recv().unwrap();
         Daemon {
             addr,
+            admin: handle.admin_addr,
+            handle,
             snapshot,
             stop: Some(stop),
             thread: Some(thread),
@@ -110,11 +154,6 @@ impl Daemon {
 
     /// Runs the load generator against this daemon with `extra` arguments.
     fn load(&self, extra: &[&str]) -> Report {
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            args: LoadgenArgs,
-        }
         let target = format!("http://{}", self.addr);
         let present = self.snapshot.display().to_string();
         let mut argv = vec![
@@ -130,6 +169,37 @@ impl Daemon {
         let args = Cli::try_parse_from(argv).unwrap().args;
         loadgen::run(&args).unwrap()
     }
+
+    /// Suppress mode against this daemon's admin plane with `extra` arguments.
+    fn mutate(&self, extra: &[&str]) -> Report {
+        let args = Cli::try_parse_from(self.mutate_argv(extra)).unwrap().args;
+        loadgen::run(&args).unwrap()
+    }
+
+    fn mutate_argv(&self, extra: &[&str]) -> Vec<String> {
+        let mut argv: Vec<String> = [
+            "loadgen",
+            "--mode",
+            "suppress",
+            "--target",
+            &format!("http://{}", self.addr),
+            "--admin",
+            &format!("http://{}", self.admin.expect("admin plane")),
+            "--warmup",
+            "0s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        argv
+    }
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: LoadgenArgs,
 }
 
 impl Drop for Daemon {
@@ -325,11 +395,6 @@ fn failed_calls_are_counted_by_code_never_hidden() {
 
 #[test]
 fn an_unreachable_target_is_a_setup_error() {
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: LoadgenArgs,
-    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
@@ -339,4 +404,156 @@ fn an_unreachable_target_is_a_setup_error() {
         .args;
     let error = loadgen::run(&args).unwrap_err();
     assert!(error.to_string().contains("cannot connect"), "{error}");
+}
+
+/// The verdict and reasons a fresh data-plane Check gives `number` in `campaign`.
+fn check_now(daemon: &Daemon, number: u64, campaign: &str) -> (i32, Vec<i32>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = suppressd::proto::suppression_client::SuppressionClient::connect(format!(
+            "http://{}",
+            daemon.addr
+        ))
+        .await
+        .unwrap();
+        let answer = client
+            .check(suppressd::proto::CheckRequest {
+                number: format!("+{number}"),
+                tenant: "acme".into(),
+                campaign: campaign.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        (answer.verdict, answer.reasons)
+    })
+}
+
+#[test]
+fn suppress_mode_mutations_are_acknowledged_verified_and_in_force_afterwards() {
+    let daemon = Daemon::start_with(MUTATION_CONFIG);
+    // A range of exactly 300 numbers: the run walks all of them (from a random start, wrapping).
+    let first = 15_032_000_000u64;
+    let first_text = format!("+{first}");
+    let report = daemon.mutate(&[
+        "--requests",
+        "300",
+        "--concurrency",
+        "8",
+        "--connections",
+        "2",
+        "--verify-every",
+        "1",
+        "--first-number",
+        &first_text,
+        "--number-count",
+        "300",
+    ]);
+    assert!(report.clean(), "{report:#?}");
+    assert_eq!(report.requests, 300, "{report:#?}");
+    let m = report.mutations.as_ref().unwrap();
+    assert_eq!((m.verified, m.violations), (300, 0), "{report:#?}");
+    assert_eq!(report.verdicts.block, 300);
+    assert!(m.ack_to_enforced_us.p50 > 0.0 && report.latency_us.p50 > 0.0);
+    // Durable: 300 journal records, and every number of the range blocked by the internal list
+    // for a check made now, after the run.
+    assert_eq!(daemon.handle.mutator.journal().stats().last_seq, 300);
+    let internal_dnc = suppressd::proto::Reason::InternalDnc as i32;
+    for number in first..first + 300 {
+        let (verdict, reasons) = check_now(&daemon, number, "outbound");
+        assert_eq!(
+            verdict,
+            suppressd::proto::Verdict::Block as i32,
+            "+{number}"
+        );
+        assert!(reasons.contains(&internal_dnc), "+{number}: {reasons:?}");
+    }
+    assert_eq!(
+        check_now(&daemon, first + 300, "outbound").0,
+        suppressd::proto::Verdict::Allow as i32,
+        "outside the range"
+    );
+    // Sampled verification: every 10th.
+    let sampled = daemon.mutate(&[
+        "--requests",
+        "100",
+        "--concurrency",
+        "4",
+        "--verify-every",
+        "10",
+        "--first-number",
+        "+15035000000",
+    ]);
+    assert!(sampled.clean(), "{sampled:#?}");
+    assert_eq!(sampled.mutations.as_ref().unwrap().verified, 10);
+}
+
+#[test]
+fn suppress_mode_counts_failures_and_violations() {
+    let daemon = Daemon::start_with(MUTATION_CONFIG);
+    let range = ["--first-number", "+15032000000", "--number-count", "20"];
+    let first = daemon.mutate(&[&["--requests", "20", "--verify-every", "1"], &range[..]].concat());
+    assert!(first.clean(), "{first:#?}");
+    // The same range again: every number is already blocked, so none is fresh.
+    let again = daemon.mutate(&[&["--requests", "20", "--verify-every", "1"], &range[..]].concat());
+    assert!(!again.clean());
+    assert_eq!(again.requests, 0, "{again:#?}");
+    assert_eq!(
+        again.errors_by_code.get("NOT_FRESH"),
+        Some(&20),
+        "{again:#?}"
+    );
+    // An unknown tenant: NOT_FOUND for every Suppress.
+    let unknown = daemon.mutate(&[
+        "--requests",
+        "15",
+        "--tenant",
+        "nobody",
+        "--verify-every",
+        "0",
+    ]);
+    assert_eq!(
+        unknown.errors_by_code.get("NOT_FOUND"),
+        Some(&15),
+        "{unknown:#?}"
+    );
+    assert!(!unknown.clean());
+    // Verified in a campaign that ignores the internal list: acknowledged but ALLOW, i.e. a
+    // violation, and the command exits 1.
+    let argv = daemon.mutate_argv(&[
+        "--requests",
+        "5",
+        "--verify-every",
+        "1",
+        "--campaign",
+        "registry",
+        "--first-number",
+        "+15036000000",
+    ]);
+    let report = loadgen::run(&Cli::try_parse_from(&argv).unwrap().args).unwrap();
+    let m = report.mutations.as_ref().unwrap();
+    assert_eq!((report.requests, m.violations), (5, 5), "{report:#?}");
+    assert!(!report.clean());
+    let argv = daemon.mutate_argv(&[
+        "--requests",
+        "5",
+        "--verify-every",
+        "1",
+        "--campaign",
+        "registry",
+        "--first-number",
+        "+15037000000",
+    ]);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_suppressd"))
+        .args(&argv)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("5 VIOLATIONS"), "{stdout}");
+    assert!(stderr.contains("not in force"), "{stderr}");
 }
