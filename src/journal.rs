@@ -402,30 +402,33 @@ impl Journal {
     }
 
     /// Queues a payload; `done` runs on the writer thread once it is durable (with its sequence
-    /// number) or failed. Sequence numbers follow call order.
-    pub fn append(&self, payload: Vec<u8>, done: Completion) {
+    /// number) or failed. Sequence numbers follow call order. Returns the sequence number the
+    /// record will carry once durable, or `None` when it was refused at once (`done` has then
+    /// already run with the error).
+    pub fn append(&self, payload: Vec<u8>, done: Completion) -> Option<u64> {
         if payload.len() > MAX_PAYLOAD {
             done(Err(JournalError::TooLarge(payload.len()).to_string()));
-            return;
+            return None;
         }
         let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(failure) = &queue.failed {
             let failure = failure.clone();
             drop(queue);
             done(Err(failure));
-            return;
+            return None;
         }
         let seq = queue.next_seq;
         queue.next_seq += 1;
         queue.jobs.push_back(Job::Append(payload, seq, done));
         drop(queue);
         self.shared.wake.notify_one();
+        Some(seq)
     }
 
     /// Appends and waits until durable.
     pub fn append_blocking(&self, payload: Vec<u8>) -> Result<u64, JournalError> {
         let (send, receive) = std::sync::mpsc::channel();
-        self.append(
+        let _ = self.append(
             payload,
             Box::new(move |result| {
                 let _ = send.send(result);

@@ -72,19 +72,25 @@ impl Audit {
         })
     }
 
-    /// Appends an entry and waits until it is durable.
-    pub async fn record(&self, entry: serde_json::Value) -> Result<(), String> {
+    /// Queues an entry at once; the returned future completes when it is durable. Queuing
+    /// before awaiting lets the caller overlap this fsync with the journal's.
+    pub fn record(
+        &self,
+        entry: serde_json::Value,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'static {
         let (done, durable) = tokio::sync::oneshot::channel();
-        self.journal.append(
+        let _ = self.journal.append(
             entry.to_string().into_bytes(),
             Box::new(move |result| {
                 let _ = done.send(result);
             }),
         );
-        durable
-            .await
-            .map_err(|_| "audit writer stopped".to_string())?
-            .map(|_| ())
+        async move {
+            durable
+                .await
+                .map_err(|_| "audit writer stopped".to_string())?
+                .map(|_| ())
+        }
     }
 
     /// Starts a new segment and deletes whole segments older than the retention period.

@@ -228,17 +228,27 @@ impl Mutator {
         mutation.at_ms = now_ms();
         let gate = self.gate.read().await;
         let (done, durable) = tokio::sync::oneshot::channel();
-        self.journal.append(
+        let planned_seq = self.journal.append(
             mutation.encode(),
             Box::new(move |result| {
                 let _ = done.send(result);
             }),
         );
+        // The audit entry goes to its own log in parallel with the journal record, so an ack
+        // waits for one fsync round, not two in a row. Should the journal write fail, the
+        // entry records a request that was answered with an error (and never in force).
+        let audited = planned_seq.map(|seq| {
+            let keyed = self.keyed_sets(state, &mutation);
+            self.audit.record(self.audit.entry(&mutation, seq, &keyed))
+        });
         let outcome = durable
             .await
             .unwrap_or_else(|_| Err("journal writer stopped".into()));
         let seq = match outcome {
-            Ok(seq) => seq,
+            Ok(seq) => {
+                debug_assert_eq!(Some(seq), planned_seq, "journal sequence as queued");
+                seq
+            }
             Err(error) => {
                 drop(gate);
                 self.requests
@@ -272,7 +282,21 @@ impl Mutator {
             .unwrap_or_else(|e| e.into_inner())
             .insert(mutation.request_id.clone(), Slot::Done(record.clone()));
         let _ = sender.send(Some(record.clone()));
-        let keyed: Vec<bool> = mutation
+        if let Some(audited) = audited
+            && let Err(error) = audited.await
+        {
+            // The mutation is durable and in force; losing its audit line is reported loudly.
+            tracing::error!(%error, request_id = %mutation.request_id, "audit log append failed");
+        }
+        Ok(Submitted {
+            record,
+            duplicate: false,
+        })
+    }
+
+    /// For each set `mutation` names: whether that set stores keyed fingerprints already.
+    fn keyed_sets(&self, state: &State, mutation: &Mutation) -> Vec<bool> {
+        mutation
             .sets
             .iter()
             .map(|name| {
@@ -282,19 +306,7 @@ impl Mutator {
                     .iter()
                     .any(|d| &d.id == name && d.key.is_some())
             })
-            .collect();
-        if let Err(error) = self
-            .audit
-            .record(self.audit.entry(&mutation, seq, &keyed))
-            .await
-        {
-            // The mutation is durable and in force; losing its audit line is reported loudly.
-            tracing::error!(%error, request_id = %mutation.request_id, "audit log append failed");
-        }
-        Ok(Submitted {
-            record,
-            duplicate: false,
-        })
+            .collect()
     }
 
     /// Whether the overlays are big or old enough to compact.

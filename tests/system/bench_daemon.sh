@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Benchmark of the gRPC data plane with a national-size registry loaded: `suppressd loadgen`
+# against a release daemon on loopback, both on this machine. Not run by CI (minutes of full
+# load): figures go to BENCHMARKS.md ("Daemon: gRPC checks with a 50 M-number registry").
+#
+#   tests/system/bench_daemon.sh                       # builds the release binary first
+#   SUPPRESSD_BIN=target/release/suppressd REGISTRY_KEYS=5000000 tests/system/bench_daemon.sh
+#   SECONDS_EACH=10 RUN_RELOAD=0 ...
+#
+# What it runs, each for SECONDS_EACH seconds after a warm-up:
+#   1. empty   (Ping: the same unary request with no lookup: the baseline) and unary (Check),
+#      closed loop at the same concurrency, so unary/empty is the cost of the check itself;
+#   2. unary open loop (--rate) at half of the closed-loop unary rate: latency percentiles at a
+#      load the daemon is not saturated by;
+#   3. batch (CheckBatch, 1000 packed numbers per call) and stream (CheckStream, 1000 per
+#      message), 1 % of numbers present in the registry (`--present`);
+#   4. reload under load: unary (and batch) runs in which a new version of the 50 M registry is
+#      dropped into the data directory mid-run; the figure is failed calls (must be 0) and the
+#      p99 beside the run without a reload.
+# The registry is REGISTRY_KEYS valid US numbers from `gen-sample`, built once into
+# BENCH_CACHE and reused.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root="$(pwd)"
+
+REGISTRY_KEYS="${REGISTRY_KEYS:-50000000}"
+SECONDS_EACH="${SECONDS_EACH:-10}"
+BENCH_CACHE="${BENCH_CACHE:-/var/tmp/suppressd-bench}"
+CONNECTIONS="${CONNECTIONS:-2}"
+CONCURRENCY="${CONCURRENCY:-64}"
+RUN_RELOAD="${RUN_RELOAD:-1}"
+
+if [[ -z "${SUPPRESSD_BIN:-}" ]]; then
+    cargo build --release --locked --quiet
+    SUPPRESSD_BIN="${CARGO_TARGET_DIR:-$root/target}/release/suppressd"
+fi
+B="$SUPPRESSD_BIN"
+
+mkdir -p "$BENCH_CACHE"
+registry="$BENCH_CACHE/us-dnc-$REGISTRY_KEYS.snap"
+if [[ ! -f "$registry" ]]; then
+    echo "=== building a $REGISTRY_KEYS-number registry into $registry (once)"
+    "$B" gen-sample --count "$REGISTRY_KEYS" --region US --seed 2026 --out "$BENCH_CACHE/us-$REGISTRY_KEYS.txt"
+    "$B" build --input "$BENCH_CACHE/us-$REGISTRY_KEYS.txt" --format lines --name us-dnc --kind block \
+        --region US --source-date "$(date -u +%Y-%m-%d)" --out "$registry.tmp"
+    mv "$registry.tmp" "$registry"
+    rm -f "$BENCH_CACHE/us-$REGISTRY_KEYS.txt"
+fi
+
+work="$(mktemp -d -p /var/tmp)"
+daemon_pid=""
+cleanup() {
+    if [[ -n "$daemon_pid" ]]; then
+        kill -TERM "$daemon_pid" 2>/dev/null || true
+        wait "$daemon_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+base=$((20000 + RANDOM % 20000))
+mkdir -p "$work/data"
+# Registry copies are renamed into place, as a real deployment drops them (a copy of the file
+# would be seen half-written by the poller). The source date is the registry's own.
+cp "$registry" "$work/data/.us-dnc.tmp" && mv "$work/data/.us-dnc.tmp" "$work/data/us-dnc.1.snap"
+cat >"$work/suppressd.toml" <<EOF
+[server]
+grpc_listen = "127.0.0.1:$base"
+data_dir = "data"
+generate_samples = true
+reload_poll_seconds = 1
+max_batch = 10000
+shutdown_grace_seconds = 1
+
+[log]
+filter = "warn"
+
+[defaults]
+tenant = "acme"
+campaign = "outbound"
+
+[sets.us-dnc]
+kind = "block"
+reason = "national_registry"
+files = "us-dnc.*.snap"
+
+[tenants.acme]
+region = "US"
+
+[tenants.acme.sets.dnc]
+kind = "block"
+reason = "internal_dnc"
+files = "acme-dnc.*.snap"
+
+[tenants.acme.campaigns.outbound]
+block_sets = ["us-dnc", "dnc"]
+blocked_prefixes = ["+1900", "+1976"]
+EOF
+(cd "$work" && exec "$B" serve --config suppressd.toml >"$work/suppressd.log" 2>&1) &
+daemon_pid=$!
+target="http://127.0.0.1:$base"
+up=no
+for _ in $(seq 1 300); do
+    if "$B" check --server "$target" +12015550100 >/dev/null 2>&1; then
+        up=yes
+        break
+    fi
+    sleep 0.1
+done
+if [[ "$up" != yes ]]; then
+    echo "suppressd did not start:" >&2
+    cat "$work/suppressd.log" >&2
+    exit 1
+fi
+
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+
+echo "=== machine"
+lscpu | grep -E "Model name|^CPU\(s\)|Thread|Hypervisor|L1d|L2|L3"
+free -g | head -2
+echo "transparent huge pages: $(cat /sys/kernel/mm/transparent_hugepage/enabled)"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+date -u +%Y-%m-%dT%H:%M:%SZ
+"$B" inspect "$work/data/us-dnc.1.snap" | grep -E "keys|bytes" | head -4
+echo "daemon RSS after load: $(awk '/VmRSS/ { print $2, $3 }' "/proc/$daemon_pid/status")"
+
+loadgen() {
+    local label="$1"
+    shift
+    echo
+    echo "--- $label: loadgen --target $target $*"
+    local before
+    before=$(cpu_seconds "$daemon_pid")
+    "$B" loadgen --target "$target" --connections "$CONNECTIONS" --duration "${SECONDS_EACH}s" \
+        --warmup 2s "$@" | tee "$work/last.out"
+    awk -v a="$before" -v b="$(cpu_seconds "$daemon_pid")" 'BEGIN { printf "daemon CPU in this run: %.2f s\n", b - a }'
+}
+rate_of() { awk '/calls\/s|requests\/s/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+$/) { print $i; exit } }' "$work/last.out"; }
+
+echo
+echo "=== 1. unary against its empty-RPC baseline (closed loop, concurrency $CONCURRENCY)"
+loadgen "empty (Ping, no lookup)" --mode empty --concurrency "$CONCURRENCY"
+loadgen "unary (Check)" --mode unary --concurrency "$CONCURRENCY" --present "$work/data/us-dnc.1.snap"
+unary_rate="$(rate_of)"
+
+if [[ -n "$unary_rate" ]]; then
+    half=$(awk -v r="$unary_rate" 'BEGIN { printf "%d", r / 2 }')
+    echo
+    echo "=== 2. unary open loop at half the closed-loop rate ($half calls/s)"
+    loadgen "unary at $half/s" --mode unary --concurrency 256 --rate "$half" --present "$work/data/us-dnc.1.snap"
+fi
+
+echo
+echo "=== 3. batches of 1000 packed numbers, 1 % present"
+loadgen "batch" --mode batch --batch-size 1000 --concurrency 8 --present "$work/data/us-dnc.1.snap"
+loadgen "stream" --mode stream --batch-size 1000 --concurrency 8 --pipeline 4 --present "$work/data/us-dnc.1.snap"
+
+if [[ "$RUN_RELOAD" == 1 ]]; then
+    echo
+    echo "=== 4. reload of the whole registry under load"
+    version=2
+    for mode in unary batch; do
+        args=(--mode "$mode" --present "$work/data/us-dnc.1.snap")
+        if [[ "$mode" == batch ]]; then
+            args+=(--batch-size 1000 --concurrency 8)
+        else
+            args+=(--concurrency "$CONCURRENCY")
+        fi
+        loadgen "$mode, no reload (the baseline)" "${args[@]}"
+        # A new version appears mid-run: the poller (1 s) validates it off the request path and
+        # swaps it in; SIGHUP as well, as an operator would.
+        (
+            sleep $((2 + SECONDS_EACH / 2))
+            cp "$registry" "$work/data/.us-dnc.tmp"
+            mv "$work/data/.us-dnc.tmp" "$work/data/us-dnc.$version.snap"
+            kill -HUP "$daemon_pid"
+        ) &
+        loadgen "$mode, registry version $version dropped in mid-run" "${args[@]}"
+        wait
+        for _ in $(seq 1 100); do
+            if "$B" check --server "$target" --json +12015550100 | grep -q "\"us-dnc\":$version"; then
+                break
+            fi
+            sleep 0.1
+        done
+        if ! "$B" check --server "$target" --json +12015550100 | grep -q "\"us-dnc\":$version"; then
+            echo "FAIL: version $version of us-dnc is not in force after the run" >&2
+            exit 1
+        fi
+        echo "ok: us-dnc version $version in force after the run"
+        rm -f "$work/data/us-dnc.$((version - 1)).snap"
+        version=$((version + 1))
+    done
+    grep -iE "reload|refused" "$work/suppressd.log" | tail -5 || true
+fi
+echo
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
