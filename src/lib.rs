@@ -10,6 +10,22 @@
 //! - [`cli`]: the `suppressd` command line (build, inspect, check, gen-sample). The binary in
 //!   `src/main.rs` only calls [`cli::main`].
 
+/// `print!` for command output. A closed stdout (`suppressd inspect FILE | head`) ends the
+/// process quietly with status 141, as SIGPIPE would for a C tool, instead of panicking; any
+/// other write error is reported and exits 1.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// [`out!`] with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 pub mod cli;
 pub mod client;
 pub mod config;

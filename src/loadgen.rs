@@ -2031,14 +2031,14 @@ pub fn loadgen_main(args: LoadgenArgs) -> ExitCode {
         Ok(report) => {
             if args.json {
                 match serde_json::to_string(&report) {
-                    Ok(json) => println!("{json}"),
+                    Ok(json) => outln!("{json}"),
                     Err(error) => {
                         eprintln!("suppressd loadgen: {error}");
                         return ExitCode::from(1);
                     }
                 }
             } else {
-                print!("{}", format_report(&report));
+                out!("{}", format_report(&report));
             }
             if report.clean() {
                 ExitCode::SUCCESS

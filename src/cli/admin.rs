@@ -184,7 +184,7 @@ fn status_error(server: &str, status: tonic::Status) -> CliError {
 }
 
 fn print(value: serde_json::Value) {
-    println!("{value}");
+    outln!("{value}");
 }
 
 pub fn run(args: AdminArgs) -> CliResult<()> {

@@ -679,7 +679,7 @@ fn finish(
     if args.json {
         let text = serde_json::to_string(&summary)
             .map_err(|error| CliError::runtime(format!("cannot encode the summary: {error}")))?;
-        println!("{text}");
+        outln!("{text}");
     }
     Ok(())
 }

@@ -395,10 +395,14 @@ fn generate(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(u64::MAX);
     let mut extra: HashSet<u64> = HashSet::new();
+    // One budget for the whole top-up, fixed before it starts: a bound recomputed from the
+    // numbers still missing shrinks while the attempts made grow, and refused large counts
+    // (50 M US numbers) whose top-up was nearly done.
+    let budget = (count - numbers.len() as u64 + 1) * MAX_ATTEMPTS_PER_NUMBER;
     let mut attempts = 0u64;
     while (numbers.len() as u64) < count {
         attempts += 1;
-        if attempts > (count - numbers.len() as u64 + 1) * MAX_ATTEMPTS_PER_NUMBER {
+        if attempts > budget {
             return Err(too_sparse());
         }
         let (length, nsn) = draw(model, &mut rng);

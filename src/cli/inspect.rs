@@ -156,9 +156,9 @@ pub fn run(args: InspectArgs) -> CliResult<()> {
     if args.json {
         let text = serde_json::to_string(&report)
             .map_err(|error| CliError::runtime(format!("cannot encode the report: {error}")))?;
-        println!("{text}");
+        outln!("{text}");
     } else {
-        print!("{}", human(&report));
+        out!("{}", human(&report));
     }
     Ok(())
 }

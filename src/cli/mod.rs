@@ -242,7 +242,7 @@ fn token(args: TokenArgs) -> CliResult<()> {
     file.write_all(token.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| CliError::runtime(format!("{}: {e}", args.out.display())))?;
-    print!(
+    out!(
         "{}",
         crate::server::auth::token_entry(&args.name, &token, args.tenant.as_deref(), role)
     );
@@ -300,5 +300,19 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}
+
+/// Writes command output to stdout (see the `out!` macro): exits 141 when the reader has gone,
+/// 1 on any other write error, so a closed pipe is never a panic.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("suppressd: cannot write to stdout: {error}");
+        std::process::exit(1);
     }
 }

@@ -448,6 +448,30 @@ fn builds_us_registry_files() {
 }
 
 #[test]
+fn a_closed_stdout_ends_quietly_never_a_panic() {
+    let dir = Dir::new();
+    let snap = dir.path("pl.snap");
+    build_pl(&dir, &snap);
+    for args in [
+        vec!["inspect", snap.as_str()],
+        vec!["inspect", snap.as_str(), "--json"],
+    ] {
+        // The reading end is gone before the command writes anything.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_suppressd"))
+            .args(&args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(output.status.code(), Some(141), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn inspect_reports_header_sections_and_sizes() {
     let dir = Dir::new();
     let snap = dir.path("pl.snap");

@@ -135,7 +135,11 @@ loadgen() {
         --warmup 2s "$@" | tee "$work/last.out"
     awk -v a="$before" -v b="$(cpu_seconds "$daemon_pid")" 'BEGIN { printf "daemon CPU in this run: %.2f s\n", b - a }'
 }
-rate_of() { awk '/calls\/s|requests\/s/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+$/) { print $i; exit } }' "$work/last.out"; }
+# Requests per second of the last run, from loadgen's "requests ... ok, 0 failed: 25.6 kreq/s".
+rate_of() {
+    awk '/^requests/ { for (i = 1; i < NF; i++) if ($(i + 1) ~ /req\/s$/) {
+        scale = ($(i + 1) ~ /^k/) ? 1e3 : (($(i + 1) ~ /^M/) ? 1e6 : 1); printf "%d", $i * scale; exit } }' "$work/last.out"
+}
 
 echo
 echo "=== 1. unary against its empty-RPC baseline (closed loop, concurrency $CONCURRENCY)"
@@ -169,25 +173,24 @@ if [[ "$RUN_RELOAD" == 1 ]]; then
         loadgen "$mode, no reload (the baseline)" "${args[@]}"
         # A new version appears mid-run: the poller (1 s) validates it off the request path and
         # swaps it in; SIGHUP as well, as an operator would.
+        # The next version of the whole registry (base version + 1, one number added, as a
+        # daily change list would), prepared before the run so only the swap happens under load.
+        printf '+1503555%04d,A\n' "$version" >"$work/changes.txt"
+        "$B" build --base "$work/data/us-dnc.$((version - 1)).snap" --changes "$work/changes.txt" \
+            --format lines --out "$work/us-dnc.next.snap" >/dev/null
         (
             sleep $((2 + SECONDS_EACH / 2))
-            cp "$registry" "$work/data/.us-dnc.tmp"
-            mv "$work/data/.us-dnc.tmp" "$work/data/us-dnc.$version.snap"
+            mv "$work/us-dnc.next.snap" "$work/data/us-dnc.$version.snap"
             kill -HUP "$daemon_pid"
         ) &
         loadgen "$mode, registry version $version dropped in mid-run" "${args[@]}"
         wait
-        for _ in $(seq 1 100); do
-            if "$B" check --server "$target" --json +12015550100 | grep -q "\"us-dnc\":$version"; then
-                break
-            fi
-            sleep 0.1
-        done
-        if ! "$B" check --server "$target" --json +12015550100 | grep -q "\"us-dnc\":$version"; then
-            echo "FAIL: version $version of us-dnc is not in force after the run" >&2
+        want=$("$B" inspect --json "$work/data/us-dnc.$version.snap" | sed -E 's/.*"version":([0-9]+).*/\1/')
+        if ! "$B" check --server "$target" --json +12015550100 | grep -q "\"us-dnc\":$want"; then
+            echo "FAIL: us-dnc version $want is not in force after the run" >&2
             exit 1
         fi
-        echo "ok: us-dnc version $version in force after the run"
+        echo "ok: us-dnc version $want (file us-dnc.$version.snap) in force after the run"
         rm -f "$work/data/us-dnc.$((version - 1)).snap"
         version=$((version + 1))
     done
