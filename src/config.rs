@@ -405,9 +405,7 @@ impl IpNetwork {
             Some(p) => match p.parse::<u8>() {
                 Ok(prefix) if prefix <= bits && p.bytes().all(|b| b.is_ascii_digit()) => prefix,
                 _ => {
-                    return Err(format!(
-                        "'{text}': the prefix length must be 0..={bits}"
-                    ));
+                    return Err(format!("'{text}': the prefix length must be 0..={bits}"));
                 }
             },
         };
@@ -424,7 +422,9 @@ impl IpNetwork {
     fn masked(&self, address: IpAddr) -> IpAddr {
         match address {
             IpAddr::V4(v4) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 IpAddr::V4((u32::from(v4) & mask).into())
             }
             IpAddr::V6(v6) => {
@@ -1014,7 +1014,11 @@ block_sets = ["reg"]
 
     #[test]
     fn limits_and_allowed_sources_are_validated() {
-        rejects("[server]\nmax_in_flight = 0\n", "server.max_in_flight", "1..=");
+        rejects(
+            "[server]\nmax_in_flight = 0\n",
+            "server.max_in_flight",
+            "1..=",
+        );
         rejects(
             &format!("{MINIMAL}\n[sip]\nallowed_sources = [\"10.0.0.1/8\"]\n"),
             "sip.allowed_sources",
@@ -1041,7 +1045,10 @@ block_sets = ["reg"]
             "needs max_checks_per_second",
         );
         rejects(
-            &MINIMAL.replace("region = \"US\"", "region = \"US\"\nmax_checks_per_second = 0"),
+            &MINIMAL.replace(
+                "region = \"US\"",
+                "region = \"US\"\nmax_checks_per_second = 0",
+            ),
             "tenants.t.max_checks_per_second",
             "1..=",
         );
@@ -1055,7 +1062,10 @@ block_sets = ["reg"]
         let ip = |text: &str| text.parse::<IpAddr>().unwrap();
         assert!(networks[0].contains(ip("127.0.0.1")));
         assert!(!networks[0].contains(ip("127.0.0.2")));
-        assert!(networks[0].contains(ip("::ffff:127.0.0.1")), "v4-mapped counts as v4");
+        assert!(
+            networks[0].contains(ip("::ffff:127.0.0.1")),
+            "v4-mapped counts as v4"
+        );
         assert!(networks[1].contains(ip("::1")) && !networks[1].contains(ip("::2")));
         assert!(networks[2].contains(ip("10.255.0.1")) && !networks[2].contains(ip("11.0.0.1")));
         assert!(networks[3].contains(ip("192.0.2.1")) && !networks[3].contains(ip("::1")));

@@ -180,9 +180,9 @@ fn install() -> Metrics {
                 counter!("suppressd_requests_shed_total", "api" => api.name(), "reason" => reason)
             })
         }),
-        sip_source_refused: ["udp", "tcp"].map(|transport| {
-            counter!("suppressd_sip_source_refused_total", "transport" => transport)
-        }),
+        sip_source_refused: ["udp", "tcp"].map(
+            |transport| counter!("suppressd_sip_source_refused_total", "transport" => transport),
+        ),
     }
 }
 

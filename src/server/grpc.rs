@@ -42,7 +42,9 @@ pub enum ServiceError {
     #[error(transparent)]
     RateLimited(crate::server::checks::CheckError),
     /// `server.max_in_flight` check requests are already in flight: refused, not queued.
-    #[error("overloaded: {limit} check requests already in flight (server.max_in_flight); retry later")]
+    #[error(
+        "overloaded: {limit} check requests already in flight (server.max_in_flight); retry later"
+    )]
     Overloaded { limit: usize },
 }
 
@@ -445,7 +447,8 @@ where
 {
     type Response = HttpResponse;
     type Error = std::convert::Infallible;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, Self::Error>> + Send>>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, Self::Error>> + Send>>;
 
     fn poll_ready(
         &mut self,

@@ -148,7 +148,10 @@ mod tests {
             Err(RateRefusal::Later { .. })
         ));
         bucket.try_take_at(400, 0).unwrap();
-        assert_eq!(bucket.try_take_at(1001, SECOND * 10), Err(RateRefusal::TooLarge));
+        assert_eq!(
+            bucket.try_take_at(1001, SECOND * 10),
+            Err(RateRefusal::TooLarge)
+        );
     }
 
     #[test]
@@ -158,7 +161,11 @@ mod tests {
             let handles: Vec<_> = (0..4)
                 .map(|_| {
                     let bucket = bucket.clone();
-                    scope.spawn(move || (0..1000).filter(|_| bucket.try_take_at(1, 0).is_ok()).count())
+                    scope.spawn(move || {
+                        (0..1000)
+                            .filter(|_| bucket.try_take_at(1, 0).is_ok())
+                            .count()
+                    })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).sum()

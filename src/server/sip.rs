@@ -896,7 +896,8 @@ pub fn answer_for(result: Result<CheckOutcome, CheckError>) -> Answer {
         Err(CheckError::Policy(PolicyError::NoTenant)) => return Answer::Refused("NO_TENANT"),
         Err(CheckError::Policy(PolicyError::NoCampaign)) => return Answer::Refused("NO_CAMPAIGN"),
         Err(limited) => {
-            crate::metrics::metrics().shed(crate::metrics::Api::Sip, crate::metrics::Shed::RateLimit);
+            crate::metrics::metrics()
+                .shed(crate::metrics::Api::Sip, crate::metrics::Shed::RateLimit);
             let after = limited.retry_after().unwrap_or(Duration::from_secs(1));
             let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             return Answer::Busy {

@@ -246,14 +246,38 @@ async fn malformed_grpc_inputs_get_clear_answers() {
         ("empty", String::new(), Expect::Block { invalid: true }),
         ("overlong", overlong, Expect::Block { invalid: true }),
         // Unicode digits either normalise to the registry number or are invalid: never ALLOW.
-        ("arabic-indic digits", ARABIC_INDIC_REGISTRY.into(), Expect::Block { invalid: false }),
-        ("fullwidth digits", FULLWIDTH_REGISTRY.into(), Expect::Block { invalid: false }),
-        ("NUL byte", "+1201555\u{0}0127".into(), Expect::Block { invalid: true }),
-        ("only NULs", "\u{0}\u{0}\u{0}".into(), Expect::Block { invalid: true }),
-        ("unknown tenant", "tenant:nobody".into(), Expect::Code(Code::NotFound)),
+        (
+            "arabic-indic digits",
+            ARABIC_INDIC_REGISTRY.into(),
+            Expect::Block { invalid: false },
+        ),
+        (
+            "fullwidth digits",
+            FULLWIDTH_REGISTRY.into(),
+            Expect::Block { invalid: false },
+        ),
+        (
+            "NUL byte",
+            "+1201555\u{0}0127".into(),
+            Expect::Block { invalid: true },
+        ),
+        (
+            "only NULs",
+            "\u{0}\u{0}\u{0}".into(),
+            Expect::Block { invalid: true },
+        ),
+        (
+            "unknown tenant",
+            "tenant:nobody".into(),
+            Expect::Code(Code::NotFound),
+        ),
     ];
     for (name, number, expect) in rows {
-        let tenant = if number == "tenant:nobody" { "nobody" } else { "" };
+        let tenant = if number == "tenant:nobody" {
+            "nobody"
+        } else {
+            ""
+        };
         let result = client
             .check(CheckRequest {
                 number: number.clone(),
@@ -305,23 +329,47 @@ async fn malformed_grpc_inputs_get_clear_answers() {
         m
     };
     let raw_rows: Vec<(&str, Vec<u8>, Code)> = vec![
-        ("protobuf string with invalid UTF-8", frame(6, &invalid_utf8), Code::Internal),
+        (
+            "protobuf string with invalid UTF-8",
+            frame(6, &invalid_utf8),
+            Code::Internal,
+        ),
         ("truncated protobuf", frame(4, &truncated), Code::Internal),
-        ("length prefix longer than the body", frame(100, &good), Code::Internal),
+        (
+            "length prefix longer than the body",
+            frame(100, &good),
+            Code::Internal,
+        ),
         ("frame header cut short", vec![0, 0, 0], Code::Internal),
-        ("declared length over max_message_bytes", frame(64 << 20, &good), Code::OutOfRange),
-        ("compressed flag without an encoding", {
-            let mut f = frame(good.len() as u32, &good);
-            f[0] = 1;
-            f
-        }, Code::Internal),
+        (
+            "declared length over max_message_bytes",
+            frame(64 << 20, &good),
+            Code::OutOfRange,
+        ),
+        (
+            "compressed flag without an encoding",
+            {
+                let mut f = frame(good.len() as u32, &good);
+                f[0] = 1;
+                f
+            },
+            Code::Internal,
+        ),
         // tonic answers the first message of a unary call and ignores the rest.
-        ("two messages on a unary call", {
-            let mut f = frame(good.len() as u32, &good);
-            f.extend(frame(good.len() as u32, &good));
-            f
-        }, Code::Ok),
-        ("garbage", b"GET / HTTP/1.1\r\n\r\n".to_vec(), Code::Internal),
+        (
+            "two messages on a unary call",
+            {
+                let mut f = frame(good.len() as u32, &good);
+                f.extend(frame(good.len() as u32, &good));
+                f
+            },
+            Code::Ok,
+        ),
+        (
+            "garbage",
+            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            Code::Internal,
+        ),
     ];
     for (name, frames, expected) in raw_rows {
         let code = grpc_raw(daemon.addr, "Check", frames).await;
@@ -340,9 +388,7 @@ async fn malformed_grpc_inputs_get_clear_answers() {
 async fn malformed_http_inputs_get_clear_answers() {
     let daemon = start(&config("request_timeout_ms = 500\n", "")).await;
     let addr = daemon.handle.http_addr.unwrap();
-    let percent = |text: &str| -> String {
-        text.bytes().map(|b| format!("%{b:02X}")).collect()
-    };
+    let percent = |text: &str| -> String { text.bytes().map(|b| format!("%{b:02X}")).collect() };
     let batch = |n: usize| {
         format!(
             "{{\"numbers\": [{}]}}",
@@ -472,12 +518,28 @@ async fn malformed_sip_inputs_get_clear_answers() {
     // (name, message, expected status; None: silently dropped, or closed on TCP)
     let rows: Vec<(&str, Vec<u8>, Option<u16>)> = vec![
         ("empty user part", invite(""), Some(603)),
-        ("overlong number", invite(&format!("+1{}", "2".repeat(200))), Some(603)),
+        (
+            "overlong number",
+            invite(&format!("+1{}", "2".repeat(200))),
+            Some(603),
+        ),
         // Not ASCII: not a valid Request-URI, so 400 before any number parsing.
-        ("arabic-indic digits", invite(ARABIC_INDIC_REGISTRY), Some(400)),
+        (
+            "arabic-indic digits",
+            invite(ARABIC_INDIC_REGISTRY),
+            Some(400),
+        ),
         ("fullwidth digits", invite(FULLWIDTH_REGISTRY), Some(400)),
-        ("percent-encoded NUL in the number", invite("+1201555%000127"), Some(603)),
-        ("NUL byte in Call-ID (cannot be echoed)", with_bytes(b"\0"), None),
+        (
+            "percent-encoded NUL in the number",
+            invite("+1201555%000127"),
+            Some(603),
+        ),
+        (
+            "NUL byte in Call-ID (cannot be echoed)",
+            with_bytes(b"\0"),
+            None,
+        ),
         ("invalid UTF-8 in Call-ID", with_bytes(&[0xff, 0xfe]), None),
         ("without Via", without("Via:"), None),
         ("without Call-ID", without("Call-ID:"), None),
@@ -486,7 +548,11 @@ async fn malformed_sip_inputs_get_clear_answers() {
         ("without To", without("To:"), None),
         ("oversized message", oversized.into_bytes(), None),
         ("empty datagram", Vec::new(), None),
-        ("garbage", vec![0xde, 0xad, 0xbe, 0xef, b'\r', b'\n', b'\r', b'\n'], None),
+        (
+            "garbage",
+            vec![0xde, 0xad, 0xbe, 0xef, b'\r', b'\n', b'\r', b'\n'],
+            None,
+        ),
     ];
     for (name, message, expected) in rows {
         let tcp_message = match std::str::from_utf8(&message) {
@@ -518,7 +584,9 @@ async fn malformed_sip_inputs_get_clear_answers() {
 
     fn rport(message: &[u8], local: SocketAddr) -> Vec<u8> {
         match std::str::from_utf8(message) {
-            Ok(text) => text.replace("127.0.0.1:5999", &local.to_string()).into_bytes(),
+            Ok(text) => text
+                .replace("127.0.0.1:5999", &local.to_string())
+                .into_bytes(),
             Err(_) => {
                 let from = b"127.0.0.1:5999";
                 let mut out = message.to_vec();
@@ -574,14 +642,21 @@ async fn a_tenant_over_its_rate_is_refused_and_others_are_not() {
     }
     let status = refused.expect("gRPC never refused over the rate");
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("rate limit"), "{}", status.message());
+    assert!(
+        status.message().contains("rate limit"),
+        "{}",
+        status.message()
+    );
     // The other tenant is unaffected, on every interface.
     for _ in 0..20 {
         let answer = client.check(CheckRequest {
             number: e164(CLEAN),
             ..Default::default()
         });
-        assert_eq!(answer.await.unwrap().into_inner().verdict, Verdict::Allow as i32);
+        assert_eq!(
+            answer.await.unwrap().into_inner().verdict,
+            Verdict::Allow as i32
+        );
     }
     assert_serving(&daemon, "tenant other over its rate").await;
     // HTTP: 429 with Retry-After and a JSON error.
@@ -595,7 +670,10 @@ async fn a_tenant_over_its_rate_is_refused_and_others_are_not() {
             .expect("HTTP never refused over the rate");
         let (status, head, body) = refused;
         assert_eq!(status, 429, "{body}");
-        assert!(head.to_ascii_lowercase().contains("retry-after: "), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("retry-after: "),
+            "{head}"
+        );
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["verdict"], "BLOCK");
         assert!(body["error"].as_str().unwrap().contains("rate limit"));
@@ -657,7 +735,9 @@ async fn every_interface_refuses_when_max_in_flight_is_reached() {
     let daemon = start(&config("max_in_flight = 4\n", "")).await;
     let state = daemon.handle.state.clone();
     // Hold every permit, as four slow requests would.
-    let held: Vec<_> = (0..4).map(|_| state.in_flight.try_enter_owned().unwrap()).collect();
+    let held: Vec<_> = (0..4)
+        .map(|_| state.in_flight.try_enter_owned().unwrap())
+        .collect();
     assert_eq!(state.in_flight.in_flight(), 4);
     let mut client = daemon.client().await;
     let started = Instant::now();
@@ -688,14 +768,20 @@ async fn every_interface_refuses_when_max_in_flight_is_reached() {
     tokio::task::spawn_blocking(move || {
         let (status, head, body) = http_get(http, &format!("/v1/check?number=%2B{CLEAN}")).unwrap();
         assert_eq!(status, 429, "{body}");
-        assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("retry-after: 1"),
+            "{head}"
+        );
         assert!(body.contains("server.max_in_flight"), "{body}");
         assert_eq!(http_get(http, "/healthz").unwrap().0, 200, "probes pass");
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.set_read_timeout(Some(TIMEOUT)).unwrap();
         let via = socket.local_addr().unwrap().to_string();
         socket
-            .send_to(sip_invite(&e164(CLEAN), "busy", "", "UDP", &via).as_bytes(), udp)
+            .send_to(
+                sip_invite(&e164(CLEAN), "busy", "", "UDP", &via).as_bytes(),
+                udp,
+            )
             .unwrap();
         let mut buffer = [0u8; 8192];
         let (length, _) = socket.recv_from(&mut buffer).unwrap();
@@ -707,7 +793,11 @@ async fn every_interface_refuses_when_max_in_flight_is_reached() {
     .await
     .unwrap();
     // Refused at once, not after waiting for a permit.
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     drop(held);
     assert_eq!(state.in_flight.in_flight(), 0);
     assert_serving(&daemon, "permits released").await;
@@ -751,17 +841,28 @@ fn a_flood_is_shed_and_memory_stays_bounded() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("{}", stderr.lines().filter(|l| l.starts_with("flood:")).collect::<Vec<_>>().join("\n"));
+    eprintln!(
+        "{}",
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("flood:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(
         output.status.success(),
         "the flood child failed:\n{stderr}\n{}",
         String::from_utf8_lossy(&output.stdout)
     );
-    assert!(stderr.contains("flood: "), "the child ran no flood:\n{stderr}");
+    assert!(
+        stderr.contains("flood: "),
+        "the child ran no flood:\n{stderr}"
+    );
 }
 
 async fn flood_in_this_process() {
-    let text = config("max_in_flight = 16\n", "").replace("max_batch = 100\n", "max_batch = 5000\n");
+    let text =
+        config("max_in_flight = 16\n", "").replace("max_batch = 100\n", "max_batch = 5000\n");
     let daemon = start(&text).await;
     let clients: Vec<SuppressionClient<_>> = {
         let mut clients = Vec::new();
@@ -820,7 +921,12 @@ async fn flood_in_this_process() {
         let mut total = (0, 0, 0, Duration::ZERO);
         while let Some(result) = tasks.join_next().await {
             let (ok, shed, other, slowest) = result.unwrap();
-            total = (total.0 + ok, total.1 + shed, total.2 + other, total.3.max(slowest));
+            total = (
+                total.0 + ok,
+                total.1 + shed,
+                total.2 + other,
+                total.3.max(slowest),
+            );
         }
         total
     }
@@ -853,10 +959,17 @@ async fn flood_in_this_process() {
     assert_eq!(small.0 + small.1 + small.2, 20_000);
     assert_eq!(large.0 + large.1 + large.2, 100);
     assert_eq!((small.2, large.2), (0, 0), "only OK or RESOURCE_EXHAUSTED");
-    assert!(small.1 + large.1 > 0, "nothing was shed over max_in_flight = 16");
+    assert!(
+        small.1 + large.1 > 0,
+        "nothing was shed over max_in_flight = 16"
+    );
     assert!(small.0 > 0 && large.0 > 0, "nothing was answered");
     assert!(growth < FLOOD_RSS_BOUND, "RSS grew {} MiB", growth >> 20);
-    assert_eq!(daemon.handle.state.in_flight.in_flight(), 0, "permits leaked");
+    assert_eq!(
+        daemon.handle.state.in_flight.in_flight(),
+        0,
+        "permits leaked"
+    );
     assert_serving(&daemon, "the flood").await;
     daemon.shutdown().await;
 }
@@ -885,7 +998,12 @@ async fn sip_answers_only_allowed_sources() {
         let via = stranger.local_addr().unwrap().to_string();
         let invite = sip_invite(&e164(CLEAN), "stranger", "", "UDP", &via);
         assert_eq!(
-            sip_udp(&stranger, udp, invite.as_bytes(), Duration::from_millis(500)),
+            sip_udp(
+                &stranger,
+                udp,
+                invite.as_bytes(),
+                Duration::from_millis(500)
+            ),
             None
         );
     })
