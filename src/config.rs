@@ -11,7 +11,7 @@ use crate::engine::snapshot::SetKind;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// The example configuration shipped with suppressd and used when no `--config` is given.
@@ -132,6 +132,9 @@ pub struct SipConfig {
     pub campaign_header: String,
     /// Status of a blocked call: 603 (Decline) or 608 (Rejected, RFC 8688).
     pub block_status: u16,
+    /// Source networks the dip answers, e.g. ["127.0.0.1/32", "10.0.0.0/8"]; datagrams from
+    /// elsewhere are dropped and connections closed. Absent: every source.
+    pub allowed_sources: Option<Vec<String>>,
 }
 
 impl Default for SipConfig {
@@ -142,6 +145,7 @@ impl Default for SipConfig {
             tenant_header: "X-Tenant".into(),
             campaign_header: "X-Campaign".into(),
             block_status: 603,
+            allowed_sources: None,
         }
     }
 }
@@ -157,12 +161,15 @@ pub struct ServerConfig {
     pub reload_poll_seconds: u64,
     /// Most numbers in one batch request.
     pub max_batch: usize,
-    /// Largest gRPC message accepted or sent.
+    /// Largest gRPC message accepted or sent, and largest HTTP request body.
     pub max_message_bytes: usize,
     /// Deadline for one request.
     pub request_timeout_ms: u64,
     /// Concurrent requests per connection (HTTP/2 streams).
     pub concurrency_per_connection: u32,
+    /// Check requests in flight over all APIs; more are refused at once (RESOURCE_EXHAUSTED,
+    /// HTTP 429, SIP 503), never queued.
+    pub max_in_flight: usize,
     pub http2_keepalive_interval_seconds: u64,
     pub http2_keepalive_timeout_seconds: u64,
     /// How long shutdown waits for requests in flight.
@@ -195,6 +202,7 @@ impl Default for ServerConfig {
             max_message_bytes: 16 << 20,
             request_timeout_ms: 2_000,
             concurrency_per_connection: 1024,
+            max_in_flight: 2048,
             http2_keepalive_interval_seconds: 30,
             http2_keepalive_timeout_seconds: 10,
             shutdown_grace_seconds: 10,
@@ -258,6 +266,12 @@ pub struct TenantConfig {
     pub sets: BTreeMap<String, SetConfig>,
     #[serde(default)]
     pub campaigns: BTreeMap<String, CampaignConfig>,
+    /// Numbers this tenant may check per second over all APIs (a batch of 1000 costs 1000);
+    /// no limit when absent.
+    pub max_checks_per_second: Option<u32>,
+    /// Numbers the tenant may check at once above its rate (the bucket size); defaults to one
+    /// second's worth. A batch larger than this is always refused.
+    pub burst: Option<u32>,
 }
 
 /// What to do when a registry copy is older than the campaign allows.
@@ -335,6 +349,8 @@ pub struct Config {
     /// The SIP dip's UDP and TCP addresses (`[sip]`), when configured.
     pub sip_udp_listen: Option<SocketAddr>,
     pub sip_tcp_listen: Option<SocketAddr>,
+    /// Networks the SIP dip answers (`sip.allowed_sources`); None: every source.
+    pub sip_allowed_sources: Option<Vec<IpNetwork>>,
     pub data_dir: PathBuf,
     /// Set by `serve --repair-journal`: truncate a damaged journal instead of refusing to start.
     pub repair_journal: bool,
@@ -362,6 +378,70 @@ fn valid_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
         && !name.starts_with('.')
+}
+
+/// An IP network such as 10.0.0.0/8 or ::1/128 (`sip.allowed_sources`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNetwork {
+    /// The network address, host bits zero.
+    pub address: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNetwork {
+    /// Parses "address/prefix", or a bare address (one host). Host bits must be zero, so a
+    /// typo like 10.0.0.1/8 is an error rather than a silently wider network.
+    pub fn parse(text: &str) -> Result<IpNetwork, String> {
+        let (address_text, prefix_text) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let address: IpAddr = address_text
+            .parse()
+            .map_err(|_| format!("'{text}' is not an IP network like 10.0.0.0/8 or ::1/128"))?;
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix_text {
+            None => bits,
+            Some(p) => match p.parse::<u8>() {
+                Ok(prefix) if prefix <= bits && p.bytes().all(|b| b.is_ascii_digit()) => prefix,
+                _ => {
+                    return Err(format!("'{text}': the prefix length must be 0..={bits}"));
+                }
+            },
+        };
+        let network = IpNetwork { address, prefix };
+        if network.masked(address) != address {
+            return Err(format!(
+                "'{text}' has host bits set (the network is {}/{prefix})",
+                network.masked(address)
+            ));
+        }
+        Ok(network)
+    }
+
+    fn masked(&self, address: IpAddr) -> IpAddr {
+        match address {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(v4) & mask).into())
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        }
+    }
+
+    /// True when `address` is in this network. IPv4-mapped IPv6 sources (a dual-stack socket)
+    /// count as their IPv4 address.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        address.is_ipv4() == self.address.is_ipv4() && self.masked(address) == self.address
+    }
 }
 
 /// Parses an E.164 prefix like "+1900" into its digits.
@@ -445,6 +525,9 @@ impl Config {
         if server.request_timeout_ms == 0 {
             return Err(err(file, "server.request_timeout_ms", "must be positive"));
         }
+        if !(1..=1_000_000).contains(&server.max_in_flight) {
+            return Err(err(file, "server.max_in_flight", "must be 1..=1000000"));
+        }
         if tracing_subscriber::EnvFilter::try_new(&raw.log.filter).is_err() {
             return Err(err(
                 file,
@@ -497,6 +580,26 @@ impl Config {
                     format!("unknown region '{}'", tenant.region),
                 )
             })?;
+            match (tenant.max_checks_per_second, tenant.burst) {
+                (Some(rate), _) if !(1..=100_000_000).contains(&rate) => {
+                    return Err(err(
+                        file,
+                        format!("{at}.max_checks_per_second"),
+                        "must be 1..=100000000",
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(err(
+                        file,
+                        format!("{at}.burst"),
+                        "needs max_checks_per_second",
+                    ));
+                }
+                (_, Some(burst)) if !(1..=1_000_000_000).contains(&burst) => {
+                    return Err(err(file, format!("{at}.burst"), "must be 1..=1000000000"));
+                }
+                _ => {}
+            }
             for (name, set) in &tenant.sets {
                 if raw.sets.contains_key(name) {
                     return Err(err(
@@ -694,6 +797,12 @@ impl Config {
             http_listen,
             sip_udp_listen,
             sip_tcp_listen,
+            sip_allowed_sources: raw.sip.allowed_sources.as_ref().map(|sources| {
+                sources
+                    .iter()
+                    .filter_map(|text| IpNetwork::parse(text).ok())
+                    .collect()
+            }),
             repair_journal: false,
             authenticator,
             audit_key,
@@ -724,6 +833,18 @@ fn validate_sip(
     };
     let udp = address("sip.listen_udp", &sip.listen_udp)?;
     let tcp = address("sip.listen_tcp", &sip.listen_tcp)?;
+    if let Some(sources) = &sip.allowed_sources {
+        if sources.is_empty() {
+            return Err(err(
+                file,
+                "sip.allowed_sources",
+                "an empty list would refuse every source; remove the key to allow any",
+            ));
+        }
+        for text in sources {
+            IpNetwork::parse(text).map_err(|reason| err(file, "sip.allowed_sources", reason))?;
+        }
+    }
     for (key, name) in [
         ("sip.tenant_header", &sip.tenant_header),
         ("sip.campaign_header", &sip.campaign_header),
@@ -889,6 +1010,67 @@ block_sets = ["reg"]
         assert_eq!(config.grpc_listen.to_string(), "127.0.0.1:50151");
         assert_eq!(config.raw.tenants["t"].campaigns["c"].max_list_age_days, 31);
         assert_eq!(config.sets[0].reason, Some(BlockReason::NationalRegistry));
+    }
+
+    #[test]
+    fn limits_and_allowed_sources_are_validated() {
+        rejects(
+            "[server]\nmax_in_flight = 0\n",
+            "server.max_in_flight",
+            "1..=",
+        );
+        rejects(
+            &format!("{MINIMAL}\n[sip]\nallowed_sources = [\"10.0.0.1/8\"]\n"),
+            "sip.allowed_sources",
+            "host bits",
+        );
+        rejects(
+            &format!("{MINIMAL}\n[sip]\nallowed_sources = [\"10.0.0.0/33\"]\n"),
+            "sip.allowed_sources",
+            "0..=32",
+        );
+        rejects(
+            &format!("{MINIMAL}\n[sip]\nallowed_sources = [\"example.com\"]\n"),
+            "sip.allowed_sources",
+            "not an IP network",
+        );
+        rejects(
+            &format!("{MINIMAL}\n[sip]\nallowed_sources = []\n"),
+            "sip.allowed_sources",
+            "empty",
+        );
+        rejects(
+            &MINIMAL.replace("region = \"US\"", "region = \"US\"\nburst = 5"),
+            "tenants.t.burst",
+            "needs max_checks_per_second",
+        );
+        rejects(
+            &MINIMAL.replace(
+                "region = \"US\"",
+                "region = \"US\"\nmax_checks_per_second = 0",
+            ),
+            "tenants.t.max_checks_per_second",
+            "1..=",
+        );
+        let config = parse(&format!(
+            "{}\n[sip]\nallowed_sources = [\"127.0.0.1/32\", \"::1\", \"10.0.0.0/8\", \"0.0.0.0/0\"]\n",
+            MINIMAL.replace("region = \"US\"", "region = \"US\"\nmax_checks_per_second = 10")
+        ))
+        .unwrap();
+        let networks = config.sip_allowed_sources.unwrap();
+        assert_eq!(networks.len(), 4);
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert!(networks[0].contains(ip("127.0.0.1")));
+        assert!(!networks[0].contains(ip("127.0.0.2")));
+        assert!(
+            networks[0].contains(ip("::ffff:127.0.0.1")),
+            "v4-mapped counts as v4"
+        );
+        assert!(networks[1].contains(ip("::1")) && !networks[1].contains(ip("::2")));
+        assert!(networks[2].contains(ip("10.255.0.1")) && !networks[2].contains(ip("11.0.0.1")));
+        assert!(networks[3].contains(ip("192.0.2.1")) && !networks[3].contains(ip("::1")));
+        assert_eq!(config.raw.tenants["t"].max_checks_per_second, Some(10));
+        assert!(parse(MINIMAL).unwrap().sip_allowed_sources.is_none());
     }
 
     #[test]

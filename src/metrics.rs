@@ -31,6 +31,17 @@ impl Api {
     }
 }
 
+/// Why a request was refused before it was checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shed {
+    /// `server.max_in_flight` requests were already in flight.
+    Overload = 0,
+    /// The tenant is over its `max_checks_per_second`.
+    RateLimit = 1,
+}
+
+const SHED_REASONS: [&str; 2] = ["overload", "rate_limit"];
+
 /// Per-number verdict as counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counted {
@@ -84,6 +95,10 @@ pub struct Metrics {
     pub erasure_in_force: Histogram,
     pub erasure_complete: Histogram,
     pub sip_malformed: Counter,
+    shed: [[Counter; 2]; 3],
+    /// SIP datagrams dropped (0) and connections closed (1) from sources not in
+    /// `sip.allowed_sources`.
+    pub sip_source_refused: [Counter; 2],
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -160,6 +175,14 @@ fn install() -> Metrics {
         erasure_in_force: histogram!("suppressd_erasure_in_force_seconds"),
         erasure_complete: histogram!("suppressd_erasure_complete_seconds"),
         sip_malformed: counter!("suppressd_sip_malformed_total"),
+        shed: Api::ALL.map(|api| {
+            SHED_REASONS.map(|reason| {
+                counter!("suppressd_requests_shed_total", "api" => api.name(), "reason" => reason)
+            })
+        }),
+        sip_source_refused: ["udp", "tcp"].map(
+            |transport| counter!("suppressd_sip_source_refused_total", "transport" => transport),
+        ),
     }
 }
 
@@ -300,6 +323,14 @@ fn describe() {
         "suppressd_sip_malformed_total",
         "SIP messages that could not be parsed (answered 400 or dropped)."
     );
+    describe_counter!(
+        "suppressd_requests_shed_total",
+        "Check requests refused before any lookup, by API and reason: overload (server.max_in_flight requests already in flight) or rate_limit (the tenant's max_checks_per_second). Answered RESOURCE_EXHAUSTED, HTTP 429 or SIP 503; never queued."
+    );
+    describe_counter!(
+        "suppressd_sip_source_refused_total",
+        "SIP datagrams dropped and TCP connections closed because their source is not in sip.allowed_sources, by transport."
+    );
 }
 
 impl Metrics {
@@ -323,6 +354,11 @@ impl Metrics {
         for reason in reasons.iter() {
             self.reasons[api as usize][reason as usize].increment(numbers);
         }
+    }
+
+    #[inline]
+    pub fn shed(&self, api: Api, reason: Shed) {
+        self.shed[api as usize][reason as usize].increment(1);
     }
 
     #[inline]

@@ -9,5 +9,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // A base without files: key, token and certificate paths fail cleanly.
-    let _ = suppressd::config::Config::parse(text, "fuzz.toml", std::path::Path::new("/nonexistent"));
+    let _ =
+        suppressd::config::Config::parse(text, "fuzz.toml", std::path::Path::new("/nonexistent"));
 });

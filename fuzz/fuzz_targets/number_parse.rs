@@ -16,12 +16,19 @@ fuzz_target!(|data: &[u8]| {
         NumberParser::new(Region::parse("PL").ok()),
         NumberParser::new(Region::parse("US").ok()),
     ] {
-        for result in [parser.parse(text), parser.parse_fast(text), Number::parse_e164(text)] {
+        for result in [
+            parser.parse(text),
+            parser.parse_fast(text),
+            Number::parse_e164(text),
+        ] {
             match result {
                 Ok(number) => assert!(number.get() < 10u64.pow(15), "over 15 digits"),
                 Err(error) => {
                     if digits.len() >= 7 {
-                        assert!(!error.to_string().contains(&digits), "error leaks the number");
+                        assert!(
+                            !error.to_string().contains(&digits),
+                            "error leaks the number"
+                        );
                     }
                 }
             }

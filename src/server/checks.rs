@@ -6,7 +6,49 @@
 use crate::engine::date::Day;
 use crate::engine::number::{Number, NumberError};
 use crate::policy::{Decision, PolicyError, Reasons};
+use crate::server::limits::RateRefusal;
 use crate::server::state::State;
+use std::time::Duration;
+
+/// Why a check was not answered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The tenant is over its `max_checks_per_second`.
+    #[error("tenant '{tenant}' is over its rate limit of {rate} checks/s (burst {burst}); retry in {} ms", retry_after.as_millis().max(1))]
+    RateLimited {
+        tenant: String,
+        rate: u32,
+        burst: u32,
+        retry_after: Duration,
+    },
+    /// One request of more numbers than the tenant's burst: it can never pass.
+    #[error("a request of {numbers} numbers exceeds the burst of {burst} of tenant '{tenant}'")]
+    OverBurst {
+        tenant: String,
+        numbers: usize,
+        burst: u32,
+    },
+}
+
+impl CheckError {
+    /// When a retry may succeed (None: never for this request, or not a limit).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CheckError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// True for the rate limit's refusals (RESOURCE_EXHAUSTED, 429, SIP 503).
+    pub fn is_rate_limit(&self) -> bool {
+        matches!(
+            self,
+            CheckError::RateLimited { .. } | CheckError::OverBurst { .. }
+        )
+    }
+}
 
 /// The answer for one number, with its proof.
 #[derive(Clone, Debug)]
@@ -39,6 +81,30 @@ pub struct BatchOutcome {
 }
 
 impl State {
+    /// Takes `numbers` tokens from the tenant's rate limit, if it has one. Lock-free.
+    fn charge(&self, tenant: &str, numbers: usize) -> Result<(), CheckError> {
+        if self.rate_limits.is_empty() {
+            return Ok(());
+        }
+        let Some(bucket) = self.rate_limits.get(tenant) else {
+            return Ok(());
+        };
+        match bucket.try_take(numbers as u64) {
+            Ok(()) => Ok(()),
+            Err(RateRefusal::Later { retry_after }) => Err(CheckError::RateLimited {
+                tenant: tenant.to_owned(),
+                rate: bucket.rate,
+                burst: bucket.burst,
+                retry_after,
+            }),
+            Err(RateRefusal::TooLarge) => Err(CheckError::OverBurst {
+                tenant: tenant.to_owned(),
+                numbers,
+                burst: bucket.burst,
+            }),
+        }
+    }
+
     /// One number given as text: E.164 on the hot path, national formats with the tenant's
     /// region.
     pub fn check_text(
@@ -46,8 +112,9 @@ impl State {
         tenant: &str,
         campaign: &str,
         number: &str,
-    ) -> Result<CheckOutcome, PolicyError> {
+    ) -> Result<CheckOutcome, CheckError> {
         let (found_tenant, found_campaign) = self.policy.resolve(tenant, campaign)?;
+        self.charge(&found_tenant.name, 1)?;
         let sets = self.sets.load();
         let today = Day::today();
         let view = self
@@ -78,8 +145,9 @@ impl State {
         campaign: &str,
         texts: &[String],
         e164: &[u64],
-    ) -> Result<(BatchOutcome, Vec<Result<Number, NumberError>>), PolicyError> {
+    ) -> Result<(BatchOutcome, Vec<Result<Number, NumberError>>), CheckError> {
         let (found_tenant, found_campaign) = self.policy.resolve(tenant, campaign)?;
+        self.charge(&found_tenant.name, texts.len() + e164.len())?;
         let sets = self.sets.load();
         let today = Day::today();
         let view = self

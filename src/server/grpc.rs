@@ -5,7 +5,7 @@
 
 use crate::engine::date::Day;
 use crate::engine::number::Number;
-use crate::metrics::{Api, Counted, Tally, metrics};
+use crate::metrics::{Api, Counted, Shed, Tally, metrics};
 use crate::policy::{PolicyError, Reason};
 use crate::proto::suppression_server::Suppression;
 use crate::proto::{
@@ -13,6 +13,7 @@ use crate::proto::{
     CheckResponse, SetStatus, SetVersion, StatusRequest, StatusResponse, TenantStatus, Verdict,
 };
 use crate::server::auth::{AuthError, Identity};
+use crate::server::checks::CheckError;
 use crate::server::state::{State, now_ms};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,6 +38,26 @@ pub enum ServiceError {
     Internal(String),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The tenant is over its rate limit, or asked for more than its burst at once.
+    #[error(transparent)]
+    RateLimited(crate::server::checks::CheckError),
+    /// `server.max_in_flight` check requests are already in flight: refused, not queued.
+    #[error(
+        "overloaded: {limit} check requests already in flight (server.max_in_flight); retry later"
+    )]
+    Overloaded { limit: usize },
+}
+
+impl From<CheckError> for ServiceError {
+    fn from(error: CheckError) -> ServiceError {
+        match error {
+            CheckError::Policy(policy) => ServiceError::Policy(policy),
+            limited => {
+                metrics().shed(Api::Grpc, Shed::RateLimit);
+                ServiceError::RateLimited(limited)
+            }
+        }
+    }
 }
 
 impl From<ServiceError> for Status {
@@ -58,6 +79,9 @@ impl From<ServiceError> for Status {
             ServiceError::Auth(AuthError::Unauthenticated) => Status::unauthenticated(message),
             ServiceError::Auth(AuthError::PermissionDenied(_)) => {
                 Status::permission_denied(message)
+            }
+            ServiceError::RateLimited(_) | ServiceError::Overloaded { .. } => {
+                Status::resource_exhausted(message)
             }
         }
     }
@@ -354,8 +378,17 @@ impl Suppression for SuppressionService {
         let inbound = request.into_inner();
         // Each batch is answered in order as it arrives; an invalid batch ends the stream with
         // its status, like a failed unary call would.
+        // Every message is a check request of its own for the in-flight limit: over it, the
+        // stream ends with RESOURCE_EXHAUSTED rather than waiting.
         let outbound = inbound.map(move |message| {
             let batch = message?;
+            let Some(_permit) = service.state.in_flight.try_enter() else {
+                metrics().shed(Api::Grpc, Shed::Overload);
+                return Err(ServiceError::Overloaded {
+                    limit: service.state.in_flight.limit,
+                }
+                .into());
+            };
             service
                 .check_batch(&batch, caller.as_ref())
                 .map_err(Status::from)
@@ -376,4 +409,75 @@ impl Suppression for SuppressionService {
     ) -> Result<Response<CheckResponse>, Status> {
         Ok(Response::new(CheckResponse::default()))
     }
+}
+
+/// Paths of the check methods (`Check`, `CheckBatch`, `CheckStream`): the requests the
+/// in-flight limit counts. `Ping` and `Status` are not checks and pass.
+const CHECK_PATHS: &str = "/suppressd.v1.Suppression/Check";
+
+/// Wraps the data-plane service: a check request that finds `server.max_in_flight` requests
+/// in flight is answered RESOURCE_EXHAUSTED at once, before its body is read or decoded.
+/// (tonic's `concurrency_limit_per_connection` queues instead, and only per connection.)
+#[derive(Clone)]
+pub struct ShedOverload<S> {
+    inner: S,
+    state: Arc<State>,
+}
+
+impl<S> ShedOverload<S> {
+    pub fn new(inner: S, state: Arc<State>) -> ShedOverload<S> {
+        ShedOverload { inner, state }
+    }
+}
+
+type HttpRequest = tonic::codegen::http::Request<tonic::body::Body>;
+type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
+
+impl<S, B> tonic::codegen::Service<HttpRequest> for ShedOverload<S>
+where
+    S: tonic::codegen::Service<
+            HttpRequest,
+            Response = tonic::codegen::http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = HttpResponse;
+    type Error = std::convert::Infallible;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: HttpRequest) -> Self::Future {
+        if !request.uri().path().starts_with(CHECK_PATHS) {
+            let answering = self.inner.call(request);
+            return Box::pin(async move { answering.await.map(|r| r.map(tonic::body::Body::new)) });
+        }
+        let Some(permit) = self.state.in_flight.try_enter_owned() else {
+            metrics().shed(Api::Grpc, Shed::Overload);
+            let status = Status::from(ServiceError::Overloaded {
+                limit: self.state.in_flight.limit,
+            });
+            return Box::pin(std::future::ready(Ok(status.into_http())));
+        };
+        let answering = self.inner.call(request);
+        Box::pin(async move {
+            let response = answering.await;
+            drop(permit);
+            response.map(|r| r.map(tonic::body::Body::new))
+        })
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for ShedOverload<S> {
+    const NAME: &'static str = S::NAME;
 }

@@ -7,10 +7,10 @@
 //! never echo a number in the clear.
 
 use crate::engine::number::{NumberError, mask_input};
-use crate::metrics::{Api, Counted, Tally, metrics};
+use crate::metrics::{Api, Counted, Shed, Tally, metrics};
 use crate::policy::{PolicyError, Reason, Reasons};
 use crate::server::auth::{AuthError, Identity};
-use crate::server::checks::CheckOutcome;
+use crate::server::checks::{CheckError, CheckOutcome};
 use crate::server::state::{State, now_ms};
 use axum::Json;
 use axum::extract::{Query, State as Shared};
@@ -22,33 +22,118 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::json;
 use std::sync::Arc;
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct CheckQuery {
     #[serde(default)]
-    number: String,
+    pub number: String,
     #[serde(default)]
-    tenant: String,
+    pub tenant: String,
     #[serde(default)]
-    campaign: String,
+    pub campaign: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
     #[serde(default)]
-    tenant: String,
+    pub tenant: String,
     #[serde(default)]
-    campaign: String,
-    numbers: Vec<String>,
+    pub campaign: String,
+    pub numbers: Vec<String>,
+}
+
+/// The query of `GET /v1/check`, exactly as the handler reads it (pure: fuzzed).
+pub fn parse_query(uri: &axum::http::Uri) -> Result<CheckQuery, String> {
+    Query::<CheckQuery>::try_from_uri(uri)
+        .map(|Query(query)| query)
+        .map_err(|rejection| format!("bad query: {}", clip(&rejection.body_text())))
+}
+
+/// The body of `POST /v1/check`, exactly as the handler reads it, with the batch limit
+/// (pure: fuzzed). Errors never echo more than 200 characters of the input's description.
+pub fn parse_batch(bytes: &[u8], max_batch: usize) -> Result<BatchBody, String> {
+    let Json(body) = Json::<BatchBody>::from_bytes(bytes)
+        .map_err(|rejection| format!("bad JSON body: {}", clip(&rejection.body_text())))?;
+    if body.numbers.len() > max_batch {
+        return Err(format!(
+            "batch of {} numbers exceeds the limit of {max_batch} (server.max_batch)",
+            body.numbers.len()
+        ));
+    }
+    Ok(body)
+}
+
+fn clip(text: &str) -> String {
+    text.chars().take(200).collect()
 }
 
 pub fn router(state: Arc<State>) -> axum::Router {
-    axum::Router::new()
+    let body_limit = state.config.raw.server.max_message_bytes;
+    let checks = axum::Router::new()
         .route("/v1/check", get(check_one).post(check_batch))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            shed_overload,
+        ));
+    axum::Router::new()
+        .merge(checks)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(render_metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// A JSON refusal of a check: verdict BLOCK (fail closed) and the reason.
+fn refuse(status: StatusCode, error: String, retry_after: Option<std::time::Duration>) -> Response {
+    let body = Json(json!({ "verdict": "BLOCK", "error": error }));
+    match retry_after {
+        Some(after) => {
+            // Whole seconds, rounded up: a client that waits this long finds tokens again.
+            let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            (
+                status,
+                [(axum::http::header::RETRY_AFTER, seconds.max(1).to_string())],
+                body,
+            )
+                .into_response()
+        }
+        None => (status, body).into_response(),
+    }
+}
+
+/// The in-flight limit: a check request over `server.max_in_flight` is answered 429 at once,
+/// before its body is read. A request that holds a permit longer than
+/// `server.request_timeout_ms` (a client sending its body slowly) is answered 408 and the
+/// permit freed, so slow clients cannot hold the limit.
+async fn shed_overload(
+    Shared(state): Shared<Arc<State>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(_permit) = state.in_flight.try_enter() else {
+        metrics().shed(Api::Http, Shed::Overload);
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "overloaded: {} check requests already in flight (server.max_in_flight); retry later",
+                state.in_flight.limit
+            ),
+            Some(std::time::Duration::from_secs(1)),
+        );
+    };
+    let timeout = std::time::Duration::from_millis(state.config.raw.server.request_timeout_ms);
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request not complete within {} ms (server.request_timeout_ms)",
+                timeout.as_millis()
+            ),
+            None,
+        ),
+    }
 }
 
 /// Reason names as a JSON array, written straight from the bit set.
@@ -144,19 +229,21 @@ struct BatchAnswer<'a> {
     warnings: &'a [String],
 }
 
-/// HTTP status and JSON for a policy error: the one place HTTP maps errors.
-fn policy_error(error: &PolicyError) -> Response {
+/// HTTP status and JSON for a check error: the one place HTTP maps errors.
+fn check_error(error: &CheckError) -> Response {
     let status = match error {
-        PolicyError::UnknownTenant(_) | PolicyError::UnknownCampaign { .. } => {
+        CheckError::Policy(PolicyError::UnknownTenant(_) | PolicyError::UnknownCampaign { .. }) => {
             StatusCode::NOT_FOUND
         }
-        PolicyError::NoTenant | PolicyError::NoCampaign => StatusCode::BAD_REQUEST,
+        CheckError::Policy(PolicyError::NoTenant | PolicyError::NoCampaign) => {
+            StatusCode::BAD_REQUEST
+        }
+        CheckError::RateLimited { .. } | CheckError::OverBurst { .. } => {
+            metrics().shed(Api::Http, Shed::RateLimit);
+            StatusCode::TOO_MANY_REQUESTS
+        }
     };
-    (
-        status,
-        Json(json!({ "verdict": "BLOCK", "error": error.to_string() })),
-    )
-        .into_response()
+    refuse(status, error.to_string(), error.retry_after())
 }
 
 /// The tenant a request acts for, from its bearer credential (401/403 as JSON otherwise).
@@ -194,8 +281,12 @@ fn caller_tenant(
 async fn check_one(
     Shared(state): Shared<Arc<State>>,
     headers: HeaderMap,
-    Query(query): Query<CheckQuery>,
+    uri: axum::http::Uri,
 ) -> Response {
+    let query = match parse_query(&uri) {
+        Ok(query) => query,
+        Err(error) => return refuse(StatusCode::BAD_REQUEST, error, None),
+    };
     let tenant = match caller_tenant(&state, &headers, &query.tenant) {
         Ok(tenant) => tenant,
         Err(response) => return *response,
@@ -203,7 +294,7 @@ async fn check_one(
     let started = std::time::Instant::now();
     let outcome = match state.check_text(&tenant, &query.campaign, &query.number) {
         Ok(outcome) => outcome,
-        Err(error) => return policy_error(&error),
+        Err(error) => return check_error(&error),
     };
     let mut tally = Tally::default();
     let counted = match (outcome.number.is_some(), outcome.allowed()) {
@@ -237,23 +328,49 @@ async fn check_one(
 async fn check_batch(
     Shared(state): Shared<Arc<State>>,
     headers: HeaderMap,
-    body: Result<Json<BatchBody>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Body,
 ) -> Response {
-    let Json(body) = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            return (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("bad JSON body: {}", rejection.body_text().chars().take(200).collect::<String>()) })))
-                .into_response();
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let mime = v.split(';').next().unwrap_or("").trim();
+            mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+        });
+    if !json {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected a request with Content-Type: application/json".into(),
+            None,
+        );
+    }
+    // A declared length over the limit is refused before waiting for the body.
+    let limit = state.config.raw.server.max_message_bytes;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body over {limit} bytes (server.max_message_bytes)"),
+            None,
+        );
+    }
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body over {limit} bytes (server.max_message_bytes), or cut short"),
+                None,
+            );
         }
     };
-    let limit = state.config.raw.server.max_batch;
-    if body.numbers.len() > limit {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({ "error": format!("batch of {} numbers exceeds the limit of {limit} (server.max_batch)", body.numbers.len()) })),
-        )
-            .into_response();
-    }
+    let body = match parse_batch(&bytes, state.config.raw.server.max_batch) {
+        Ok(body) => body,
+        Err(error) => return refuse(StatusCode::BAD_REQUEST, error, None),
+    };
     let started = std::time::Instant::now();
     let tenant = match caller_tenant(&state, &headers, &body.tenant) {
         Ok(tenant) => tenant,
@@ -261,7 +378,7 @@ async fn check_batch(
     };
     let (outcome, numbers) = match state.check_many(&tenant, &body.campaign, &body.numbers, &[]) {
         Ok(result) => result,
-        Err(error) => return policy_error(&error),
+        Err(error) => return check_error(&error),
     };
     let results: Vec<BatchResult<'_>> = outcome
         .decisions

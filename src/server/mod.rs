@@ -10,6 +10,7 @@ pub mod auth;
 pub mod checks;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod mutations;
 pub mod samples;
 pub mod sip;
@@ -248,6 +249,8 @@ pub async fn start(
         data_plane,
         grpc::authenticate(state.config.authenticator.clone()),
     );
+    // Outermost: overload is refused before authentication, decoding or any lookup.
+    let data_plane = grpc::ShedOverload::new(data_plane, state.clone());
     let tls = state.config.tls.clone();
     let grace = Duration::from_secs(server_config.shutdown_grace_seconds);
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();

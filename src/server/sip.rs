@@ -13,6 +13,7 @@
 //! | INVITE, number blocked | `603 Decline` (or `608 Rejected`, `sip.block_status`), `Reason: SIP;cause=603;text="NATIONAL_REGISTRY"` naming every reason, `X-Suppressd-Sets` naming the sets hit |
 //! | INVITE, number not a valid number | blocked (fail closed), reason `INVALID_NUMBER` |
 //! | INVITE, cannot decide (a set the campaign needs is not loaded) | `503 Service Unavailable`, `Reason: ...;text="NOT_READY"`, no `Retry-After` |
+//! | INVITE, refused by a limit: `server.max_in_flight` checks in flight, or the tenant over its `max_checks_per_second` | `503 Service Unavailable`, `Reason: ...;text="OVERLOADED"` (or `RATE_LIMITED`), `Retry-After: <seconds>` |
 //! | INVITE, unknown tenant or campaign (or none given and no default) | `403 Forbidden`, `Reason: ...;text="UNKNOWN_TENANT"` (or `UNKNOWN_CAMPAIGN`, `NO_TENANT`, `NO_CAMPAIGN`) |
 //! | OPTIONS | `200 OK` with `Allow` (proxies use it as a keepalive) |
 //! | ACK | nothing (absorbed: it acknowledges our own non-2xx answer) |
@@ -48,6 +49,8 @@
 //!   400 when it can and closes the connection), and answered on the same connection. A
 //!   double-CRLF keepalive (RFC 5626) gets a CRLF back. Idle connections close after
 //!   5 minutes; at most 1024 connections at a time.
+//! - `sip.allowed_sources`: datagrams from other sources are dropped unanswered and TCP
+//!   connections from them closed at accept, both counted; unset, every source is answered.
 //! - Parsing is strict and bounded: CRLF line ends, no header folding, at most
 //!   [`MAX_MESSAGE_BYTES`] per message, [`MAX_HEADERS`] headers and [`MAX_VIAS`] Via values.
 //!   [`parse_request`] and [`respond`] are pure functions of their inputs (fuzzed).
@@ -55,7 +58,7 @@
 
 use crate::config::SipConfig;
 use crate::policy::{PolicyError, Reason, Reasons};
-use crate::server::checks::CheckOutcome;
+use crate::server::checks::{CheckError, CheckOutcome};
 use crate::server::state::State;
 use std::fmt;
 use std::io::Write as _;
@@ -100,6 +103,8 @@ pub struct Counters {
     /// SIP responses received (the dip sends no requests, so these are ignored).
     pub responses_ignored: AtomicU64,
     pub send_errors: AtomicU64,
+    /// Datagrams dropped and connections closed from sources not in `sip.allowed_sources`.
+    pub sources_refused: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
@@ -115,6 +120,7 @@ pub static COUNTERS: Counters = Counters {
     malformed_dropped: AtomicU64::new(0),
     responses_ignored: AtomicU64::new(0),
     send_errors: AtomicU64::new(0),
+    sources_refused: AtomicU64::new(0),
 };
 
 fn count(counter: &AtomicU64) {
@@ -852,6 +858,12 @@ pub enum Answer {
     Blocked { reasons: Reasons, sets: Vec<String> },
     /// 503: cannot decide.
     Unavailable,
+    /// 503 with `Retry-After`: refused by a limit before checking; the text names which
+    /// (`OVERLOADED`: `server.max_in_flight`; `RATE_LIMITED`: the tenant's rate).
+    Busy {
+        text: &'static str,
+        retry_after_seconds: u32,
+    },
     /// 403: unknown tenant or campaign; the text names which.
     Refused(&'static str),
     /// 200 to OPTIONS.
@@ -872,13 +884,27 @@ const DECISIVE: [Reason; 5] = [
 ];
 
 /// The answer to an INVITE, from the check's result.
-pub fn answer_for(result: Result<CheckOutcome, PolicyError>) -> Answer {
+pub fn answer_for(result: Result<CheckOutcome, CheckError>) -> Answer {
     let outcome = match result {
         Ok(outcome) => outcome,
-        Err(PolicyError::UnknownTenant(_)) => return Answer::Refused("UNKNOWN_TENANT"),
-        Err(PolicyError::UnknownCampaign { .. }) => return Answer::Refused("UNKNOWN_CAMPAIGN"),
-        Err(PolicyError::NoTenant) => return Answer::Refused("NO_TENANT"),
-        Err(PolicyError::NoCampaign) => return Answer::Refused("NO_CAMPAIGN"),
+        Err(CheckError::Policy(PolicyError::UnknownTenant(_))) => {
+            return Answer::Refused("UNKNOWN_TENANT");
+        }
+        Err(CheckError::Policy(PolicyError::UnknownCampaign { .. })) => {
+            return Answer::Refused("UNKNOWN_CAMPAIGN");
+        }
+        Err(CheckError::Policy(PolicyError::NoTenant)) => return Answer::Refused("NO_TENANT"),
+        Err(CheckError::Policy(PolicyError::NoCampaign)) => return Answer::Refused("NO_CAMPAIGN"),
+        Err(limited) => {
+            crate::metrics::metrics()
+                .shed(crate::metrics::Api::Sip, crate::metrics::Shed::RateLimit);
+            let after = limited.retry_after().unwrap_or(Duration::from_secs(1));
+            let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            return Answer::Busy {
+                text: "RATE_LIMITED",
+                retry_after_seconds: seconds.clamp(1, 3600) as u32,
+            };
+        }
     };
     if outcome.allowed() {
         return Answer::Redirect;
@@ -951,6 +977,15 @@ pub fn decide(request: &SipRequest<'_>, state: &State) -> Option<Answer> {
         Method::Ack => return None,
         Method::Options => Answer::Options,
         Method::Invite => {
+            // The in-flight limit: refused with 503 and Retry-After, never queued.
+            let Some(_permit) = state.in_flight.try_enter() else {
+                crate::metrics::metrics()
+                    .shed(crate::metrics::Api::Sip, crate::metrics::Shed::Overload);
+                return Some(Answer::Busy {
+                    text: "OVERLOADED",
+                    retry_after_seconds: 1,
+                });
+            };
             let tenant = request.header(&config.tenant_header).unwrap_or("");
             let campaign = request.header(&config.campaign_header).unwrap_or("");
             let mut buffer = [0u8; MAX_NUMBER_CHARS];
@@ -1012,7 +1047,7 @@ fn status_line(answer: &Answer, config: &SipConfig) -> &'static str {
         Answer::Redirect => "SIP/2.0 302 Moved Temporarily\r\n",
         Answer::Blocked { .. } if config.block_status == 608 => "SIP/2.0 608 Rejected\r\n",
         Answer::Blocked { .. } => "SIP/2.0 603 Decline\r\n",
-        Answer::Unavailable => "SIP/2.0 503 Service Unavailable\r\n",
+        Answer::Unavailable | Answer::Busy { .. } => "SIP/2.0 503 Service Unavailable\r\n",
         Answer::Refused(_) => "SIP/2.0 403 Forbidden\r\n",
         Answer::Options => "SIP/2.0 200 OK\r\n",
         Answer::NotAllowed => "SIP/2.0 405 Method Not Allowed\r\n",
@@ -1132,6 +1167,15 @@ pub fn respond_into(
         Answer::Unavailable => {
             out.extend_from_slice(b"Reason: SIP;cause=503;text=\"NOT_READY\"\r\n")
         }
+        Answer::Busy {
+            text,
+            retry_after_seconds,
+        } => {
+            let _ = write!(
+                out,
+                "Reason: SIP;cause=503;text=\"{text}\"\r\nRetry-After: {retry_after_seconds}\r\n"
+            );
+        }
         Answer::Refused(text) => {
             let _ = write!(out, "Reason: SIP;cause=403;text=\"{text}\"\r\n");
         }
@@ -1173,7 +1217,7 @@ pub fn handle(
     count(match &answer {
         Answer::Redirect => &COUNTERS.redirected,
         Answer::Blocked { .. } => &COUNTERS.blocked,
-        Answer::Unavailable => &COUNTERS.unavailable,
+        Answer::Unavailable | Answer::Busy { .. } => &COUNTERS.unavailable,
         Answer::Refused(_) => &COUNTERS.refused,
         Answer::Options => &COUNTERS.options,
         Answer::NotAllowed => &COUNTERS.not_allowed,
@@ -1230,6 +1274,15 @@ pub fn spawn(
     }
 }
 
+/// True when `sip.allowed_sources` is unset or holds a network containing `source`.
+pub fn source_allowed(state: &State, source: SocketAddr) -> bool {
+    state
+        .config
+        .sip_allowed_sources
+        .as_ref()
+        .is_none_or(|networks| networks.iter().any(|n| n.contains(source.ip())))
+}
+
 /// One socket, one buffer, one task: read every datagram that is ready, answer it at once.
 async fn serve_udp(socket: UdpSocket, state: Arc<State>, mut stop: watch::Receiver<bool>) {
     let mut buffer = vec![0u8; 65_536];
@@ -1254,6 +1307,12 @@ async fn serve_udp(socket: UdpSocket, state: Arc<State>, mut stop: watch::Receiv
                     continue;
                 }
             };
+            if !source_allowed(&state, source) {
+                crate::metrics::metrics().sip_source_refused[0].increment(1);
+                count(&COUNTERS.sources_refused);
+                tracing::debug!(%source, "SIP datagram from a source not in sip.allowed_sources dropped");
+                continue;
+            }
             out.clear();
             let Some(destination) = handle(&buffer[..length], source, &state, &mut out) else {
                 continue;
@@ -1288,6 +1347,13 @@ async fn serve_tcp(listener: TcpListener, state: Arc<State>, mut stop: watch::Re
                 continue;
             }
         };
+        if !source_allowed(&state, peer) {
+            crate::metrics::metrics().sip_source_refused[1].increment(1);
+            count(&COUNTERS.sources_refused);
+            tracing::debug!(%peer, "SIP TCP connection from a source not in sip.allowed_sources closed");
+            drop(stream);
+            continue;
+        }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, limit = MAX_TCP_CONNECTIONS, "too many SIP TCP connections; closing the new one");
             continue;
@@ -1921,12 +1987,24 @@ l: 0\r\n\
             Answer::Blocked { .. }
         ));
         assert_eq!(
-            answer_for(Err(PolicyError::UnknownTenant("x".into()))),
+            answer_for(Err(PolicyError::UnknownTenant("x".into()).into())),
             Answer::Refused("UNKNOWN_TENANT")
         );
         assert_eq!(
-            answer_for(Err(PolicyError::NoCampaign)),
+            answer_for(Err(PolicyError::NoCampaign.into())),
             Answer::Refused("NO_CAMPAIGN")
+        );
+        assert_eq!(
+            answer_for(Err(CheckError::RateLimited {
+                tenant: "t".into(),
+                rate: 10,
+                burst: 10,
+                retry_after: Duration::from_millis(1500),
+            })),
+            Answer::Busy {
+                text: "RATE_LIMITED",
+                retry_after_seconds: 2
+            }
         );
     }
 

@@ -12,8 +12,9 @@ use crate::engine::set::SuppressionSet;
 use crate::engine::snapshot;
 use crate::mutation::Overlay;
 use crate::policy::{LoadedSet, LoadedSets, Policy, SetId};
+use crate::server::limits::{InFlight, TokenBucket};
 use arc_swap::ArcSwap;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,13 +49,31 @@ pub struct State {
     /// not on every scan.
     writer: Mutex<HashSet<FileStamp>>,
     pub started_at_ms: i64,
+    /// Check requests in flight over every API (`server.max_in_flight`).
+    pub in_flight: InFlight,
+    /// Per-tenant rate limits, for the tenants that have one. Built once; never changes.
+    pub rate_limits: HashMap<String, TokenBucket>,
 }
 
 impl State {
     pub fn new(config: Config) -> State {
         let policy = Policy::compile(&config);
         let count = policy.sets.len();
+        let rate_limits = config
+            .raw
+            .tenants
+            .iter()
+            .filter_map(|(name, tenant)| {
+                let rate = tenant.max_checks_per_second?;
+                Some((
+                    name.clone(),
+                    TokenBucket::new(rate, tenant.burst.unwrap_or(rate)),
+                ))
+            })
+            .collect();
         State {
+            in_flight: InFlight::new(config.raw.server.max_in_flight),
+            rate_limits,
             sets: ArcSwap::from_pointee(LoadedSets {
                 slots: vec![None; count],
             }),

@@ -1,0 +1,186 @@
+//! Overload and rate limits: refused at once, never queued.
+//!
+//! Two limits guard the check path, both taken without waiting and without a lock:
+//!
+//! - [`InFlight`]: check requests in flight over every API (`server.max_in_flight`), a
+//!   semaphore tried with `try_acquire`; a request over the limit is answered
+//!   RESOURCE_EXHAUSTED / HTTP 429 / SIP 503 before any work is done for it.
+//! - [`TokenBucket`]: a tenant's checks per second with a burst (`[tenants.X]
+//!   max_checks_per_second`, `burst`), counted in numbers (a batch of 1000 costs 1000). It is
+//!   the generic cell rate algorithm: one atomic "theoretical arrival time" advanced by a
+//!   compare-and-swap, so a check costs one load and one CAS, and a refused check costs nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
+
+/// The global bound on check requests in flight.
+#[derive(Debug)]
+pub struct InFlight {
+    permits: Arc<Semaphore>,
+    pub limit: usize,
+}
+
+impl InFlight {
+    pub fn new(limit: usize) -> InFlight {
+        InFlight {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// A permit for one request, or None when `limit` requests are already in flight.
+    pub fn try_enter(&self) -> Option<SemaphorePermit<'_>> {
+        self.permits.try_acquire().ok()
+    }
+
+    /// The same, for a permit that outlives the borrow (held by a response future).
+    pub fn try_enter_owned(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Requests in flight now (for tests and status).
+    pub fn in_flight(&self) -> usize {
+        self.limit - self.permits.available_permits()
+    }
+}
+
+/// Why a tenant's check was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateRefusal {
+    /// Over the rate: this many numbers' worth of tokens come back after `retry_after`.
+    Later { retry_after: Duration },
+    /// The request alone costs more than the burst: it can never pass.
+    TooLarge,
+}
+
+/// A token bucket of `rate` numbers per second holding at most `burst` numbers, lock-free.
+#[derive(Debug)]
+pub struct TokenBucket {
+    pub rate: u32,
+    pub burst: u32,
+    /// Nanoseconds one number costs.
+    interval_ns: u64,
+    /// How far the theoretical arrival time may run ahead of now: the burst.
+    tolerance_ns: u64,
+    /// Theoretical arrival time, in nanoseconds since `epoch`.
+    tat: AtomicU64,
+    epoch: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket. `rate` and `burst` are at least 1 (checked at config load).
+    pub fn new(rate: u32, burst: u32) -> TokenBucket {
+        let rate = rate.max(1);
+        let burst = burst.max(1);
+        let interval_ns = (1_000_000_000 / u64::from(rate)).max(1);
+        TokenBucket {
+            rate,
+            burst,
+            interval_ns,
+            tolerance_ns: interval_ns * u64::from(burst),
+            tat: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Takes `numbers` tokens now, or says when to come back.
+    pub fn try_take(&self, numbers: u64) -> Result<(), RateRefusal> {
+        self.try_take_at(numbers, self.epoch.elapsed().as_nanos() as u64)
+    }
+
+    fn try_take_at(&self, numbers: u64, now: u64) -> Result<(), RateRefusal> {
+        let cost = numbers.saturating_mul(self.interval_ns);
+        if cost > self.tolerance_ns {
+            return Err(RateRefusal::TooLarge);
+        }
+        let mut tat = self.tat.load(Ordering::Relaxed);
+        loop {
+            let next = tat.max(now).saturating_add(cost);
+            let ahead = next - now;
+            if ahead > self.tolerance_ns {
+                return Err(RateRefusal::Later {
+                    retry_after: Duration::from_nanos(ahead - self.tolerance_ns),
+                });
+            }
+            match self
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(()),
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    #[test]
+    fn burst_then_rate() {
+        let bucket = TokenBucket::new(10, 5);
+        for _ in 0..5 {
+            bucket.try_take_at(1, 0).unwrap();
+        }
+        let Err(RateRefusal::Later { retry_after }) = bucket.try_take_at(1, 0) else {
+            panic!("over the burst was accepted");
+        };
+        assert_eq!(retry_after, Duration::from_millis(100));
+        // One number comes back every 100 ms.
+        bucket.try_take_at(1, SECOND / 10).unwrap();
+        assert!(bucket.try_take_at(1, SECOND / 10).is_err());
+        // After a long pause the bucket is full again, not fuller.
+        bucket.try_take_at(5, 100 * SECOND).unwrap();
+        assert!(bucket.try_take_at(1, 100 * SECOND).is_err());
+    }
+
+    #[test]
+    fn batches_cost_their_numbers() {
+        let bucket = TokenBucket::new(1000, 1000);
+        bucket.try_take_at(600, 0).unwrap();
+        assert!(matches!(
+            bucket.try_take_at(600, 0),
+            Err(RateRefusal::Later { .. })
+        ));
+        bucket.try_take_at(400, 0).unwrap();
+        assert_eq!(
+            bucket.try_take_at(1001, SECOND * 10),
+            Err(RateRefusal::TooLarge)
+        );
+    }
+
+    #[test]
+    fn concurrent_takers_never_exceed_the_burst() {
+        let bucket = Arc::new(TokenBucket::new(1, 1000));
+        let taken: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let bucket = bucket.clone();
+                    scope.spawn(move || {
+                        (0..1000)
+                            .filter(|_| bucket.try_take_at(1, 0).is_ok())
+                            .count()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(taken, 1000);
+    }
+
+    #[test]
+    fn in_flight_refuses_instead_of_waiting() {
+        let limit = InFlight::new(2);
+        let a = limit.try_enter().unwrap();
+        let _b = limit.try_enter_owned().unwrap();
+        assert!(limit.try_enter().is_none());
+        assert_eq!(limit.in_flight(), 2);
+        drop(a);
+        assert!(limit.try_enter().is_some());
+    }
+}
