@@ -1283,8 +1283,22 @@ pub fn source_allowed(state: &State, source: SocketAddr) -> bool {
         .is_none_or(|networks| networks.iter().any(|n| n.contains(source.ip())))
 }
 
+/// Receive buffer asked for the dip's UDP socket. The kernel default (~208 KiB, about a hundred
+/// INVITEs once per-packet overhead is counted) overflows in a burst whenever the task is
+/// descheduled for a moment, and every lost INVITE comes back 500 ms later as a retransmission
+/// (measured: BENCHMARKS.md). Linux caps the request at `net.core.rmem_max`.
+const UDP_RECEIVE_BUFFER: usize = 8 << 20;
+
 /// One socket, one buffer, one task: read every datagram that is ready, answer it at once.
 async fn serve_udp(socket: UdpSocket, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    let socket_ref = socket2::SockRef::from(&socket);
+    if let Err(error) = socket_ref.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::warn!(%error, "cannot enlarge the SIP UDP receive buffer");
+    }
+    tracing::debug!(
+        bytes = socket_ref.recv_buffer_size().unwrap_or(0),
+        "SIP UDP receive buffer"
+    );
     let mut buffer = vec![0u8; 65_536];
     let mut out = Vec::with_capacity(2048);
     loop {

@@ -144,27 +144,27 @@ rate_of() {
 echo
 echo "=== 1. unary against its empty-RPC baseline (closed loop, concurrency $CONCURRENCY)"
 loadgen "empty (Ping, no lookup)" --mode empty --concurrency "$CONCURRENCY"
-loadgen "unary (Check)" --mode unary --concurrency "$CONCURRENCY" --present "$work/data/us-dnc.1.snap"
+loadgen "unary (Check)" --mode unary --concurrency "$CONCURRENCY" --present "$registry"
 unary_rate="$(rate_of)"
 
 if [[ -n "$unary_rate" ]]; then
     half=$(awk -v r="$unary_rate" 'BEGIN { printf "%d", r / 2 }')
     echo
     echo "=== 2. unary open loop at half the closed-loop rate ($half calls/s)"
-    loadgen "unary at $half/s" --mode unary --concurrency 256 --rate "$half" --present "$work/data/us-dnc.1.snap"
+    loadgen "unary at $half/s" --mode unary --concurrency 256 --rate "$half" --present "$registry"
 fi
 
 echo
 echo "=== 3. batches of 1000 packed numbers, 1 % present"
-loadgen "batch" --mode batch --batch-size 1000 --concurrency 8 --present "$work/data/us-dnc.1.snap"
-loadgen "stream" --mode stream --batch-size 1000 --concurrency 8 --pipeline 4 --present "$work/data/us-dnc.1.snap"
+loadgen "batch" --mode batch --batch-size 1000 --concurrency 8 --present "$registry"
+loadgen "stream" --mode stream --batch-size 1000 --concurrency 8 --pipeline 4 --present "$registry"
 
 if [[ "$RUN_RELOAD" == 1 ]]; then
     echo
     echo "=== 4. reload of the whole registry under load"
     version=2
     for mode in unary batch; do
-        args=(--mode "$mode" --present "$work/data/us-dnc.1.snap")
+        args=(--mode "$mode" --present "$registry")
         if [[ "$mode" == batch ]]; then
             args+=(--batch-size 1000 --concurrency 8)
         else
@@ -183,8 +183,9 @@ if [[ "$RUN_RELOAD" == 1 ]]; then
             mv "$work/us-dnc.next.snap" "$work/data/us-dnc.$version.snap"
             kill -HUP "$daemon_pid"
         ) &
+        swap_pid=$!
         loadgen "$mode, registry version $version dropped in mid-run" "${args[@]}"
-        wait
+        wait "$swap_pid"
         want=$("$B" inspect --json "$work/data/us-dnc.$version.snap" | sed -E 's/.*"version":([0-9]+).*/\1/')
         if ! "$B" check --server "$target" --json +12015550100 | grep -q "\"us-dnc\":$want"; then
             echo "FAIL: us-dnc version $want is not in force after the run" >&2

@@ -102,7 +102,7 @@ if [[ "${RUN_SIP:-1}" == 1 ]]; then
 echo
 echo "=== SIP dip: sipp at $SIP_RATE INVITE/s, $SIP_CALLS calls (INVITE -> 302 -> ACK)"
 sip_command=(sipp -sf tests/system/sip/dip_redirect.xml -s +12015550771 -r "$SIP_RATE" -rp 1000
-    -m "$SIP_CALLS" -l 20000 -i 127.0.0.1 -nostdin -timeout 120s
+    -m "$SIP_CALLS" -l 20000 -i 127.0.0.1 -nostdin -timeout 120s -buff_size 4194304
     -trace_screen -screen_file "$work/sipp.screen" "127.0.0.1:$dip_port")
 echo "${sip_command[*]}"
 daemon_cpu_before=$(cpu_seconds "$daemon_pid")
