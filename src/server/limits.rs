@@ -11,38 +11,60 @@
 //!   compare-and-swap, so a check costs one load and one CAS, and a refused check costs nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
-/// The global bound on check requests in flight.
+/// The global bound on check requests in flight: one shared atomic counter. Not a tokio
+/// `Semaphore`: its permits are lock-free to take but releasing one locks the waiter list, and
+/// the hot path takes no lock.
 #[derive(Debug)]
 pub struct InFlight {
-    permits: Arc<Semaphore>,
+    count: Arc<AtomicUsize>,
     pub limit: usize,
+}
+
+/// One request's place among those in flight; dropping it frees the place.
+#[derive(Debug)]
+pub struct InFlightPermit {
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for InFlightPermit {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl InFlight {
     pub fn new(limit: usize) -> InFlight {
         InFlight {
-            permits: Arc::new(Semaphore::new(limit)),
+            count: Arc::new(AtomicUsize::new(0)),
             limit,
         }
     }
 
     /// A permit for one request, or None when `limit` requests are already in flight.
-    pub fn try_enter(&self) -> Option<SemaphorePermit<'_>> {
-        self.permits.try_acquire().ok()
+    pub fn try_enter(&self) -> Option<InFlightPermit> {
+        // Optimistic increment: over the limit, undo it. The counter may pass `limit` for an
+        // instant, which only makes a concurrent request see "full" a little early.
+        if self.count.fetch_add(1, Ordering::Acquire) >= self.limit {
+            self.count.fetch_sub(1, Ordering::Release);
+            return None;
+        }
+        Some(InFlightPermit {
+            count: self.count.clone(),
+        })
     }
 
-    /// The same, for a permit that outlives the borrow (held by a response future).
-    pub fn try_enter_owned(&self) -> Option<OwnedSemaphorePermit> {
-        self.permits.clone().try_acquire_owned().ok()
+    /// The same; the permit owns its share of the counter, so it can outlive the borrow (held
+    /// by a response future).
+    pub fn try_enter_owned(&self) -> Option<InFlightPermit> {
+        self.try_enter()
     }
 
     /// Requests in flight now (for tests and status).
     pub fn in_flight(&self) -> usize {
-        self.limit - self.permits.available_permits()
+        self.count.load(Ordering::Acquire).min(self.limit)
     }
 }
 
