@@ -462,7 +462,7 @@ where
             let answering = self.inner.call(request);
             return Box::pin(async move { answering.await.map(|r| r.map(tonic::body::Body::new)) });
         }
-        let Some(permit) = self.state.in_flight.try_enter_owned() else {
+        let Some(permit) = self.state.in_flight.try_enter() else {
             metrics().shed(Api::Grpc, Shed::Overload);
             let status = Status::from(ServiceError::Overloaded {
                 limit: self.state.in_flight.limit,

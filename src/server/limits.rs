@@ -43,7 +43,8 @@ impl InFlight {
         }
     }
 
-    /// A permit for one request, or None when `limit` requests are already in flight.
+    /// A permit for one request, or None when `limit` requests are already in flight. The permit
+    /// owns its share of the counter, so it can outlive the borrow (held by a response future).
     pub fn try_enter(&self) -> Option<InFlightPermit> {
         // Optimistic increment: over the limit, undo it. The counter may pass `limit` for an
         // instant, which only makes a concurrent request see "full" a little early.
@@ -54,12 +55,6 @@ impl InFlight {
         Some(InFlightPermit {
             count: self.count.clone(),
         })
-    }
-
-    /// The same; the permit owns its share of the counter, so it can outlive the borrow (held
-    /// by a response future).
-    pub fn try_enter_owned(&self) -> Option<InFlightPermit> {
-        self.try_enter()
     }
 
     /// Requests in flight now (for tests and status).
@@ -199,7 +194,7 @@ mod tests {
     fn in_flight_refuses_instead_of_waiting() {
         let limit = InFlight::new(2);
         let a = limit.try_enter().unwrap();
-        let _b = limit.try_enter_owned().unwrap();
+        let _b = limit.try_enter().unwrap();
         assert!(limit.try_enter().is_none());
         assert_eq!(limit.in_flight(), 2);
         drop(a);

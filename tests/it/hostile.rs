@@ -736,7 +736,7 @@ async fn every_interface_refuses_when_max_in_flight_is_reached() {
     let state = daemon.handle.state.clone();
     // Hold every permit, as four slow requests would.
     let held: Vec<_> = (0..4)
-        .map(|_| state.in_flight.try_enter_owned().unwrap())
+        .map(|_| state.in_flight.try_enter().unwrap())
         .collect();
     assert_eq!(state.in_flight.in_flight(), 4);
     let mut client = daemon.client().await;
