@@ -31,9 +31,10 @@
 //!   fixed schedule, each call its own task, at most `--concurrency` in flight; latency is
 //!   measured from the intended send time whenever the sender was held up by the daemon (all
 //!   slots busy, or the stream window full), so a stalled daemon cannot hide its stall (no
-//!   "coordinated omission"). The last 1.5 ms before each send is spun, not slept (tokio's timer
-//!   has 1 ms granularity): open-loop runs keep one loadgen core busy; how late sends left
-//!   against the schedule is reported as the send lag.
+//!   "coordinated omission"). Send times are kept by a timer thread of our own ([`timer`]),
+//!   precise to the kernel's wake-up latency without spinning (tokio's timer has 1 ms
+//!   granularity, and spinning would take a core from the daemon on a small machine); how late
+//!   sends left against the schedule is reported as the send lag.
 //!
 //! Present numbers come from a snapshot file (`--present`, plain E.164 keys) or a list
 //! (`--present-list`); absent numbers are drawn next to present ones (the last four digits
@@ -63,6 +64,8 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+mod timer;
+
 /// Longest measured phase or warm-up accepted: a load test is bounded.
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
 /// Measured phase when neither `--duration` nor `--requests` is given.
@@ -73,8 +76,6 @@ const DEFAULT_BATCH: usize = 1000;
 const POOL_NUMBERS: usize = 1_000_000;
 /// Most distinct payloads pre-generated.
 const MAX_PAYLOADS: usize = 100_000;
-/// Below this much time before a send, wait by spinning instead of the 1 ms timer.
-const SPIN_BELOW: Duration = Duration::from_micros(1500);
 /// Error key for answers that arrived but are wrong (missing verdicts, wrong batch id).
 const BAD_RESPONSE: &str = "BAD_RESPONSE";
 
@@ -713,20 +714,9 @@ pub fn latency_origin(intended: Instant, ready_at: Instant, sent_at: Instant) ->
     }
 }
 
-/// Waits until `deadline`: the tokio timer for the bulk, spinning (yielding to other tasks) for
-/// the last stretch, since the timer only has millisecond granularity.
+/// Waits until `deadline` on the precise timer thread (no spinning).
 async fn wait_until(deadline: Instant) {
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return;
-        }
-        if deadline - now > SPIN_BELOW {
-            tokio::time::sleep_until((deadline - SPIN_BELOW).into()).await;
-        } else {
-            tokio::task::yield_now().await;
-        }
-    }
+    timer::sleep_until(deadline).await;
 }
 
 /// Phases of the run, shared by every worker.
@@ -1315,7 +1305,7 @@ async fn unary_worker<A: Answer>(
 
 /// Open loop (unary, empty and batch modes): one pacer per connection sends on its schedule,
 /// each request as its own task, at most `slots` in flight. Only the pacer waits for send
-/// times, so only one task per connection spins through the last stretch before a send.
+/// times.
 async fn pacer<A: Answer>(
     ctx: Arc<Ctx>,
     pacer: usize,

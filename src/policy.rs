@@ -114,12 +114,22 @@ pub struct Campaign {
     pub prefix_texts: Vec<String>,
     pub max_list_age_days: u32,
     pub stale_list: StalePolicy,
+    /// Block sets then consent sets: the order answers index them. Fixed at compile time so
+    /// a check walks a slice instead of collecting one.
+    consulted: Vec<SetId>,
+    /// The reason a hit in each block set reports, by position.
+    block_reasons: Vec<Reason>,
 }
 
 impl Campaign {
     /// Sets consulted, in the order answers index them (block sets, then consent sets).
     pub fn consulted(&self) -> impl Iterator<Item = SetId> + '_ {
-        self.block_sets.iter().chain(&self.consent_sets).copied()
+        self.consulted.iter().copied()
+    }
+
+    /// The same, as a slice.
+    pub fn consulted_sets(&self) -> &[SetId] {
+        &self.consulted
     }
 }
 
@@ -176,13 +186,12 @@ pub struct CampaignState<'a> {
     pub common: Reasons,
     /// Consulted sets in order, `None` when not loaded.
     pub sets: Vec<Option<&'a LoadedSet>>,
-    /// Their overlays (mutations since the snapshot) and definitions, in the same order.
-    overlays: Vec<&'a Overlay>,
-    definitions: Vec<&'a SetDefinition>,
+    /// Overlays (mutations since the snapshot) and definitions of every set, indexed by
+    /// `SetId` through `campaign.consulted`.
+    overlays: &'a [Overlay],
+    definitions: &'a [SetDefinition],
     pub warnings: Vec<String>,
     consent_ready: bool,
-    /// The reason each block set's hits report, by position.
-    reasons_by_position: Vec<Reason>,
 }
 
 impl Policy {
@@ -207,11 +216,22 @@ impl Policy {
                 .campaigns
                 .iter()
                 .map(|(name, c)| {
+                    let block_sets: Vec<SetId> = c.block_sets.iter().map(resolve).collect();
+                    let consent_sets: Vec<SetId> = c.consent_sets.iter().map(resolve).collect();
                     let campaign = Campaign {
                         tenant: tenant_name.clone(),
                         name: name.clone(),
-                        block_sets: c.block_sets.iter().map(resolve).collect(),
-                        consent_sets: c.consent_sets.iter().map(resolve).collect(),
+                        consulted: block_sets.iter().chain(&consent_sets).copied().collect(),
+                        block_reasons: block_sets
+                            .iter()
+                            .map(|&id| {
+                                Reason::from_block(
+                                    config.sets[id].reason.unwrap_or(BlockReason::InternalDnc),
+                                )
+                            })
+                            .collect(),
+                        block_sets,
+                        consent_sets,
                         require_consent: c.require_consent,
                         prefixes: c
                             .blocked_prefixes
@@ -311,7 +331,7 @@ impl Policy {
     ) -> CampaignState<'a> {
         let mut common = Reasons::default();
         let mut warnings = Vec::new();
-        let mut sets = Vec::new();
+        let mut sets = Vec::with_capacity(campaign.consulted.len());
         let mut consent_ready = true;
         for (position, id) in campaign.consulted().enumerate() {
             let slot = loaded.slots.get(id).and_then(|s| s.as_deref());
@@ -346,25 +366,27 @@ impl Policy {
             }
             sets.push(slot);
         }
-        let reasons_by_position = campaign
-            .block_sets
-            .iter()
-            .map(|&id| Reason::from_block(self.sets[id].reason.unwrap_or(BlockReason::InternalDnc)))
-            .collect();
         CampaignState {
             campaign,
             common,
-            overlays: campaign.consulted().map(|id| &overlays[id]).collect(),
-            definitions: campaign.consulted().map(|id| &self.sets[id]).collect(),
+            overlays,
+            definitions: &self.sets,
             sets,
             warnings,
             consent_ready,
-            reasons_by_position,
         }
     }
 }
 
 impl CampaignState<'_> {
+    fn definition(&self, position: usize) -> &SetDefinition {
+        &self.definitions[self.campaign.consulted[position]]
+    }
+
+    fn overlay(&self, position: usize) -> &Overlay {
+        &self.overlays[self.campaign.consulted[position]]
+    }
+
     fn prefix_blocked(&self, number: Number) -> bool {
         let digits = number.digit_count();
         self.campaign.prefixes.iter().any(|&(prefix, length)| {
@@ -393,8 +415,8 @@ impl CampaignState<'_> {
         let mut consented = false;
         for (position, slot) in self.sets.iter().enumerate() {
             let Some(loaded) = slot else { continue };
-            let key = set_key(self.definitions[position], number);
-            let hit = match self.overlays[position].lookup(key, today) {
+            let key = set_key(self.definition(position), number);
+            let hit = match self.overlay(position).lookup(key, today) {
                 Some(hit) => hit,
                 None => loaded.set.contains_key(key, today),
             };
@@ -415,7 +437,7 @@ impl CampaignState<'_> {
 
     fn block_reason(&self, position: usize) -> Reason {
         // Positions below block_sets.len() are block sets, whose reason is always set.
-        self.reasons_by_position[position]
+        self.campaign.block_reasons[position]
     }
 
     /// Decisions for many numbers, each set consulted once with a batched lookup.
@@ -456,12 +478,11 @@ impl CampaignState<'_> {
             let counted = loaded.set.contains_batch(&valid, today, &mut hits);
             stats.filter_hits += counted.filter_hits;
             stats.confirmed += counted.confirmed;
-            let overlay = self.overlays[position];
+            let overlay = self.overlay(position);
             if !overlay.is_empty() {
+                let definition = self.definition(position);
                 for (hit, &number) in hits.iter_mut().zip(&valid) {
-                    if let Some(said) =
-                        overlay.lookup(set_key(self.definitions[position], number), today)
-                    {
+                    if let Some(said) = overlay.lookup(set_key(definition, number), today) {
                         *hit = said;
                     }
                 }

@@ -121,7 +121,7 @@ impl State {
             .policy
             .campaign_state(found_campaign, &sets, &self.overlays, today);
         let decision = view.decide(found_tenant.parser.parse_fast(number), today);
-        let consulted: Vec<usize> = found_campaign.consulted().collect();
+        let consulted = found_campaign.consulted_sets();
         Ok(CheckOutcome {
             reasons: decision.reasons,
             matched: consulted
@@ -131,7 +131,7 @@ impl State {
                 .map(|(_, &id)| self.policy.sets[id].id.clone())
                 .collect(),
             number: decision.number,
-            versions: versions(self, &view.sets, &consulted),
+            versions: versions(self, &view.sets, consulted),
             warnings: view.warnings,
             tenant: found_tenant.name.clone(),
             campaign: found_campaign.name.clone(),
@@ -168,11 +168,10 @@ impl State {
         metrics
             .filter_false_positives
             .increment(stats.filter_hits - stats.confirmed);
-        let consulted: Vec<usize> = found_campaign.consulted().collect();
         Ok((
             BatchOutcome {
                 decisions,
-                versions: versions(self, &view.sets, &consulted),
+                versions: versions(self, &view.sets, found_campaign.consulted_sets()),
                 warnings: view.warnings,
                 tenant: found_tenant.name.clone(),
                 campaign: found_campaign.name.clone(),
