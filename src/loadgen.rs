@@ -1825,8 +1825,17 @@ pub fn run(args: &LoadgenArgs) -> Result<Report, LoadgenError> {
         let source = load_source(args, &mut rng).map_err(LoadgenError::Setup)?;
         build_payloads(args, &plan, &source, &mut rng).map_err(LoadgenError::Setup)?
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
+    // One thread: a current-thread runtime, so the channel's buffer task, the callers and the
+    // connection never hand work to each other across threads (cheaper per call, which leaves
+    // more of a shared machine to the daemon being measured).
+    let mut builder = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(args.threads);
+        builder
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .map_err(|e| LoadgenError::Setup(format!("cannot start the runtime: {e}")))?;
