@@ -5,7 +5,7 @@
 #
 #   tests/system/bench_daemon.sh                       # builds the release binary first
 #   SUPPRESSD_BIN=target/release/suppressd REGISTRY_KEYS=5000000 tests/system/bench_daemon.sh
-#   SECONDS_EACH=10 RUN_RELOAD=0 ...
+#   SECONDS_EACH=10 RUN_RELOAD=0 PAIRS=3 DAEMON_CPUS=1 LOADGEN_CPUS=0 ...
 #
 # What it runs, each for SECONDS_EACH seconds after a warm-up:
 #   1. empty   (Ping: the same unary request with no lookup: the baseline) and unary (Check),
@@ -31,6 +31,13 @@ CONNECTIONS="${CONNECTIONS:-2}"
 CONCURRENCY="${CONCURRENCY:-64}"
 RUN_RELOAD="${RUN_RELOAD:-1}"
 PAIRS="${PAIRS:-3}"
+# CPU lists (taskset -c) for the daemon and the load generator, e.g. DAEMON_CPUS=1
+# LOADGEN_CPUS=0 to give each its own core; unset, the scheduler places both freely. The
+# daemon's runtime sizes itself to the CPUs it may use.
+daemon_pin=()
+loadgen_pin=()
+if [[ -n "${DAEMON_CPUS:-}" ]]; then daemon_pin=(taskset -c "$DAEMON_CPUS"); fi
+if [[ -n "${LOADGEN_CPUS:-}" ]]; then loadgen_pin=(taskset -c "$LOADGEN_CPUS"); fi
 
 if [[ -z "${SUPPRESSD_BIN:-}" ]]; then
     cargo build --release --locked --quiet
@@ -98,7 +105,7 @@ files = "acme-dnc.*.snap"
 block_sets = ["us-dnc", "dnc"]
 blocked_prefixes = ["+1900", "+1976"]
 EOF
-(cd "$work" && exec "$B" serve --config suppressd.toml >"$work/suppressd.log" 2>&1) &
+(cd "$work" && exec "${daemon_pin[@]}" "$B" serve --config suppressd.toml >"$work/suppressd.log" 2>&1) &
 daemon_pid=$!
 target="http://127.0.0.1:$base"
 up=no
@@ -133,7 +140,7 @@ loadgen() {
     echo "--- $label: loadgen --target $target $*"
     local before
     before=$(cpu_seconds "$daemon_pid")
-    "$B" loadgen --target "$target" --connections "$CONNECTIONS" --duration "${SECONDS_EACH}s" \
+    "${loadgen_pin[@]}" "$B" loadgen --target "$target" --connections "$CONNECTIONS" --duration "${SECONDS_EACH}s" \
         --warmup 2s "$@" | tee "$work/last.out"
     awk -v a="$before" -v b="$(cpu_seconds "$daemon_pid")" 'BEGIN { printf "daemon CPU in this run: %.2f s\n", b - a }'
 }
