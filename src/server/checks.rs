@@ -3,9 +3,10 @@
 //! Resolves tenant and campaign, loads the sets in force once (one `ArcSwap` load), and returns
 //! plain Rust outcomes that each edge converts to its own wire format.
 
+use crate::config::SetDefinition;
 use crate::engine::date::Day;
 use crate::engine::number::{Number, NumberError};
-use crate::policy::{Decision, PolicyError, Reasons};
+use crate::policy::{Campaign, Decision, PolicyError, Reasons, SetId};
 use crate::server::limits::RateRefusal;
 use crate::server::state::State;
 use std::time::Duration;
@@ -50,34 +51,86 @@ impl CheckError {
     }
 }
 
-/// The answer for one number, with its proof.
+/// The proof behind an answer: which sets were consulted, at which versions. Names are
+/// borrowed from the policy, so each edge copies only what its wire format carries (the SIP dip
+/// carries none of it).
 #[derive(Clone, Debug)]
-pub struct CheckOutcome {
-    pub reasons: Reasons,
-    /// Names of the block sets that hold the number.
-    pub matched: Vec<String>,
-    pub number: Option<Number>,
-    /// (set, version) of every set consulted; version 0 when not loaded.
-    pub versions: Vec<(String, u64)>,
-    pub warnings: Vec<String>,
-    pub tenant: String,
-    pub campaign: String,
+pub struct Proof<'a> {
+    definitions: &'a [SetDefinition],
+    /// Consulted sets in answer order (block sets, then consent sets).
+    consulted: &'a [SetId],
+    /// Version of each consulted set; 0 when not loaded.
+    versions: Vec<u64>,
 }
 
-impl CheckOutcome {
+impl<'a> Proof<'a> {
+    /// A proof that consulted nothing (unit tests of the edges).
+    #[cfg(test)]
+    pub fn empty() -> Proof<'static> {
+        Proof {
+            definitions: &[],
+            consulted: &[],
+            versions: Vec::new(),
+        }
+    }
+
+    /// Name of the consulted set at `position` (the bit a decision's `matched` uses).
+    pub fn set_name(&self, position: usize) -> Option<&'a str> {
+        let definitions = self.definitions;
+        self.consulted
+            .get(position)
+            .map(|&id| definitions[id].id.as_str())
+    }
+
+    /// Names of the consulted sets whose bit is set in `matched`.
+    pub fn matched(&self, matched: u64) -> impl Iterator<Item = &'a str> + '_ {
+        (0..self.consulted.len())
+            .filter(move |&position| matched & (1 << position) != 0)
+            .filter_map(|position| self.set_name(position))
+    }
+
+    /// (set, version) of every consulted set.
+    pub fn versions(&self) -> impl ExactSizeIterator<Item = (&'a str, u64)> + '_ {
+        let definitions = self.definitions;
+        self.consulted
+            .iter()
+            .zip(&self.versions)
+            .map(move |(&id, &version)| (definitions[id].id.as_str(), version))
+    }
+}
+
+/// The answer for one number, with its proof.
+#[derive(Clone, Debug)]
+pub struct CheckOutcome<'a> {
+    pub reasons: Reasons,
+    /// Bit i: the i-th consulted set holds the number.
+    pub matched: u64,
+    pub number: Option<Number>,
+    pub proof: Proof<'a>,
+    pub warnings: Vec<String>,
+    pub tenant: &'a str,
+    pub campaign: &'a str,
+}
+
+impl<'a> CheckOutcome<'a> {
     pub fn allowed(&self) -> bool {
         self.reasons.is_empty()
+    }
+
+    /// Names of the block sets that hold the number.
+    pub fn matched_sets(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.proof.matched(self.matched)
     }
 }
 
 /// Answers for many numbers of one tenant and campaign.
 #[derive(Clone, Debug)]
-pub struct BatchOutcome {
+pub struct BatchOutcome<'a> {
     pub decisions: Vec<Decision>,
-    pub versions: Vec<(String, u64)>,
+    pub proof: Proof<'a>,
     pub warnings: Vec<String>,
-    pub tenant: String,
-    pub campaign: String,
+    pub tenant: &'a str,
+    pub campaign: &'a str,
 }
 
 impl State {
@@ -112,7 +165,7 @@ impl State {
         tenant: &str,
         campaign: &str,
         number: &str,
-    ) -> Result<CheckOutcome, CheckError> {
+    ) -> Result<CheckOutcome<'_>, CheckError> {
         let (found_tenant, found_campaign) = self.policy.resolve(tenant, campaign)?;
         self.charge(&found_tenant.name, 1)?;
         let sets = self.sets.load();
@@ -121,20 +174,14 @@ impl State {
             .policy
             .campaign_state(found_campaign, &sets, &self.overlays, today);
         let decision = view.decide(found_tenant.parser.parse_fast(number), today);
-        let consulted = found_campaign.consulted_sets();
         Ok(CheckOutcome {
             reasons: decision.reasons,
-            matched: consulted
-                .iter()
-                .enumerate()
-                .filter(|(position, _)| decision.matched & (1 << position) != 0)
-                .map(|(_, &id)| self.policy.sets[id].id.clone())
-                .collect(),
+            matched: decision.matched,
             number: decision.number,
-            versions: versions(self, &view.sets, consulted),
+            proof: self.proof(found_campaign, &view.sets),
             warnings: view.warnings,
-            tenant: found_tenant.name.clone(),
-            campaign: found_campaign.name.clone(),
+            tenant: &found_tenant.name,
+            campaign: &found_campaign.name,
         })
     }
 
@@ -145,7 +192,7 @@ impl State {
         campaign: &str,
         texts: &[String],
         e164: &[u64],
-    ) -> Result<(BatchOutcome, Vec<Result<Number, NumberError>>), CheckError> {
+    ) -> Result<(BatchOutcome<'_>, Vec<Result<Number, NumberError>>), CheckError> {
         let (found_tenant, found_campaign) = self.policy.resolve(tenant, campaign)?;
         self.charge(&found_tenant.name, texts.len() + e164.len())?;
         let sets = self.sets.load();
@@ -171,29 +218,27 @@ impl State {
         Ok((
             BatchOutcome {
                 decisions,
-                versions: versions(self, &view.sets, found_campaign.consulted_sets()),
+                proof: self.proof(found_campaign, &view.sets),
                 warnings: view.warnings,
-                tenant: found_tenant.name.clone(),
-                campaign: found_campaign.name.clone(),
+                tenant: &found_tenant.name,
+                campaign: &found_campaign.name,
             },
             numbers,
         ))
     }
-}
 
-fn versions(
-    state: &State,
-    loaded: &[Option<&crate::policy::LoadedSet>],
-    consulted: &[usize],
-) -> Vec<(String, u64)> {
-    consulted
-        .iter()
-        .zip(loaded)
-        .map(|(&id, slot)| {
-            (
-                state.policy.sets[id].id.clone(),
-                slot.map_or(0, |s| s.set.version()),
-            )
-        })
-        .collect()
+    fn proof<'a>(
+        &'a self,
+        campaign: &'a Campaign,
+        loaded: &[Option<&crate::policy::LoadedSet>],
+    ) -> Proof<'a> {
+        Proof {
+            definitions: &self.policy.sets,
+            consulted: campaign.consulted_sets(),
+            versions: loaded
+                .iter()
+                .map(|slot| slot.map_or(0, |s| s.set.version()))
+                .collect(),
+        }
+    }
 }

@@ -13,7 +13,7 @@ use crate::proto::{
     CheckResponse, SetStatus, SetVersion, StatusRequest, StatusResponse, TenantStatus, Verdict,
 };
 use crate::server::auth::{AuthError, Identity};
-use crate::server::checks::CheckError;
+use crate::server::checks::{CheckError, Proof};
 use crate::server::state::{State, now_ms};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -100,6 +100,16 @@ pub fn proto_reason(reason: Reason) -> proto::Reason {
     }
 }
 
+fn set_versions(proof: &Proof<'_>) -> Vec<SetVersion> {
+    proof
+        .versions()
+        .map(|(set, version)| SetVersion {
+            set: set.to_owned(),
+            version,
+        })
+        .collect()
+}
+
 /// The data-plane service.
 #[derive(Clone)]
 pub struct SuppressionService {
@@ -141,19 +151,15 @@ impl SuppressionService {
                 .iter()
                 .map(|r| proto_reason(r) as i32)
                 .collect(),
-            matched_sets: outcome.matched,
+            matched_sets: outcome.matched_sets().map(str::to_owned).collect(),
             normalized_number: outcome
                 .number
                 .map(Number::to_e164_string)
                 .unwrap_or_default(),
-            versions: outcome
-                .versions
-                .into_iter()
-                .map(|(set, version)| SetVersion { set, version })
-                .collect(),
+            versions: set_versions(&outcome.proof),
+            tenant: outcome.tenant.to_owned(),
+            campaign: outcome.campaign.to_owned(),
             warnings: outcome.warnings,
-            tenant: outcome.tenant,
-            campaign: outcome.campaign,
             checked_at_unix_ms: now_ms(),
         })
     }
@@ -211,11 +217,7 @@ impl SuppressionService {
             batch_id: request.batch_id,
             verdicts,
             blocked,
-            versions: outcome
-                .versions
-                .into_iter()
-                .map(|(set, version)| SetVersion { set, version })
-                .collect(),
+            versions: set_versions(&outcome.proof),
             checked_at_unix_ms: now_ms(),
         })
     }

@@ -10,7 +10,7 @@ use crate::engine::number::{NumberError, mask_input};
 use crate::metrics::{Api, Counted, Shed, Tally, metrics};
 use crate::policy::{PolicyError, Reason, Reasons};
 use crate::server::auth::{AuthError, Identity};
-use crate::server::checks::{CheckError, CheckOutcome};
+use crate::server::checks::{CheckError, CheckOutcome, Proof};
 use crate::server::state::{State, now_ms};
 use axum::Json;
 use axum::extract::{Query, State as Shared};
@@ -150,13 +150,14 @@ impl Serialize for ReasonNames {
 }
 
 /// `{"set": version, ...}`, written from the outcome's pairs without building a map.
-struct Versions<'a>(&'a [(String, u64)]);
+struct Versions<'a>(&'a Proof<'a>);
 
 impl Serialize for Versions<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (set, version) in self.0 {
-            map.serialize_entry(set, version)?;
+        let versions = self.0.versions();
+        let mut map = serializer.serialize_map(Some(versions.len()))?;
+        for (set, version) in versions {
+            map.serialize_entry(set, &version)?;
         }
         map.end()
     }
@@ -177,7 +178,7 @@ struct CheckAnswer<'a> {
     error: Option<String>,
     number: Option<String>,
     reasons: ReasonNames,
-    sets: &'a [String],
+    sets: Vec<&'a str>,
     tenant: &'a str,
     verdict: &'static str,
     versions: Versions<'a>,
@@ -185,17 +186,17 @@ struct CheckAnswer<'a> {
 }
 
 impl<'a> CheckAnswer<'a> {
-    fn new(outcome: &'a CheckOutcome) -> CheckAnswer<'a> {
+    fn new(outcome: &'a CheckOutcome<'a>) -> CheckAnswer<'a> {
         CheckAnswer {
-            campaign: &outcome.campaign,
+            campaign: outcome.campaign,
             checked_at_unix_ms: now_ms(),
             error: None,
             number: outcome.number.map(|n| n.to_e164_string()),
             reasons: ReasonNames(outcome.reasons),
-            sets: &outcome.matched,
-            tenant: &outcome.tenant,
+            sets: outcome.matched_sets().collect(),
+            tenant: outcome.tenant,
             verdict: verdict_name(outcome.allowed()),
-            versions: Versions(&outcome.versions),
+            versions: Versions(&outcome.proof),
             warnings: &outcome.warnings,
         }
     }
@@ -388,10 +389,7 @@ async fn check_batch(
             Ok(number) => BatchResult::Checked {
                 number: number.to_e164_string(),
                 reasons: ReasonNames(decision.reasons),
-                sets: (0..64usize)
-                    .filter(|bit| decision.matched & (1 << bit) != 0)
-                    .filter_map(|bit| outcome.versions.get(bit).map(|(set, _)| set.as_str()))
-                    .collect(),
+                sets: outcome.proof.matched(decision.matched).collect(),
                 verdict: verdict_name(decision.allowed()),
             },
             Err(error) => BatchResult::Invalid {
@@ -423,11 +421,11 @@ async fn check_batch(
         StatusCode::OK
     };
     let answer = BatchAnswer {
-        campaign: &outcome.campaign,
+        campaign: outcome.campaign,
         checked_at_unix_ms: now_ms(),
         results,
-        tenant: &outcome.tenant,
-        versions: Versions(&outcome.versions),
+        tenant: outcome.tenant,
+        versions: Versions(&outcome.proof),
         warnings: &outcome.warnings,
     };
     (status, Json(answer)).into_response()

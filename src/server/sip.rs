@@ -884,7 +884,7 @@ const DECISIVE: [Reason; 5] = [
 ];
 
 /// The answer to an INVITE, from the check's result.
-pub fn answer_for(result: Result<CheckOutcome, CheckError>) -> Answer {
+pub fn answer_for(result: Result<CheckOutcome<'_>, CheckError>) -> Answer {
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(CheckError::Policy(PolicyError::UnknownTenant(_))) => {
@@ -915,7 +915,7 @@ pub fn answer_for(result: Result<CheckOutcome, CheckError>) -> Answer {
     }
     Answer::Blocked {
         reasons,
-        sets: outcome.matched,
+        sets: outcome.matched_sets().map(str::to_owned).collect(),
     }
 }
 
@@ -1961,19 +1961,19 @@ l: 0\r\n\
         assert!(header_lines(&response, "Contact").is_empty());
     }
 
-    fn outcome(reasons: &[Reason]) -> CheckOutcome {
+    fn outcome(reasons: &[Reason]) -> CheckOutcome<'static> {
         let mut set = Reasons::default();
         for &reason in reasons {
             set.insert(reason);
         }
         CheckOutcome {
             reasons: set,
-            matched: vec![],
+            matched: 0,
             number: None,
-            versions: vec![],
+            proof: crate::server::checks::Proof::empty(),
             warnings: vec![],
-            tenant: "t".into(),
-            campaign: "c".into(),
+            tenant: "t",
+            campaign: "c",
         }
     }
 
