@@ -440,6 +440,37 @@ impl Journal {
             .map_err(JournalError::Failed)
     }
 
+    /// Appends every payload (one group commit when the writer is idle) and waits until the
+    /// last is durable; returns its sequence number (`None` for no payloads). Records complete
+    /// in order and a failure fails every later record, so waiting for the last one suffices.
+    pub fn append_all_blocking(&self, payloads: Vec<Vec<u8>>) -> Result<Option<u64>, JournalError> {
+        let count = payloads.len();
+        let (send, receive) = std::sync::mpsc::channel();
+        for (index, payload) in payloads.into_iter().enumerate() {
+            if index + 1 < count {
+                // A failure here also fails the last record, which is the one awaited.
+                let _ = self.append(payload, Box::new(|_| {}));
+            } else {
+                let send = send.clone();
+                let _ = self.append(
+                    payload,
+                    Box::new(move |result| {
+                        let _ = send.send(result);
+                    }),
+                );
+            }
+        }
+        drop(send);
+        if count == 0 {
+            return Ok(None);
+        }
+        receive
+            .recv()
+            .map_err(|_| JournalError::Failed("writer stopped".into()))?
+            .map(Some)
+            .map_err(JournalError::Failed)
+    }
+
     /// Starts a new segment; returns the sequence number of the last record in older segments.
     pub fn rotate_blocking(&self) -> Result<u64, JournalError> {
         let (send, receive) = std::sync::mpsc::channel();
@@ -496,6 +527,27 @@ impl Journal {
         let mut stats = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
         stats.bytes = bytes;
         stats.segments = count;
+    }
+
+    /// The file and offset of record `seq`, for error messages about a payload the journal
+    /// itself found well-formed (it is checksummed, but its contents may still be refused).
+    pub fn locate(&self, seq: u64) -> Option<(PathBuf, u64)> {
+        let found = segments(&self.shared.dir).ok()?;
+        let (_, path) = found.iter().rev().find(|(first, _)| *first <= seq)?;
+        let bytes = std::fs::read(path).ok()?;
+        let mut offset = SEGMENT_HEADER as usize;
+        while offset + RECORD_HEADER + 8 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().ok()?) as usize;
+            let at = offset + RECORD_HEADER;
+            if len < 8 || at + len > bytes.len() {
+                return None;
+            }
+            if u64::from_le_bytes(bytes[at..at + 8].try_into().ok()?) == seq {
+                return Some((path.clone(), offset as u64));
+            }
+            offset = at + len;
+        }
+        None
     }
 
     /// Every segment file, oldest first (for tests and the erasure audit).
