@@ -82,6 +82,10 @@ struct Queue {
     jobs: VecDeque<Job>,
     next_seq: u64,
     closed: bool,
+    /// The writer is blocked on `wake`. Appends notify only then: a notify is a futex system
+    /// call even with nobody waiting, and while the writer is busy writing or in fsync it will
+    /// drain the queue anyway before it sleeps.
+    writer_waiting: bool,
     failed: Option<String>,
 }
 
@@ -379,6 +383,7 @@ impl Journal {
                 jobs: VecDeque::new(),
                 next_seq,
                 closed: false,
+                writer_waiting: false,
                 failed: None,
             }),
             wake: Condvar::new(),
@@ -420,8 +425,11 @@ impl Journal {
         let seq = queue.next_seq;
         queue.next_seq += 1;
         queue.jobs.push_back(Job::Append(payload, seq, done));
+        let waiting = queue.writer_waiting;
         drop(queue);
-        self.shared.wake.notify_one();
+        if waiting {
+            self.shared.wake.notify_one();
+        }
         Some(seq)
     }
 
@@ -592,21 +600,25 @@ fn truncate(path: &Path, len: u64, rewrite_header: Option<u64>) -> Result<(), Jo
 fn writer_loop(shared: Arc<Shared>, mut file: File, mut path: PathBuf, mut next_to_write: u64) {
     let mut buffer = Vec::with_capacity(1 << 20);
     let mut done: Vec<(u64, Completion)> = Vec::new();
+    // Swapped with the queue's each round, so neither side allocates once both have grown.
+    let mut jobs: VecDeque<Job> = VecDeque::new();
     loop {
-        let jobs: Vec<Job> = {
+        {
             let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
             while queue.jobs.is_empty() && !queue.closed {
+                queue.writer_waiting = true;
                 queue = shared.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
+                queue.writer_waiting = false;
             }
             if queue.jobs.is_empty() && queue.closed {
                 return;
             }
-            queue.jobs.drain(..).collect()
-        };
+            std::mem::swap(&mut queue.jobs, &mut jobs);
+        }
         buffer.clear();
         let mut rotations = Vec::new();
         let mut last_seq = None;
-        for job in jobs {
+        for job in jobs.drain(..) {
             match job {
                 Job::Append(payload, seq, completion) => {
                     encode_record(seq, &payload, &mut buffer);

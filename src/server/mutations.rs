@@ -40,10 +40,11 @@ const RECORD_PERIOD: Duration = Duration::from_millis(50);
 const RECORD_WAIT: Duration = Duration::from_secs(60);
 
 /// The first result of a request, returned again for a repeated request id.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestRecord {
     pub request_id: String,
-    pub kind: String,
+    /// A [`MutationKind::name`]: static, so a record costs no allocation for it.
+    pub kind: &'static str,
     pub seq: u64,
     pub applied: u32,
     pub at_ms: i64,
@@ -557,9 +558,11 @@ impl Recorder {
     /// The recorder thread: every period, or when compaction asks, moves the backlog into the
     /// audit log and the ledger; drains it once more on shutdown.
     fn run(&self, shared: &Shared) {
+        // Swapped with the backlog, so neither grows from empty (and moves its items) each time.
+        let mut batch = Vec::new();
         loop {
             let stopping = shared.stop.load(Ordering::Acquire);
-            let batch = std::mem::take(&mut *lock(&shared.backlog));
+            std::mem::swap(&mut *lock(&shared.backlog), &mut batch);
             if let Some(last) = batch.last().map(|d| d.seq) {
                 match self.record(&batch) {
                     Ok(()) => shared.recorded_through.store(last, Ordering::Release),
@@ -572,6 +575,7 @@ impl Recorder {
                     }
                 }
             }
+            batch.clear();
             if stopping {
                 return;
             }
@@ -611,7 +615,7 @@ impl Recorder {
 fn record_of(mutation: &Mutation, seq: u64) -> RequestRecord {
     RequestRecord {
         request_id: mutation.request_id.clone(),
-        kind: mutation.kind.map_or("unknown", MutationKind::name).into(),
+        kind: mutation.kind.map_or("unknown", MutationKind::name),
         seq,
         applied: if mutation.kind == Some(MutationKind::Erase) {
             1

@@ -228,7 +228,7 @@ fn encode(item: &Item) -> Vec<u8> {
         Item::Request(record) => {
             out.push(REQUEST);
             put_text(&mut out, &record.request_id);
-            put_text(&mut out, &record.kind);
+            put_text(&mut out, record.kind);
             out.extend_from_slice(&record.seq.to_le_bytes());
             out.extend_from_slice(&record.applied.to_le_bytes());
             out.extend_from_slice(&record.at_ms.to_le_bytes());
@@ -300,7 +300,8 @@ fn decode(bytes: &[u8]) -> Result<Owned, String> {
     let item = match reader.array::<1>()?[0] {
         REQUEST => Owned::Request(RequestRecord {
             request_id: reader.text()?,
-            kind: reader.text()?,
+            kind: crate::mutation::MutationKind::from_name(&reader.text()?)
+                .map_or("unknown", crate::mutation::MutationKind::name),
             seq: reader.u64()?,
             applied: u32::from_le_bytes(reader.array()?),
             at_ms: reader.i64()?,
@@ -327,8 +328,18 @@ fn decode(bytes: &[u8]) -> Result<Owned, String> {
 
 #[derive(serde::Deserialize)]
 struct Legacy {
-    requests: Vec<RequestRecord>,
+    requests: Vec<LegacyRequest>,
     receipts: Vec<Receipt>,
+}
+
+#[derive(serde::Deserialize)]
+struct LegacyRequest {
+    request_id: String,
+    kind: String,
+    seq: u64,
+    applied: u32,
+    at_ms: i64,
+    receipt_id: String,
 }
 
 /// The old whole-file ledger, if there is one.
@@ -353,7 +364,20 @@ fn read_legacy(path: &Path) -> Result<Option<(Vec<RequestRecord>, Vec<Receipt>)>
     }
     let legacy: Legacy = serde_json::from_slice(&bytes[12..])
         .map_err(|e| format!("ledger {}: corrupt at offset 12: {e}", path.display()))?;
-    Ok(Some((legacy.requests, legacy.receipts)))
+    let requests = legacy
+        .requests
+        .into_iter()
+        .map(|r| RequestRecord {
+            request_id: r.request_id,
+            kind: crate::mutation::MutationKind::from_name(&r.kind)
+                .map_or("unknown", crate::mutation::MutationKind::name),
+            seq: r.seq,
+            applied: r.applied,
+            at_ms: r.at_ms,
+            receipt_id: r.receipt_id,
+        })
+        .collect();
+    Ok(Some((requests, legacy.receipts)))
 }
 
 #[cfg(test)]
@@ -363,7 +387,7 @@ mod tests {
     fn request(id: &str, seq: u64, at_ms: i64) -> RequestRecord {
         RequestRecord {
             request_id: id.into(),
-            kind: "suppress".into(),
+            kind: "suppress",
             seq,
             applied: 1,
             at_ms,
