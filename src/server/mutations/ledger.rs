@@ -342,8 +342,11 @@ struct LegacyRequest {
     receipt_id: String,
 }
 
+/// Request records and receipts of the old whole-file ledger.
+type LegacyContents = (Vec<RequestRecord>, Vec<Receipt>);
+
 /// The old whole-file ledger, if there is one.
-fn read_legacy(path: &Path) -> Result<Option<(Vec<RequestRecord>, Vec<Receipt>)>, String> {
+fn read_legacy(path: &Path) -> Result<Option<LegacyContents>, String> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
