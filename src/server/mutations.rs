@@ -116,6 +116,7 @@ struct Shared {
     /// The audit log and ledger hold every mutation with a sequence number up to this.
     recorded_through: AtomicU64,
     record_failure: Mutex<Option<String>>,
+    recorder_stopped: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -221,6 +222,7 @@ impl Mutator {
             backlog: Mutex::new(backlog),
             recorded_through: AtomicU64::new(recorded_through),
             record_failure: Mutex::new(None),
+            recorder_stopped: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         let recorder = Arc::new(Recorder {
@@ -530,11 +532,15 @@ impl Shared {
             Ordering::Relaxed,
         );
         self.settle(&mutation.request_id, Some(record.clone()));
-        lock(&self.backlog).push(Durable {
-            mutation,
-            seq,
-            receipt,
-        });
+        // A failed recorder has stopped: the journal keeps what it did not record (compaction
+        // deletes nothing from then on), and memory must not grow with a backlog nobody drains.
+        if !self.recorder_stopped.load(Ordering::Acquire) {
+            lock(&self.backlog).push(Durable {
+                mutation,
+                seq,
+                receipt,
+            });
+        }
         record
     }
 
@@ -571,6 +577,8 @@ impl Recorder {
                         // the next start queues them again.
                         tracing::error!(%error, "audit log or ledger append failed; journal segments are kept");
                         *lock(&shared.record_failure) = Some(error);
+                        shared.recorder_stopped.store(true, Ordering::Release);
+                        lock(&shared.backlog).clear();
                         return;
                     }
                 }
