@@ -407,9 +407,12 @@ impl Journal {
     }
 
     /// Queues a payload; `done` runs on the writer thread once it is durable (with its sequence
-    /// number) or failed. Sequence numbers follow call order. Returns the sequence number the
-    /// record will carry once durable, or `None` when it was refused at once (`done` has then
-    /// already run with the error).
+    /// number) or failed. Sequence numbers follow call order, and so do completions; a rotation
+    /// queued after this append returns only after `done` has run (callers rely on that to
+    /// finish work on durable records before a rotation's boundary is used). Keep `done` short:
+    /// the next group commit waits for it. Returns the sequence number the record will carry
+    /// once durable, or `None` when it was refused at once (`done` has then already run with
+    /// the error).
     pub fn append(&self, payload: Vec<u8>, done: Completion) -> Option<u64> {
         if payload.len() > MAX_PAYLOAD {
             done(Err(JournalError::TooLarge(payload.len()).to_string()));
