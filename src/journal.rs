@@ -82,6 +82,10 @@ struct Queue {
     jobs: VecDeque<Job>,
     next_seq: u64,
     closed: bool,
+    /// The writer is blocked on `wake`. Appends notify only then: a notify is a futex system
+    /// call even with nobody waiting, and while the writer is busy writing or in fsync it will
+    /// drain the queue anyway before it sleeps.
+    writer_waiting: bool,
     failed: Option<String>,
 }
 
@@ -379,6 +383,7 @@ impl Journal {
                 jobs: VecDeque::new(),
                 next_seq,
                 closed: false,
+                writer_waiting: false,
                 failed: None,
             }),
             wake: Condvar::new(),
@@ -402,9 +407,12 @@ impl Journal {
     }
 
     /// Queues a payload; `done` runs on the writer thread once it is durable (with its sequence
-    /// number) or failed. Sequence numbers follow call order. Returns the sequence number the
-    /// record will carry once durable, or `None` when it was refused at once (`done` has then
-    /// already run with the error).
+    /// number) or failed. Sequence numbers follow call order, and so do completions; a rotation
+    /// queued after this append returns only after `done` has run (callers rely on that to
+    /// finish work on durable records before a rotation's boundary is used). Keep `done` short:
+    /// the next group commit waits for it. Returns the sequence number the record will carry
+    /// once durable, or `None` when it was refused at once (`done` has then already run with
+    /// the error).
     pub fn append(&self, payload: Vec<u8>, done: Completion) -> Option<u64> {
         if payload.len() > MAX_PAYLOAD {
             done(Err(JournalError::TooLarge(payload.len()).to_string()));
@@ -420,8 +428,11 @@ impl Journal {
         let seq = queue.next_seq;
         queue.next_seq += 1;
         queue.jobs.push_back(Job::Append(payload, seq, done));
+        let waiting = queue.writer_waiting;
         drop(queue);
-        self.shared.wake.notify_one();
+        if waiting {
+            self.shared.wake.notify_one();
+        }
         Some(seq)
     }
 
@@ -437,6 +448,37 @@ impl Journal {
         receive
             .recv()
             .map_err(|_| JournalError::Failed("writer stopped".into()))?
+            .map_err(JournalError::Failed)
+    }
+
+    /// Appends every payload (one group commit when the writer is idle) and waits until the
+    /// last is durable; returns its sequence number (`None` for no payloads). Records complete
+    /// in order and a failure fails every later record, so waiting for the last one suffices.
+    pub fn append_all_blocking(&self, payloads: Vec<Vec<u8>>) -> Result<Option<u64>, JournalError> {
+        let count = payloads.len();
+        let (send, receive) = std::sync::mpsc::channel();
+        for (index, payload) in payloads.into_iter().enumerate() {
+            if index + 1 < count {
+                // A failure here also fails the last record, which is the one awaited.
+                let _ = self.append(payload, Box::new(|_| {}));
+            } else {
+                let send = send.clone();
+                let _ = self.append(
+                    payload,
+                    Box::new(move |result| {
+                        let _ = send.send(result);
+                    }),
+                );
+            }
+        }
+        drop(send);
+        if count == 0 {
+            return Ok(None);
+        }
+        receive
+            .recv()
+            .map_err(|_| JournalError::Failed("writer stopped".into()))?
+            .map(Some)
             .map_err(JournalError::Failed)
     }
 
@@ -498,6 +540,27 @@ impl Journal {
         stats.segments = count;
     }
 
+    /// The file and offset of record `seq`, for error messages about a payload the journal
+    /// itself found well-formed (it is checksummed, but its contents may still be refused).
+    pub fn locate(&self, seq: u64) -> Option<(PathBuf, u64)> {
+        let found = segments(&self.shared.dir).ok()?;
+        let (_, path) = found.iter().rev().find(|(first, _)| *first <= seq)?;
+        let bytes = std::fs::read(path).ok()?;
+        let mut offset = SEGMENT_HEADER as usize;
+        while offset + RECORD_HEADER + 8 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().ok()?) as usize;
+            let at = offset + RECORD_HEADER;
+            if len < 8 || at + len > bytes.len() {
+                return None;
+            }
+            if u64::from_le_bytes(bytes[at..at + 8].try_into().ok()?) == seq {
+                return Some((path.clone(), offset as u64));
+            }
+            offset = at + len;
+        }
+        None
+    }
+
     /// Every segment file, oldest first (for tests and the erasure audit).
     pub fn files(&self) -> Vec<PathBuf> {
         segments(&self.shared.dir)
@@ -540,21 +603,25 @@ fn truncate(path: &Path, len: u64, rewrite_header: Option<u64>) -> Result<(), Jo
 fn writer_loop(shared: Arc<Shared>, mut file: File, mut path: PathBuf, mut next_to_write: u64) {
     let mut buffer = Vec::with_capacity(1 << 20);
     let mut done: Vec<(u64, Completion)> = Vec::new();
+    // Swapped with the queue's each round, so neither side allocates once both have grown.
+    let mut jobs: VecDeque<Job> = VecDeque::new();
     loop {
-        let jobs: Vec<Job> = {
+        {
             let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
             while queue.jobs.is_empty() && !queue.closed {
+                queue.writer_waiting = true;
                 queue = shared.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
+                queue.writer_waiting = false;
             }
             if queue.jobs.is_empty() && queue.closed {
                 return;
             }
-            queue.jobs.drain(..).collect()
-        };
+            std::mem::swap(&mut queue.jobs, &mut jobs);
+        }
         buffer.clear();
         let mut rotations = Vec::new();
         let mut last_seq = None;
-        for job in jobs {
+        for job in jobs.drain(..) {
             match job {
                 Job::Append(payload, seq, completion) => {
                     encode_record(seq, &payload, &mut buffer);

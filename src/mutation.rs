@@ -39,6 +39,21 @@ impl MutationKind {
         .find(|k| *k as u8 == code)
     }
 
+    /// The kind whose [`name`](Self::name) is `name`.
+    pub fn from_name(name: &str) -> Option<MutationKind> {
+        use MutationKind::*;
+        [
+            Suppress,
+            Unsuppress,
+            GrantConsent,
+            RevokeConsent,
+            Erase,
+            ApplyChanges,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             MutationKind::Suppress => "suppress",

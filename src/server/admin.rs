@@ -141,21 +141,18 @@ impl AdminService {
         tenant: &str,
         numbers: &[String],
     ) -> Result<(Vec<Number>, Vec<InvalidNumber>), ServiceError> {
-        let (found, _) = self.state.policy.resolve(tenant, "").or_else(|_| {
-            // Mutations need only the tenant; any campaign will do for resolving it.
-            let name = if tenant.is_empty() {
-                self.state.policy.default_tenant.clone().unwrap_or_default()
-            } else {
-                tenant.to_owned()
-            };
-            let first = self
-                .state
-                .policy
-                .tenants
-                .get(&name)
-                .and_then(|t| t.campaigns.keys().next().cloned())
-                .unwrap_or_default();
-            self.state.policy.resolve(&name, &first)
+        // Mutations need only the tenant's parser, not a campaign.
+        let policy = &self.state.policy;
+        let name = if tenant.is_empty() {
+            policy
+                .default_tenant
+                .as_deref()
+                .ok_or(crate::policy::PolicyError::NoTenant)?
+        } else {
+            tenant
+        };
+        let found = policy.tenants.get(name).ok_or_else(|| {
+            crate::policy::PolicyError::UnknownTenant(name.chars().take(64).collect())
         })?;
         let mut valid = Vec::with_capacity(numbers.len());
         let mut invalid = Vec::new();

@@ -295,13 +295,17 @@ pub async fn start(
         );
         let _ = stop_tx.send(true);
         let _ = drain_tx.send(());
-        match tokio::time::timeout(grace, serving).await {
+        let result = match tokio::time::timeout(grace, serving).await {
             Ok(result) => result.map_err(Into::into),
             Err(_) => {
                 tracing::warn!("grace period over: closing remaining connections");
                 Ok(())
             }
-        }
+        };
+        // Audit entries and request ids are copied out of the journal in the background:
+        // finish before saying we stopped, so a successor never races this process's writes.
+        let _ = tokio::task::spawn_blocking(move || mutator.flush()).await;
+        result
     });
     Ok((handle, server))
 }

@@ -3,10 +3,17 @@
 //!
 //! The order that makes an acknowledged mutation survive anything: the record is fsynced (group
 //! commit) before the overlay changes, and the overlay changes before the caller hears back.
-//! Compaction rotates the journal under a gate that no mutation is between "durable" and
-//! "applied", so the overlay holds every record of the old segments; it writes new snapshots,
-//! swaps them in, forgets the overlay entries they carry, and only then deletes the segments.
-//! Request ids and erasure receipts outlive the journal in the ledger file.
+//! Both happen in the journal's completion, on its writer thread, before that thread takes its
+//! next job; so when compaction's rotation returns, every record of the old segments is in the
+//! overlay, and no gate is needed. Compaction writes new snapshots, swaps them in, forgets the
+//! overlay entries they carry, and only then deletes the segments.
+//!
+//! The journal record is also the durable audit entry and request-id record: a background
+//! recorder copies every durable mutation into the audit log and the ledger (off the
+//! acknowledgement path, in batches), and compaction waits until they cover the segments it
+//! is about to delete. Records neither holds yet are queued again at start.
+
+mod ledger;
 
 use crate::config::SetDefinition;
 use crate::engine::date::Day;
@@ -15,20 +22,29 @@ use crate::engine::snapshot::{self, SetKind};
 use crate::journal::{Journal, JournalError};
 use crate::mutation::{Entry, Mutation, MutationKind, Op};
 use crate::policy::{LoadedSet, LoadedSets, SetId};
+use crate::server::audit::Audit;
 use crate::server::state::{State, now_ms};
+use ledger::{Item, Ledger};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
-const LEDGER_FILE: &str = "ledger.dat";
-const LEDGER_MAGIC: &[u8; 8] = b"SUPLEDG1";
+/// How often the recorder moves durable mutations into the audit log and ledger: a batch per
+/// period means one fsync per log per period instead of one per group commit.
+const RECORD_PERIOD: Duration = Duration::from_millis(50);
+/// How long compaction waits for the recorder before giving up (segments are then kept).
+const RECORD_WAIT: Duration = Duration::from_secs(60);
 
 /// The first result of a request, returned again for a repeated request id.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestRecord {
     pub request_id: String,
-    pub kind: String,
+    /// A [`MutationKind::name`]: static, so a record costs no allocation for it.
+    pub kind: &'static str,
     pub seq: u64,
     pub applied: u32,
     pub at_ms: i64,
@@ -50,12 +66,6 @@ pub struct Receipt {
     pub added_to: Vec<String>,
 }
 
-#[derive(Default, Serialize, Deserialize)]
-struct Ledger {
-    requests: Vec<RequestRecord>,
-    receipts: Vec<Receipt>,
-}
-
 /// Why a mutation was not acknowledged.
 #[derive(Debug, thiserror::Error)]
 pub enum MutationError {
@@ -67,7 +77,9 @@ pub enum MutationError {
 
 enum Slot {
     Done(RequestRecord),
-    Pending(tokio::sync::watch::Receiver<Option<RequestRecord>>),
+    /// In flight. A `Notify` exists only once a second request with the same id waits, so the
+    /// common case allocates nothing for it.
+    Pending(Option<Arc<Notify>>),
 }
 
 /// Outcome of a submitted mutation.
@@ -86,76 +98,158 @@ pub struct CompactionReport {
     pub files_deleted: u32,
 }
 
-pub struct Mutator {
-    journal: Journal,
+/// A durable mutation waiting for the recorder.
+struct Durable {
+    mutation: Mutation,
+    seq: u64,
+    receipt: Option<Receipt>,
+}
+
+/// What the request handlers, the journal's writer thread and the recorder share.
+struct Shared {
     requests: Mutex<HashMap<String, Slot>>,
     receipts: Mutex<HashMap<String, Receipt>>,
-    /// Mutations hold it shared from before their append until their overlay is applied;
-    /// compaction holds it exclusively while it rotates the journal.
-    gate: tokio::sync::RwLock<()>,
+    /// Time of the oldest uncompacted mutation; 0 when none.
+    oldest_pending_ms: AtomicI64,
+    /// Durable mutations, in journal order, not yet in the audit log and ledger.
+    backlog: Mutex<Vec<Durable>>,
+    /// The audit log and ledger hold every mutation with a sequence number up to this.
+    recorded_through: AtomicU64,
+    record_failure: Mutex<Option<String>>,
+    recorder_stopped: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// Writes durable mutations into the audit log and the ledger.
+struct Recorder {
+    audit: Audit,
+    ledger: Ledger,
+    /// Ids of sets that store keyed fingerprints (their keys go into audit entries as they are).
+    keyed: HashSet<String>,
+    /// Journal sequence numbers the audit log and the ledger already held at open.
+    audit_through: u64,
+    ledger_through: u64,
+}
+
+pub struct Mutator {
+    journal: Journal,
+    shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
+    recorder_thread: Option<std::thread::JoinHandle<()>>,
     /// One compaction at a time.
     compacting: Mutex<()>,
-    ledger_path: PathBuf,
-    /// Set ids whose overlays got entries, with the time of the oldest uncompacted one.
-    oldest_pending_ms: Mutex<Option<i64>>,
     pub last_compaction: Mutex<(i64, Option<String>)>,
-    audit: crate::server::audit::Audit,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn request_cutoff_ms(state: &State) -> i64 {
+    now_ms() - i64::from(state.config.raw.server.request_id_retention_days) * 86_400_000
 }
 
 impl Mutator {
-    /// Opens the journal and ledger and replays them into `state`'s overlays.
+    /// Opens the journal, audit log and ledger, replays the journal into `state`'s overlays
+    /// and starts the recorder.
     pub fn open(state: &State, repair: bool) -> Result<Mutator, String> {
         let data_dir = &state.config.data_dir;
         std::fs::create_dir_all(data_dir)
             .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
-        let ledger_path = data_dir.join(LEDGER_FILE);
-        let ledger = read_ledger(&ledger_path)?;
+        let (ledger, loaded) = Ledger::open(data_dir, repair, request_cutoff_ms(state))?;
+        let audit = Audit::open(
+            data_dir,
+            state.config.audit_key.clone(),
+            state.config.raw.audit.retention_days,
+        )?;
         let (journal, replay) =
             Journal::open(&data_dir.join("journal"), repair).map_err(|e| e.to_string())?;
-        let mut requests: HashMap<String, Slot> = ledger
+        let mut requests: HashMap<String, Slot> = loaded
             .requests
             .into_iter()
             .map(|r| (r.request_id.clone(), Slot::Done(r)))
             .collect();
-        let mut receipts: HashMap<String, Receipt> = ledger
-            .receipts
-            .into_iter()
-            .map(|r| (r.receipt_id.clone(), r))
-            .collect();
-        let mut oldest = None;
+        let mut receipts = loaded.receipts;
+        let (audit_through, ledger_through) = (audit.through_at_open(), loaded.through);
+        let mut backlog = Vec::new();
+        let mut oldest = 0;
         for record in &replay.records {
-            let mutation = Mutation::decode(&record.payload)
-                .map_err(|e| format!("journal record {}: {e}", record.seq))?;
+            let mutation = Mutation::decode(&record.payload).map_err(|e| {
+                let (file, offset) = journal.locate(record.seq).unwrap_or_default();
+                format!(
+                    "journal {}: corrupt at offset {offset}: record {}: {e}",
+                    file.display(),
+                    record.seq
+                )
+            })?;
             apply_ops(state, &mutation, record.seq);
-            oldest.get_or_insert(mutation.at_ms);
+            if oldest == 0 {
+                oldest = mutation.at_ms;
+            }
             let result = record_of(&mutation, record.seq);
+            let mut receipt = None;
             if mutation.kind == Some(MutationKind::Erase) {
-                receipts
-                    .entry(mutation.receipt_id.clone())
-                    .or_insert_with(|| receipt_of(state, &mutation, record.seq));
+                receipt = Some(
+                    receipts
+                        .entry(mutation.receipt_id.clone())
+                        .or_insert_with(|| receipt_of(state, &mutation, record.seq))
+                        .clone(),
+                );
             }
             requests.insert(mutation.request_id.clone(), Slot::Done(result));
+            if record.seq > audit_through.min(ledger_through) {
+                backlog.push(Durable {
+                    seq: record.seq,
+                    mutation,
+                    receipt,
+                });
+            }
         }
         if !replay.records.is_empty() {
             tracing::info!(
                 records = replay.records.len(),
+                unrecorded = backlog.len(),
                 "journal replayed into the overlays"
             );
         }
-        Ok(Mutator {
-            journal,
+        let recorded_through = backlog
+            .first()
+            .map_or(journal.stats().last_seq, |d| d.seq - 1);
+        let shared = Arc::new(Shared {
             requests: Mutex::new(requests),
             receipts: Mutex::new(receipts),
-            gate: tokio::sync::RwLock::new(()),
+            oldest_pending_ms: AtomicI64::new(oldest),
+            backlog: Mutex::new(backlog),
+            recorded_through: AtomicU64::new(recorded_through),
+            record_failure: Mutex::new(None),
+            recorder_stopped: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let recorder = Arc::new(Recorder {
+            audit,
+            ledger,
+            keyed: state
+                .policy
+                .sets
+                .iter()
+                .filter(|d| d.key.is_some())
+                .map(|d| d.id.clone())
+                .collect(),
+            audit_through,
+            ledger_through,
+        });
+        let (thread_shared, thread_recorder) = (shared.clone(), recorder.clone());
+        let recorder_thread = std::thread::Builder::new()
+            .name("audit-recorder".into())
+            .spawn(move || thread_recorder.run(&thread_shared))
+            .map_err(|e| format!("cannot start the audit recorder: {e}"))?;
+        Ok(Mutator {
+            journal,
+            shared,
+            recorder,
+            recorder_thread: Some(recorder_thread),
             compacting: Mutex::new(()),
-            ledger_path,
-            oldest_pending_ms: Mutex::new(oldest),
             last_compaction: Mutex::new((0, None)),
-            audit: crate::server::audit::Audit::open(
-                data_dir,
-                state.config.audit_key.clone(),
-                state.config.raw.audit.retention_days,
-            )?,
         })
     }
 
@@ -164,38 +258,36 @@ impl Mutator {
     }
 
     pub fn audit_files(&self) -> Vec<PathBuf> {
-        self.audit.files()
+        self.recorder.audit.files()
+    }
+
+    pub fn ledger_files(&self) -> Vec<PathBuf> {
+        self.recorder.ledger.files()
     }
 
     pub fn receipt(&self, receipt_id: &str) -> Option<Receipt> {
-        self.receipts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(receipt_id)
-            .cloned()
+        lock(&self.shared.receipts).get(receipt_id).cloned()
     }
 
     pub fn pending_erasures(&self) -> usize {
-        self.receipts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.shared.receipts)
             .values()
             .filter(|r| r.completed_at_ms == 0)
             .count()
     }
 
     pub fn oldest_pending_ms(&self) -> Option<i64> {
-        *self
-            .oldest_pending_ms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        match self.shared.oldest_pending_ms.load(Ordering::Acquire) {
+            0 => None,
+            at => Some(at),
+        }
     }
 
     /// Journals `mutation`, applies it to the overlays and returns its record; a repeated
     /// request id returns the first record and changes nothing.
     pub async fn submit(
         &self,
-        state: &State,
+        state: &Arc<State>,
         mut mutation: Mutation,
     ) -> Result<Submitted, MutationError> {
         if mutation.request_id.is_empty() || mutation.request_id.len() > 128 {
@@ -203,110 +295,59 @@ impl Mutator {
                 "request_id is required (at most 128 bytes)".into(),
             ));
         }
-        let sender = loop {
-            let waiting = {
-                let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-                match requests.get(&mutation.request_id) {
+        loop {
+            let notify: Arc<Notify>;
+            let notified;
+            {
+                let mut requests = lock(&self.shared.requests);
+                match requests.get_mut(&mutation.request_id) {
                     Some(Slot::Done(record)) => {
                         return Ok(Submitted {
                             record: record.clone(),
                             duplicate: true,
                         });
                     }
-                    Some(Slot::Pending(receiver)) => receiver.clone(),
+                    Some(Slot::Pending(waiters)) => {
+                        notify = waiters.get_or_insert_with(Default::default).clone();
+                    }
                     None => {
-                        let (sender, receiver) = tokio::sync::watch::channel(None);
-                        requests.insert(mutation.request_id.clone(), Slot::Pending(receiver));
-                        break sender;
+                        requests.insert(mutation.request_id.clone(), Slot::Pending(None));
+                        break;
                     }
                 }
-            };
+                // Created under the lock, so the owner's `notify_waiters` cannot slip past it.
+                notified = notify.notified();
+            }
             // The same id is in flight: wait for its outcome, then look again.
-            let mut waiting = waiting;
-            let _ = waiting.wait_for(Option::is_some).await;
-        };
+            notified.await;
+        }
         mutation.at_ms = now_ms();
-        let gate = self.gate.read().await;
+        let payload = mutation.encode();
         let (done, durable) = tokio::sync::oneshot::channel();
-        let planned_seq = self.journal.append(
-            mutation.encode(),
+        let (shared, state) = (self.shared.clone(), state.clone());
+        // Runs on the journal's writer thread: whatever happens to this task from here on
+        // (even a cancelled request), a durable record is applied and its id settled.
+        let _ = self.journal.append(
+            payload,
             Box::new(move |result| {
-                let _ = done.send(result);
+                let outcome = match result {
+                    Ok(seq) => Ok(shared.durable(&state, mutation, seq)),
+                    Err(error) => {
+                        shared.settle(&mutation.request_id, None);
+                        Err(error)
+                    }
+                };
+                let _ = done.send(outcome);
             }),
         );
-        // The audit entry goes to its own log in parallel with the journal record, so an ack
-        // waits for one fsync round, not two in a row. Should the journal write fail, the
-        // entry records a request that was answered with an error (and never in force).
-        let audited = planned_seq.map(|seq| {
-            let keyed = self.keyed_sets(state, &mutation);
-            self.audit.record(self.audit.entry(&mutation, seq, &keyed))
-        });
-        let outcome = durable
+        let record = durable
             .await
-            .unwrap_or_else(|_| Err("journal writer stopped".into()));
-        let seq = match outcome {
-            Ok(seq) => {
-                debug_assert_eq!(Some(seq), planned_seq, "journal sequence as queued");
-                seq
-            }
-            Err(error) => {
-                drop(gate);
-                self.requests
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&mutation.request_id);
-                let _ = sender.send(None);
-                return Err(MutationError::Journal(error));
-            }
-        };
-        apply_ops(state, &mutation, seq);
-        drop(gate);
-        let record = record_of(&mutation, seq);
-        crate::metrics::metrics().mutations.increment(1);
-        if mutation.kind == Some(MutationKind::Erase) {
-            let receipt = receipt_of(state, &mutation, seq);
-            crate::metrics::metrics()
-                .erasure_in_force
-                .record((receipt.in_force_at_ms - receipt.requested_at_ms).max(0) as f64 / 1000.0);
-            self.receipts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(receipt.receipt_id.clone(), receipt);
-        }
-        self.oldest_pending_ms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(mutation.at_ms);
-        self.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(mutation.request_id.clone(), Slot::Done(record.clone()));
-        let _ = sender.send(Some(record.clone()));
-        if let Some(audited) = audited
-            && let Err(error) = audited.await
-        {
-            // The mutation is durable and in force; losing its audit line is reported loudly.
-            tracing::error!(%error, request_id = %mutation.request_id, "audit log append failed");
-        }
+            .unwrap_or_else(|_| Err("journal writer stopped".into()))
+            .map_err(MutationError::Journal)?;
         Ok(Submitted {
             record,
             duplicate: false,
         })
-    }
-
-    /// For each set `mutation` names: whether that set stores keyed fingerprints already.
-    fn keyed_sets(&self, state: &State, mutation: &Mutation) -> Vec<bool> {
-        mutation
-            .sets
-            .iter()
-            .map(|name| {
-                state
-                    .policy
-                    .sets
-                    .iter()
-                    .any(|d| &d.id == name && d.key.is_some())
-            })
-            .collect()
     }
 
     /// Whether the overlays are big or old enough to compact.
@@ -321,8 +362,8 @@ impl Mutator {
 
     /// Folds the overlays into new snapshot versions. Blocking: run off the async workers.
     pub fn compact(&self, state: &State) -> Result<CompactionReport, String> {
-        let _one = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
-        let started = std::time::Instant::now();
+        let _one = lock(&self.compacting);
+        let started = Instant::now();
         let result = self.compact_inner(state);
         let metrics = crate::metrics::metrics();
         metrics
@@ -336,19 +377,14 @@ impl Mutator {
             }
             Err(_) => metrics.compactions_failed.increment(1),
         }
-        let mut last = self
-            .last_compaction
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        *last = (now_ms(), result.as_ref().err().cloned());
+        *lock(&self.last_compaction) = (now_ms(), result.as_ref().err().cloned());
         result
     }
 
     fn compact_inner(&self, state: &State) -> Result<CompactionReport, String> {
-        let through = {
-            let _gate = self.gate.blocking_write();
-            self.journal.rotate_blocking().map_err(|e| e.to_string())?
-        };
+        // Completions (overlay updates) run on the writer thread before it rotates, so every
+        // record through `through` is in the overlays once this returns.
+        let through = self.journal.rotate_blocking().map_err(|e| e.to_string())?;
         let mut report = CompactionReport {
             journal_through: through,
             ..CompactionReport::default()
@@ -369,16 +405,13 @@ impl Mutator {
             rebuilt.push((id, Arc::new(loaded)));
         }
         // Receipts of erasures this compaction covers become complete once files are gone.
-        let completing: Vec<Receipt> = self
-            .receipts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let completing: Vec<Receipt> = lock(&self.shared.receipts)
             .values()
             .filter(|r| r.completed_at_ms == 0 && r.seq <= through)
             .cloned()
             .collect();
-        // The ledger must hold request ids and receipts before the journal segments go.
-        self.write_ledger(state)?;
+        // The audit log and ledger must hold these records before the journal segments go.
+        self.wait_recorded(through)?;
         state.publish(|slots: &mut Vec<Option<Arc<LoadedSet>>>| {
             for (id, loaded) in &rebuilt {
                 slots[*id] = Some(loaded.clone());
@@ -406,8 +439,9 @@ impl Mutator {
             }
         }
         let completed_at = now_ms();
+        let mut completed = Vec::new();
         {
-            let mut receipts = self.receipts.lock().unwrap_or_else(|e| e.into_inner());
+            let mut receipts = lock(&self.shared.receipts);
             for receipt in &completing {
                 if let Some(stored) = receipts.get_mut(&receipt.receipt_id) {
                     stored.completed_at_ms = completed_at;
@@ -415,79 +449,181 @@ impl Mutator {
                     crate::metrics::metrics()
                         .erasure_complete
                         .record((completed_at - stored.requested_at_ms).max(0) as f64 / 1000.0);
+                    completed.push(stored.clone());
                 }
             }
         }
-        self.write_ledger(state)?;
-        if let Err(error) = self.audit.enforce_retention() {
+        let items: Vec<Item> = completed.iter().map(Item::Receipt).collect();
+        self.recorder.ledger.append_blocking(&items)?;
+        let receipts = lock(&self.shared.receipts).clone();
+        if let Err(error) = self
+            .recorder
+            .ledger
+            .enforce_retention(request_cutoff_ms(state), &receipts)
+        {
+            tracing::warn!(%error, "ledger retention pass failed");
+        }
+        if let Err(error) = self.recorder.audit.enforce_retention() {
             tracing::warn!(%error, "audit retention pass failed");
         }
         let remaining = state.overlays.iter().any(|o| !o.is_empty());
-        *self
+        self.shared
             .oldest_pending_ms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = remaining.then(now_ms);
+            .store(if remaining { now_ms() } else { 0 }, Ordering::Release);
         tracing::info!(written = ?report.written, through, erasures_completed = report.erasures_completed, files_deleted = report.files_deleted, "compaction done");
         Ok(report)
     }
 
-    fn write_ledger(&self, state: &State) -> Result<(), String> {
-        let retention_ms =
-            i64::from(state.config.raw.server.request_id_retention_days) * 86_400_000;
-        let cutoff = now_ms() - retention_ms;
-        let requests: Vec<RequestRecord> = self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter_map(|slot| match slot {
-                Slot::Done(record) if record.at_ms >= cutoff => Some(record.clone()),
-                _ => None,
-            })
-            .collect();
-        let receipts: Vec<Receipt> = self
-            .receipts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        let mut bytes = LEDGER_MAGIC.to_vec();
-        let body = serde_json::to_vec(&Ledger { requests, receipts }).map_err(|e| e.to_string())?;
-        bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        bytes.extend_from_slice(&body);
-        snapshot::write_atomic(&self.ledger_path, &bytes)
-            .map_err(|e| format!("ledger {}: {e}", self.ledger_path.display()))
+    /// Waits until the audit log and ledger hold every durable mutation (at shutdown).
+    pub fn flush(&self) {
+        if let Err(error) = self.wait_recorded(self.journal.stats().last_seq) {
+            tracing::error!(%error, "audit log and ledger not flushed; the next start queues the rest again");
+        }
+    }
+
+    /// Waits until the audit log and ledger hold every mutation through `seq`.
+    fn wait_recorded(&self, seq: u64) -> Result<(), String> {
+        let deadline = Instant::now() + RECORD_WAIT;
+        while self.shared.recorded_through.load(Ordering::Acquire) < seq {
+            if let Some(failure) = lock(&self.shared.record_failure).clone() {
+                return Err(failure);
+            }
+            if Instant::now() >= deadline {
+                return Err("audit log and ledger did not catch up with the journal".into());
+            }
+            if let Some(thread) = &self.recorder_thread {
+                thread.thread().unpark();
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
     }
 }
 
-fn read_ledger(path: &Path) -> Result<Ledger, String> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ledger::default()),
-        Err(e) => return Err(format!("ledger {}: {e}", path.display())),
-    };
-    if bytes.len() < 12 || &bytes[..8] != LEDGER_MAGIC {
-        return Err(format!(
-            "ledger {}: corrupt at offset 0: bad magic",
-            path.display()
-        ));
+impl Drop for Mutator {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.recorder_thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
     }
-    let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if crc32c::crc32c(&bytes[12..]) != crc {
-        return Err(format!(
-            "ledger {}: corrupt at offset 12: checksum mismatch",
-            path.display()
-        ));
+}
+
+impl Shared {
+    /// A journal record became durable: put it in force, settle its request id, queue it for
+    /// the recorder. Runs on the journal's writer thread, in sequence order.
+    fn durable(&self, state: &State, mutation: Mutation, seq: u64) -> RequestRecord {
+        apply_ops(state, &mutation, seq);
+        let record = record_of(&mutation, seq);
+        crate::metrics::metrics().mutations.increment(1);
+        let receipt = (mutation.kind == Some(MutationKind::Erase)).then(|| {
+            let receipt = receipt_of(state, &mutation, seq);
+            crate::metrics::metrics()
+                .erasure_in_force
+                .record((receipt.in_force_at_ms - receipt.requested_at_ms).max(0) as f64 / 1000.0);
+            lock(&self.receipts).insert(receipt.receipt_id.clone(), receipt.clone());
+            receipt
+        });
+        let _ = self.oldest_pending_ms.compare_exchange(
+            0,
+            mutation.at_ms,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+        self.settle(&mutation.request_id, Some(record.clone()));
+        // A failed recorder has stopped: the journal keeps what it did not record (compaction
+        // deletes nothing from then on), and memory must not grow with a backlog nobody drains.
+        if !self.recorder_stopped.load(Ordering::Acquire) {
+            lock(&self.backlog).push(Durable {
+                mutation,
+                seq,
+                receipt,
+            });
+        }
+        record
     }
-    serde_json::from_slice(&bytes[12..])
-        .map_err(|e| format!("ledger {}: corrupt at offset 12: {e}", path.display()))
+
+    /// Records the outcome of an in-flight request id (`None`: failed, the id is free again)
+    /// and wakes any request waiting on the same id.
+    fn settle(&self, request_id: &str, record: Option<RequestRecord>) {
+        let previous = {
+            let mut requests = lock(&self.requests);
+            match record {
+                Some(record) => requests.insert(request_id.to_owned(), Slot::Done(record)),
+                None => requests.remove(request_id),
+            }
+        };
+        if let Some(Slot::Pending(Some(waiters))) = previous {
+            waiters.notify_waiters();
+        }
+    }
+}
+
+impl Recorder {
+    /// The recorder thread: every period, or when compaction asks, moves the backlog into the
+    /// audit log and the ledger; drains it once more on shutdown.
+    fn run(&self, shared: &Shared) {
+        // Swapped with the backlog, so neither grows from empty (and moves its items) each time.
+        let mut batch = Vec::new();
+        loop {
+            let stopping = shared.stop.load(Ordering::Acquire);
+            std::mem::swap(&mut *lock(&shared.backlog), &mut batch);
+            if let Some(last) = batch.last().map(|d| d.seq) {
+                match self.record(&batch) {
+                    Ok(()) => shared.recorded_through.store(last, Ordering::Release),
+                    Err(error) => {
+                        // The journal keeps these records (compaction will not delete them) and
+                        // the next start queues them again.
+                        tracing::error!(%error, "audit log or ledger append failed; journal segments are kept");
+                        *lock(&shared.record_failure) = Some(error);
+                        shared.recorder_stopped.store(true, Ordering::Release);
+                        lock(&shared.backlog).clear();
+                        return;
+                    }
+                }
+            }
+            batch.clear();
+            if stopping {
+                return;
+            }
+            std::thread::park_timeout(RECORD_PERIOD);
+        }
+    }
+
+    fn record(&self, batch: &[Durable]) -> Result<(), String> {
+        let entries: Vec<Vec<u8>> = batch
+            .iter()
+            .filter(|d| d.seq > self.audit_through)
+            .map(|d| {
+                self.audit
+                    .entry(&d.mutation, d.seq, |set| self.keyed.contains(set))
+            })
+            .collect();
+        self.audit.append_blocking(entries)?;
+        let requests: Vec<RequestRecord> = batch
+            .iter()
+            .filter(|d| d.seq > self.ledger_through)
+            .map(|d| record_of(&d.mutation, d.seq))
+            .collect();
+        let items: Vec<Item> = requests
+            .iter()
+            .map(Item::Request)
+            .chain(
+                batch
+                    .iter()
+                    .filter(|d| d.seq > self.ledger_through)
+                    .filter_map(|d| d.receipt.as_ref().map(Item::Receipt)),
+            )
+            .collect();
+        self.ledger.append_blocking(&items)
+    }
 }
 
 fn record_of(mutation: &Mutation, seq: u64) -> RequestRecord {
     RequestRecord {
         request_id: mutation.request_id.clone(),
-        kind: mutation.kind.map_or("unknown", MutationKind::name).into(),
+        kind: mutation.kind.map_or("unknown", MutationKind::name),
         seq,
         applied: if mutation.kind == Some(MutationKind::Erase) {
             1

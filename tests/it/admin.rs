@@ -522,3 +522,105 @@ async fn audit_log_records_who_what_when_without_numbers() {
     );
     daemon.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_repeats_of_one_request_id_journal_it_once() {
+    let daemon = fresh().await;
+    let admin = admin_client(&daemon).await;
+    let before = daemon.handle.mutator.journal().stats().last_seq;
+    // Many calls with one request id at once: one is journalled, the others wait for it and
+    // return its result, whichever number they name.
+    let calls: Vec<_> = (0..32u64)
+        .map(|i| {
+            let mut admin = admin.clone();
+            tokio::spawn(async move {
+                admin
+                    .suppress(suppress(
+                        "same-id",
+                        &[if i % 2 == 0 { CLEAN } else { CONSENTED }],
+                    ))
+                    .await
+                    .unwrap()
+                    .into_inner()
+            })
+        })
+        .collect();
+    let mut responses = Vec::new();
+    for call in calls {
+        responses.push(call.await.unwrap());
+    }
+    assert_eq!(responses.iter().filter(|r| !r.duplicate).count(), 1);
+    assert!(
+        responses
+            .iter()
+            .all(|r| r.sequence == responses[0].sequence && r.applied == 1)
+    );
+    assert_eq!(
+        daemon.handle.mutator.journal().stats().last_seq,
+        before + 1,
+        "journalled more than once"
+    );
+    // Still one after a restart (the ledger and journal know the id).
+    let sequence = responses[0].sequence;
+    let daemon = start(daemon.stop().await).await;
+    let mut admin = admin_client(&daemon).await;
+    let again = admin
+        .suppress(suppress("same-id", &[INTERNAL]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.duplicate);
+    assert_eq!(again.sequence, sequence);
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_ids_outlive_compaction_in_the_append_only_ledger() {
+    let daemon = fresh().await;
+    let mut admin = admin_client(&daemon).await;
+    let first = admin
+        .suppress(suppress("ledger-1", &[CLEAN]))
+        .await
+        .unwrap()
+        .into_inner();
+    admin.compact(CompactRequest {}).await.unwrap();
+    let ledger = daemon.handle.mutator.ledger_files();
+    assert_eq!(ledger.len(), 1, "{ledger:?}");
+    let size = std::fs::metadata(&ledger[0]).unwrap().len();
+    admin
+        .suppress(suppress("ledger-2", &[CONSENTED]))
+        .await
+        .unwrap();
+    admin.compact(CompactRequest {}).await.unwrap();
+    // The second compaction appended one record; it did not rewrite the first.
+    let grown = std::fs::metadata(&ledger[0]).unwrap().len();
+    assert!(grown > size && grown < 2 * size, "{size} -> {grown}");
+    // The journal segments holding both are gone; the ids are still known after a restart.
+    let daemon = start(daemon.stop().await).await;
+    let mut admin = admin_client(&daemon).await;
+    let repeat = admin
+        .suppress(suppress("ledger-1", &[INTERNAL]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(repeat.duplicate);
+    assert_eq!(repeat.sequence, first.sequence);
+    // Damage inside the ledger (records after it) refuses start-up, naming file and offset.
+    let file = daemon.handle.mutator.ledger_files()[0].clone();
+    let dir = daemon.stop().await;
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[24 + 12] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let config =
+        suppressd::config::Config::parse(&admin_config(), "test.toml", dir.path()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = suppressd::server::start(config, listener, std::future::pending())
+        .await
+        .err()
+        .expect("started on a damaged ledger");
+    let message = error.to_string();
+    assert!(
+        message.contains(&file.display().to_string()) && message.contains("offset 24"),
+        "{message}"
+    );
+}

@@ -180,12 +180,48 @@ async fn acknowledged_mutations_survive_sigkill() {
             writer.await.unwrap();
         }
     }
-    let (mut daemon, mut client, _) = start_ready(dir.path()).await;
+    let (mut daemon, mut client, mut admin) = start_ready(dir.path()).await;
     let acknowledged = verify(&mut client, &outcomes).await;
     assert!(
         acknowledged > 100,
         "only {acknowledged} mutations acknowledged across {CYCLES} cycles"
     );
+    // Every acknowledged mutation has exactly one audit entry (compaction waits until the audit
+    // log holds the journal it deletes), and its request id is still known.
+    admin.compact(CompactRequest {}).await.unwrap();
+    let audited = audited_request_ids(&dir.path().join("data").join("audit"));
+    let outcomes = outcomes.lock().unwrap().clone();
+    for (&mutation, &acked) in &outcomes {
+        let count = audited.get(&format!("crash-{mutation}")).copied();
+        if acked {
+            assert_eq!(
+                count,
+                Some(1),
+                "audit entries of acknowledged mutation {mutation}"
+            );
+        } else {
+            assert!(
+                count.is_none_or(|c| c == 1),
+                "mutation {mutation} audited twice"
+            );
+        }
+    }
+    for (&mutation, _) in outcomes.iter().filter(|(_, a)| **a).take(50) {
+        let repeat = admin
+            .suppress(SuppressRequest {
+                tenant: "acme".into(),
+                numbers: vec![e164(13_999_000_000)],
+                request_id: format!("crash-{mutation}"),
+                ..SuppressRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            repeat.duplicate,
+            "request id of mutation {mutation} forgotten"
+        );
+    }
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
 }
@@ -233,4 +269,20 @@ async fn verify(
         }
     }
     outcomes.iter().filter(|(_, a)| *a).count()
+}
+
+/// Request id -> number of audit entries carrying it.
+fn audited_request_ids(dir: &std::path::Path) -> HashMap<String, usize> {
+    let mut ids = HashMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let mut records = Vec::new();
+        suppressd::journal::scan_segment(&bytes, &mut records);
+        for record in records {
+            let entry: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
+            *ids.entry(entry["request_id"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    ids
 }
