@@ -11,8 +11,10 @@
 #   1. empty   (Ping: the same unary request with no lookup: the baseline) and unary (Check),
 #      closed loop at the same concurrency, PAIRS times alternating (this shared 2-vCPU machine
 #      moves by +-15 % between runs), so unary/empty over all pairs is the cost of the check;
-#   2. unary open loop (--rate) at half of the closed-loop unary rate: latency percentiles at a
-#      load the daemon is not saturated by;
+#   2. open loop (--rate) at half of the closed-loop unary rate, on OPEN_CONNECTIONS connections
+#      (default 1: fewer wake-ups per request), twice: empty (Ping) then unary (Check) each time,
+#      so the check's latency percentiles stand beside those of an RPC that does no lookup at the
+#      same rate, in the same run;
 #   3. batch (CheckBatch, 1000 packed numbers per call) and stream (CheckStream, 1000 per
 #      message), 1 % of numbers present in the registry (`--present`);
 #   4. reload under load: unary (and batch) runs in which a new version of the 50 M registry is
@@ -31,6 +33,7 @@ CONNECTIONS="${CONNECTIONS:-2}"
 CONCURRENCY="${CONCURRENCY:-64}"
 RUN_RELOAD="${RUN_RELOAD:-1}"
 PAIRS="${PAIRS:-3}"
+OPEN_CONNECTIONS="${OPEN_CONNECTIONS:-1}"
 # CPU lists (taskset -c) for the daemon and the load generator, e.g. DAEMON_CPUS=1
 # LOADGEN_CPUS=0 to give each its own core; unset, the scheduler places both freely. The
 # daemon's runtime sizes itself to the CPUs it may use.
@@ -140,7 +143,7 @@ loadgen() {
     echo "--- $label: loadgen --target $target $*"
     local before
     before=$(cpu_seconds "$daemon_pid")
-    "${loadgen_pin[@]}" "$B" loadgen --target "$target" --connections "$CONNECTIONS" --duration "${SECONDS_EACH}s" \
+    "${loadgen_pin[@]}" "$B" loadgen --target "$target" --connections "${connections:-$CONNECTIONS}" --duration "${SECONDS_EACH}s" \
         --warmup 2s "$@" | tee "$work/last.out"
     awk -v a="$before" -v b="$(cpu_seconds "$daemon_pid")" 'BEGIN { printf "daemon CPU in this run: %.2f s\n", b - a }'
 }
@@ -170,9 +173,12 @@ unary_rate=$((unary_sum / PAIRS))
 if [[ -n "$unary_rate" ]]; then
     half=$(awk -v r="$unary_rate" 'BEGIN { printf "%d", r / 2 }')
     echo
-    echo "=== 2. unary open loop at half the closed-loop rate ($half calls/s)"
+    echo "=== 2. open loop at half the closed-loop unary rate ($half calls/s, $OPEN_CONNECTIONS connection(s))"
     for run in 1 2; do
-        loadgen "unary at $half/s, run $run" --mode unary --concurrency 256 --rate "$half" --present "$registry"
+        connections="$OPEN_CONNECTIONS" loadgen "empty (Ping) at $half/s, run $run" --mode empty \
+            --concurrency 256 --rate "$half"
+        connections="$OPEN_CONNECTIONS" loadgen "unary at $half/s, run $run" --mode unary \
+            --concurrency 256 --rate "$half" --present "$registry"
     done
 fi
 
