@@ -13,7 +13,7 @@
 //! acknowledgement path, in batches), and compaction waits until they cover the segments it
 //! is about to delete. Records neither holds yet are queued again at start.
 
-mod ledger;
+pub mod ledger;
 
 use crate::config::SetDefinition;
 use crate::engine::date::Day;

@@ -295,6 +295,11 @@ impl Reader<'_> {
     }
 }
 
+/// Decodes one record payload and drops it: whether the ledger would accept it (fuzzing).
+pub fn check_record(bytes: &[u8]) -> Result<(), String> {
+    decode(bytes).map(|_| ())
+}
+
 fn decode(bytes: &[u8]) -> Result<Owned, String> {
     let mut reader = Reader { bytes, at: 0 };
     let item = match reader.array::<1>()?[0] {
