@@ -25,33 +25,22 @@ pub enum MutationKind {
 }
 
 impl MutationKind {
+    const ALL: [MutationKind; 6] = [
+        MutationKind::Suppress,
+        MutationKind::Unsuppress,
+        MutationKind::GrantConsent,
+        MutationKind::RevokeConsent,
+        MutationKind::Erase,
+        MutationKind::ApplyChanges,
+    ];
+
     fn from_code(code: u8) -> Option<MutationKind> {
-        use MutationKind::*;
-        [
-            Suppress,
-            Unsuppress,
-            GrantConsent,
-            RevokeConsent,
-            Erase,
-            ApplyChanges,
-        ]
-        .into_iter()
-        .find(|k| *k as u8 == code)
+        Self::ALL.into_iter().find(|k| *k as u8 == code)
     }
 
     /// The kind whose [`name`](Self::name) is `name`.
     pub fn from_name(name: &str) -> Option<MutationKind> {
-        use MutationKind::*;
-        [
-            Suppress,
-            Unsuppress,
-            GrantConsent,
-            RevokeConsent,
-            Erase,
-            ApplyChanges,
-        ]
-        .into_iter()
-        .find(|k| k.name() == name)
+        Self::ALL.into_iter().find(|k| k.name() == name)
     }
 
     pub fn name(self) -> &'static str {

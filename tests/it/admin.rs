@@ -457,14 +457,7 @@ async fn torn_journal_tail_is_dropped_and_damage_refuses_start() {
     bytes[40] ^= 0xff;
     bytes.extend_from_slice(&[1u8; 64]);
     std::fs::write(&segment, &bytes).unwrap();
-    let config =
-        suppressd::config::Config::parse(&admin_config(), "test.toml", dir.path()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let error = suppressd::server::start(config, listener, std::future::pending())
-        .await
-        .err()
-        .expect("started on a damaged journal");
-    let message = error.to_string();
+    let message = refused_start(dir.path(), "a damaged journal").await;
     assert!(
         message.contains(&segment.display().to_string()) && message.contains("offset"),
         "{message}"
@@ -611,16 +604,21 @@ async fn request_ids_outlive_compaction_in_the_append_only_ledger() {
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[24 + 12] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
-    let config =
-        suppressd::config::Config::parse(&admin_config(), "test.toml", dir.path()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let error = suppressd::server::start(config, listener, std::future::pending())
-        .await
-        .err()
-        .expect("started on a damaged ledger");
-    let message = error.to_string();
+    let message = refused_start(dir.path(), "a damaged ledger").await;
     assert!(
         message.contains(&file.display().to_string()) && message.contains("offset 24"),
         "{message}"
     );
+}
+
+/// Starts a daemon on `dir` with the admin config, expecting start-up to be refused; returns
+/// the error message.
+async fn refused_start(dir: &std::path::Path, what: &str) -> String {
+    let config = suppressd::config::Config::parse(&admin_config(), "test.toml", dir).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    suppressd::server::start(config, listener, std::future::pending())
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("started on {what}"))
+        .to_string()
 }
