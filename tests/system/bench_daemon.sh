@@ -24,7 +24,6 @@
 # BENCH_CACHE and reused.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root="$(pwd)"
 
 REGISTRY_KEYS="${REGISTRY_KEYS:-50000000}"
 SECONDS_EACH="${SECONDS_EACH:-10}"
@@ -42,11 +41,8 @@ loadgen_pin=()
 if [[ -n "${DAEMON_CPUS:-}" ]]; then daemon_pin=(taskset -c "$DAEMON_CPUS"); fi
 if [[ -n "${LOADGEN_CPUS:-}" ]]; then loadgen_pin=(taskset -c "$LOADGEN_CPUS"); fi
 
-if [[ -z "${SUPPRESSD_BIN:-}" ]]; then
-    cargo build --release --locked --quiet
-    SUPPRESSD_BIN="${CARGO_TARGET_DIR:-$root/target}/release/suppressd"
-fi
-B="$SUPPRESSD_BIN"
+source tests/system/bench_common.sh
+bench_binary
 
 mkdir -p "$BENCH_CACHE"
 registry="$BENCH_CACHE/us-dnc-$REGISTRY_KEYS.snap"
@@ -59,16 +55,7 @@ if [[ ! -f "$registry" ]]; then
     rm -f "$BENCH_CACHE/us-$REGISTRY_KEYS.txt"
 fi
 
-work="$(mktemp -d -p /var/tmp)"
-daemon_pid=""
-cleanup() {
-    if [[ -n "$daemon_pid" ]]; then
-        kill -TERM "$daemon_pid" 2>/dev/null || true
-        wait "$daemon_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir /var/tmp
 
 base=$((20000 + RANDOM % 20000))
 mkdir -p "$work/data"

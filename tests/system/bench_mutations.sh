@@ -12,28 +12,15 @@
 # to a free range, in a fresh directory under /var/tmp (the same disk as a real data directory).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root="$(pwd)"
 
 ROUNDS="${ROUNDS:-3}"
 CONCURRENCIES="${CONCURRENCIES:-64 256}"
 SECONDS_EACH="${SECONDS_EACH:-10}"
 
-if [[ -z "${SUPPRESSD_BIN:-}" ]]; then
-    cargo build --release --locked --quiet
-    SUPPRESSD_BIN="${CARGO_TARGET_DIR:-$root/target}/release/suppressd"
-fi
-B="$SUPPRESSD_BIN"
+source tests/system/bench_common.sh
+bench_binary
 
-work="$(mktemp -d -p /var/tmp)"
-daemon_pid=""
-cleanup() {
-    if [[ -n "$daemon_pid" ]]; then
-        kill -TERM "$daemon_pid" 2>/dev/null || true
-        wait "$daemon_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir /var/tmp
 
 # Below the ephemeral port range, so a loadgen never connects to itself.
 base=$((20000 + RANDOM % 10000))

@@ -14,7 +14,6 @@
 # baseline for the HTTP stack itself), WRK_SECONDS each, WRK_CONNECTIONS connections.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root="$(pwd)"
 
 SIP_RATE="${SIP_RATE:-20000}"
 SIP_CALLS="${SIP_CALLS:-300000}"
@@ -22,21 +21,10 @@ WRK_SECONDS="${WRK_SECONDS:-15}"
 WRK_CONNECTIONS="${WRK_CONNECTIONS:-32}"
 WRK_THREADS="${WRK_THREADS:-1}"
 
-if [[ -z "${SUPPRESSD_BIN:-}" ]]; then
-    cargo build --release --locked --quiet
-    SUPPRESSD_BIN="${CARGO_TARGET_DIR:-$root/target}/release/suppressd"
-fi
+source tests/system/bench_common.sh
+bench_binary
 
-work="$(mktemp -d)"
-daemon_pid=""
-cleanup() {
-    if [[ -n "$daemon_pid" ]]; then
-        kill -TERM "$daemon_pid" 2>/dev/null || true
-        wait "$daemon_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir
 
 base=$((20000 + RANDOM % 20000))
 http_port=$((base + 1))
