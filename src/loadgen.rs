@@ -714,11 +714,6 @@ pub fn latency_origin(intended: Instant, ready_at: Instant, sent_at: Instant) ->
     }
 }
 
-/// Waits until `deadline` on the precise timer thread (no spinning).
-async fn wait_until(deadline: Instant) {
-    timer::sleep_until(deadline).await;
-}
-
 /// Phases of the run, shared by every worker.
 struct Control {
     start: Instant,
@@ -1334,7 +1329,7 @@ async fn pacer<A: Answer>(
                 Err(_) => break,
             },
         };
-        wait_until(intended).await;
+        timer::sleep_until(intended).await;
         let sent = Instant::now();
         let origin = match ready_at {
             Some(ready_at) => latency_origin(intended, ready_at, sent),
@@ -1476,8 +1471,10 @@ async fn stream_worker(ctx: Arc<Ctx>, worker: usize, channel: Channel, tally: Ar
                 // Open loop, nothing in flight, next send not due yet (closed loop never gets
                 // here: it fills the window or stops).
                 if let Some(rate) = ctx.rate {
-                    wait_until(ctx.control.start + schedule_offset(k, worker, ctx.workers, rate))
-                        .await;
+                    timer::sleep_until(
+                        ctx.control.start + schedule_offset(k, worker, ctx.workers, rate),
+                    )
+                    .await;
                 }
                 continue;
             }
@@ -1496,7 +1493,7 @@ async fn stream_worker(ctx: Arc<Ctx>, worker: usize, channel: Channel, tally: Ar
                 }
                 () = async {
                     match due {
-                        Some(due) => wait_until(due).await,
+                        Some(due) => timer::sleep_until(due).await,
                         None => std::future::pending().await,
                     }
                 } => continue,

@@ -123,12 +123,7 @@ pub struct Campaign {
 
 impl Campaign {
     /// Sets consulted, in the order answers index them (block sets, then consent sets).
-    pub fn consulted(&self) -> impl Iterator<Item = SetId> + '_ {
-        self.consulted.iter().copied()
-    }
-
-    /// The same, as a slice.
-    pub fn consulted_sets(&self) -> &[SetId] {
+    pub fn consulted(&self) -> &[SetId] {
         &self.consulted
     }
 }
@@ -314,7 +309,7 @@ impl Policy {
             .tenants
             .values()
             .flat_map(|t| t.campaigns.values())
-            .flat_map(|c| c.consulted().collect::<Vec<_>>())
+            .flat_map(|c| c.consulted().iter().copied())
             .collect();
         needed.sort_unstable();
         needed.dedup();
@@ -333,7 +328,7 @@ impl Policy {
         let mut warnings = Vec::new();
         let mut sets = Vec::with_capacity(campaign.consulted.len());
         let mut consent_ready = true;
-        for (position, id) in campaign.consulted().enumerate() {
+        for (position, &id) in campaign.consulted().iter().enumerate() {
             let slot = loaded.slots.get(id).and_then(|s| s.as_deref());
             let definition = &self.sets[id];
             match slot {

@@ -53,7 +53,8 @@ impl CheckError {
 
 /// The proof behind an answer: which sets were consulted, at which versions. Names are
 /// borrowed from the policy, so each edge copies only what its wire format carries (the SIP dip
-/// carries none of it).
+/// copies none of it; the versions are one small vector, since the snapshot guard they come
+/// from does not outlive the check).
 #[derive(Clone, Debug)]
 pub struct Proof<'a> {
     definitions: &'a [SetDefinition],
@@ -234,7 +235,7 @@ impl State {
     ) -> Proof<'a> {
         Proof {
             definitions: &self.policy.sets,
-            consulted: campaign.consulted_sets(),
+            consulted: campaign.consulted(),
             versions: loaded
                 .iter()
                 .map(|slot| slot.map_or(0, |s| s.set.version()))
