@@ -10,7 +10,9 @@
 //! (little-endian, length-prefixed), decoded without panics. No I/O here.
 
 use crate::engine::date::Day;
+use crate::engine::keys::SecretKey;
 use dashmap::DashMap;
+use sha2::Digest as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What a mutation request was.
@@ -88,6 +90,25 @@ pub struct Mutation {
     pub ops: Vec<Op>,
 }
 
+/// What a request asked for, digested: a repeated request id is told apart from one reused for
+/// another request by comparing digests. Made under the tenant's fingerprint key where it has
+/// one (a keyed MAC: a digest of an erased person's number is then no easier to reverse than
+/// the erased set's own fingerprints); otherwise a plain SHA-256.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadDigest {
+    /// [`SecretKey::tag`] of the key it was made with; 0 when made without one.
+    pub key_tag: u32,
+    pub hash: [u8; 16],
+}
+
+impl PayloadDigest {
+    /// Whether two digests provably describe different requests: only digests made under the
+    /// same key can be compared (a key rotation makes older ones unknown, not different).
+    pub fn differs_from(&self, other: &PayloadDigest) -> bool {
+        self.key_tag == other.key_tag && self.hash != other.hash
+    }
+}
+
 /// Text limits, so a record stays small and decoding bounded.
 const MAX_TEXT: usize = 1024;
 const FORMAT: u8 = 1;
@@ -133,6 +154,57 @@ impl Mutation {
             }
         }
         out
+    }
+
+    /// The digest of what this mutation asks: kind, tenant, channel, reason and its operations
+    /// (set, key, expiry) in a canonical order; not when, who, or its receipt id, which differ
+    /// between a request and its retry. An erasure is described by what it adds (keyed
+    /// fingerprints in the erased sets), so a retry still matches after the tenant's set list
+    /// changed.
+    pub fn payload_digest(&self, key: Option<&SecretKey>) -> PayloadDigest {
+        let erase = self.kind == Some(MutationKind::Erase);
+        let mut ops: Vec<(u8, &str, u64, i32)> = self
+            .ops
+            .iter()
+            .filter_map(|op| {
+                let set = |index: u16| self.sets.get(usize::from(index)).map_or("", String::as_str);
+                match *op {
+                    Op::Add {
+                        set: s,
+                        key,
+                        expires,
+                    } => Some((1, set(s), key, expires.map_or(i32::MIN, |d| d.0))),
+                    Op::Remove { .. } if erase => None,
+                    Op::Remove { set: s, key } => Some((2, set(s), key, 0)),
+                }
+            })
+            .collect();
+        ops.sort_unstable();
+        ops.dedup();
+        let mut canonical = Vec::with_capacity(64 + ops.len() * 24);
+        canonical.push(self.kind.map_or(0, |k| k as u8));
+        for text in [&self.tenant, &self.source, &self.reason] {
+            put_text(&mut canonical, text);
+        }
+        canonical.extend_from_slice(&(ops.len() as u32).to_le_bytes());
+        for (tag, set, key, expires) in ops {
+            canonical.push(tag);
+            put_text(&mut canonical, set);
+            canonical.extend_from_slice(&key.to_le_bytes());
+            canonical.extend_from_slice(&expires.to_le_bytes());
+        }
+        match key {
+            Some(key) => PayloadDigest {
+                key_tag: key.tag(),
+                hash: key.digest(&canonical),
+            },
+            None => {
+                let full = sha2::Sha256::digest(&canonical);
+                let mut hash = [0; 16];
+                hash.copy_from_slice(&full[..16]);
+                PayloadDigest { key_tag: 0, hash }
+            }
+        }
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Mutation, DecodeError> {
@@ -361,6 +433,116 @@ mod tests {
                 },
             ],
         }
+    }
+
+    fn suppression(number: u64) -> Mutation {
+        Mutation {
+            kind: Some(MutationKind::Suppress),
+            request_id: "req-2".into(),
+            tenant: "acme".into(),
+            at_ms: 1,
+            source: "phone".into(),
+            reason: "asked".into(),
+            actor: "ops".into(),
+            sets: vec!["acme/dnc".into()],
+            ops: vec![Op::Add {
+                set: 0,
+                key: number,
+                expires: None,
+            }],
+            ..Mutation::default()
+        }
+    }
+
+    #[test]
+    fn a_retry_has_the_digest_of_its_request_and_any_other_request_another() {
+        let key = SecretKey::new("k", [7; 16]).unwrap();
+        let first = suppression(12015550123);
+        let digest = |m: &Mutation| m.payload_digest(Some(&key));
+        // When, who and the receipt id differ between a request and its retry.
+        let mut retry = first.clone();
+        (retry.at_ms, retry.actor, retry.receipt_id) = (99, "other".into(), "er-9".into());
+        assert_eq!(digest(&retry), digest(&first));
+        let mut changes: Vec<Mutation> = Vec::new();
+        changes.push(suppression(12015550124));
+        let mut m = first.clone();
+        m.kind = Some(MutationKind::Unsuppress);
+        m.ops = vec![Op::Remove {
+            set: 0,
+            key: 12015550123,
+        }];
+        changes.push(m);
+        let mut m = first.clone();
+        m.sets = vec!["acme/consent".into()];
+        changes.push(m);
+        let mut m = first.clone();
+        m.ops = vec![Op::Add {
+            set: 0,
+            key: 12015550123,
+            expires: Some(Day(20_000)),
+        }];
+        changes.push(m);
+        let mut m = first.clone();
+        m.reason = "other reason".into();
+        changes.push(m);
+        let mut m = first.clone();
+        m.tenant = "other".into();
+        changes.push(m);
+        for changed in &changes {
+            assert!(digest(changed).differs_from(&digest(&first)), "{changed:?}");
+        }
+        // The order of numbers in a batch does not make another request.
+        let mut two = suppression(1);
+        two.ops.push(Op::Add {
+            set: 0,
+            key: 2,
+            expires: None,
+        });
+        let mut swapped = two.clone();
+        swapped.ops.reverse();
+        assert_eq!(digest(&two), digest(&swapped));
+    }
+
+    #[test]
+    fn digests_under_other_keys_are_not_comparable_and_an_erasure_is_what_it_adds() {
+        let (a, b) = (
+            SecretKey::new("a", [1; 16]).unwrap(),
+            SecretKey::new("b", [2; 16]).unwrap(),
+        );
+        let m = suppression(12015550123);
+        let other = suppression(12015550124);
+        assert!(
+            !m.payload_digest(Some(&a))
+                .differs_from(&other.payload_digest(Some(&b)))
+        );
+        assert!(
+            !m.payload_digest(Some(&a))
+                .differs_from(&other.payload_digest(None))
+        );
+        assert!(
+            m.payload_digest(None)
+                .differs_from(&other.payload_digest(None))
+        );
+        // The same erasure after the tenant's plain sets changed: same digest.
+        let erase = sample();
+        let mut fewer_sets = erase.clone();
+        fewer_sets.ops.retain(|op| matches!(op, Op::Add { .. }));
+        assert_eq!(
+            erase.payload_digest(Some(&a)),
+            fewer_sets.payload_digest(Some(&a))
+        );
+        // Another person (another fingerprint added): another request.
+        let mut other_person = erase.clone();
+        other_person.ops[1] = Op::Add {
+            set: 1,
+            key: 0x123456,
+            expires: None,
+        };
+        assert!(
+            other_person
+                .payload_digest(Some(&a))
+                .differs_from(&erase.payload_digest(Some(&a)))
+        );
     }
 
     #[test]

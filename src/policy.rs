@@ -158,6 +158,25 @@ pub struct Policy {
     pub default_campaign: Option<String>,
 }
 
+/// The sets an erasure changes. Every set of the tenant other than its erased sets loses the
+/// number (internal do-not-call, consent, any other list of the tenant's own); the erased sets
+/// gain its keyed fingerprint and keep it blocked for good. Global sets (national registries)
+/// are the regulator's data: an erasure leaves them as they are, and the receipt says so.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErasurePlan {
+    pub remove_from: Vec<SetId>,
+    pub add_to: Vec<SetId>,
+    /// Global sets the tenant's campaigns consult, left unchanged.
+    pub retained_in: Vec<SetId>,
+}
+
+/// The tenant's erased sets.
+fn erased_sets<'a>(sets: &'a [SetDefinition], tenant: &'a str) -> impl Iterator<Item = SetId> + 'a {
+    sets.iter().enumerate().filter_map(move |(id, d)| {
+        (d.tenant.as_deref() == Some(tenant) && d.reason == Some(BlockReason::Erased)).then_some(id)
+    })
+}
+
 /// The answer for one number.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Decision {
@@ -211,7 +230,15 @@ impl Policy {
                 .campaigns
                 .iter()
                 .map(|(name, c)| {
-                    let block_sets: Vec<SetId> = c.block_sets.iter().map(resolve).collect();
+                    let mut block_sets: Vec<SetId> = c.block_sets.iter().map(resolve).collect();
+                    // An erased person leaves the tenant's plain sets, so only the erased set
+                    // keeps the number from being called: it blocks in every campaign of the
+                    // tenant, whether or not the campaign's block_sets name it.
+                    for id in erased_sets(&config.sets, tenant_name) {
+                        if !block_sets.contains(&id) {
+                            block_sets.push(id);
+                        }
+                    }
                     let consent_sets: Vec<SetId> = c.consent_sets.iter().map(resolve).collect();
                     let campaign = Campaign {
                         tenant: tenant_name.clone(),
@@ -301,6 +328,32 @@ impl Policy {
                     campaign: campaign_name.chars().take(64).collect(),
                 })?;
         Ok((found, campaign))
+    }
+
+    /// What erasing a number of `tenant` does to its sets (the rule lives here, not at an edge).
+    pub fn erasure_plan(&self, tenant: &str) -> ErasurePlan {
+        let mut plan = ErasurePlan::default();
+        for (id, definition) in self.sets.iter().enumerate() {
+            if definition.tenant.as_deref() == Some(tenant) {
+                if definition.reason == Some(BlockReason::Erased) {
+                    plan.add_to.push(id);
+                } else {
+                    plan.remove_from.push(id);
+                }
+            }
+        }
+        let mut retained: Vec<SetId> = self
+            .tenants
+            .get(tenant)
+            .into_iter()
+            .flat_map(|t| t.campaigns.values())
+            .flat_map(|c| c.consulted().iter().copied())
+            .filter(|&id| self.sets[id].tenant.is_none())
+            .collect();
+        retained.sort_unstable();
+        retained.dedup();
+        plan.retained_in = retained;
+        plan
     }
 
     /// Every set some campaign needs: the daemon is ready once all are loaded.

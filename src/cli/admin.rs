@@ -98,7 +98,12 @@ pub enum AdminCommand {
         input: Option<PathBuf>,
     },
     /// Show an erasure receipt (PENDING or COMPLETE)
-    GetErasure { receipt_id: String },
+    GetErasure {
+        receipt_id: String,
+        /// Tenant whose receipt it is (the token's tenant when it has one)
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Apply a registry change list to a running daemon
     ApplyChanges {
         /// Global set, e.g. us-dnc
@@ -223,6 +228,7 @@ pub fn run(args: AdminArgs) -> CliResult<()> {
                 "receipt_id": r.receipt_id, "request_id": r.request_id, "tenant": r.tenant, "state": state,
                 "requested_at_unix_ms": r.requested_at_unix_ms, "in_force_at_unix_ms": r.in_force_at_unix_ms,
                 "completed_at_unix_ms": r.completed_at_unix_ms, "removed_from": r.removed_from, "added_to": r.added_to,
+                "retained_in": r.retained_in,
             })
         };
         match args.command {
@@ -288,9 +294,10 @@ pub fn run(args: AdminArgs) -> CliResult<()> {
                 value["duplicate"] = serde_json::Value::from(response.duplicate);
                 print(value);
             }
-            AdminCommand::GetErasure { receipt_id } => {
+            AdminCommand::GetErasure { receipt_id, tenant } => {
+                let message = GetErasureRequest { receipt_id, tenant: tenant.unwrap_or_default() };
                 let response = client
-                    .get_erasure(request(GetErasureRequest { receipt_id }, token)?)
+                    .get_erasure(request(message, token)?)
                     .await
                     .map_err(|s| status_error(server, s))?;
                 print(receipt_json(response.into_inner()));

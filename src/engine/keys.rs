@@ -163,6 +163,20 @@ impl SecretKey {
         self.prf(&number.get().to_le_bytes()) >> (64 - FINGERPRINT_BITS)
     }
 
+    /// A 128-bit keyed digest (SipHash-2-4-128) of `data`: a MAC, so a digest of data that
+    /// holds phone numbers cannot be reversed by trying every number without the key.
+    pub fn digest(&self, data: &[u8]) -> [u8; 16] {
+        let mut hasher = siphasher::sip128::SipHasher24::new_with_key(&self.secret);
+        hasher.write(data);
+        siphasher::sip128::Hasher128::finish128(&hasher).as_bytes()
+    }
+
+    /// A short public tag of the key (from its check value), so digests made under different
+    /// keys are told apart without revealing either key. Never 0 (0 means "no key").
+    pub fn tag(&self) -> u32 {
+        ((self.check_value() >> 32) as u32).max(1)
+    }
+
     /// A value recorded in keyed snapshots so that opening one with the wrong key is refused.
     /// It is a PRF output of a public constant: it reveals nothing about the key.
     pub fn check_value(&self) -> u64 {

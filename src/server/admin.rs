@@ -48,11 +48,12 @@ impl From<MutationError> for ServiceError {
         match error {
             MutationError::Journal(message) => ServiceError::Unavailable(message),
             MutationError::Invalid(message) => ServiceError::InvalidArgument(message),
+            MutationError::Conflict(message) => ServiceError::AlreadyExists(message),
         }
     }
 }
 
-fn receipt_proto(receipt: &Receipt) -> ErasureReceipt {
+fn receipt_proto(receipt: &Receipt, policy: &crate::policy::Policy) -> ErasureReceipt {
     ErasureReceipt {
         receipt_id: receipt.receipt_id.clone(),
         request_id: receipt.request_id.clone(),
@@ -67,6 +68,12 @@ fn receipt_proto(receipt: &Receipt) -> ErasureReceipt {
         completed_at_unix_ms: receipt.completed_at_ms,
         removed_from: receipt.removed_from.clone(),
         added_to: receipt.added_to.clone(),
+        retained_in: policy
+            .erasure_plan(&receipt.tenant)
+            .retained_in
+            .iter()
+            .map(|&id| policy.sets[id].id.clone())
+            .collect(),
     }
 }
 
@@ -235,7 +242,8 @@ impl AdminService {
     ) -> Result<EraseResponse, ServiceError> {
         let policy = &self.state.policy;
         let tenant = self.tenant_name(&request.tenant);
-        let erased = self.tenant_set(&tenant, "", SetKind::Block, Some(BlockReason::Erased))?;
+        // Checks the tenant exists and can erase at all.
+        self.tenant_set(&tenant, "", SetKind::Block, Some(BlockReason::Erased))?;
         let (valid, invalid) =
             self.parse_numbers(&tenant, std::slice::from_ref(&request.number))?;
         let Some(&number) = valid.first() else {
@@ -245,27 +253,24 @@ impl AdminService {
                     .map_or("invalid number".into(), |i| i.error.clone()),
             ));
         };
-        let consent: Vec<SetId> = (0..policy.sets.len())
-            .filter(|&id| {
-                policy.sets[id].tenant.as_deref() == Some(tenant.as_str())
-                    && policy.sets[id].kind == SetKind::Consent
-            })
-            .collect();
+        let plan = policy.erasure_plan(&tenant);
         let mut sets = Vec::new();
         let mut ops = Vec::new();
-        for &id in &consent {
+        for &id in &plan.remove_from {
             ops.push(Op::Remove {
                 set: sets.len() as u16,
                 key: set_key(&policy.sets[id], number),
             });
             sets.push(policy.sets[id].id.clone());
         }
-        ops.push(Op::Add {
-            set: sets.len() as u16,
-            key: set_key(&policy.sets[erased], number),
-            expires: None,
-        });
-        sets.push(policy.sets[erased].id.clone());
+        for &id in &plan.add_to {
+            ops.push(Op::Add {
+                set: sets.len() as u16,
+                key: set_key(&policy.sets[id], number),
+                expires: None,
+            });
+            sets.push(policy.sets[id].id.clone());
+        }
         let mutation = Mutation {
             kind: Some(MutationKind::Erase),
             request_id: request.request_id.clone(),
@@ -286,7 +291,7 @@ impl AdminService {
                 ServiceError::NotFound("request id was used for another kind of mutation".into())
             })?;
         Ok(EraseResponse {
-            receipt: Some(receipt_proto(&receipt)),
+            receipt: Some(receipt_proto(&receipt, policy)),
             duplicate: submitted.duplicate,
         })
     }
@@ -526,13 +531,15 @@ impl Admin for AdminService {
         &self,
         request: Request<GetErasureRequest>,
     ) -> Result<Response<ErasureReceipt>, Status> {
-        let caller_tenant = self.caller_tenant(&request, "")?.to_owned();
+        let wanted = &request.get_ref().tenant;
+        let caller_tenant = self.caller_tenant(&request, wanted)?.to_owned();
+        // Another tenant's receipt answers exactly like a missing one, so ids cannot be probed.
         let receipt = self
             .mutator
             .receipt(&request.get_ref().receipt_id)
             .filter(|r| caller_tenant.is_empty() || r.tenant == caller_tenant)
             .ok_or_else(|| ServiceError::NotFound("no erasure with that receipt id".into()))?;
-        Ok(Response::new(receipt_proto(&receipt)))
+        Ok(Response::new(receipt_proto(&receipt, &self.state.policy)))
     }
 
     async fn apply_changes(

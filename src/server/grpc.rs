@@ -31,6 +31,9 @@ pub enum ServiceError {
     NotFound(String),
     #[error("{0}")]
     InvalidArgument(String),
+    /// A request id already used by this tenant for a different request.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The journal cannot make a mutation durable: nothing was acknowledged.
     #[error("{0}")]
     Unavailable(String),
@@ -74,6 +77,7 @@ impl From<ServiceError> for Status {
                 Status::invalid_argument(message)
             }
             ServiceError::NotFound(_) => Status::not_found(message),
+            ServiceError::AlreadyExists(_) => Status::already_exists(message),
             ServiceError::Unavailable(_) => Status::unavailable(message),
             ServiceError::Internal(_) => Status::internal(message),
             ServiceError::Auth(AuthError::Unauthenticated) => Status::unauthenticated(message),

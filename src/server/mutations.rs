@@ -15,12 +15,13 @@
 
 pub mod ledger;
 
-use crate::config::SetDefinition;
+use crate::config::{BlockReason, SetDefinition};
 use crate::engine::date::Day;
+use crate::engine::keys::SecretKey;
 use crate::engine::set::{SetBuilder, SetSpec};
-use crate::engine::snapshot::{self, SetKind};
+use crate::engine::snapshot;
 use crate::journal::{Journal, JournalError};
-use crate::mutation::{Entry, Mutation, MutationKind, Op};
+use crate::mutation::{Entry, Mutation, MutationKind, Op, PayloadDigest};
 use crate::policy::{LoadedSet, LoadedSets, SetId};
 use crate::server::audit::Audit;
 use crate::server::state::{State, now_ms};
@@ -43,12 +44,17 @@ const RECORD_WAIT: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestRecord {
     pub request_id: String,
+    /// Request ids are scoped by tenant ("" for daemon-wide mutations such as change lists).
+    pub tenant: String,
     /// A [`MutationKind::name`]: static, so a record costs no allocation for it.
     pub kind: &'static str,
     pub seq: u64,
     pub applied: u32,
     pub at_ms: i64,
     pub receipt_id: String,
+    /// What the request asked; `None` in records written before digests were kept (a repeat
+    /// is then refused only when its kind differs).
+    pub digest: Option<PayloadDigest>,
 }
 
 /// An erasure receipt. Holds set names and times, never the number.
@@ -73,6 +79,9 @@ pub enum MutationError {
     Journal(String),
     #[error("{0}")]
     Invalid(String),
+    /// The request id was already used (by this tenant) for a different request.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 enum Slot {
@@ -103,12 +112,88 @@ struct Durable {
     mutation: Mutation,
     seq: u64,
     receipt: Option<Receipt>,
+    digest: PayloadDigest,
+}
+
+/// Request ids, scoped by tenant.
+#[derive(Default)]
+struct Requests {
+    by_tenant: HashMap<String, HashMap<String, Slot>>,
+    /// Records of ledgers written before request ids were scoped: their tenant is unknown, so
+    /// they answer any tenant's repeat (as they did) unless the kind of mutation differs.
+    legacy: HashMap<String, RequestRecord>,
+}
+
+impl Requests {
+    fn insert_done(&mut self, record: RequestRecord) {
+        self.by_tenant
+            .entry(record.tenant.clone())
+            .or_default()
+            .insert(record.request_id.clone(), Slot::Done(record));
+    }
+}
+
+/// The keys request digests are made with: a tenant's erased-set key (so a digest of an erased
+/// number is as hard to reverse as the erased set's fingerprints), else the audit key.
+struct DigestKeys {
+    by_tenant: HashMap<String, SecretKey>,
+    fallback: Option<SecretKey>,
+}
+
+impl DigestKeys {
+    fn new(state: &State) -> DigestKeys {
+        let mut by_tenant = HashMap::new();
+        for definition in &state.policy.sets {
+            if let (Some(tenant), Some(key), Some(BlockReason::Erased)) =
+                (&definition.tenant, &definition.key, definition.reason)
+            {
+                by_tenant
+                    .entry(tenant.clone())
+                    .or_insert_with(|| key.clone());
+            }
+        }
+        DigestKeys {
+            by_tenant,
+            fallback: state.config.audit_key.clone(),
+        }
+    }
+
+    fn digest(&self, mutation: &Mutation) -> PayloadDigest {
+        let key = self
+            .by_tenant
+            .get(&mutation.tenant)
+            .or(self.fallback.as_ref());
+        mutation.payload_digest(key)
+    }
+}
+
+/// Why a repeated request id cannot be answered with its first result, if it cannot.
+fn reuse_conflict(
+    first: &RequestRecord,
+    kind: Option<MutationKind>,
+    digest: &PayloadDigest,
+) -> Option<MutationError> {
+    let kind = kind.map_or("unknown", MutationKind::name);
+    let different = first.kind != kind || first.digest.is_some_and(|d| d.differs_from(digest));
+    different.then(|| {
+        MutationError::Conflict(format!(
+            "request id '{}' was already used for a different request ({} at sequence {}); \
+             nothing was changed: use a new request id",
+            first.request_id.chars().take(128).collect::<String>(),
+            first.kind,
+            first.seq
+        ))
+    })
 }
 
 /// What the request handlers, the journal's writer thread and the recorder share.
 struct Shared {
-    requests: Mutex<HashMap<String, Slot>>,
+    requests: Mutex<Requests>,
     receipts: Mutex<HashMap<String, Receipt>>,
+    /// For each pending erasure: the (set id, key) pairs it removed, so compaction can prove
+    /// no file left holds them before the receipt says COMPLETE. Held in memory only.
+    erased_keys: Mutex<HashMap<String, Vec<(String, u64)>>>,
+    digest_keys: DigestKeys,
     /// Time of the oldest uncompacted mutation; 0 when none.
     oldest_pending_ms: AtomicI64,
     /// Durable mutations, in journal order, not yet in the audit log and ledger.
@@ -164,11 +249,15 @@ impl Mutator {
         )?;
         let (journal, replay) =
             Journal::open(&data_dir.join("journal"), repair).map_err(|e| e.to_string())?;
-        let mut requests: HashMap<String, Slot> = loaded
-            .requests
-            .into_iter()
-            .map(|r| (r.request_id.clone(), Slot::Done(r)))
-            .collect();
+        let mut requests = Requests::default();
+        for record in loaded.requests {
+            requests.insert_done(record);
+        }
+        for record in loaded.legacy_requests {
+            requests.legacy.insert(record.request_id.clone(), record);
+        }
+        let digest_keys = DigestKeys::new(state);
+        let mut erased_keys = HashMap::new();
         let mut receipts = loaded.receipts;
         let (audit_through, ledger_through) = (audit.through_at_open(), loaded.through);
         let mut backlog = Vec::new();
@@ -186,22 +275,26 @@ impl Mutator {
             if oldest == 0 {
                 oldest = mutation.at_ms;
             }
-            let result = record_of(&mutation, record.seq);
+            let digest = digest_keys.digest(&mutation);
+            let result = record_of(&mutation, record.seq, digest);
             let mut receipt = None;
             if mutation.kind == Some(MutationKind::Erase) {
-                receipt = Some(
-                    receipts
-                        .entry(mutation.receipt_id.clone())
-                        .or_insert_with(|| receipt_of(state, &mutation, record.seq))
-                        .clone(),
-                );
+                let stored = receipts
+                    .entry(mutation.receipt_id.clone())
+                    .or_insert_with(|| receipt_of(state, &mutation, record.seq))
+                    .clone();
+                if stored.completed_at_ms == 0 {
+                    erased_keys.insert(mutation.receipt_id.clone(), removed_keys(&mutation));
+                }
+                receipt = Some(stored);
             }
-            requests.insert(mutation.request_id.clone(), Slot::Done(result));
+            requests.insert_done(result);
             if record.seq > audit_through.min(ledger_through) {
                 backlog.push(Durable {
                     seq: record.seq,
                     mutation,
                     receipt,
+                    digest,
                 });
             }
         }
@@ -218,6 +311,8 @@ impl Mutator {
         let shared = Arc::new(Shared {
             requests: Mutex::new(requests),
             receipts: Mutex::new(receipts),
+            erased_keys: Mutex::new(erased_keys),
+            digest_keys,
             oldest_pending_ms: AtomicI64::new(oldest),
             backlog: Mutex::new(backlog),
             recorded_through: AtomicU64::new(recorded_through),
@@ -283,8 +378,9 @@ impl Mutator {
         }
     }
 
-    /// Journals `mutation`, applies it to the overlays and returns its record; a repeated
-    /// request id returns the first record and changes nothing.
+    /// Journals `mutation`, applies it to the overlays and returns its record. A request id is
+    /// scoped by tenant: a repeat of the same request returns the first record and changes
+    /// nothing; the same id with a different request is refused ([`MutationError::Conflict`]).
     pub async fn submit(
         &self,
         state: &Arc<State>,
@@ -295,23 +391,40 @@ impl Mutator {
                 "request_id is required (at most 128 bytes)".into(),
             ));
         }
+        let digest = self.shared.digest_keys.digest(&mutation);
+        let repeat_of = |first: &RequestRecord| match reuse_conflict(first, mutation.kind, &digest)
+        {
+            Some(conflict) => Err(conflict),
+            None => Ok(Submitted {
+                record: first.clone(),
+                duplicate: true,
+            }),
+        };
         loop {
             let notify: Arc<Notify>;
             let notified;
             {
-                let mut requests = lock(&self.shared.requests);
-                match requests.get_mut(&mutation.request_id) {
-                    Some(Slot::Done(record)) => {
-                        return Ok(Submitted {
-                            record: record.clone(),
-                            duplicate: true,
-                        });
-                    }
+                let mut guard = lock(&self.shared.requests);
+                let requests = &mut *guard;
+                if !requests.by_tenant.contains_key(&mutation.tenant) {
+                    requests
+                        .by_tenant
+                        .insert(mutation.tenant.clone(), HashMap::new());
+                }
+                let scoped = requests
+                    .by_tenant
+                    .get_mut(&mutation.tenant)
+                    .expect("inserted above");
+                match scoped.get_mut(&mutation.request_id) {
+                    Some(Slot::Done(record)) => return repeat_of(record),
                     Some(Slot::Pending(waiters)) => {
                         notify = waiters.get_or_insert_with(Default::default).clone();
                     }
                     None => {
-                        requests.insert(mutation.request_id.clone(), Slot::Pending(None));
+                        if let Some(record) = requests.legacy.get(&mutation.request_id) {
+                            return repeat_of(record);
+                        }
+                        scoped.insert(mutation.request_id.clone(), Slot::Pending(None));
                         break;
                     }
                 }
@@ -331,9 +444,9 @@ impl Mutator {
             payload,
             Box::new(move |result| {
                 let outcome = match result {
-                    Ok(seq) => Ok(shared.durable(&state, mutation, seq)),
+                    Ok(seq) => Ok(shared.durable(&state, mutation, seq, digest)),
                     Err(error) => {
-                        shared.settle(&mutation.request_id, None);
+                        shared.settle(&mutation.tenant, &mutation.request_id, None);
                         Err(error)
                     }
                 };
@@ -420,29 +533,50 @@ impl Mutator {
         for (id, _) in &rebuilt {
             state.overlays[*id].forget_through(through);
         }
-        self.journal
-            .drop_through(through)
-            .map_err(|e: JournalError| e.to_string())?;
-        // Older versions of consent sets an erasure touched may still hold the number: delete.
+        // Erasures, before any journal segment goes (so a crash in between replays them and
+        // this is done again): every older version of every set an erasure removed a number
+        // from is deleted, with leftover temporary files; then each remaining file of those
+        // sets is opened and looked up, and a receipt completes only if none holds its keys.
         let erased_from: HashSet<&str> = completing
             .iter()
             .flat_map(|r| r.removed_from.iter().map(String::as_str))
             .collect();
-        for (id, loaded) in &rebuilt {
-            let definition = &state.policy.sets[*id];
-            if definition.kind == SetKind::Consent && erased_from.contains(definition.id.as_str()) {
-                report.files_deleted += delete_older_versions(
-                    &state.config.data_dir,
-                    definition,
-                    loaded.set.version(),
-                )?;
+        let in_force = state.sets.load_full();
+        for (id, definition) in state.policy.sets.iter().enumerate() {
+            if erased_from.contains(definition.id.as_str()) {
+                let keep = in_force.slots[id].as_ref().map_or(0, |l| l.set.version());
+                report.files_deleted +=
+                    delete_older_versions(&state.config.data_dir, definition, keep)?;
             }
         }
+        let verified: Vec<&Receipt> = {
+            let keys = lock(&self.shared.erased_keys);
+            completing
+                .iter()
+                .filter(|receipt| match keys.get(&receipt.receipt_id) {
+                    // Its journal record is gone: the compaction that deleted it had verified
+                    // the files first (this order), and only then crashed before the ledger.
+                    None => true,
+                    Some(removed) => match still_held(state, removed) {
+                        None => true,
+                        Some(file) => {
+                            tracing::warn!(receipt = %receipt.receipt_id, file = %file.display(), "erasure stays pending: a file still holds a key it removed (was the number put back by a later mutation?)");
+                            false
+                        }
+                    },
+                })
+                .collect()
+        };
+        self.journal
+            .drop_through(through)
+            .map_err(|e: JournalError| e.to_string())?;
         let completed_at = now_ms();
         let mut completed = Vec::new();
         {
             let mut receipts = lock(&self.shared.receipts);
-            for receipt in &completing {
+            let mut keys = lock(&self.shared.erased_keys);
+            for receipt in verified {
+                keys.remove(&receipt.receipt_id);
                 if let Some(stored) = receipts.get_mut(&receipt.receipt_id) {
                     stored.completed_at_ms = completed_at;
                     report.erasures_completed += 1;
@@ -513,9 +647,15 @@ impl Drop for Mutator {
 impl Shared {
     /// A journal record became durable: put it in force, settle its request id, queue it for
     /// the recorder. Runs on the journal's writer thread, in sequence order.
-    fn durable(&self, state: &State, mutation: Mutation, seq: u64) -> RequestRecord {
+    fn durable(
+        &self,
+        state: &State,
+        mutation: Mutation,
+        seq: u64,
+        digest: PayloadDigest,
+    ) -> RequestRecord {
         apply_ops(state, &mutation, seq);
-        let record = record_of(&mutation, seq);
+        let record = record_of(&mutation, seq, digest);
         crate::metrics::metrics().mutations.increment(1);
         let receipt = (mutation.kind == Some(MutationKind::Erase)).then(|| {
             let receipt = receipt_of(state, &mutation, seq);
@@ -523,6 +663,7 @@ impl Shared {
                 .erasure_in_force
                 .record((receipt.in_force_at_ms - receipt.requested_at_ms).max(0) as f64 / 1000.0);
             lock(&self.receipts).insert(receipt.receipt_id.clone(), receipt.clone());
+            lock(&self.erased_keys).insert(receipt.receipt_id.clone(), removed_keys(&mutation));
             receipt
         });
         let _ = self.oldest_pending_ms.compare_exchange(
@@ -531,7 +672,7 @@ impl Shared {
             Ordering::AcqRel,
             Ordering::Relaxed,
         );
-        self.settle(&mutation.request_id, Some(record.clone()));
+        self.settle(&mutation.tenant, &mutation.request_id, Some(record.clone()));
         // A failed recorder has stopped: the journal keeps what it did not record (compaction
         // deletes nothing from then on), and memory must not grow with a backlog nobody drains.
         if !self.recorder_stopped.load(Ordering::Acquire) {
@@ -539,6 +680,7 @@ impl Shared {
                 mutation,
                 seq,
                 receipt,
+                digest,
             });
         }
         record
@@ -546,12 +688,15 @@ impl Shared {
 
     /// Records the outcome of an in-flight request id (`None`: failed, the id is free again)
     /// and wakes any request waiting on the same id.
-    fn settle(&self, request_id: &str, record: Option<RequestRecord>) {
+    fn settle(&self, tenant: &str, request_id: &str, record: Option<RequestRecord>) {
         let previous = {
             let mut requests = lock(&self.requests);
+            let Some(scoped) = requests.by_tenant.get_mut(tenant) else {
+                return;
+            };
             match record {
-                Some(record) => requests.insert(request_id.to_owned(), Slot::Done(record)),
-                None => requests.remove(request_id),
+                Some(record) => scoped.insert(request_id.to_owned(), Slot::Done(record)),
+                None => scoped.remove(request_id),
             }
         };
         if let Some(Slot::Pending(Some(waiters))) = previous {
@@ -604,7 +749,7 @@ impl Recorder {
         let requests: Vec<RequestRecord> = batch
             .iter()
             .filter(|d| d.seq > self.ledger_through)
-            .map(|d| record_of(&d.mutation, d.seq))
+            .map(|d| record_of(&d.mutation, d.seq, d.digest))
             .collect();
         let items: Vec<Item> = requests
             .iter()
@@ -620,9 +765,11 @@ impl Recorder {
     }
 }
 
-fn record_of(mutation: &Mutation, seq: u64) -> RequestRecord {
+fn record_of(mutation: &Mutation, seq: u64, digest: PayloadDigest) -> RequestRecord {
     RequestRecord {
         request_id: mutation.request_id.clone(),
+        tenant: mutation.tenant.clone(),
+        digest: Some(digest),
         kind: mutation.kind.map_or("unknown", MutationKind::name),
         seq,
         applied: if mutation.kind == Some(MutationKind::Erase) {
@@ -633,6 +780,18 @@ fn record_of(mutation: &Mutation, seq: u64) -> RequestRecord {
         at_ms: mutation.at_ms,
         receipt_id: mutation.receipt_id.clone(),
     }
+}
+
+/// The (set id, key) pairs an erasure removes: what must be gone from every file.
+fn removed_keys(mutation: &Mutation) -> Vec<(String, u64)> {
+    mutation
+        .ops
+        .iter()
+        .filter_map(|op| match *op {
+            Op::Remove { set, key } => Some((mutation.sets[usize::from(set)].clone(), key)),
+            Op::Add { .. } => None,
+        })
+        .collect()
 }
 
 fn receipt_of(_state: &State, mutation: &Mutation, seq: u64) -> Receipt {
@@ -750,18 +909,84 @@ fn rebuild(
     })
 }
 
-/// Deletes every file of `definition` whose header version is below `keep`; fsyncs the
-/// directory. Returns how many were deleted.
+/// The first file of a set in `removed` (set id, key) that still holds its key, or cannot be
+/// opened to show it does not.
+fn still_held(state: &State, removed: &[(String, u64)]) -> Option<PathBuf> {
+    for definition in &state.policy.sets {
+        let keys: Vec<u64> = removed
+            .iter()
+            .filter(|(set, _)| *set == definition.id)
+            .map(|&(_, key)| key)
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        for path in set_files(&state.config.data_dir, definition) {
+            let held =
+                match crate::engine::set::SuppressionSet::open(&path, definition.key.as_ref()) {
+                    Ok(set) => keys.iter().any(|&key| {
+                        matches!(
+                            set.get_key(key),
+                            crate::engine::set::Membership::Present { .. }
+                        )
+                    }),
+                    Err(_) => true,
+                };
+            if held {
+                return Some(path);
+            }
+        }
+    }
+    None
+}
+
+/// Files in `dir` whose names match `definition`'s pattern.
+fn set_files(dir: &Path, definition: &SetDefinition) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| definition.pattern.matches(n))
+        })
+        .collect()
+}
+
+/// Whether `name` is a temporary file [`snapshot::SnapshotImage::write_atomic`] leaves behind
+/// (`.<file>.tmp-<pid>`) for a file of `definition`, written by a process no longer running
+/// (or by this one, which writes none while compacting).
+fn stale_temp_file(name: &str, definition: &SetDefinition) -> bool {
+    let Some((file, pid)) = name
+        .strip_prefix('.')
+        .and_then(|rest| rest.rsplit_once(".tmp-"))
+    else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    definition.pattern.matches(file)
+        && (pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Deletes every file of `definition` whose header version is below `keep`, and its stale
+/// temporary files; fsyncs the directory. Returns how many were deleted.
 fn delete_older_versions(dir: &Path, definition: &SetDefinition, keep: u64) -> Result<u32, String> {
     let mut deleted = 0;
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
-        let matches = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| definition.pattern.matches(n));
-        if !matches {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if stale_temp_file(name, definition) {
+            std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            deleted += 1;
+            continue;
+        }
+        if !definition.pattern.matches(name) {
             continue;
         }
         let version = std::fs::read(&path).ok().and_then(|bytes| {

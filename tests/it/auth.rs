@@ -215,6 +215,7 @@ async fn tenants_are_isolated_on_every_interface() {
     let other_admin = with_token(
         GetErasureRequest {
             receipt_id: receipt_id.clone(),
+            ..Default::default()
         },
         ACME,
     );
@@ -224,7 +225,13 @@ async fn tenants_are_isolated_on_every_interface() {
     );
     assert!(
         admin
-            .get_erasure(with_token(GetErasureRequest { receipt_id }, ROOT))
+            .get_erasure(with_token(
+                GetErasureRequest {
+                    receipt_id,
+                    ..Default::default()
+                },
+                ROOT
+            ))
             .await
             .is_ok()
     );

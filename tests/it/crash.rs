@@ -25,8 +25,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Daemon {
-    child: Child,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
     grpc: String,
     admin: String,
     /// The daemon's stderr, shown when it fails to start.
@@ -67,7 +67,7 @@ fn spawn(dir: &std::path::Path) -> Daemon {
 /// Starts the daemon on `dir` and waits until it is ready. A port picked by [`free_port`] can be
 /// taken by someone else before the daemon binds it (client sockets draw from the same range),
 /// so a start that fails only for that reason is retried on fresh ports.
-async fn start_ready(
+pub(crate) async fn start_ready(
     dir: &std::path::Path,
 ) -> (
     Daemon,
@@ -210,7 +210,7 @@ async fn acknowledged_mutations_survive_sigkill() {
         let repeat = admin
             .suppress(SuppressRequest {
                 tenant: "acme".into(),
-                numbers: vec![e164(13_999_000_000)],
+                numbers: numbers_of(mutation).iter().map(|&n| e164(n)).collect(),
                 request_id: format!("crash-{mutation}"),
                 ..SuppressRequest::default()
             })

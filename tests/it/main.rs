@@ -5,6 +5,7 @@ mod auth;
 mod cli;
 mod crash;
 mod engine;
+mod erasure;
 mod hostile;
 mod http;
 mod loadgen;

@@ -16,14 +16,19 @@
 
 use super::{Receipt, RequestRecord};
 use crate::journal::Journal;
+use crate::mutation::PayloadDigest;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 const LEGACY_FILE: &str = "ledger.dat";
 const LEGACY_MAGIC: &[u8; 8] = b"SUPLEDG1";
-const REQUEST: u8 = 1;
+/// A request record of a ledger written before request ids were scoped by tenant (no tenant,
+/// no digest): still read, never written.
+const LEGACY_REQUEST: u8 = 1;
 const RECEIPT: u8 = 2;
+/// A request record with its tenant and the digest of what it asked.
+const REQUEST: u8 = 3;
 /// A segment holds at most this many records before the next compaction rotates it.
 pub const ROTATE_RECORDS: u64 = 1 << 20;
 const ROTATE_MS: i64 = 86_400_000;
@@ -31,6 +36,8 @@ const ROTATE_MS: i64 = 86_400_000;
 /// One ledger record.
 pub enum Item<'a> {
     Request(&'a RequestRecord),
+    /// A record migrated from the whole-file ledger, whose tenant is unknown: kept unscoped.
+    LegacyRequest(&'a RequestRecord),
     Receipt(&'a Receipt),
 }
 
@@ -39,6 +46,8 @@ pub enum Item<'a> {
 pub struct Loaded {
     /// Request records not older than the cutoff.
     pub requests: Vec<RequestRecord>,
+    /// Request records (not older than the cutoff) written before ids were scoped by tenant.
+    pub legacy_requests: Vec<RequestRecord>,
     /// The latest version of every receipt.
     pub receipts: HashMap<String, Receipt>,
     /// Highest journal sequence number of any request record (0: none).
@@ -90,11 +99,11 @@ impl Ledger {
         };
         let items: Vec<Item> = requests
             .iter()
-            .map(Item::Request)
+            .map(Item::LegacyRequest)
             .chain(receipts.iter().map(Item::Receipt))
             .collect();
         self.append_blocking(&items)?;
-        for item in requests.into_iter().map(Owned::Request) {
+        for item in requests.into_iter().map(Owned::LegacyRequest) {
             loaded.add(item, cutoff_ms);
         }
         for item in receipts.into_iter().map(Owned::Receipt) {
@@ -189,6 +198,7 @@ impl Ledger {
 
 enum Owned {
     Request(RequestRecord),
+    LegacyRequest(RequestRecord),
     Receipt(Receipt),
 }
 
@@ -199,6 +209,12 @@ impl Loaded {
                 self.through = self.through.max(record.seq);
                 if record.at_ms >= cutoff_ms {
                     self.requests.push(record);
+                }
+            }
+            Owned::LegacyRequest(record) => {
+                self.through = self.through.max(record.seq);
+                if record.at_ms >= cutoff_ms {
+                    self.legacy_requests.push(record);
                 }
             }
             Owned::Receipt(receipt) => {
@@ -227,6 +243,24 @@ fn encode(item: &Item) -> Vec<u8> {
     match item {
         Item::Request(record) => {
             out.push(REQUEST);
+            put_text(&mut out, &record.request_id);
+            put_text(&mut out, &record.tenant);
+            put_text(&mut out, record.kind);
+            out.extend_from_slice(&record.seq.to_le_bytes());
+            out.extend_from_slice(&record.applied.to_le_bytes());
+            out.extend_from_slice(&record.at_ms.to_le_bytes());
+            put_text(&mut out, &record.receipt_id);
+            match &record.digest {
+                None => out.push(0),
+                Some(digest) => {
+                    out.push(1);
+                    out.extend_from_slice(&digest.key_tag.to_le_bytes());
+                    out.extend_from_slice(&digest.hash);
+                }
+            }
+        }
+        Item::LegacyRequest(record) => {
+            out.push(LEGACY_REQUEST);
             put_text(&mut out, &record.request_id);
             put_text(&mut out, record.kind);
             out.extend_from_slice(&record.seq.to_le_bytes());
@@ -302,15 +336,37 @@ pub fn check_record(bytes: &[u8]) -> Result<(), String> {
 
 fn decode(bytes: &[u8]) -> Result<Owned, String> {
     let mut reader = Reader { bytes, at: 0 };
+    let kind_of = |name: &str| {
+        crate::mutation::MutationKind::from_name(name)
+            .map_or("unknown", crate::mutation::MutationKind::name)
+    };
     let item = match reader.array::<1>()?[0] {
-        REQUEST => Owned::Request(RequestRecord {
+        LEGACY_REQUEST => Owned::LegacyRequest(RequestRecord {
             request_id: reader.text()?,
-            kind: crate::mutation::MutationKind::from_name(&reader.text()?)
-                .map_or("unknown", crate::mutation::MutationKind::name),
+            tenant: String::new(),
+            kind: kind_of(&reader.text()?),
             seq: reader.u64()?,
             applied: u32::from_le_bytes(reader.array()?),
             at_ms: reader.i64()?,
             receipt_id: reader.text()?,
+            digest: None,
+        }),
+        REQUEST => Owned::Request(RequestRecord {
+            request_id: reader.text()?,
+            tenant: reader.text()?,
+            kind: kind_of(&reader.text()?),
+            seq: reader.u64()?,
+            applied: u32::from_le_bytes(reader.array()?),
+            at_ms: reader.i64()?,
+            receipt_id: reader.text()?,
+            digest: match reader.array::<1>()?[0] {
+                0 => None,
+                1 => Some(PayloadDigest {
+                    key_tag: u32::from_le_bytes(reader.array()?),
+                    hash: reader.array()?,
+                }),
+                _ => return Err("unknown digest marker in request record".into()),
+            },
         }),
         RECEIPT => Owned::Receipt(Receipt {
             receipt_id: reader.text()?,
@@ -377,6 +433,8 @@ fn read_legacy(path: &Path) -> Result<Option<LegacyContents>, String> {
         .into_iter()
         .map(|r| RequestRecord {
             request_id: r.request_id,
+            tenant: String::new(),
+            digest: None,
             kind: crate::mutation::MutationKind::from_name(&r.kind)
                 .map_or("unknown", crate::mutation::MutationKind::name),
             seq: r.seq,
@@ -395,11 +453,25 @@ mod tests {
     fn request(id: &str, seq: u64, at_ms: i64) -> RequestRecord {
         RequestRecord {
             request_id: id.into(),
+            tenant: "acme".into(),
             kind: "suppress",
             seq,
             applied: 1,
             at_ms,
             receipt_id: String::new(),
+            digest: Some(PayloadDigest {
+                key_tag: 7,
+                hash: [seq as u8; 16],
+            }),
+        }
+    }
+
+    /// A record as ledgers before tenant scoping held it.
+    fn legacy(id: &str, seq: u64, at_ms: i64) -> RequestRecord {
+        RequestRecord {
+            tenant: String::new(),
+            digest: None,
+            ..request(id, seq, at_ms)
         }
     }
 
@@ -420,10 +492,18 @@ mod tests {
     #[test]
     fn records_round_trip_and_every_truncation_is_refused() {
         let (r, e) = (request("a", 3, 99), receipt("er-1", 5));
-        for item in [Item::Request(&r), Item::Receipt(&e)] {
+        let (old, mut undigested) = (legacy("b", 4, 98), request("c", 5, 97));
+        undigested.digest = None;
+        for item in [
+            Item::Request(&r),
+            Item::Request(&undigested),
+            Item::LegacyRequest(&old),
+            Item::Receipt(&e),
+        ] {
             let bytes = encode(&item);
             match (decode(&bytes).unwrap(), &item) {
                 (Owned::Request(got), Item::Request(want)) => assert_eq!(&got, *want),
+                (Owned::LegacyRequest(got), Item::LegacyRequest(want)) => assert_eq!(&got, *want),
                 (Owned::Receipt(got), Item::Receipt(want)) => assert_eq!(&got, *want),
                 _ => panic!("record type changed"),
             }
@@ -537,11 +617,15 @@ mod tests {
         bytes.extend_from_slice(body.as_bytes());
         std::fs::write(dir.path().join(LEGACY_FILE), &bytes).unwrap();
         let (ledger, loaded) = Ledger::open(dir.path(), false, 0).unwrap();
-        assert_eq!(loaded.requests, [request("x", 4, 50)]);
+        assert_eq!(loaded.legacy_requests, [legacy("x", 4, 50)]);
+        assert!(
+            loaded.requests.is_empty(),
+            "a migrated record has no tenant scope"
+        );
         assert!(!dir.path().join(LEGACY_FILE).exists());
         drop(ledger);
         let (_, loaded) = Ledger::open(dir.path(), false, 0).unwrap();
-        assert_eq!(loaded.requests, [request("x", 4, 50)]);
+        assert_eq!(loaded.legacy_requests, [legacy("x", 4, 50)]);
         assert_eq!(loaded.through, 4);
     }
 }
