@@ -2,8 +2,9 @@
 //!
 //! A mutation is a request (id, time, kind, channel, free-text reason) and the operations it
 //! performs: add a key to a set (with an optional consent expiry) or remove one. Erasures add a
-//! keyed fingerprint to the erased set and remove the plain number from consent sets; the plain
-//! number therefore lives in the journal only until compaction drops the segment.
+//! keyed fingerprint to the erased set and remove the plain number from every other set of the
+//! tenant (`Policy::erasure_plan`); the plain number therefore lives in the journal only until
+//! compaction drops the segment.
 //!
 //! The [`Overlay`] of a set holds the latest operation per key since the snapshot in force;
 //! checks consult it together with the snapshot. Encoding is a small explicit binary format
