@@ -133,6 +133,7 @@ impl State {
             counts: [0; Refused::ALL.len()],
         };
         for (id, definition) in self.policy.sets.iter().enumerate() {
+            let refused_before = pass.report.refused.len();
             let in_force = slots[id].clone();
             let in_force_version = in_force.as_ref().map(|s| s.set.version());
             let mut candidates: Vec<(u64, PathBuf)> = Vec::new();
@@ -199,7 +200,10 @@ impl State {
                     file: path,
                     loaded_at_ms: now_ms(),
                 }));
-                pass.errors[id] = None;
+                // A refusal in this same pass stays visible in Status beside the new version.
+                if pass.report.refused.len() == refused_before {
+                    pass.errors[id] = None;
+                }
                 break;
             }
         }

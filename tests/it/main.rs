@@ -7,6 +7,7 @@ mod crash;
 mod engine;
 mod hostile;
 mod http;
+mod identity;
 mod loadgen;
 mod process;
 mod server;
