@@ -5,7 +5,11 @@
 //! directory, validates new snapshot files off the request path, and swaps in a new
 //! [`LoadedSets`] in one step. Calls in flight finish on the version they started with; an old
 //! version is unmapped when the last call using it drops its `Arc`. A bad file is refused and
-//! logged, and the version already in force keeps serving.
+//! logged, and the version already in force keeps serving. The reloader is also where a file
+//! must prove it is the set it claims to be (header name, kind, key scheme, and the version its
+//! file name carries) and not a far smaller copy of the version in force (`min_keys_ratio`).
+//! It never writes a snapshot; the one change it makes to the data directory is renaming a
+//! file refused for too few keys out of the set's pattern.
 
 use crate::config::{Config, SetDefinition};
 use crate::engine::set::SuppressionSet;
