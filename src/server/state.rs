@@ -338,7 +338,7 @@ fn check_identity(
     let expected = definition.header_name();
     if header.name != expected {
         return Err(wrong_set(format!(
-            "its header names set '{}', but its name matches the files of '{}' (header name '{expected}')",
+            "its header names set '{}' but its file name is one of set '{}' (whose files must name '{expected}')",
             header.name, definition.id
         )));
     }
