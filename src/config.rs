@@ -248,7 +248,14 @@ pub struct SetConfig {
     /// erased sets). Otherwise a missing file fails closed.
     #[serde(default)]
     pub initial_empty: bool,
+    /// A new file holding fewer keys than this fraction of the version in force is refused
+    /// (a partial download). 0 disables the check. Default: 0.5 for global and
+    /// national-registry sets, 0 for the other tenant sets.
+    pub min_keys_ratio: Option<f64>,
 }
+
+/// `min_keys_ratio` of registry and global sets when the config does not give one.
+pub const DEFAULT_REGISTRY_MIN_KEYS_RATIO: f64 = 0.5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -329,6 +336,8 @@ pub struct SetDefinition {
     pub pattern_text: String,
     pub key: Option<SecretKey>,
     pub initial_empty: bool,
+    /// Fewest keys a new version may hold, as a fraction of the version in force (0: any).
+    pub min_keys_ratio: f64,
 }
 
 impl SetDefinition {
@@ -336,6 +345,27 @@ impl SetDefinition {
     pub fn file_name(&self, version: u64) -> String {
         self.pattern_text.replacen('*', &version.to_string(), 1)
     }
+
+    /// The set name a snapshot of this set carries in its header: the id with '/' as '-'
+    /// ("us-dnc", "acme-dnc"), as the daemon writes it (samples, initial empty versions,
+    /// compaction) and as `suppressd build --name` must be given it.
+    pub fn header_name(&self) -> String {
+        header_name_of(&self.id)
+    }
+
+    /// The version a file name carries where the pattern has its `*`; None when `name` does
+    /// not match the pattern. The text is returned as is (it may not be a number).
+    pub fn version_text<'a>(&self, name: &'a str) -> Option<&'a str> {
+        let (prefix, suffix) = self.pattern_text.split_once('*')?;
+        let rest = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
+        // The prefix and suffix must not overlap in a name shorter than both.
+        (name.len() >= prefix.len() + suffix.len()).then_some(rest)
+    }
+}
+
+/// The header name of the set `id` (see [`SetDefinition::header_name`]).
+pub fn header_name_of(id: &str) -> String {
+    id.replace('/', "-")
 }
 
 /// A validated configuration.
@@ -707,6 +737,34 @@ impl Config {
                 }
             }
         }
+        // A file is served only as the set its header names, so two sets must never claim
+        // the same header name or the same files.
+        for (index, set) in sets.iter().enumerate() {
+            for earlier in &sets[..index] {
+                if earlier.header_name() == set.header_name() {
+                    return Err(err(
+                        file,
+                        config_key(&set.id),
+                        format!(
+                            "snapshot headers of '{}' and '{}' would both name the set '{}'",
+                            earlier.id,
+                            set.id,
+                            set.header_name()
+                        ),
+                    ));
+                }
+                if earlier.pattern_text == set.pattern_text {
+                    return Err(err(
+                        file,
+                        format!("{}.files", config_key(&set.id)),
+                        format!(
+                            "'{}' is also the pattern of '{}'",
+                            set.pattern_text, earlier.id
+                        ),
+                    ));
+                }
+            }
+        }
         if let Some(tenant) = &raw.defaults.tenant {
             let Some(found) = raw.tenants.get(tenant) else {
                 return Err(err(
@@ -878,6 +936,14 @@ fn validate_sip(
     Ok((udp, tcp))
 }
 
+/// Where set `id` is configured: `sets.NAME` or `tenants.TENANT.sets.NAME`.
+fn config_key(id: &str) -> String {
+    match id.split_once('/') {
+        Some((tenant, name)) => format!("tenants.{tenant}.sets.{name}"),
+        None => format!("sets.{id}"),
+    }
+}
+
 fn define_set(
     file: &str,
     base: &Path,
@@ -946,6 +1012,32 @@ fn define_set(
             "erased sets hold keyed fingerprints: a key file is required",
         ));
     }
+    let min_keys_ratio = match set.min_keys_ratio {
+        Some(ratio) if !(0.0..=1.0).contains(&ratio) => {
+            return Err(err(
+                file,
+                format!("{at}.min_keys_ratio"),
+                format!(
+                    "{ratio} is not a fraction 0..=1 of the keys in force (0 disables the check)"
+                ),
+            ));
+        }
+        Some(ratio) => ratio,
+        None if tenant.is_none() || reason == Some(BlockReason::NationalRegistry) => {
+            DEFAULT_REGISTRY_MIN_KEYS_RATIO
+        }
+        None => 0.0,
+    };
+    if let Err(reason) = crate::engine::snapshot::validate_set_name(&header_name_of(id)) {
+        return Err(err(
+            file,
+            at,
+            format!(
+                "snapshot headers name this set '{}': {reason}",
+                header_name_of(id)
+            ),
+        ));
+    }
     Ok(SetDefinition {
         id: id.to_owned(),
         tenant: tenant.cloned(),
@@ -955,6 +1047,7 @@ fn define_set(
         pattern_text: set.files.clone(),
         key,
         initial_empty: set.initial_empty,
+        min_keys_ratio,
     })
 }
 
@@ -1151,6 +1244,88 @@ block_sets = ["reg"]
             "sets.x.key_file",
             "missing.key",
         );
+    }
+
+    #[test]
+    fn min_keys_ratio_is_a_fraction_with_registry_default() {
+        for bad in ["1.5", "-1", "-0.1", "nan", "inf"] {
+            rejects(
+                &MINIMAL.replace(
+                    "files = \"reg.*.snap\"",
+                    &format!("files = \"reg.*.snap\"\nmin_keys_ratio = {bad}"),
+                ),
+                "sets.reg.min_keys_ratio",
+                "fraction 0..=1",
+            );
+        }
+        rejects(
+            &format!(
+                "{MINIMAL}\n[tenants.t.sets.own]\nkind = \"block\"\nfiles = \"t-own.*.snap\"\nmin_keys_ratio = 2\n"
+            ),
+            "tenants.t.sets.own.min_keys_ratio",
+            "fraction 0..=1",
+        );
+        let ratio = |text: &str, id: &str| {
+            let config = parse(text).unwrap();
+            config
+                .sets
+                .iter()
+                .find(|s| s.id == id)
+                .unwrap()
+                .min_keys_ratio
+        };
+        // Registry and global sets default to 0.5; other tenant sets are off; 0 and 1 are
+        // accepted, and so is an integer.
+        let tenant_sets = format!(
+            "{MINIMAL}\n[sets.glob]\nkind = \"block\"\nfiles = \"glob.*.snap\"\n\n[tenants.t.sets.own]\nkind = \"block\"\nfiles = \"t-own.*.snap\"\n\n[tenants.t.sets.reg2]\nkind = \"block\"\nreason = \"national_registry\"\nfiles = \"t-reg2.*.snap\"\n"
+        );
+        assert_eq!(ratio(&tenant_sets, "reg"), 0.5);
+        assert_eq!(ratio(&tenant_sets, "glob"), 0.5);
+        assert_eq!(ratio(&tenant_sets, "t/own"), 0.0);
+        assert_eq!(ratio(&tenant_sets, "t/reg2"), 0.5);
+        for (text, expected) in [("0", 0.0), ("1", 1.0), ("0.9", 0.9), ("0.0", 0.0)] {
+            let config = MINIMAL.replace(
+                "files = \"reg.*.snap\"",
+                &format!("files = \"reg.*.snap\"\nmin_keys_ratio = {text}"),
+            );
+            assert_eq!(ratio(&config, "reg"), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn two_sets_never_claim_the_same_header_name_or_files() {
+        // Tenant t's set "x" is headed "t-x": a global set of that name would be ambiguous.
+        rejects(
+            &format!(
+                "{MINIMAL}\n[sets.t-x]\nkind = \"block\"\nfiles = \"gx.*.snap\"\n\n[tenants.t.sets.x]\nkind = \"block\"\nfiles = \"tx.*.snap\"\n"
+            ),
+            "tenants.t.sets.x",
+            "would both name the set 't-x'",
+        );
+        rejects(
+            &format!("{MINIMAL}\n[sets.other]\nkind = \"block\"\nfiles = \"reg.*.snap\"\n"),
+            "sets.reg.files",
+            "also the pattern of 'other'",
+        );
+        // The header name must fit a snapshot header (64 characters).
+        let long = "n".repeat(64);
+        rejects(
+            &format!(
+                "{MINIMAL}\n[tenants.t.sets.{long}]\nkind = \"block\"\nfiles = \"long.*.snap\"\n"
+            ),
+            &format!("tenants.t.sets.{long}"),
+            "1-64 characters",
+        );
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.sets[0].header_name(), "reg");
+        assert_eq!(header_name_of("acme/dnc"), "acme-dnc");
+        assert_eq!(config.sets[0].version_text("reg.12.snap"), Some("12"));
+        assert_eq!(
+            config.sets[0].version_text("reg.pl-dnc.3.snap"),
+            Some("pl-dnc.3")
+        );
+        assert_eq!(config.sets[0].version_text("other.12.snap"), None);
+        assert_eq!(config.sets[0].version_text("reg.snap"), None);
     }
 
     #[test]

@@ -42,6 +42,37 @@ pub enum Shed {
 
 const SHED_REASONS: [&str; 2] = ["overload", "rate_limit"];
 
+/// Why a snapshot file was refused (the `reason` label of refused reloads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Unreadable, bad checksum, truncated, a structure that does not validate, wrong key.
+    Corrupt = 0,
+    /// Its header names another set, or another kind or key scheme than the config says.
+    WrongSet = 1,
+    /// The version in its file name is not the version in its header.
+    NameMismatch = 2,
+    /// Far fewer keys than the version in force (`min_keys_ratio`).
+    TooFewKeys = 3,
+}
+
+impl Refused {
+    pub const ALL: [Refused; 4] = [
+        Refused::Corrupt,
+        Refused::WrongSet,
+        Refused::NameMismatch,
+        Refused::TooFewKeys,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Refused::Corrupt => "corrupt",
+            Refused::WrongSet => "wrong_set",
+            Refused::NameMismatch => "name_mismatch",
+            Refused::TooFewKeys => "too_few_keys",
+        }
+    }
+}
+
 /// Per-number verdict as counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counted {
@@ -84,7 +115,8 @@ pub struct Metrics {
     pub filter_hits: Counter,
     pub filter_false_positives: Counter,
     pub reloads_ok: Counter,
-    pub reloads_refused: Counter,
+    /// Refused snapshot files, by [`Refused`] reason.
+    pub reloads_refused: [Counter; 4],
     pub journal_appends: Counter,
     pub journal_bytes_written: Counter,
     pub journal_fsync: Histogram,
@@ -164,7 +196,9 @@ fn install() -> Metrics {
         filter_hits: counter!("suppressd_filter_hits_total"),
         filter_false_positives: counter!("suppressd_filter_false_positives_total"),
         reloads_ok: counter!("suppressd_reloads_total", "result" => "loaded"),
-        reloads_refused: counter!("suppressd_reloads_total", "result" => "refused"),
+        reloads_refused: Refused::ALL.map(|reason| {
+            counter!("suppressd_reloads_total", "result" => "refused", "reason" => reason.name())
+        }),
         journal_appends: counter!("suppressd_journal_appends_total"),
         journal_bytes_written: counter!("suppressd_journal_written_bytes_total"),
         journal_fsync: histogram!("suppressd_journal_fsync_seconds"),
@@ -211,7 +245,7 @@ fn describe() {
     );
     describe_counter!(
         "suppressd_reloads_total",
-        "Snapshot files loaded or refused by reloads."
+        "Snapshot files loaded or refused by reloads; refused ones by reason (corrupt, wrong_set, name_mismatch, too_few_keys)."
     );
     describe_gauge!(
         "suppressd_set_keys",

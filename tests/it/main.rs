@@ -8,6 +8,7 @@ mod engine;
 mod erasure;
 mod hostile;
 mod http;
+mod identity;
 mod loadgen;
 mod process;
 mod server;
