@@ -973,15 +973,19 @@ fn stale_temp_file(name: &str, definition: &SetDefinition) -> bool {
         && (pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists())
 }
 
-/// Deletes every file of `definition` whose header version is below `keep`, and its stale
-/// temporary files; fsyncs the directory. Returns how many were deleted.
+/// Deletes every file of `definition` whose header version is below `keep`, its stale
+/// temporary files and files the loader moved aside; fsyncs the directory. Returns how many were deleted.
 fn delete_older_versions(dir: &Path, definition: &SetDefinition, keep: u64) -> Result<u32, String> {
     let mut deleted = 0;
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if stale_temp_file(name, definition) {
+        // Files the loader moved aside (`NAME.refused`, too few keys) are this set's data too.
+        let moved_aside = name
+            .strip_suffix(".refused")
+            .is_some_and(|file| definition.pattern.matches(file));
+        if moved_aside || stale_temp_file(name, definition) {
             std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             deleted += 1;
             continue;
