@@ -11,7 +11,9 @@
 //! The journal record is also the durable audit entry and request-id record: a background
 //! recorder copies every durable mutation into the audit log and the ledger (off the
 //! acknowledgement path, in batches), and compaction waits until they cover the segments it
-//! is about to delete. Records neither holds yet are queued again at start.
+//! is about to delete. Records neither holds yet are queued again at start. A failed append
+//! to either (a full disk) is retried every period, each log resuming after what it holds, so
+//! the recorder catches up once space is back; compaction fails meanwhile.
 
 pub mod ledger;
 
@@ -115,8 +117,8 @@ struct Shared {
     backlog: Mutex<Vec<Durable>>,
     /// The audit log and ledger hold every mutation with a sequence number up to this.
     recorded_through: AtomicU64,
+    /// The recorder's last attempt failed with this (it retries every period).
     record_failure: Mutex<Option<String>>,
-    recorder_stopped: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -126,9 +128,11 @@ struct Recorder {
     ledger: Ledger,
     /// Ids of sets that store keyed fingerprints (their keys go into audit entries as they are).
     keyed: HashSet<String>,
-    /// Journal sequence numbers the audit log and the ledger already held at open.
-    audit_through: u64,
-    ledger_through: u64,
+    /// Journal sequence numbers through which the audit log and the ledger hold every
+    /// mutation: from open, then after each append, so a retry after a failure of one log does
+    /// not write the other's entries twice.
+    audit_through: AtomicU64,
+    ledger_through: AtomicU64,
 }
 
 pub struct Mutator {
@@ -222,7 +226,6 @@ impl Mutator {
             backlog: Mutex::new(backlog),
             recorded_through: AtomicU64::new(recorded_through),
             record_failure: Mutex::new(None),
-            recorder_stopped: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         let recorder = Arc::new(Recorder {
@@ -235,8 +238,8 @@ impl Mutator {
                 .filter(|d| d.key.is_some())
                 .map(|d| d.id.clone())
                 .collect(),
-            audit_through,
-            ledger_through,
+            audit_through: AtomicU64::new(audit_through),
+            ledger_through: AtomicU64::new(ledger_through),
         });
         let (thread_shared, thread_recorder) = (shared.clone(), recorder.clone());
         let recorder_thread = std::thread::Builder::new()
@@ -274,6 +277,15 @@ impl Mutator {
             .values()
             .filter(|r| r.completed_at_ms == 0)
             .count()
+    }
+
+    /// Why mutations cannot be made durable or recorded right now: the journal's last group
+    /// commit failed, or the recorder's last append to the audit log or ledger did. `None` once
+    /// a later attempt succeeded.
+    pub fn write_error(&self) -> Option<String> {
+        self.journal
+            .error()
+            .or_else(|| lock(&self.shared.record_failure).clone())
     }
 
     pub fn oldest_pending_ms(&self) -> Option<i64> {
@@ -532,15 +544,11 @@ impl Shared {
             Ordering::Relaxed,
         );
         self.settle(&mutation.request_id, Some(record.clone()));
-        // A failed recorder has stopped: the journal keeps what it did not record (compaction
-        // deletes nothing from then on), and memory must not grow with a backlog nobody drains.
-        if !self.recorder_stopped.load(Ordering::Acquire) {
-            lock(&self.backlog).push(Durable {
-                mutation,
-                seq,
-                receipt,
-            });
-        }
+        lock(&self.backlog).push(Durable {
+            mutation,
+            seq,
+            receipt,
+        });
         record
     }
 
@@ -571,15 +579,21 @@ impl Recorder {
             std::mem::swap(&mut *lock(&shared.backlog), &mut batch);
             if let Some(last) = batch.last().map(|d| d.seq) {
                 match self.record(&batch) {
-                    Ok(()) => shared.recorded_through.store(last, Ordering::Release),
+                    Ok(()) => {
+                        shared.recorded_through.store(last, Ordering::Release);
+                        if lock(&shared.record_failure).take().is_some() {
+                            tracing::info!("audit log and ledger caught up with the journal");
+                        }
+                    }
                     Err(error) => {
-                        // The journal keeps these records (compaction will not delete them) and
-                        // the next start queues them again.
-                        tracing::error!(%error, "audit log or ledger append failed; journal segments are kept");
+                        // The journal keeps these records (compaction deletes no segment the
+                        // logs lack) and the next start would queue them again; until then,
+                        // put them back in front and retry next period.
+                        tracing::error!(%error, "audit log or ledger append failed; retrying, journal segments are kept");
                         *lock(&shared.record_failure) = Some(error);
-                        shared.recorder_stopped.store(true, Ordering::Release);
-                        lock(&shared.backlog).clear();
-                        return;
+                        let mut backlog = lock(&shared.backlog);
+                        batch.append(&mut backlog);
+                        std::mem::swap(&mut *backlog, &mut batch);
                     }
                 }
             }
@@ -592,18 +606,23 @@ impl Recorder {
     }
 
     fn record(&self, batch: &[Durable]) -> Result<(), String> {
+        let last = batch.last().map_or(0, |d| d.seq);
+        let audit_through = self.audit_through.load(Ordering::Acquire);
+        let ledger_through = self.ledger_through.load(Ordering::Acquire);
         let entries: Vec<Vec<u8>> = batch
             .iter()
-            .filter(|d| d.seq > self.audit_through)
+            .filter(|d| d.seq > audit_through)
             .map(|d| {
                 self.audit
                     .entry(&d.mutation, d.seq, |set| self.keyed.contains(set))
             })
             .collect();
+        // All or none (one group), so the log holds everything through the batch's last.
         self.audit.append_blocking(entries)?;
+        self.audit_through.fetch_max(last, Ordering::AcqRel);
         let requests: Vec<RequestRecord> = batch
             .iter()
-            .filter(|d| d.seq > self.ledger_through)
+            .filter(|d| d.seq > ledger_through)
             .map(|d| record_of(&d.mutation, d.seq))
             .collect();
         let items: Vec<Item> = requests
@@ -612,11 +631,13 @@ impl Recorder {
             .chain(
                 batch
                     .iter()
-                    .filter(|d| d.seq > self.ledger_through)
+                    .filter(|d| d.seq > ledger_through)
                     .filter_map(|d| d.receipt.as_ref().map(Item::Receipt)),
             )
             .collect();
-        self.ledger.append_blocking(&items)
+        self.ledger.append_blocking(&items)?;
+        self.ledger_through.fetch_max(last, Ordering::AcqRel);
+        Ok(())
     }
 }
 
