@@ -119,6 +119,8 @@ struct Shared {
     recorded_through: AtomicU64,
     /// The recorder's last attempt failed with this (it retries every period).
     record_failure: Mutex<Option<String>>,
+    /// Attempts the recorder has finished, so a waiter can tell a fresh failure from an old one.
+    record_attempts: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -226,6 +228,7 @@ impl Mutator {
             backlog: Mutex::new(backlog),
             recorded_through: AtomicU64::new(recorded_through),
             record_failure: Mutex::new(None),
+            record_attempts: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
         let recorder = Arc::new(Recorder {
@@ -496,8 +499,13 @@ impl Mutator {
     /// Waits until the audit log and ledger hold every mutation through `seq`.
     fn wait_recorded(&self, seq: u64) -> Result<(), String> {
         let deadline = Instant::now() + RECORD_WAIT;
+        let attempts = self.shared.record_attempts.load(Ordering::Acquire);
         while self.shared.recorded_through.load(Ordering::Acquire) < seq {
-            if let Some(failure) = lock(&self.shared.record_failure).clone() {
+            // Only a failure of an attempt made while waiting counts: the one before may have
+            // been a full disk that has been freed since.
+            if self.shared.record_attempts.load(Ordering::Acquire) > attempts + 1
+                && let Some(failure) = lock(&self.shared.record_failure).clone()
+            {
                 return Err(failure);
             }
             if Instant::now() >= deadline {
@@ -596,6 +604,7 @@ impl Recorder {
                         std::mem::swap(&mut *backlog, &mut batch);
                     }
                 }
+                shared.record_attempts.fetch_add(1, Ordering::AcqRel);
             }
             batch.clear();
             if stopping {
