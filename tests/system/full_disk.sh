@@ -162,4 +162,4 @@ print(sum(1 for a in answers if a.get("verdict") != "BLOCK") + max(0, int(sys.ar
 [[ "$lost" == 0 ]] || fail "$lost of $acked acknowledged opt-outs answer other than BLOCK after the restart"
 grep -q "repair-journal" "$work/suppressd.log" && fail "the journal asked for --repair-journal"
 stop_daemon
-echo "ok: $acked acknowledged opt-outs (${request} requests, one refused on the full disk), 0 lost; healed without restart; restarted without --repair-journal"
+echo "ok: $acked acknowledged opt-outs (${request} requests, the ones on the full disk refused), 0 lost; healed without restart; restarted without --repair-journal"
