@@ -819,7 +819,12 @@ impl Writer {
         message: String,
         done: &mut Vec<(u64, Completion)>,
     ) {
-        tracing::error!(%message, kind = kind.name(), "journal write failed; the mutations of this group are refused and the next append retries");
+        // Logged once per outage (each retry may fail again; the metric counts every one).
+        if self.failing {
+            tracing::debug!(%message, kind = kind.name(), "journal write failed again");
+        } else {
+            tracing::error!(%message, kind = kind.name(), "journal write failed; the mutations of this group are refused and the next append retries");
+        }
         self.failing = true;
         {
             let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());

@@ -597,8 +597,12 @@ impl Recorder {
                         // The journal keeps these records (compaction deletes no segment the
                         // logs lack) and the next start would queue them again; until then,
                         // put them back in front and retry next period.
-                        tracing::error!(%error, "audit log or ledger append failed; retrying, journal segments are kept");
-                        *lock(&shared.record_failure) = Some(error);
+                        let mut failure = lock(&shared.record_failure);
+                        if failure.is_none() {
+                            tracing::error!(%error, "audit log or ledger append failed; retrying every period, journal segments are kept");
+                        }
+                        *failure = Some(error);
+                        drop(failure);
                         let mut backlog = lock(&shared.backlog);
                         batch.append(&mut backlog);
                         std::mem::swap(&mut *backlog, &mut batch);
