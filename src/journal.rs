@@ -12,10 +12,19 @@
 //! a warning and truncated away; damage before the tail stops start-up with the file and
 //! offset, unless repair is asked for, which truncates at the damage. Owns the file format and
 //! the writer thread; knows nothing of what payloads mean.
+//!
+//! A failed group commit (ENOSPC, EIO on write or fsync) fails the appends of that group and
+//! every append queued behind it (their sequence numbers are given out again), and marks the
+//! segment dirty: before the writer writes, rotates or exits again it cuts the segment back to
+//! the end of its last durable record and fsyncs that, so a partial or unconfirmed record never
+//! stays in a segment that anything follows. Nothing is sticky: once the disk accepts writes
+//! again the next append succeeds. A new segment is written under a temporary name and renamed
+//! into place, so no segment file ever has a partial header.
 
+use crate::metrics::JournalErrorKind;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -41,7 +50,7 @@ pub enum JournalError {
         offset: u64,
         reason: String,
     },
-    #[error("journal is closed after a write failure: {0}")]
+    #[error("{0}")]
     Failed(String),
     #[error("journal record of {0} bytes exceeds the limit")]
     TooLarge(usize),
@@ -86,7 +95,9 @@ struct Queue {
     /// call even with nobody waiting, and while the writer is busy writing or in fsync it will
     /// drain the queue anyway before it sleeps.
     writer_waiting: bool,
-    failed: Option<String>,
+    /// The last group commit failed with this (cleared by the next durable group). Status only:
+    /// appends are never refused for it, each is a retry.
+    error: Option<String>,
 }
 
 struct Shared {
@@ -105,6 +116,29 @@ pub struct Stats {
     pub appends: u64,
     pub syncs: u64,
 }
+
+/// The writer thread's file operations. [`OsIo`] calls the OS; tests implement it to fail a
+/// write, fsync or truncation on the Nth call (a full disk, EIO), so the recovery is tested
+/// everywhere, not only where a small filesystem can be mounted.
+pub trait SegmentIo: Send + 'static {
+    fn write_all(&mut self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
+        file.write_all(bytes)
+    }
+    fn sync_data(&mut self, file: &File) -> io::Result<()> {
+        file.sync_data()
+    }
+    fn set_len(&mut self, file: &File, len: u64) -> io::Result<()> {
+        file.set_len(len)
+    }
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+/// The operating system's file operations.
+pub struct OsIo;
+
+impl SegmentIo for OsIo {}
 
 /// An open journal with its writer thread.
 pub struct Journal {
@@ -284,7 +318,17 @@ pub fn scan_segment(bytes: &[u8], records: &mut Vec<Record>) -> (Option<u64>, Sc
 impl Journal {
     /// Opens (creating if needed) the journal in `dir`, replays it, and starts the writer.
     pub fn open(dir: &Path, repair: bool) -> Result<(Journal, Replay), JournalError> {
+        Journal::open_with_io(dir, repair, Box::new(OsIo))
+    }
+
+    /// [`Journal::open`] with the writer's file operations going through `io`.
+    pub fn open_with_io(
+        dir: &Path,
+        repair: bool,
+        io: Box<dyn SegmentIo>,
+    ) -> Result<(Journal, Replay), JournalError> {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        remove_temporary_segments(dir)?;
         let mut replay = Replay::default();
         let found = segments(dir)?;
         let mut next_seq = 1u64;
@@ -378,13 +422,14 @@ impl Journal {
             .append(true)
             .open(&path)
             .map_err(io_error(&path))?;
+        let durable_len = file.metadata().map_err(io_error(&path))?.len();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 next_seq,
                 closed: false,
                 writer_waiting: false,
-                failed: None,
+                error: None,
             }),
             wake: Condvar::new(),
             dir: dir.to_owned(),
@@ -396,7 +441,20 @@ impl Journal {
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || writer_loop(writer_shared, file, path, next_seq))
+            .spawn(move || {
+                Writer {
+                    shared: writer_shared,
+                    io,
+                    file,
+                    path,
+                    next_to_write: next_seq,
+                    durable_len,
+                    dirty: false,
+                    dir_unsynced: false,
+                    failing: false,
+                }
+                .run()
+            })
             .map_err(io_error(dir))?;
         let journal = Journal {
             shared,
@@ -419,12 +477,6 @@ impl Journal {
             return None;
         }
         let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(failure) = &queue.failed {
-            let failure = failure.clone();
-            drop(queue);
-            done(Err(failure));
-            return None;
-        }
         let seq = queue.next_seq;
         queue.next_seq += 1;
         queue.jobs.push_back(Job::Append(payload, seq, done));
@@ -451,29 +503,41 @@ impl Journal {
             .map_err(JournalError::Failed)
     }
 
-    /// Appends every payload (one group commit when the writer is idle) and waits until the
-    /// last is durable; returns its sequence number (`None` for no payloads). Records complete
-    /// in order and a failure fails every later record, so waiting for the last one suffices.
+    /// Appends every payload (one group commit) and waits until they are durable; returns the
+    /// last one's sequence number (`None` for no payloads). All or none: they are queued under
+    /// one lock, so the writer takes them in one group, and a failure fails all of them (never
+    /// a durable suffix after a failed prefix, which would make a reader of the last record
+    /// believe the earlier ones are there).
     pub fn append_all_blocking(&self, payloads: Vec<Vec<u8>>) -> Result<Option<u64>, JournalError> {
         let count = payloads.len();
-        let (send, receive) = std::sync::mpsc::channel();
-        for (index, payload) in payloads.into_iter().enumerate() {
-            if index + 1 < count {
-                // A failure here also fails the last record, which is the one awaited.
-                let _ = self.append(payload, Box::new(|_| {}));
-            } else {
-                let send = send.clone();
-                let _ = self.append(
-                    payload,
-                    Box::new(move |result| {
-                        let _ = send.send(result);
-                    }),
-                );
-            }
-        }
-        drop(send);
         if count == 0 {
             return Ok(None);
+        }
+        if let Some(large) = payloads.iter().find(|p| p.len() > MAX_PAYLOAD) {
+            return Err(JournalError::TooLarge(large.len()));
+        }
+        let (send, receive) = std::sync::mpsc::channel();
+        let waiting = {
+            let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            for (index, payload) in payloads.into_iter().enumerate() {
+                let seq = queue.next_seq;
+                queue.next_seq += 1;
+                // The group succeeds or fails as one, so the last record's outcome is the group's.
+                let done: Completion = if index + 1 < count {
+                    Box::new(|_| {})
+                } else {
+                    let send = send.clone();
+                    Box::new(move |result| {
+                        let _ = send.send(result);
+                    })
+                };
+                queue.jobs.push_back(Job::Append(payload, seq, done));
+            }
+            queue.writer_waiting
+        };
+        drop(send);
+        if waiting {
+            self.shared.wake.notify_one();
         }
         receive
             .recv()
@@ -522,6 +586,16 @@ impl Journal {
 
     pub fn stats(&self) -> Stats {
         *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why the last group commit failed, while no later one has succeeded.
+    pub fn error(&self) -> Option<String> {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .error
+            .clone()
     }
 
     fn refresh_stats(&self) {
@@ -597,105 +671,270 @@ fn truncate(path: &Path, len: u64, rewrite_header: Option<u64>) -> Result<(), Jo
     file.sync_all().map_err(io_error(path))
 }
 
-/// `next_to_write` is the sequence number of the next record this thread writes. A new segment
-/// is named after it, not after the queue's next number: appends queued after this round was
-/// drained (they already hold their numbers) are written next, into the new segment.
-fn writer_loop(shared: Arc<Shared>, mut file: File, mut path: PathBuf, mut next_to_write: u64) {
-    let mut buffer = Vec::with_capacity(1 << 20);
-    let mut done: Vec<(u64, Completion)> = Vec::new();
-    // Swapped with the queue's each round, so neither side allocates once both have grown.
-    let mut jobs: VecDeque<Job> = VecDeque::new();
-    loop {
-        {
-            let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-            while queue.jobs.is_empty() && !queue.closed {
-                queue.writer_waiting = true;
-                queue = shared.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
-                queue.writer_waiting = false;
-            }
-            if queue.jobs.is_empty() && queue.closed {
-                return;
-            }
-            std::mem::swap(&mut queue.jobs, &mut jobs);
+/// Deletes `*.wal.tmp` files: segments whose creation did not finish (never renamed into place,
+/// so they hold no record).
+fn remove_temporary_segments(dir: &Path) -> Result<(), JournalError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(dir)(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(io_error(dir))?.path();
+        if path.to_str().is_some_and(|p| p.ends_with(".wal.tmp")) {
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
         }
-        buffer.clear();
-        let mut rotations = Vec::new();
-        let mut last_seq = None;
-        for job in jobs.drain(..) {
-            match job {
-                Job::Append(payload, seq, completion) => {
-                    encode_record(seq, &payload, &mut buffer);
-                    done.push((seq, completion));
-                    last_seq = Some(seq);
+    }
+    Ok(())
+}
+
+/// A failed file operation of the writer: its kind (for the metric) and a message naming the
+/// file.
+type Failure = (JournalErrorKind, String);
+
+fn failure(path: &Path, what: &str, fsync: bool, error: &io::Error) -> Failure {
+    let kind = if matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) {
+        JournalErrorKind::NoSpace
+    } else if fsync {
+        JournalErrorKind::Fsync
+    } else {
+        JournalErrorKind::Io
+    };
+    crate::metrics::metrics().journal_errors[kind as usize].increment(1);
+    (kind, format!("journal {}: {what}: {error}", path.display()))
+}
+
+/// The writer thread's state.
+struct Writer {
+    shared: Arc<Shared>,
+    io: Box<dyn SegmentIo>,
+    file: File,
+    path: PathBuf,
+    /// The sequence number of the next record this thread writes. A new segment is named after
+    /// it, not after the queue's next number: appends queued after this round was drained (they
+    /// already hold their numbers) are written next, into the new segment.
+    next_to_write: u64,
+    /// Length of `file` through its last durable record.
+    durable_len: u64,
+    /// `file` may hold bytes past `durable_len` (a group whose write or fsync failed): cut them
+    /// away before writing, rotating or exiting.
+    dirty: bool,
+    /// A new segment was renamed into place but the directory fsync failed: sync the directory
+    /// before acknowledging a record in it.
+    dir_unsynced: bool,
+    /// The last group failed (the queue's `error` is set).
+    failing: bool,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut buffer = Vec::with_capacity(1 << 20);
+        let mut done: Vec<(u64, Completion)> = Vec::new();
+        // Swapped with the queue's each round, so neither side allocates once both have grown.
+        let mut jobs: VecDeque<Job> = VecDeque::new();
+        loop {
+            {
+                let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+                while queue.jobs.is_empty() && !queue.closed {
+                    queue.writer_waiting = true;
+                    queue = self
+                        .shared
+                        .wake
+                        .wait(queue)
+                        .unwrap_or_else(|e| e.into_inner());
+                    queue.writer_waiting = false;
                 }
-                Job::Rotate(completion) => rotations.push(completion),
+                if queue.jobs.is_empty() && queue.closed {
+                    break;
+                }
+                std::mem::swap(&mut queue.jobs, &mut jobs);
             }
-        }
-        let started = std::time::Instant::now();
-        let result = (|| -> std::io::Result<()> {
-            if !buffer.is_empty() {
-                file.write_all(&buffer)?;
-                file.sync_data()?;
+            buffer.clear();
+            let mut rotations = Vec::new();
+            let mut last_seq = None;
+            for job in jobs.drain(..) {
+                match job {
+                    Job::Append(payload, seq, completion) => {
+                        encode_record(seq, &payload, &mut buffer);
+                        done.push((seq, completion));
+                        last_seq = Some(seq);
+                    }
+                    Job::Rotate(completion) => rotations.push(completion),
+                }
             }
-            Ok(())
-        })();
-        if !buffer.is_empty() && result.is_ok() {
-            let metrics = crate::metrics::metrics();
-            metrics
-                .journal_fsync
-                .record(started.elapsed().as_secs_f64());
-            metrics.journal_appends.increment(done.len() as u64);
-            metrics.journal_bytes_written.increment(buffer.len() as u64);
-        }
-        match result {
-            Ok(()) => {
-                {
-                    let mut stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
-                    stats.appends += done.len() as u64;
-                    stats.syncs += u64::from(!buffer.is_empty());
-                    stats.bytes += buffer.len() as u64;
+            let started = std::time::Instant::now();
+            match self.commit(&buffer) {
+                Ok(()) => {
+                    if !buffer.is_empty() {
+                        let metrics = crate::metrics::metrics();
+                        metrics
+                            .journal_fsync
+                            .record(started.elapsed().as_secs_f64());
+                        metrics.journal_appends.increment(done.len() as u64);
+                        metrics.journal_bytes_written.increment(buffer.len() as u64);
+                        let mut stats = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+                        stats.appends += done.len() as u64;
+                        stats.syncs += 1;
+                        stats.bytes += buffer.len() as u64;
+                        if let Some(seq) = last_seq {
+                            stats.last_seq = seq;
+                        }
+                    }
                     if let Some(seq) = last_seq {
-                        stats.last_seq = seq;
+                        self.next_to_write = seq + 1;
+                        if self.failing {
+                            self.failing = false;
+                            self.shared
+                                .queue
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .error = None;
+                            tracing::info!(file = %self.path.display(), "journal writes succeed again");
+                        }
+                    }
+                    for (seq, completion) in done.drain(..) {
+                        completion(Ok(seq));
                     }
                 }
-                if let Some(seq) = last_seq {
-                    next_to_write = seq + 1;
-                }
-                for (seq, completion) in done.drain(..) {
-                    completion(Ok(seq));
+                Err((kind, message)) => self.fail_queued(kind, message, &mut done),
+            }
+            for completion in rotations {
+                completion(self.rotate().map_err(|(_, message)| message));
+            }
+        }
+        // Leave no unconfirmed bytes behind for the next start (it would drop a torn tail
+        // anyway, but a whole unacknowledged record would be replayed).
+        let _ = self.repair();
+    }
+
+    /// Fails the group that could not be made durable and every append queued behind it: their
+    /// sequence numbers follow the failed group's, which are given out again, so none of them
+    /// may be written. Rotations stay queued.
+    fn fail_queued(
+        &mut self,
+        kind: JournalErrorKind,
+        message: String,
+        done: &mut Vec<(u64, Completion)>,
+    ) {
+        // Logged once per outage (each retry may fail again; the metric counts every one).
+        if self.failing {
+            tracing::debug!(%message, kind = kind.name(), "journal write failed again");
+        } else {
+            tracing::error!(%message, kind = kind.name(), "journal write failed; the mutations of this group are refused and the next append retries");
+        }
+        self.failing = true;
+        {
+            let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.error = Some(message.clone());
+            let mut kept = VecDeque::new();
+            for job in queue.jobs.drain(..) {
+                match job {
+                    Job::Append(_, seq, completion) => done.push((seq, completion)),
+                    rotation @ Job::Rotate(_) => kept.push_back(rotation),
                 }
             }
+            queue.jobs = kept;
+            queue.next_seq = self.next_to_write;
+        }
+        // Outside the lock: a completion may append again.
+        for (_, completion) in done.drain(..) {
+            completion(Err(message.clone()));
+        }
+    }
+
+    /// Writes and fsyncs one group; on success `durable_len` covers it.
+    fn commit(&mut self, buffer: &[u8]) -> Result<(), Failure> {
+        self.repair()?;
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        if self.dir_unsynced {
+            let dir = self.shared.dir.clone();
+            self.io
+                .sync_dir(&dir)
+                .map_err(|e| failure(&dir, "directory fsync", true, &e))?;
+            self.dir_unsynced = false;
+        }
+        // From the first byte written until the fsync returns, the tail is unconfirmed.
+        self.dirty = true;
+        self.io
+            .write_all(&mut self.file, buffer)
+            .map_err(|e| failure(&self.path, "write", false, &e))?;
+        self.io
+            .sync_data(&self.file)
+            .map_err(|e| failure(&self.path, "fsync", true, &e))?;
+        self.durable_len += buffer.len() as u64;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Cuts a dirty segment back to its last durable record and makes the cut durable. After a
+    /// failed fsync the page cache may hold bytes the disk does not (or mark them clean though
+    /// they were lost), so those bytes are never trusted: only what an fsync confirmed stays.
+    fn repair(&mut self) -> Result<(), Failure> {
+        if !self.dirty {
+            return Ok(());
+        }
+        self.io
+            .set_len(&self.file, self.durable_len)
+            .map_err(|e| failure(&self.path, "truncating a failed write", false, &e))?;
+        self.io
+            .sync_data(&self.file)
+            .map_err(|e| failure(&self.path, "fsync after truncating", true, &e))?;
+        self.file
+            .seek(SeekFrom::Start(self.durable_len))
+            .map_err(|e| failure(&self.path, "seek", false, &e))?;
+        self.dirty = false;
+        tracing::info!(file = %self.path.display(), length = self.durable_len, "journal segment cut back to its last durable record");
+        Ok(())
+    }
+
+    /// Starts a new segment; returns the sequence number of the last record in older segments.
+    /// Never past unconfirmed bytes: a dirty segment is repaired first or the rotation fails.
+    fn rotate(&mut self) -> Result<u64, Failure> {
+        self.repair()?;
+        let next_seq = self.next_to_write;
+        let new_path = segment_path(&self.shared.dir, next_seq);
+        if new_path == self.path {
+            return Ok(next_seq - 1);
+        }
+        // Written under a temporary name: a segment file never has a partial header.
+        let temporary = new_path.with_extension("wal.tmp");
+        let created = (|| -> Result<File, Failure> {
+            let mut file =
+                File::create(&temporary).map_err(|e| failure(&temporary, "create", false, &e))?;
+            self.io
+                .write_all(&mut file, &segment_header(next_seq))
+                .map_err(|e| failure(&temporary, "write", false, &e))?;
+            self.io
+                .sync_data(&file)
+                .map_err(|e| failure(&temporary, "fsync", true, &e))?;
+            std::fs::rename(&temporary, &new_path)
+                .map_err(|e| failure(&new_path, "rename", false, &e))?;
+            Ok(file)
+        })();
+        let file = match created {
+            Ok(file) => file,
             Err(error) => {
-                // Nothing after a failed write can be trusted: fail every waiting and later append,
-                // so no mutation is acknowledged without being durable.
-                let message = format!("journal {}: {error}", path.display());
-                tracing::error!(%message, "journal write failed; mutations are refused from now on");
-                shared
-                    .queue
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .failed = Some(message.clone());
-                for (_, completion) in done.drain(..) {
-                    completion(Err(message.clone()));
-                }
+                let _ = std::fs::remove_file(&temporary);
+                return Err(error);
             }
+        };
+        // The new segment is in place: write there from now on, even if the directory fsync
+        // fails (then it is retried before any record in the new segment is acknowledged).
+        self.file = file;
+        self.path = new_path;
+        self.durable_len = SEGMENT_HEADER;
+        let dir = self.shared.dir.clone();
+        if let Err(e) = self.io.sync_dir(&dir) {
+            self.dir_unsynced = true;
+            return Err(failure(&dir, "directory fsync", true, &e));
         }
-        for completion in rotations {
-            let next_seq = next_to_write;
-            let rotated = (|| -> std::io::Result<()> {
-                let new_path = segment_path(&shared.dir, next_seq);
-                if new_path != path {
-                    let mut new_file = File::create(&new_path)?;
-                    new_file.write_all(&segment_header(next_seq))?;
-                    new_file.sync_all()?;
-                    File::open(&shared.dir)?.sync_all()?;
-                    file = OpenOptions::new().append(true).open(&new_path)?;
-                    path = new_path;
-                }
-                Ok(())
-            })();
-            completion(rotated.map(|()| next_seq - 1).map_err(|e| e.to_string()));
-        }
+        self.dir_unsynced = false;
+        Ok(next_seq - 1)
     }
 }
 
@@ -837,6 +1076,223 @@ mod tests {
         let (_, replay) = Journal::open(dir.path(), false).expect("journal reopens");
         let seqs: Vec<u64> = replay.records.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, (1..=600).collect::<Vec<_>>());
+    }
+
+    /// What the injected file operations do; shared between a test and its journal's writer.
+    #[derive(Default)]
+    struct Faults {
+        /// The disk is full: a write stores part of its bytes, then fails with ENOSPC.
+        full: bool,
+        /// The write or fsync with this call number (from 1) fails with EIO (after a write has
+        /// stored part of its bytes).
+        fail_write_on: Option<u64>,
+        fail_sync_on: Option<u64>,
+        truncate_fails: bool,
+        dir_sync_fails: bool,
+        writes: u64,
+        syncs: u64,
+    }
+
+    struct FaultyIo(Arc<Mutex<Faults>>);
+
+    const ENOSPC: i32 = 28;
+    const EIO: i32 = 5;
+
+    impl SegmentIo for FaultyIo {
+        fn write_all(&mut self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
+            let mut faults = self.0.lock().unwrap();
+            faults.writes += 1;
+            if faults.full {
+                file.write_all(&bytes[..bytes.len() / 2])?;
+                return Err(io::Error::from_raw_os_error(ENOSPC));
+            }
+            if faults.fail_write_on == Some(faults.writes) {
+                file.write_all(&bytes[..bytes.len() / 3])?;
+                return Err(io::Error::from_raw_os_error(EIO));
+            }
+            file.write_all(bytes)
+        }
+        fn sync_data(&mut self, file: &File) -> io::Result<()> {
+            let mut faults = self.0.lock().unwrap();
+            faults.syncs += 1;
+            if faults.fail_sync_on == Some(faults.syncs) {
+                return Err(io::Error::from_raw_os_error(EIO));
+            }
+            file.sync_data()
+        }
+        fn set_len(&mut self, file: &File, len: u64) -> io::Result<()> {
+            if self.0.lock().unwrap().truncate_fails {
+                return Err(io::Error::from_raw_os_error(EIO));
+            }
+            file.set_len(len)
+        }
+        fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+            if self.0.lock().unwrap().dir_sync_fails {
+                return Err(io::Error::from_raw_os_error(EIO));
+            }
+            File::open(dir)?.sync_all()
+        }
+    }
+
+    /// Opens a copy of `dir` as the next start after a crash would (no repair); returns its
+    /// records as (sequence, payload).
+    fn reopen_copy(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+        let copy = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
+        }
+        let (_, replay) =
+            Journal::open(copy.path(), false).expect("a crash copy opens without repair");
+        replay
+            .records
+            .into_iter()
+            .map(|r| (r.seq, r.payload))
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_disk_is_survived_without_reopening_and_reopen_never_needs_repair() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let (journal, _) =
+            Journal::open_with_io(dir.path(), false, Box::new(FaultyIo(faults.clone()))).unwrap();
+        let mut acked: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut counter = 0;
+        let mut append = |journal: &Journal, acked: &mut Vec<(u64, Vec<u8>)>| {
+            counter += 1;
+            let payload = format!("mutation {counter}").into_bytes();
+            let result = journal.append_blocking(payload.clone());
+            if let Ok(seq) = result {
+                acked.push((seq, payload));
+            }
+            result
+        };
+        // Fill.
+        for _ in 0..5 {
+            append(&journal, &mut acked).unwrap();
+        }
+        // The disk fills: each append fails with ENOSPC (a partial record is left each time) and
+        // none is refused without trying.
+        faults.lock().unwrap().full = true;
+        for _ in 0..3 {
+            let error = append(&journal, &mut acked).unwrap_err().to_string();
+            assert!(error.contains("No space left on device"), "{error}");
+        }
+        assert_eq!(
+            faults.lock().unwrap().writes,
+            5 + 3,
+            "a failed journal must retry"
+        );
+        assert!(journal.error().is_some());
+        // A rotation (compaction) while full cuts the partial record away, then cannot create
+        // the new segment: it fails and leaves no segment file behind.
+        assert!(journal.rotate_blocking().is_err());
+        assert_eq!(journal.files().len(), 1);
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().count() == 1,
+            "a temporary segment was left"
+        );
+        assert_eq!(reopen_copy(dir.path()), acked);
+        // Truncation fails too: appends and rotations keep failing, and a crash now still
+        // opens without repair (the partial record is the last segment's torn tail).
+        faults.lock().unwrap().truncate_fails = true;
+        assert!(append(&journal, &mut acked).is_err());
+        assert!(append(&journal, &mut acked).is_err());
+        assert!(journal.rotate_blocking().is_err());
+        assert_eq!(journal.files().len(), 1, "rotated past a partial record");
+        assert_eq!(reopen_copy(dir.path()), acked);
+        // Space is back: the next append succeeds, numbered right after the last acked one.
+        {
+            let mut faults = faults.lock().unwrap();
+            faults.full = false;
+            faults.truncate_fails = false;
+        }
+        assert_eq!(append(&journal, &mut acked).unwrap(), 6);
+        assert!(journal.error().is_none());
+        assert_eq!(journal.rotate_blocking().unwrap(), 6);
+        append(&journal, &mut acked).unwrap();
+        // A failed fsync: the record may be whole in the page cache, but it was never
+        // confirmed, so it is cut away before the next write (and never replayed).
+        let syncs = faults.lock().unwrap().syncs;
+        faults.lock().unwrap().fail_sync_on = Some(syncs + 1);
+        let error = append(&journal, &mut acked).unwrap_err().to_string();
+        assert!(error.contains("fsync"), "{error}");
+        append(&journal, &mut acked).unwrap();
+        // EIO on a write after part of the bytes went out.
+        let writes = faults.lock().unwrap().writes;
+        faults.lock().unwrap().fail_write_on = Some(writes + 1);
+        assert!(append(&journal, &mut acked).is_err());
+        append(&journal, &mut acked).unwrap();
+        // A directory fsync that fails after the new segment was renamed into place: the
+        // rotation fails, nothing in the new segment is acknowledged until the directory syncs.
+        faults.lock().unwrap().dir_sync_fails = true;
+        assert!(journal.rotate_blocking().is_err());
+        assert!(append(&journal, &mut acked).is_err());
+        faults.lock().unwrap().dir_sync_fails = false;
+        append(&journal, &mut acked).unwrap();
+        assert_eq!(reopen_copy(dir.path()), acked);
+        // Concurrent appenders while the disk fills and frees again: every acknowledged record
+        // and nothing else survives.
+        let journal = Arc::new(journal);
+        let appenders: Vec<_> = (0..4)
+            .map(|t| {
+                let journal = journal.clone();
+                std::thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    for i in 0..200 {
+                        let payload = format!("{t}-{i}").into_bytes();
+                        if let Ok(seq) = journal.append_blocking(payload.clone()) {
+                            acked.push((seq, payload));
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        let mut round = 0;
+        while appenders.iter().any(|a| !a.is_finished()) {
+            round += 1;
+            faults.lock().unwrap().full = round % 3 == 0;
+            if round % 5 == 0 {
+                let _ = journal.rotate_blocking();
+            }
+            std::thread::sleep(std::time::Duration::from_micros(300));
+        }
+        faults.lock().unwrap().full = false;
+        for appender in appenders {
+            acked.extend(appender.join().unwrap());
+        }
+        acked.sort();
+        drop(journal);
+        let (journal, replay) = Journal::open(dir.path(), false).expect("reopens without repair");
+        assert!(replay.torn_tail.is_none() && replay.repaired.is_none());
+        let replayed: Vec<(u64, Vec<u8>)> = replay
+            .records
+            .into_iter()
+            .map(|r| (r.seq, r.payload))
+            .collect();
+        assert_eq!(replayed, acked);
+        assert_eq!(
+            journal.append_blocking(b"after".to_vec()).unwrap(),
+            acked.last().unwrap().0 + 1
+        );
+    }
+
+    #[test]
+    fn a_group_of_appends_is_durable_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let (journal, _) =
+            Journal::open_with_io(dir.path(), false, Box::new(FaultyIo(faults.clone()))).unwrap();
+        faults.lock().unwrap().full = true;
+        let payloads: Vec<Vec<u8>> = (0..50).map(|i| vec![i; 100]).collect();
+        assert!(journal.append_all_blocking(payloads.clone()).is_err());
+        faults.lock().unwrap().full = false;
+        assert_eq!(journal.append_all_blocking(payloads).unwrap(), Some(50));
+        drop(journal);
+        let (_, replay) = Journal::open(dir.path(), false).unwrap();
+        assert_eq!(replay.records.len(), 50);
     }
 
     #[test]

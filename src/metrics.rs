@@ -73,6 +73,25 @@ impl Refused {
     }
 }
 
+/// Why a journal group commit failed (label `kind` of `suppressd_journal_errors_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JournalErrorKind {
+    /// ENOSPC or EDQUOT on a write or fsync.
+    NoSpace = 0,
+    /// Any other error of a write, truncation or new segment.
+    Io = 1,
+    /// The fsync failed (other than for space): the page cache state is unknown.
+    Fsync = 2,
+}
+
+const JOURNAL_ERROR_KINDS: [&str; 3] = ["no_space", "io", "fsync"];
+
+impl JournalErrorKind {
+    pub fn name(self) -> &'static str {
+        JOURNAL_ERROR_KINDS[self as usize]
+    }
+}
+
 /// Per-number verdict as counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counted {
@@ -120,6 +139,8 @@ pub struct Metrics {
     pub journal_appends: Counter,
     pub journal_bytes_written: Counter,
     pub journal_fsync: Histogram,
+    /// Failed journal writes, by [`JournalErrorKind`] (index = discriminant).
+    pub journal_errors: [Counter; 3],
     pub mutations: Counter,
     pub compactions_ok: Counter,
     pub compactions_failed: Counter,
@@ -202,6 +223,8 @@ fn install() -> Metrics {
         journal_appends: counter!("suppressd_journal_appends_total"),
         journal_bytes_written: counter!("suppressd_journal_written_bytes_total"),
         journal_fsync: histogram!("suppressd_journal_fsync_seconds"),
+        journal_errors: JOURNAL_ERROR_KINDS
+            .map(|kind| counter!("suppressd_journal_errors_total", "kind" => kind)),
         mutations: counter!("suppressd_mutations_total"),
         compactions_ok: counter!("suppressd_compactions_total", "result" => "ok"),
         compactions_failed: counter!("suppressd_compactions_total", "result" => "failed"),
@@ -301,6 +324,12 @@ fn describe() {
         "suppressd_journal_fsync_seconds",
         metrics::Unit::Seconds,
         "Time of one group-commit write and fsync."
+    );
+    describe_counter!(
+        "suppressd_journal_errors_total",
+        "Failed group commits of the journal, audit log or ledger (one append file format), by \
+         kind: no_space (ENOSPC, EDQUOT), fsync (the fsync failed), io (any other write error). \
+         Each failed the mutations of its group (UNAVAILABLE); the next append retries."
     );
     describe_counter!(
         "suppressd_mutations_total",

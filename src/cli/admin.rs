@@ -326,6 +326,7 @@ pub fn run(args: AdminArgs) -> CliResult<()> {
                     "journal_bytes": r.journal_bytes, "journal_segments": r.journal_segments,
                     "journal_last_sequence": r.journal_last_sequence, "erasures_pending": r.erasures_pending,
                     "last_compaction_unix_ms": r.last_compaction_unix_ms, "last_compaction_error": r.last_compaction_error,
+                    "journal_error": r.journal_error,
                 }));
             }
         }

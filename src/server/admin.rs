@@ -623,6 +623,7 @@ impl Admin for AdminService {
             erasures_pending: self.mutator.pending_erasures() as u32,
             last_compaction_unix_ms: last_at,
             last_compaction_error: last_error.unwrap_or_default(),
+            journal_error: self.mutator.write_error().unwrap_or_default(),
         }))
     }
 }

@@ -431,9 +431,21 @@ async fn check_batch(
     (status, Json(answer)).into_response()
 }
 
+/// 503 only while a set the policy needs is missing. A journal that cannot write (a full disk)
+/// is shown but keeps 200: checks are still right, and taking the daemon out of rotation would
+/// make every dialer fail closed for a fault that only refuses mutations.
 async fn ready(Shared(state): Shared<Arc<State>>) -> Response {
     if state.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
+        match state.write_error() {
+            None => (StatusCode::OK, "ready\n").into_response(),
+            Some(error) => (
+                StatusCode::OK,
+                format!(
+                    "ready; journal failed, mutations are refused until a write succeeds: {error}\n"
+                ),
+            )
+                .into_response(),
+        }
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -84,6 +84,7 @@ pub async fn start(
     })
     .await??;
     let mutator = Arc::new(mutator);
+    let _ = state.mutator.set(Arc::downgrade(&mutator));
     let http_listener = match http_listen {
         Some(address) => Some(
             TcpListener::bind(address)

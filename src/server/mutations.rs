@@ -11,7 +11,9 @@
 //! The journal record is also the durable audit entry and request-id record: a background
 //! recorder copies every durable mutation into the audit log and the ledger (off the
 //! acknowledgement path, in batches), and compaction waits until they cover the segments it
-//! is about to delete. Records neither holds yet are queued again at start.
+//! is about to delete. Records neither holds yet are queued again at start. A failed append
+//! to either (a full disk) is retried every period, each log resuming after what it holds, so
+//! the recorder catches up once space is back; compaction fails meanwhile.
 
 pub mod ledger;
 
@@ -200,8 +202,10 @@ struct Shared {
     backlog: Mutex<Vec<Durable>>,
     /// The audit log and ledger hold every mutation with a sequence number up to this.
     recorded_through: AtomicU64,
+    /// The recorder's last attempt failed with this (it retries every period).
     record_failure: Mutex<Option<String>>,
-    recorder_stopped: AtomicBool,
+    /// Attempts the recorder has finished, so a waiter can tell a fresh failure from an old one.
+    record_attempts: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -211,9 +215,11 @@ struct Recorder {
     ledger: Ledger,
     /// Ids of sets that store keyed fingerprints (their keys go into audit entries as they are).
     keyed: HashSet<String>,
-    /// Journal sequence numbers the audit log and the ledger already held at open.
-    audit_through: u64,
-    ledger_through: u64,
+    /// Journal sequence numbers through which the audit log and the ledger hold every
+    /// mutation: from open, then after each append, so a retry after a failure of one log does
+    /// not write the other's entries twice.
+    audit_through: AtomicU64,
+    ledger_through: AtomicU64,
 }
 
 pub struct Mutator {
@@ -317,7 +323,7 @@ impl Mutator {
             backlog: Mutex::new(backlog),
             recorded_through: AtomicU64::new(recorded_through),
             record_failure: Mutex::new(None),
-            recorder_stopped: AtomicBool::new(false),
+            record_attempts: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
         let recorder = Arc::new(Recorder {
@@ -330,8 +336,8 @@ impl Mutator {
                 .filter(|d| d.key.is_some())
                 .map(|d| d.id.clone())
                 .collect(),
-            audit_through,
-            ledger_through,
+            audit_through: AtomicU64::new(audit_through),
+            ledger_through: AtomicU64::new(ledger_through),
         });
         let (thread_shared, thread_recorder) = (shared.clone(), recorder.clone());
         let recorder_thread = std::thread::Builder::new()
@@ -369,6 +375,15 @@ impl Mutator {
             .values()
             .filter(|r| r.completed_at_ms == 0)
             .count()
+    }
+
+    /// Why mutations cannot be made durable or recorded right now: the journal's last group
+    /// commit failed, or the recorder's last append to the audit log or ledger did. `None` once
+    /// a later attempt succeeded.
+    pub fn write_error(&self) -> Option<String> {
+        self.journal
+            .error()
+            .or_else(|| lock(&self.shared.record_failure).clone())
     }
 
     pub fn oldest_pending_ms(&self) -> Option<i64> {
@@ -618,8 +633,13 @@ impl Mutator {
     /// Waits until the audit log and ledger hold every mutation through `seq`.
     fn wait_recorded(&self, seq: u64) -> Result<(), String> {
         let deadline = Instant::now() + RECORD_WAIT;
+        let attempts = self.shared.record_attempts.load(Ordering::Acquire);
         while self.shared.recorded_through.load(Ordering::Acquire) < seq {
-            if let Some(failure) = lock(&self.shared.record_failure).clone() {
+            // Only a failure of an attempt made while waiting counts: the one before may have
+            // been a full disk that has been freed since.
+            if self.shared.record_attempts.load(Ordering::Acquire) > attempts + 1
+                && let Some(failure) = lock(&self.shared.record_failure).clone()
+            {
                 return Err(failure);
             }
             if Instant::now() >= deadline {
@@ -673,16 +693,12 @@ impl Shared {
             Ordering::Relaxed,
         );
         self.settle(&mutation.tenant, &mutation.request_id, Some(record.clone()));
-        // A failed recorder has stopped: the journal keeps what it did not record (compaction
-        // deletes nothing from then on), and memory must not grow with a backlog nobody drains.
-        if !self.recorder_stopped.load(Ordering::Acquire) {
-            lock(&self.backlog).push(Durable {
-                mutation,
-                seq,
-                receipt,
-                digest,
-            });
-        }
+        lock(&self.backlog).push(Durable {
+            mutation,
+            seq,
+            receipt,
+            digest,
+        });
         record
     }
 
@@ -716,17 +732,28 @@ impl Recorder {
             std::mem::swap(&mut *lock(&shared.backlog), &mut batch);
             if let Some(last) = batch.last().map(|d| d.seq) {
                 match self.record(&batch) {
-                    Ok(()) => shared.recorded_through.store(last, Ordering::Release),
+                    Ok(()) => {
+                        shared.recorded_through.store(last, Ordering::Release);
+                        if lock(&shared.record_failure).take().is_some() {
+                            tracing::info!("audit log and ledger caught up with the journal");
+                        }
+                    }
                     Err(error) => {
-                        // The journal keeps these records (compaction will not delete them) and
-                        // the next start queues them again.
-                        tracing::error!(%error, "audit log or ledger append failed; journal segments are kept");
-                        *lock(&shared.record_failure) = Some(error);
-                        shared.recorder_stopped.store(true, Ordering::Release);
-                        lock(&shared.backlog).clear();
-                        return;
+                        // The journal keeps these records (compaction deletes no segment the
+                        // logs lack) and the next start would queue them again; until then,
+                        // put them back in front and retry next period.
+                        let mut failure = lock(&shared.record_failure);
+                        if failure.is_none() {
+                            tracing::error!(%error, "audit log or ledger append failed; retrying every period, journal segments are kept");
+                        }
+                        *failure = Some(error);
+                        drop(failure);
+                        let mut backlog = lock(&shared.backlog);
+                        batch.append(&mut backlog);
+                        std::mem::swap(&mut *backlog, &mut batch);
                     }
                 }
+                shared.record_attempts.fetch_add(1, Ordering::AcqRel);
             }
             batch.clear();
             if stopping {
@@ -737,18 +764,23 @@ impl Recorder {
     }
 
     fn record(&self, batch: &[Durable]) -> Result<(), String> {
+        let last = batch.last().map_or(0, |d| d.seq);
+        let audit_through = self.audit_through.load(Ordering::Acquire);
+        let ledger_through = self.ledger_through.load(Ordering::Acquire);
         let entries: Vec<Vec<u8>> = batch
             .iter()
-            .filter(|d| d.seq > self.audit_through)
+            .filter(|d| d.seq > audit_through)
             .map(|d| {
                 self.audit
                     .entry(&d.mutation, d.seq, |set| self.keyed.contains(set))
             })
             .collect();
+        // All or none (one group), so the log holds everything through the batch's last.
         self.audit.append_blocking(entries)?;
+        self.audit_through.fetch_max(last, Ordering::AcqRel);
         let requests: Vec<RequestRecord> = batch
             .iter()
-            .filter(|d| d.seq > self.ledger_through)
+            .filter(|d| d.seq > ledger_through)
             .map(|d| record_of(&d.mutation, d.seq, d.digest))
             .collect();
         let items: Vec<Item> = requests
@@ -757,11 +789,13 @@ impl Recorder {
             .chain(
                 batch
                     .iter()
-                    .filter(|d| d.seq > self.ledger_through)
+                    .filter(|d| d.seq > ledger_through)
                     .filter_map(|d| d.receipt.as_ref().map(Item::Receipt)),
             )
             .collect();
-        self.ledger.append_blocking(&items)
+        self.ledger.append_blocking(&items)?;
+        self.ledger_through.fetch_max(last, Ordering::AcqRel);
+        Ok(())
     }
 }
 

@@ -58,6 +58,9 @@ pub struct State {
     pub in_flight: InFlight,
     /// Per-tenant rate limits, for the tenants that have one. Built once; never changes.
     pub rate_limits: HashMap<String, TokenBucket>,
+    /// The mutation path, once opened: `/readyz` reports its write failures (weak: the
+    /// mutator holds no `State`, but keep the graph acyclic anyway).
+    pub mutator: std::sync::OnceLock<std::sync::Weak<crate::server::mutations::Mutator>>,
 }
 
 impl State {
@@ -79,6 +82,7 @@ impl State {
         State {
             in_flight: InFlight::new(config.raw.server.max_in_flight),
             rate_limits,
+            mutator: std::sync::OnceLock::new(),
             sets: ArcSwap::from_pointee(LoadedSets {
                 slots: vec![None; count],
             }),
@@ -100,6 +104,14 @@ impl State {
     /// True once every set some campaign needs has been loaded (a latch: sets never unload).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Why mutations are refused or not recorded right now (a full disk), if they are.
+    pub fn write_error(&self) -> Option<String> {
+        self.mutator
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .and_then(|m| m.write_error())
     }
 
     pub fn last_error(&self, id: SetId) -> Option<String> {

@@ -4,6 +4,7 @@ mod admin;
 mod auth;
 mod cli;
 mod crash;
+mod disk;
 mod engine;
 mod erasure;
 mod hostile;
