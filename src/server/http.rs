@@ -441,7 +441,7 @@ async fn ready(Shared(state): Shared<Arc<State>>) -> Response {
             Some(error) => (
                 StatusCode::OK,
                 format!(
-                    "ready; journal failed, mutations are refused until a write succeeds: {error}\n"
+                    "ready; journal failed (mutations refused or not yet recorded until a write succeeds): {error}\n"
                 ),
             )
                 .into_response(),

@@ -39,6 +39,10 @@ impl Drop for Tmpfs {
             .arg("-l")
             .arg(&self.0)
             .status();
+        // The temporary directory around the mount point could not remove it while mounted.
+        if let Some(parent) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(parent);
+        }
     }
 }
 
