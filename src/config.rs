@@ -179,6 +179,10 @@ pub struct ServerConfig {
     /// HTTP/1.1 plane for SIP proxies (`/v1/check`), health (`/healthz`, `/readyz`) and
     /// metrics (`/metrics`); off when absent.
     pub http_listen: Option<String>,
+    /// Prometheus metrics (`/metrics`, `/healthz`) on a listener of their own, e.g.
+    /// "127.0.0.1:9464"; off when absent. On loopback it needs no credential (the usual
+    /// Prometheus practice); elsewhere, with `auth.required`, a `metrics` or operator credential.
+    pub metrics_listen: Option<String>,
     /// Admin gRPC plane (mutations, erasure receipts, reload, compaction); off when absent.
     /// Keep it on loopback or a private address.
     pub admin_listen: Option<String>,
@@ -209,6 +213,7 @@ impl Default for ServerConfig {
             generate_samples: false,
             admin_listen: None,
             http_listen: None,
+            metrics_listen: None,
             allow_plaintext: false,
             compact_max_overlay_entries: 100_000,
             compact_max_age_seconds: 300,
@@ -346,6 +351,7 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
     pub http_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
     /// The SIP dip's UDP and TCP addresses (`[sip]`), when configured.
     pub sip_udp_listen: Option<SocketAddr>,
     pub sip_tcp_listen: Option<SocketAddr>,
@@ -498,6 +504,16 @@ impl Config {
                     file,
                     "server.http_listen",
                     format!("'{text}' is not an address like 127.0.0.1:8080"),
+                )
+            })?),
+        };
+        let metrics_listen: Option<SocketAddr> = match &server.metrics_listen {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                err(
+                    file,
+                    "server.metrics_listen",
+                    format!("'{text}' is not an address like 127.0.0.1:9464"),
                 )
             })?),
         };
@@ -748,6 +764,27 @@ impl Config {
             }
         };
         let authenticator = std::sync::Arc::new(authenticator);
+        let listeners = [
+            Some(("server.grpc_listen", grpc_listen)),
+            http_listen.map(|a| ("server.http_listen", a)),
+            admin_listen.map(|a| ("server.admin_listen", a)),
+            metrics_listen.map(|a| ("server.metrics_listen", a)),
+        ];
+        // Tokens without `required`: anonymous callers stay unrestricted (every tenant, every
+        // tenant's metadata). Tolerable on loopback only, like plain text.
+        if raw.auth.tokens_file.is_some() && !raw.auth.required {
+            for (key, address) in listeners.iter().flatten() {
+                if !address.ip().is_loopback() {
+                    return Err(err(
+                        file,
+                        "auth.required",
+                        format!(
+                            "{key} = {address} is not loopback, and anonymous callers would be unrestricted there: set auth.required = true"
+                        ),
+                    ));
+                }
+            }
+        }
         let audit_key = match &raw.audit.key_file {
             None => None,
             Some(path) => {
@@ -770,11 +807,6 @@ impl Config {
             )),
         };
         if tls.is_none() && !raw.server.allow_plaintext {
-            let listeners = [
-                Some(("server.grpc_listen", grpc_listen)),
-                http_listen.map(|a| ("server.http_listen", a)),
-                admin_listen.map(|a| ("server.admin_listen", a)),
-            ];
             for (key, address) in listeners.into_iter().flatten() {
                 if !address.ip().is_loopback() {
                     return Err(err(
@@ -795,6 +827,7 @@ impl Config {
             grpc_listen,
             admin_listen,
             http_listen,
+            metrics_listen,
             sip_udp_listen,
             sip_tcp_listen,
             sip_allowed_sources: raw.sip.allowed_sources.as_ref().map(|sources| {

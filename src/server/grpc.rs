@@ -12,7 +12,7 @@ use crate::proto::{
     self, BlockedItem, CampaignStatus, CheckBatchRequest, CheckBatchResponse, CheckRequest,
     CheckResponse, SetStatus, SetVersion, StatusRequest, StatusResponse, TenantStatus, Verdict,
 };
-use crate::server::auth::{AuthError, Identity};
+use crate::server::auth::{AuthError, Identity, Role};
 use crate::server::checks::{CheckError, Proof};
 use crate::server::state::{State, now_ms};
 use std::pin::Pin;
@@ -222,8 +222,47 @@ impl SuppressionService {
         })
     }
 
-    fn status(&self) -> StatusResponse {
+    /// The daemon's status as `identity` may see it: the operator (see
+    /// [`Identity::is_operator`]) everything; a tenant's credential its own tenant, its own sets
+    /// and the global sets its campaigns use, without file paths; a metrics credential nothing.
+    fn status(&self, identity: Option<&Identity>) -> Result<StatusResponse, ServiceError> {
         let state = &self.state;
+        let operator = Identity::is_operator(identity);
+        let scope: Option<&str> = if operator {
+            None
+        } else {
+            match identity.and_then(|i| i.tenant.as_deref()) {
+                Some(tenant) if identity.is_some_and(|i| i.role != Role::Metrics) => Some(tenant),
+                _ => {
+                    return Err(AuthError::PermissionDenied(
+                        "status is for tenants' credentials and the operator".into(),
+                    )
+                    .into());
+                }
+            }
+        };
+        // Sets the caller may see: every set for the operator; for a tenant its own sets and
+        // the global ones its campaigns consult.
+        let visible: Vec<bool> = match scope {
+            None => vec![true; state.policy.sets.len()],
+            Some(tenant) => {
+                let mut visible: Vec<bool> = state
+                    .policy
+                    .sets
+                    .iter()
+                    .map(|d| d.tenant.as_deref() == Some(tenant))
+                    .collect();
+                if let Some(found) = state.policy.tenants.get(tenant) {
+                    for campaign in found.campaigns.values() {
+                        for &id in campaign.block_sets.iter().chain(&campaign.consent_sets) {
+                            visible[id] = true;
+                        }
+                    }
+                }
+                visible
+            }
+        };
+        let data_dir = state.config.data_dir.display().to_string();
         let sets = state.sets.load();
         let today = Day::today();
         let set_status = state
@@ -231,13 +270,19 @@ impl SuppressionService {
             .sets
             .iter()
             .enumerate()
+            .filter(|(id, _)| visible[*id])
             .map(|(id, definition)| {
+                let mut last_error = state.last_error(id).unwrap_or_default();
+                if !operator {
+                    // Errors name the file: keep its name, not where the daemon keeps it.
+                    last_error = last_error.replace(&data_dir, "");
+                }
                 let mut status = SetStatus {
                     name: definition.id.clone(),
                     kind: definition.kind.name().into(),
                     scope: definition.tenant.clone().unwrap_or_else(|| "global".into()),
                     age_days: -1,
-                    last_error: state.last_error(id).unwrap_or_default(),
+                    last_error,
                     ..SetStatus::default()
                 };
                 if let Some(loaded) = sets.slots[id].as_deref() {
@@ -253,7 +298,9 @@ impl SuppressionService {
                         .unwrap_or_default();
                     status.age_days = header.source_date.map_or(-1, |d| d.days_until(today));
                     status.loaded_at_unix_ms = loaded.loaded_at_ms;
-                    status.file = loaded.file.display().to_string();
+                    if operator {
+                        status.file = loaded.file.display().to_string();
+                    }
                     status.key_scheme = header.scheme.name().into();
                 }
                 status
@@ -263,6 +310,7 @@ impl SuppressionService {
             .policy
             .tenants
             .values()
+            .filter(|tenant| scope.is_none_or(|own| tenant.name == own))
             .map(|tenant| {
                 let mut campaigns: Vec<CampaignStatus> = tenant
                     .campaigns
@@ -294,15 +342,26 @@ impl SuppressionService {
             })
             .collect();
         tenants.sort_by(|a, b| a.name.cmp(&b.name));
-        StatusResponse {
+        // The default tenant is shown only to the operator and to that tenant.
+        let default_tenant = state.policy.default_tenant.clone().unwrap_or_default();
+        let show_defaults = scope.is_none_or(|own| own == default_tenant);
+        Ok(StatusResponse {
             ready: state.is_ready(),
             sets: set_status,
             tenants,
-            default_tenant: state.policy.default_tenant.clone().unwrap_or_default(),
-            default_campaign: state.policy.default_campaign.clone().unwrap_or_default(),
+            default_tenant: if show_defaults {
+                default_tenant
+            } else {
+                String::new()
+            },
+            default_campaign: if show_defaults {
+                state.policy.default_campaign.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
             build_version: env!("CARGO_PKG_VERSION").into(),
             started_at_unix_ms: state.started_at_ms,
-        }
+        })
     }
 }
 
@@ -400,9 +459,9 @@ impl Suppression for SuppressionService {
 
     async fn status(
         &self,
-        _request: Request<StatusRequest>,
+        request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        Ok(Response::new(self.status()))
+        Ok(Response::new(self.status(identity(&request))?))
     }
 
     async fn ping(

@@ -79,9 +79,56 @@ pub fn router(state: Arc<State>) -> axum::Router {
         .merge(checks)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(render_metrics))
+        .route("/metrics", get(metrics_on_check_plane))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// The metrics listener (`server.metrics_listen`): `/metrics` and `/healthz`, nothing else.
+/// On loopback no credential is needed; elsewhere `auth.required` applies, and a credential
+/// presented must be a metrics or operator one.
+pub fn metrics_router(state: Arc<State>, loopback: bool) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(
+                move |Shared(state): Shared<Arc<State>>, headers: HeaderMap| async move {
+                    metrics_for(&state, &headers, loopback)
+                },
+            ),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+/// `/metrics` on the check plane: its labels name every tenant's sets, so with authentication
+/// on only a metrics or operator credential reads it.
+async fn metrics_on_check_plane(Shared(state): Shared<Arc<State>>, headers: HeaderMap) -> Response {
+    metrics_for(&state, &headers, false)
+}
+
+fn metrics_for(state: &State, headers: &HeaderMap, anonymous_ok: bool) -> Response {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let identity = match (header, anonymous_ok) {
+        (None, true) => None,
+        _ => match state.config.authenticator.authenticate(header) {
+            Ok(identity) => identity,
+            Err(_) => {
+                return (StatusCode::UNAUTHORIZED, "a metrics credential is needed\n")
+                    .into_response();
+            }
+        },
+    };
+    if !Identity::may_read_metrics(identity.as_deref()) {
+        return (
+            StatusCode::FORBIDDEN,
+            "metrics need a metrics or operator credential\n",
+        )
+            .into_response();
+    }
+    render_metrics()
 }
 
 /// A JSON refusal of a check: verdict BLOCK (fail closed) and the reason.
@@ -443,7 +490,7 @@ async fn ready(Shared(state): Shared<Arc<State>>) -> Response {
     }
 }
 
-async fn render_metrics() -> Response {
+fn render_metrics() -> Response {
     (
         StatusCode::OK,
         [(

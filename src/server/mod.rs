@@ -42,6 +42,8 @@ pub struct Handle {
     pub admin_addr: Option<std::net::SocketAddr>,
     /// Where the HTTP plane listens, when configured.
     pub http_addr: Option<std::net::SocketAddr>,
+    /// Where the metrics listener listens, when configured.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where the SIP dip listens (UDP, TCP), when configured.
     pub sip_udp_addr: Option<std::net::SocketAddr>,
     pub sip_tcp_addr: Option<std::net::SocketAddr>,
@@ -72,6 +74,7 @@ pub async fn start(
     let server_config = config.raw.server.clone();
     let admin_listen = config.admin_listen;
     let http_listen = config.http_listen;
+    let metrics_listen = config.metrics_listen;
     let (sip_udp_listen, sip_tcp_listen) = (config.sip_udp_listen, config.sip_tcp_listen);
     let repair = config.repair_journal;
     let state = Arc::new(State::new(config));
@@ -85,6 +88,14 @@ pub async fn start(
     .await??;
     let mutator = Arc::new(mutator);
     let http_listener = match http_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("cannot listen on {address}: {e}"))?,
+        ),
+        None => None,
+    };
+    let metrics_listener = match metrics_listen {
         Some(address) => Some(
             TcpListener::bind(address)
                 .await
@@ -122,6 +133,7 @@ pub async fn start(
         mutator: mutator.clone(),
         admin_addr: admin_listener.as_ref().and_then(|l| l.local_addr().ok()),
         http_addr: http_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        metrics_addr: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
         sip_udp_addr: sip_udp.as_ref().and_then(|s| s.local_addr().ok()),
         sip_tcp_addr: sip_tcp.as_ref().and_then(|l| l.local_addr().ok()),
     };
@@ -147,41 +159,25 @@ pub async fn start(
     tokio::spawn(compactor(state.clone(), mutator.clone(), stop_rx.clone()));
     tokio::spawn(gauges(state.clone(), mutator.clone(), stop_rx.clone()));
     if let Some(listener) = http_listener {
-        let app = http::router(state.clone());
-        let http_tls = state.config.tls.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            let stopped = async move {
-                let _ = stop.changed().await;
-            };
-            let result = match http_tls {
-                Some(tls) => {
-                    let local = listener
-                        .local_addr()
-                        .expect("bound listener has an address");
-                    let listener = tls::TlsListener {
-                        connections: tls.accept(listener),
-                        local,
-                    };
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stopped)
-                        .await
-                }
-                None => {
-                    // SIP proxies send one small request at a time per connection: no Nagle delay.
-                    let listener = listener.tap_io(|tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    });
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stopped)
-                        .await
-                }
-            };
-            if let Err(error) = result {
-                tracing::error!(%error, "HTTP plane stopped");
-            }
-        });
+        serve_axum(
+            "HTTP plane",
+            http::router(state.clone()),
+            listener,
+            state.config.tls.clone(),
+            stop_rx.clone(),
+        );
+    }
+    if let Some(listener) = metrics_listener {
+        let loopback = listener
+            .local_addr()
+            .is_ok_and(|address| address.ip().is_loopback());
+        serve_axum(
+            "metrics listener",
+            http::metrics_router(state.clone(), loopback),
+            listener,
+            state.config.tls.clone(),
+            stop_rx.clone(),
+        );
     }
     sip::spawn(state.clone(), sip_udp, sip_tcp, stop_rx.clone());
     if let Some(listener) = admin_listener {
@@ -308,6 +304,48 @@ pub async fn start(
         result
     });
     Ok((handle, server))
+}
+
+/// Serves an HTTP/1.1 router on `listener` (TLS when configured) until `stop` changes.
+fn serve_axum(
+    what: &'static str,
+    app: axum::Router,
+    listener: TcpListener,
+    tls: Option<Arc<tls::Tls>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        use axum::serve::ListenerExt;
+        let stopped = async move {
+            let _ = stop.changed().await;
+        };
+        let result = match tls {
+            Some(tls) => {
+                let local = listener
+                    .local_addr()
+                    .expect("bound listener has an address");
+                let listener = tls::TlsListener {
+                    connections: tls.accept(listener),
+                    local,
+                };
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+            None => {
+                // SIP proxies send one small request at a time per connection: no Nagle delay.
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "{what} stopped");
+        }
+    });
 }
 
 /// Reload triggers: explicit wake-ups (SIGHUP, admin calls, file events) and a periodic scan.
