@@ -294,36 +294,34 @@ fn check_error(error: &CheckError) -> Response {
     refuse(status, error.to_string(), error.retry_after())
 }
 
-/// The tenant a request acts for, from its bearer credential (401/403 as JSON otherwise).
-fn caller_tenant(
+/// A 401 or 403 refusal as JSON.
+fn auth_refusal(error: AuthError) -> Box<Response> {
+    let status = match error {
+        AuthError::Unauthenticated => StatusCode::UNAUTHORIZED,
+        AuthError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+    };
+    Box::new(
+        (
+            status,
+            Json(json!({ "verdict": "BLOCK", "error": error.to_string() })),
+        )
+            .into_response(),
+    )
+}
+
+/// The caller, from its bearer credential (401 as JSON otherwise).
+fn caller_identity(
     state: &State,
     headers: &HeaderMap,
-    requested: &str,
-) -> Result<String, Box<Response>> {
+) -> Result<Option<Arc<Identity>>, Box<Response>> {
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let refuse = |error: AuthError| {
-        let status = match error {
-            AuthError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            AuthError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-        };
-        Box::new(
-            (
-                status,
-                Json(json!({ "verdict": "BLOCK", "error": error.to_string() })),
-            )
-                .into_response(),
-        )
-    };
-    let identity = state
+    state
         .config
         .authenticator
         .authenticate(header)
-        .map_err(refuse)?;
-    Identity::tenant_for(identity.as_deref(), requested)
-        .map(str::to_owned)
-        .map_err(refuse)
+        .map_err(auth_refusal)
 }
 
 async fn check_one(
@@ -331,13 +329,18 @@ async fn check_one(
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
+    // The credential first: an unknown caller learns nothing of the query parser.
+    let identity = match caller_identity(&state, &headers) {
+        Ok(identity) => identity,
+        Err(response) => return *response,
+    };
     let query = match parse_query(&uri) {
         Ok(query) => query,
         Err(error) => return refuse(StatusCode::BAD_REQUEST, error, None),
     };
-    let tenant = match caller_tenant(&state, &headers, &query.tenant) {
-        Ok(tenant) => tenant,
-        Err(response) => return *response,
+    let tenant = match Identity::tenant_for(identity.as_deref(), &query.tenant) {
+        Ok(tenant) => tenant.to_owned(),
+        Err(error) => return *auth_refusal(error),
     };
     let started = std::time::Instant::now();
     let outcome = match state.check_text(&tenant, &query.campaign, &query.number) {
@@ -378,6 +381,13 @@ async fn check_batch(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
+    // Authenticated from the headers before anything of the body is read: an unknown caller
+    // learns neither the limits nor the parser's messages. The tenant named in the body is
+    // checked against the credential once the body is parsed.
+    let identity = match caller_identity(&state, &headers) {
+        Ok(identity) => identity,
+        Err(response) => return *response,
+    };
     let json = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -392,37 +402,40 @@ async fn check_batch(
             None,
         );
     }
-    // A declared length over the limit is refused before waiting for the body.
-    let limit = state.config.raw.server.max_message_bytes;
+    // The body is bounded by what max_batch numbers can take; a declared length over it is
+    // refused before waiting for the body.
+    let server = &state.config.raw.server;
+    let limit = crate::server::limits::http_body_limit(server);
+    let too_large = || {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "body over {limit} bytes, the most {} numbers take (server.max_batch, server.max_message_bytes)",
+                server.max_batch
+            ),
+            None,
+        )
+    };
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body over {limit} bytes (server.max_message_bytes)"),
-            None,
-        );
+        return too_large();
     }
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
-        Err(_) => {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body over {limit} bytes (server.max_message_bytes), or cut short"),
-                None,
-            );
-        }
+        Err(_) => return too_large(),
     };
-    let body = match parse_batch(&bytes, state.config.raw.server.max_batch) {
+    let body = match parse_batch(&bytes, server.max_batch) {
         Ok(body) => body,
         Err(error) => return refuse(StatusCode::BAD_REQUEST, error, None),
     };
+    drop(bytes);
     let started = std::time::Instant::now();
-    let tenant = match caller_tenant(&state, &headers, &body.tenant) {
-        Ok(tenant) => tenant,
-        Err(response) => return *response,
+    let tenant = match Identity::tenant_for(identity.as_deref(), &body.tenant) {
+        Ok(tenant) => tenant.to_owned(),
+        Err(error) => return *auth_refusal(error),
     };
     let (outcome, numbers) = match state.check_many(&tenant, &body.campaign, &body.numbers, &[]) {
         Ok(result) => result,

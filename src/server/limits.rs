@@ -10,8 +10,51 @@
 //!   the generic cell rate algorithm: one atomic "theoretical arrival time" advanced by a
 //!   compare-and-swap, so a check costs one load and one CAS, and a refused check costs nothing.
 
+use crate::config::ServerConfig;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Longest number text a batch is sized for: longer texts are invalid numbers anyway (the
+/// parsers refuse input over 64 bytes).
+pub const MAX_NUMBER_TEXT: usize = 64;
+/// Room in a message for everything but the numbers (tenant and campaign names of up to 64
+/// bytes, batch id, field keys).
+const FIXED_BYTES: usize = 1024;
+/// Wire bytes one number may take in a gRPC batch: the key and length of a string field plus
+/// [`MAX_NUMBER_TEXT`] (a packed fixed64 takes 8).
+const GRPC_BYTES_PER_NUMBER: usize = MAX_NUMBER_TEXT + 3;
+/// JSON bytes one number may take in an HTTP batch: quotes, comma, and room for whitespace
+/// (pretty-printed bodies put each number on a line of its own).
+const JSON_BYTES_PER_NUMBER: usize = MAX_NUMBER_TEXT + 32;
+
+/// The largest gRPC data-plane message decoded: what `server.max_batch` numbers can take,
+/// capped by `server.max_message_bytes`. A bigger message is refused (OUT_OF_RANGE) from its
+/// length prefix, before it is buffered or decoded.
+pub fn grpc_decode_limit(server: &ServerConfig) -> usize {
+    (server.max_batch * GRPC_BYTES_PER_NUMBER + FIXED_BYTES).min(server.max_message_bytes)
+}
+
+/// The largest `POST /v1/check` body read: what `server.max_batch` numbers can take in JSON,
+/// capped by `server.max_message_bytes`. Refused (413) from Content-Length before reading.
+pub fn http_body_limit(server: &ServerConfig) -> usize {
+    (server.max_batch * JSON_BYTES_PER_NUMBER + FIXED_BYTES).min(server.max_message_bytes)
+}
+
+/// Heap one check request of the largest allowed size may hold at once, in bytes: its wire
+/// bytes three times (the HTTP/2 or HTTP/1 receive buffer, the decode buffer, a decompression
+/// buffer), each number decoded (a `String` of up to [`MAX_NUMBER_TEXT`] bytes) and its result
+/// (a verdict, a blocked item or a JSON result of up to 96 bytes).
+pub fn request_memory_bound(server: &ServerConfig) -> usize {
+    let wire = grpc_decode_limit(server).max(http_body_limit(server));
+    3 * wire + server.max_batch * (24 + MAX_NUMBER_TEXT + 96)
+}
+
+/// The bound on what check requests in flight hold: `server.max_in_flight` requests of the
+/// largest allowed size (RUNBOOK, "Hardening"). Requests over `max_in_flight` are refused
+/// before their bodies are read, so they add nothing.
+pub fn in_flight_memory_bound(server: &ServerConfig) -> usize {
+    server.max_in_flight * request_memory_bound(server)
+}
 use std::time::{Duration, Instant};
 
 /// The global bound on check requests in flight: one shared atomic counter. Not a tokio

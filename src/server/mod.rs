@@ -8,6 +8,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod checks;
+pub mod codec;
 pub mod grpc;
 pub mod http;
 pub mod limits;
@@ -235,10 +236,14 @@ pub async fn start(
 
     // Limits and compression go on the generated service itself (see NOTES: wrapping first
     // hides these setters).
+    // Decoding is bounded by what max_batch numbers can take, not only by max_message_bytes:
+    // a batch over the limit is refused from its length (and its count, `codec`) before it is
+    // allocated.
+    codec::register_max_batch(server_config.max_batch);
     let data_plane = SuppressionServer::new(SuppressionService::new(state.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(server_config.max_message_bytes)
+        .max_decoding_message_size(limits::grpc_decode_limit(&server_config))
         .max_encoding_message_size(server_config.max_message_bytes);
 
     let data_plane = tonic::service::interceptor::InterceptedService::new(

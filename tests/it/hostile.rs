@@ -323,18 +323,30 @@ async fn malformed_grpc_inputs_get_clear_answers() {
     // Raw frames: CheckRequest { number (1): string }.
     let invalid_utf8 = vec![0x0a, 0x04, 0xff, 0xfe, 0x00, 0x80];
     let truncated = vec![0x0a, 0x32, b'+', b'1']; // field 1 says 50 bytes, 2 follow
+    // "+1\u{D800}5": a surrogate encoded as UTF-8 would be (CESU-8), which UTF-8 forbids.
+    let lone_surrogate = vec![0x0a, 0x06, b'+', b'1', 0xed, 0xa0, 0x80, b'5'];
     let good = {
         let mut m = vec![0x0a, 12];
         m.extend_from_slice(e164(CLEAN).as_bytes());
         m
     };
     let raw_rows: Vec<(&str, Vec<u8>, Code)> = vec![
+        // Malformed messages are the caller's fault: INVALID_ARGUMENT, not INTERNAL.
         (
             "protobuf string with invalid UTF-8",
             frame(6, &invalid_utf8),
-            Code::Internal,
+            Code::InvalidArgument,
         ),
-        ("truncated protobuf", frame(4, &truncated), Code::Internal),
+        (
+            "a lone UTF-16 surrogate in a string",
+            frame(lone_surrogate.len() as u32, &lone_surrogate),
+            Code::InvalidArgument,
+        ),
+        (
+            "truncated protobuf",
+            frame(4, &truncated),
+            Code::InvalidArgument,
+        ),
         (
             "length prefix longer than the body",
             frame(100, &good),
@@ -416,7 +428,8 @@ async fn malformed_http_inputs_get_clear_answers() {
     );
     // Declares 100 bytes, sends 1: the daemon must not wait past request_timeout_ms (500 ms).
     let slow_body = b"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{".to_vec();
-    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes();
+    // Under the body bound of 100 numbers (max_batch), so it reaches the parser.
+    let nested = format!("{}{}", "[".repeat(4_000), "]".repeat(4_000)).into_bytes();
     // (name, raw request, expected status; 0: the connection is closed without an answer; 1:
     // 200 or 400 with verdict BLOCK; HYPER | status: refused by the HTTP layer itself, no JSON)
     const HYPER: u16 = 0x8000;
@@ -1037,4 +1050,390 @@ async fn sip_answers_only_allowed_sources() {
     }
     assert_serving(&daemon, "refused sources").await;
     daemon.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// (e) Nothing is read, parsed or held before it is authenticated and bounded (issue 13, §2).
+
+const DIALER: &str = "token-acme-dialer";
+
+/// `config` with `auth.required` and one check token for acme.
+async fn start_authenticated(server_extra: &str) -> TestDaemon {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write_all_sets(&dir.path().join("data"), Day::today());
+    std::fs::write(
+        dir.path().join("tokens.toml"),
+        suppressd::server::auth::token_entry(
+            "dialer",
+            DIALER,
+            Some("acme"),
+            suppressd::server::auth::Role::Check,
+        ),
+    )
+    .unwrap();
+    let text = config(server_extra, "").replace(
+        "[server]\n",
+        "[auth]\ntokens_file = \"tokens.toml\"\nrequired = true\n\n[server]\n",
+    );
+    TestDaemon::start_in(dir, &text).await
+}
+
+/// Sends only the head of a POST that declares `length` body bytes, and returns the answer
+/// that comes without the body (None: nothing within `wait`).
+fn post_head_only(
+    addr: SocketAddr,
+    length: usize,
+    token: Option<&str>,
+    wait: Duration,
+) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "POST /v1/check HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{\"numbers\": ["
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&chunk[..n]);
+        if String::from_utf8_lossy(&response).contains("\r\n\r\n") {
+            // Headers are in; the body of our refusals is small and follows at once.
+            std::thread::sleep(Duration::from_millis(50));
+            stream.set_nonblocking(true).unwrap();
+            while let Ok(n) = stream.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                response.extend_from_slice(&chunk[..n]);
+            }
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    Some((status, text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_bodies_are_authenticated_and_bounded_before_they_are_read() {
+    let daemon = start_authenticated("request_timeout_ms = 2000\n").await;
+    let http = daemon.handle.http_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        // Without a credential: 401 at once, without waiting for (or reading) the 10 MB body.
+        let started = Instant::now();
+        let (status, text) = post_head_only(http, 10 << 20, None, TIMEOUT).expect("no answer");
+        assert_eq!(status, 401, "{text}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        // An unauthenticated caller learns neither the batch limit nor the parser's messages.
+        let (status, _, body) = http_post(http, b"{\"numbers\": 5}").unwrap();
+        assert_eq!(status, 401, "{body}");
+        assert!(!body.contains("max_batch") && !body.contains("JSON"), "{body}");
+        let (status, _, body) = http_post(http, &vec![b' '; 300_000]).unwrap();
+        assert_eq!(status, 401, "{body}");
+        // With a credential, a body declared larger than max_batch (100) numbers can be is
+        // refused from its Content-Length, before it is read: 413 naming the limit.
+        let (status, text) =
+            post_head_only(http, 1 << 20, Some(DIALER), TIMEOUT).expect("no answer");
+        assert_eq!(status, 413, "{text}");
+        assert!(text.contains("server.max_batch"), "{text}");
+        // A good batch still passes.
+        let body = format!("{{\"numbers\": [\"{}\"]}}", e164(CLEAN));
+        let mut request = format!(
+            "POST /v1/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {DIALER}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body.as_bytes());
+        let (status, _, body) = http_raw(http, &request).unwrap();
+        assert_eq!(status, 200, "{body}");
+    })
+    .await
+    .unwrap();
+    daemon.shutdown().await;
+}
+
+/// A raw protobuf CheckBatchRequest of `count` empty strings in `numbers` (field 3).
+fn empty_strings(count: usize) -> Vec<u8> {
+    [0x1a, 0x00].repeat(count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_batches_are_bounded_by_max_batch_before_decoding() {
+    let daemon = start(&config("", "")).await;
+    // 1 MB of empty strings, far under max_message_bytes (16 MB) but over what 100 numbers
+    // (max_batch) can take: refused by its length, before it is decoded.
+    let message = empty_strings(500_000);
+    let code = grpc_raw(
+        daemon.addr,
+        "CheckBatch",
+        frame(message.len() as u32, &message),
+    )
+    .await;
+    assert_eq!(code, Code::OutOfRange, "a 1 MB batch was decoded");
+    // Small in bytes but over the count: refused before decoding, as INVALID_ARGUMENT.
+    let message = empty_strings(101);
+    let code = grpc_raw(
+        daemon.addr,
+        "CheckBatch",
+        frame(message.len() as u32, &message),
+    )
+    .await;
+    assert_eq!(code, Code::InvalidArgument);
+    // Packed E.164 (fixed64) of 101 numbers: over the count too.
+    let mut packed = vec![0x22, 0xa8, 0x06]; // field 4, length 808
+    for _ in 0..101 {
+        packed.extend_from_slice(&CLEAN.to_le_bytes());
+    }
+    let code = grpc_raw(
+        daemon.addr,
+        "CheckBatch",
+        frame(packed.len() as u32, &packed),
+    )
+    .await;
+    assert_eq!(code, Code::InvalidArgument);
+    // The largest allowed batch passes: 100 numbers of 64 characters.
+    let long = format!("+1{}", "2".repeat(62));
+    let mut client = daemon.client().await;
+    let answer = client
+        .check_batch(CheckBatchRequest {
+            tenant: "acme".repeat(16),
+            campaign: "outbound".repeat(8),
+            numbers: vec![long; 100],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        answer.unwrap_err().code(),
+        Code::NotFound,
+        "decoded, then the tenant"
+    );
+    assert_serving(&daemon, "batches over max_batch").await;
+    daemon.shutdown().await;
+}
+
+/// The daemon binary as a process of its own (production allocator, its own RSS), with every
+/// interface on free loopback ports; `server_extra` goes into `[server]`, `sip_extra` into
+/// `[sip]`, and `rlimit_nofile` (if any) is its file limit.
+pub(crate) struct DaemonProcess {
+    pub child: std::process::Child,
+    pub _dir: tempfile::TempDir,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub sip_udp: SocketAddr,
+    pub sip_tcp: SocketAddr,
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub(crate) fn spawn_daemon(
+    server_extra: &str,
+    sip_extra: &str,
+    rlimit_nofile: Option<u64>,
+) -> DaemonProcess {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("erased.key"), crate::server::KEY_TEXT).unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write_all_sets(&dir.path().join("data"), Day::today());
+    let (grpc, http, sip) = (free_port(), free_port(), free_port());
+    let base = if server_extra.contains("max_batch") {
+        CONFIG.replace("max_batch = 100\n", "")
+    } else {
+        CONFIG.to_owned()
+    };
+    let text = base
+        .replace(
+            "grpc_listen = \"127.0.0.1:0\"",
+            &format!("grpc_listen = \"127.0.0.1:{grpc}\""),
+        )
+        .replace(
+            "[server]\n",
+            &format!("[server]\nhttp_listen = \"127.0.0.1:{http}\"\n{server_extra}"),
+        );
+    let text = format!(
+        "{text}\n[sip]\nlisten_udp = \"127.0.0.1:{sip}\"\nlisten_tcp = \"127.0.0.1:{sip}\"\n{sip_extra}"
+    );
+    std::fs::write(dir.path().join("config.toml"), text).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_suppressd"));
+    command
+        .args(["serve", "--config"])
+        .arg(dir.path().join("config.toml"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(limit) = rlimit_nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let rlimit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = command.spawn().unwrap();
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let daemon = DaemonProcess {
+        child,
+        _dir: dir,
+        grpc: at(grpc),
+        http: at(http),
+        sip_udp: at(sip),
+        sip_tcp: at(sip),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(daemon.http).is_err()
+        || http_get(daemon.http, "/readyz").is_none_or(|(status, _, _)| status != 200)
+    {
+        assert!(Instant::now() < deadline, "the daemon did not get ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon
+}
+
+/// Resident set size of process `pid`, in bytes.
+pub(crate) fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// With `max_in_flight` requests of the largest allowed size in flight (gRPC and HTTP), and
+/// hostile ones beside them (messages of empty strings up to 2 MB, under max_message_bytes but
+/// over what max_batch numbers take), the daemon's RSS grows less than the bound it computes
+/// (`limits::in_flight_memory_bound`, RUNBOOK "Hardening"). The daemon runs as its own
+/// process, so the clients' memory is not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_under_the_in_flight_bound() {
+    let extra = "max_in_flight = 16\nmax_batch = 5000\n";
+    let daemon = tokio::task::spawn_blocking(move || spawn_daemon(extra, "", None))
+        .await
+        .unwrap();
+    // The daemon's [server], for the bound.
+    let text = std::fs::read_to_string(daemon._dir.path().join("config.toml")).unwrap();
+    let server = suppressd::config::Config::parse(&text, "bound.toml", daemon._dir.path())
+        .unwrap()
+        .raw
+        .server;
+    let bound = suppressd::server::limits::in_flight_memory_bound(&server) as u64;
+    let pid = daemon.child.id();
+    let (grpc, http) = (daemon.grpc, daemon.http);
+    let long = format!("+1{}", "2".repeat(62));
+    let grpc_batch = CheckBatchRequest {
+        numbers: vec![long.clone(); server.max_batch],
+        ..Default::default()
+    };
+    let json = format!(
+        "{{\"numbers\": [{}]}}",
+        vec![format!("\"{long}\""); server.max_batch].join(",")
+    );
+    let hostile = frame(2 << 20, &empty_strings(1 << 20));
+    let round = |rounds: usize| {
+        let (grpc_batch, json, hostile) = (grpc_batch.clone(), json.clone(), hostile.clone());
+        async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for worker in 0..48 {
+                let (batch, json, hostile) = (grpc_batch.clone(), json.clone(), hostile.clone());
+                tasks.spawn(async move {
+                    let mut client = SuppressionClient::connect(format!("http://{grpc}"))
+                        .await
+                        .unwrap();
+                    let mut answered = 0usize;
+                    for _ in 0..rounds {
+                        match worker % 3 {
+                            0 => {
+                                if client.check_batch(batch.clone()).await.is_ok() {
+                                    answered += 1;
+                                }
+                            }
+                            1 => {
+                                let json = json.clone();
+                                let answer = tokio::task::spawn_blocking(move || {
+                                    http_post(http, json.as_bytes())
+                                })
+                                .await
+                                .unwrap();
+                                if answer.is_some_and(|(status, _, _)| status == 200) {
+                                    answered += 1;
+                                }
+                            }
+                            _ => {
+                                let code = grpc_raw(grpc, "CheckBatch", hostile.clone()).await;
+                                assert_ne!(code, Code::Ok, "a hostile batch was answered");
+                            }
+                        }
+                    }
+                    answered
+                });
+            }
+            let mut answered = 0;
+            while let Some(result) = tasks.join_next().await {
+                answered += result.unwrap();
+            }
+            answered
+        }
+    };
+    round(2).await;
+    let before = rss_of(pid);
+    let started = Instant::now();
+    // The peak, sampled every 20 ms while the requests run.
+    let (done, mut finished) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(async move {
+        let mut peak = 0;
+        loop {
+            peak = peak.max(rss_of(pid));
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = finished.changed() => return peak,
+            }
+        }
+    });
+    let answered = round(8).await;
+    let _ = done.send(true);
+    let after = sampler.await.unwrap();
+    let growth = after.saturating_sub(before);
+    eprintln!(
+        "bound: {:?}; {answered} largest batches answered; daemon RSS {} -> peak {} MiB (+{} KiB); bound {} MiB ({} B per request x max_in_flight {})",
+        started.elapsed(),
+        before >> 20,
+        after >> 20,
+        growth >> 10,
+        bound >> 20,
+        suppressd::server::limits::request_memory_bound(&server),
+        server.max_in_flight
+    );
+    assert!(answered > 0, "no largest batch was answered");
+    assert!(
+        growth < bound,
+        "daemon RSS grew {} MiB, over the bound of {} MiB",
+        growth >> 20,
+        bound >> 20
+    );
 }
