@@ -132,9 +132,41 @@ pub struct SipConfig {
     pub campaign_header: String,
     /// Status of a blocked call: 603 (Decline) or 608 (Rejected, RFC 8688).
     pub block_status: u16,
-    /// Source networks the dip answers, e.g. ["127.0.0.1/32", "10.0.0.0/8"]; datagrams from
-    /// elsewhere are dropped and connections closed. Absent: every source.
+    /// Source networks the dip answers for any tenant, e.g. ["127.0.0.1/32", "10.0.0.0/8"];
+    /// datagrams from elsewhere are dropped and connections closed. Required (this or
+    /// `[[sip.source]]`) when a SIP listener is not on loopback; absent on loopback: every
+    /// source.
     pub allowed_sources: Option<Vec<String>>,
+    /// `[[sip.source]]`: a source network bound to the tenants (and campaigns) it may ask for.
+    /// A source matching several entries (here or in `allowed_sources`) gets the most specific
+    /// one (longest prefix).
+    pub source: Vec<SipSourceConfig>,
+    /// Seconds a SIP TCP connection may sit idle before it is closed.
+    pub tcp_idle_seconds: u64,
+    /// SIP TCP connections at a time, over all sources.
+    pub tcp_max_connections: usize,
+    /// SIP TCP connections at a time from one source address.
+    pub tcp_max_connections_per_source: usize,
+}
+
+/// `[[sip.source]]`: who may ask the dip for which tenants.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipSourceConfig {
+    /// "10.1.0.0/16", or one address.
+    pub network: String,
+    /// The tenants requests from this network may name (or get by default).
+    pub tenants: Vec<String>,
+    /// If given, the only campaigns these requests may name (or get by default).
+    pub campaigns: Option<Vec<String>>,
+}
+
+/// A source network the SIP dip answers, and what it may ask for (None: anything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSource {
+    pub network: IpNetwork,
+    pub tenants: Option<Vec<String>>,
+    pub campaigns: Option<Vec<String>>,
 }
 
 impl Default for SipConfig {
@@ -146,6 +178,10 @@ impl Default for SipConfig {
             campaign_header: "X-Campaign".into(),
             block_status: 603,
             allowed_sources: None,
+            source: Vec::new(),
+            tcp_idle_seconds: 60,
+            tcp_max_connections: 1024,
+            tcp_max_connections_per_source: 32,
         }
     }
 }
@@ -357,6 +393,9 @@ pub struct Config {
     pub sip_tcp_listen: Option<SocketAddr>,
     /// Networks the SIP dip answers (`sip.allowed_sources`); None: every source.
     pub sip_allowed_sources: Option<Vec<IpNetwork>>,
+    /// Every network the SIP dip answers, from `sip.allowed_sources` (any tenant) and
+    /// `[[sip.source]]` (bound), most specific first; None: every source, any tenant.
+    pub sip_sources: Option<Vec<SipSource>>,
     pub data_dir: PathBuf,
     /// Set by `serve --repair-journal`: truncate a damaged journal instead of refusing to start.
     pub repair_journal: bool,
@@ -528,6 +567,26 @@ impl Config {
             )
         })?;
         let (sip_udp_listen, sip_tcp_listen) = validate_sip(file, &raw.sip)?;
+        let sip_sources = sip_sources(file, &raw)?;
+        // An open dip off loopback would let anyone pick any tenant, and reflect answers.
+        if sip_sources.is_none() {
+            for (key, address) in [
+                ("sip.listen_udp", sip_udp_listen),
+                ("sip.listen_tcp", sip_tcp_listen),
+            ] {
+                if let Some(address) = address
+                    && !address.ip().is_loopback()
+                {
+                    return Err(err(
+                        file,
+                        "sip.allowed_sources",
+                        format!(
+                            "required when {key} = {address} is not loopback (or bind sources to tenants with [[sip.source]])"
+                        ),
+                    ));
+                }
+            }
+        }
         if !(1..=1_000_000).contains(&server.max_batch) {
             return Err(err(file, "server.max_batch", "must be 1..=1000000"));
         }
@@ -836,6 +895,7 @@ impl Config {
                     .filter_map(|text| IpNetwork::parse(text).ok())
                     .collect()
             }),
+            sip_sources,
             repair_journal: false,
             authenticator,
             audit_key,
@@ -845,6 +905,66 @@ impl Config {
             raw,
         })
     }
+}
+
+/// The SIP dip's source list: `sip.allowed_sources` (any tenant) and `[[sip.source]]`
+/// (bound), most specific first; None when neither is given.
+fn sip_sources(file: &str, raw: &RawConfig) -> Result<Option<Vec<SipSource>>, ConfigError> {
+    let sip = &raw.sip;
+    if sip.allowed_sources.is_none() && sip.source.is_empty() {
+        return Ok(None);
+    }
+    let mut sources = Vec::new();
+    for text in sip.allowed_sources.iter().flatten() {
+        sources.push(SipSource {
+            network: IpNetwork::parse(text)
+                .map_err(|reason| err(file, "sip.allowed_sources", reason))?,
+            tenants: None,
+            campaigns: None,
+        });
+    }
+    for (index, source) in sip.source.iter().enumerate() {
+        let at = format!("sip.source[{index}]");
+        let network = IpNetwork::parse(&source.network)
+            .map_err(|reason| err(file, format!("{at}.network"), reason))?;
+        if source.tenants.is_empty() {
+            return Err(err(
+                file,
+                format!("{at}.tenants"),
+                "name at least one tenant (use sip.allowed_sources for any tenant)",
+            ));
+        }
+        for tenant in &source.tenants {
+            if !raw.tenants.contains_key(tenant) {
+                return Err(err(
+                    file,
+                    format!("{at}.tenants"),
+                    format!("no tenant named '{tenant}'"),
+                ));
+            }
+        }
+        for campaign in source.campaigns.iter().flatten() {
+            let known = source
+                .tenants
+                .iter()
+                .any(|t| raw.tenants[t].campaigns.contains_key(campaign));
+            if !known {
+                return Err(err(
+                    file,
+                    format!("{at}.campaigns"),
+                    format!("no campaign '{campaign}' in the tenants of this source"),
+                ));
+            }
+        }
+        sources.push(SipSource {
+            network,
+            tenants: Some(source.tenants.clone()),
+            campaigns: source.campaigns.clone(),
+        });
+    }
+    // Most specific first, so the first match is the longest prefix.
+    sources.sort_by(|a, b| b.network.prefix.cmp(&a.network.prefix));
+    Ok(Some(sources))
 }
 
 /// Checks `[sip]`: addresses, header names (SIP tokens) and the block status.
@@ -896,6 +1016,19 @@ fn validate_sip(
             file,
             "sip.campaign_header",
             "must differ from sip.tenant_header",
+        ));
+    }
+    if !(1..=3600).contains(&sip.tcp_idle_seconds) {
+        return Err(err(file, "sip.tcp_idle_seconds", "must be 1..=3600"));
+    }
+    if !(1..=1_000_000).contains(&sip.tcp_max_connections) {
+        return Err(err(file, "sip.tcp_max_connections", "must be 1..=1000000"));
+    }
+    if !(1..=sip.tcp_max_connections).contains(&sip.tcp_max_connections_per_source) {
+        return Err(err(
+            file,
+            "sip.tcp_max_connections_per_source",
+            "must be 1..=sip.tcp_max_connections",
         ));
     }
     if !matches!(sip.block_status, 603 | 608) {

@@ -106,6 +106,58 @@ impl InFlight {
     }
 }
 
+/// Pacing for an accept loop after errors. EMFILE/ENFILE (out of file descriptors) persist until
+/// a connection closes, so retrying at once spins a core and starves the connections that
+/// would free them: sleep, doubling from 5 ms to 1 s, and log at most once a second.
+pub struct AcceptBackoff {
+    what: &'static str,
+    delay: Duration,
+    logged: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptBackoff {
+    pub fn new(what: &'static str) -> AcceptBackoff {
+        AcceptBackoff {
+            what,
+            delay: Duration::ZERO,
+            logged: None,
+            suppressed: 0,
+        }
+    }
+
+    /// After a failed accept: log (rate-limited) and sleep.
+    pub async fn failed(&mut self, error: &std::io::Error) {
+        self.delay = (self.delay * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let now = Instant::now();
+        if self
+            .logged
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            let descriptors = matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+            tracing::warn!(
+                %error,
+                listener = self.what,
+                retry_in_ms = self.delay.as_millis() as u64,
+                failures_since_last_log = self.suppressed,
+                out_of_file_descriptors = descriptors,
+                "accept failed; backing off"
+            );
+            self.logged = Some(now);
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+        crate::metrics::metrics().accept_errors.increment(1);
+        tokio::time::sleep(self.delay).await;
+    }
+
+    /// After a successful accept: the next failure starts from the shortest pause.
+    pub fn succeeded(&mut self) {
+        self.delay = Duration::ZERO;
+    }
+}
+
 /// Why a tenant's check was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateRefusal {

@@ -1437,3 +1437,214 @@ async fn memory_stays_under_the_in_flight_bound() {
         bound >> 20
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// (f) The SIP dip is not an open door or a reflector (issue 13, §4).
+
+#[test]
+fn sip_off_loopback_needs_allowed_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("erased.key"), crate::server::KEY_TEXT).unwrap();
+    for listen in [
+        "listen_udp = \"0.0.0.0:5070\"",
+        "listen_tcp = \"10.0.0.1:5070\"",
+    ] {
+        let text = format!("{CONFIG}\n[sip]\n{listen}\n");
+        let error = suppressd::config::Config::parse(&text, "test.toml", dir.path())
+            .expect_err("an open SIP dip was accepted");
+        assert!(error.key.contains("sip.allowed_sources"), "{error}");
+        let text = format!("{CONFIG}\n[sip]\n{listen}\nallowed_sources = [\"10.0.0.0/8\"]\n");
+        suppressd::config::Config::parse(&text, "test.toml", dir.path()).unwrap();
+        let text = format!(
+            "{CONFIG}\n[sip]\n{listen}\n\n[[sip.source]]\nnetwork = \"10.1.0.0/16\"\ntenants = [\"acme\"]\n"
+        );
+        suppressd::config::Config::parse(&text, "test.toml", dir.path()).unwrap();
+    }
+    // Bindings name tenants and campaigns that exist.
+    for (binding, reason) in [
+        (
+            "network = \"10.1.0.0/16\"\ntenants = [\"nobody\"]\n",
+            "no tenant named 'nobody'",
+        ),
+        (
+            "network = \"10.1.0.0/16\"\ntenants = []\n",
+            "at least one tenant",
+        ),
+        (
+            "network = \"10.1.0.0/16\"\ntenants = [\"acme\"]\ncampaigns = [\"only\"]\n",
+            "no campaign 'only'",
+        ),
+        (
+            "network = \"10.1.0.1/16\"\ntenants = [\"acme\"]\n",
+            "host bits",
+        ),
+    ] {
+        let text =
+            format!("{CONFIG}\n[sip]\nlisten_udp = \"127.0.0.1:0\"\n\n[[sip.source]]\n{binding}");
+        let error =
+            suppressd::config::Config::parse(&text, "test.toml", dir.path()).expect_err(binding);
+        assert!(error.key.contains("sip.source"), "{error}");
+        assert!(error.reason.contains(reason), "{error}");
+    }
+}
+
+/// The status line and the whole answer of one UDP exchange from `socket`.
+fn sip_udp_answer(socket: &UdpSocket, dip: SocketAddr, message: &[u8]) -> Option<(u16, String)> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    socket.send_to(message, dip).unwrap();
+    let mut buffer = [0u8; 65_536];
+    let (length, _) = socket.recv_from(&mut buffer).ok()?;
+    let text = String::from_utf8_lossy(&buffer[..length]).into_owned();
+    Some((text.split(' ').nth(1)?.parse().ok()?, text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sip_sources_are_bound_to_their_tenants() {
+    // 127.0.0.1 may ask for acme only; 127.0.0.3 for acme's outbound campaign only; 127.0.0.2
+    // for any tenant.
+    let text = config("", "").replace("[sip]\n", "[sip]\nallowed_sources = [\"127.0.0.2/32\"]\n")
+        + "\n[[sip.source]]\nnetwork = \"127.0.0.1/32\"\ntenants = [\"acme\"]\n\n[[sip.source]]\nnetwork = \"127.0.0.3\"\ntenants = [\"acme\"]\ncampaigns = [\"outbound\"]\n";
+    let daemon = start(&text).await;
+    let udp = daemon.handle.sip_udp_addr.unwrap();
+    let tcp = daemon.handle.sip_tcp_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let ask = |from: &str, extra: &str| -> Option<(u16, String)> {
+            let socket = UdpSocket::bind(format!("{from}:0")).unwrap();
+            let via = socket.local_addr().unwrap().to_string();
+            let invite = sip_invite(&e164(CLEAN), "bound", extra, "UDP", &via);
+            sip_udp_answer(&socket, udp, invite.as_bytes())
+        };
+        // 127.0.0.1: acme (named or by default) yes, other no.
+        assert_eq!(ask("127.0.0.1", "").unwrap().0, 302);
+        assert_eq!(ask("127.0.0.1", "X-Tenant: acme\r\n").unwrap().0, 302);
+        let (status, text) = ask("127.0.0.1", "X-Tenant: other\r\nX-Campaign: only\r\n").unwrap();
+        assert_eq!(status, 403, "{text}");
+        assert!(text.contains("TENANT_NOT_ALLOWED"), "{text}");
+        // 127.0.0.3: acme's outbound only.
+        assert_eq!(ask("127.0.0.3", "").unwrap().0, 302);
+        let (status, text) = ask("127.0.0.3", "X-Campaign: lenient\r\n").unwrap();
+        assert_eq!(status, 403, "{text}");
+        assert!(text.contains("CAMPAIGN_NOT_ALLOWED"), "{text}");
+        // 127.0.0.2: any tenant.
+        assert_eq!(
+            ask("127.0.0.2", "X-Tenant: other\r\nX-Campaign: only\r\n")
+                .unwrap()
+                .0,
+            302
+        );
+        // 127.0.0.4: no entry at all: dropped, not even a 403.
+        assert_eq!(ask("127.0.0.4", ""), None);
+        // TCP follows the same bindings.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.connect(&tcp.into()).unwrap();
+        let mut stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let invite = sip_invite(
+            &e164(CLEAN),
+            "tcp-bound",
+            "X-Tenant: other\r\nX-Campaign: only\r\n",
+            "TCP",
+            "127.0.0.1:5999",
+        );
+        stream.write_all(invite.as_bytes()).unwrap();
+        let mut buffer = [0u8; 4096];
+        let n = stream.read(&mut buffer).unwrap();
+        let text = String::from_utf8_lossy(&buffer[..n]);
+        assert!(text.starts_with("SIP/2.0 403 "), "{text}");
+    })
+    .await
+    .unwrap();
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sip_answers_are_no_larger_than_needed() {
+    let daemon = start(&config("", "")).await;
+    let udp = daemon.handle.sip_udp_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let via = socket.local_addr().unwrap().to_string();
+        // About the smallest INVITE a proxy can send (compact headers): the reflection case.
+        let minimal = |number: &str| {
+            format!(
+                "INVITE sip:{number}@a SIP/2.0\r\nv: SIP/2.0/UDP {via};branch=z9hG4bK1;rport\r\nf: <sip:a>;tag=1\r\nt: <sip:b>\r\ni: 1\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n"
+            )
+        };
+        let request = minimal(&e164(CLEAN));
+        let (status, answer) = sip_udp_answer(&socket, udp, request.as_bytes()).unwrap();
+        assert_eq!(status, 302);
+        assert!(!answer.contains("Reason:"), "{answer}");
+        assert!(!answer.contains("Server:"), "{answer}");
+        let factor = answer.len() as f64 / request.len() as f64;
+        eprintln!("sip amplification: {} -> {} bytes ({factor:.2}x)", request.len(), answer.len());
+        assert!(factor <= 1.75, "{} -> {} bytes: {factor:.2}x", request.len(), answer.len());
+        // Blocks carry their Reason (the proxy relays it to the dialer).
+        let (status, answer) =
+            sip_udp_answer(&socket, udp, minimal(&e164(REGISTRY)).as_bytes()).unwrap();
+        assert_eq!(status, 603);
+        assert!(answer.contains("Reason: SIP;cause=603;text=\"NATIONAL_REGISTRY\""), "{answer}");
+    })
+    .await
+    .unwrap();
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sip_tcp_source_cannot_hold_the_dip() {
+    let text = config("", "").replace(
+        "[sip]\n",
+        "[sip]\ntcp_max_connections_per_source = 4\ntcp_idle_seconds = 2\n",
+    );
+    let daemon = start(&text).await;
+    let tcp = daemon.handle.sip_tcp_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let connect_from = |ip: &str| -> TcpStream {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.bind(&format!("{ip}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
+            socket.connect(&tcp.into()).unwrap();
+            let stream: TcpStream = socket.into();
+            stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+            stream
+        };
+        let closed = |stream: &mut TcpStream, within: Duration| -> bool {
+            stream.set_read_timeout(Some(within)).unwrap();
+            let mut byte = [0u8; 1];
+            matches!(stream.read(&mut byte), Ok(0))
+                || matches!(stream.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        };
+        let started = Instant::now();
+        let mut held: Vec<TcpStream> = (0..4).map(|_| connect_from("127.0.0.1")).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        // The fifth from the same source is closed at once...
+        let mut fifth = connect_from("127.0.0.1");
+        assert!(closed(&mut fifth, Duration::from_millis(800)), "a fifth connection from one source was kept");
+        // ...while another source is served.
+        let invite = sip_invite(&e164(CLEAN), "other-source", "", "TCP", "127.0.0.5:5999");
+        let mut other = connect_from("127.0.0.5");
+        other.write_all(invite.as_bytes()).unwrap();
+        let mut buffer = [0u8; 4096];
+        let n = other.read(&mut buffer).unwrap();
+        assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("SIP/2.0 302 "));
+        // Idle connections are closed after tcp_idle_seconds (2 s), not 5 minutes.
+        for stream in &mut held {
+            assert!(closed(stream, Duration::from_secs(4)), "an idle connection stayed open");
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        // And the source may connect again.
+        let mut again = connect_from("127.0.0.1");
+        let invite = sip_invite(&e164(CLEAN), "again", "", "TCP", "127.0.0.1:5999");
+        again.write_all(invite.as_bytes()).unwrap();
+        let n = again.read(&mut buffer).unwrap();
+        assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("SIP/2.0 302 "));
+    })
+    .await
+    .unwrap();
+    daemon.shutdown().await;
+}
