@@ -222,6 +222,23 @@ pub struct ServerConfig {
     /// Admin gRPC plane (mutations, erasure receipts, reload, compaction); off when absent.
     /// Keep it on loopback or a private address.
     pub admin_listen: Option<String>,
+    /// Connections open at once on each TCP plane (gRPC, HTTP, admin, metrics); more are
+    /// closed at accept. Default: an equal share of the file-descriptor limit (raised to its
+    /// hard limit at start), less a reserve for files.
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one source address on each TCP plane (at most an eighth
+    /// of the plane's cap, whatever is set here).
+    pub max_connections_per_source: usize,
+    /// Time a connection has to deliver a complete HTTP/1.1 request head (or, on gRPC, its
+    /// first bytes), counted from accept and from each response: the slow-header bound and the
+    /// keep-alive idle timeout.
+    pub header_timeout_ms: u64,
+    /// Time a TLS handshake may take.
+    pub tls_handshake_timeout_ms: u64,
+    /// Deadline for one admin request (compaction and erasure can take seconds).
+    pub admin_request_timeout_ms: u64,
+    /// Admin requests in flight at once; more are refused (RESOURCE_EXHAUSTED).
+    pub admin_max_in_flight: usize,
     /// Allow plain text on non-loopback addresses (behind a trusted network or a TLS proxy).
     pub allow_plaintext: bool,
     /// Compact when the overlays hold this many entries in total...
@@ -251,6 +268,12 @@ impl Default for ServerConfig {
             http_listen: None,
             metrics_listen: None,
             allow_plaintext: false,
+            max_connections: None,
+            max_connections_per_source: 256,
+            header_timeout_ms: 20_000,
+            tls_handshake_timeout_ms: 3_000,
+            admin_request_timeout_ms: 60_000,
+            admin_max_in_flight: 64,
             compact_max_overlay_entries: 100_000,
             compact_max_age_seconds: 300,
             request_id_retention_days: 400,
@@ -602,6 +625,41 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&server.max_in_flight) {
             return Err(err(file, "server.max_in_flight", "must be 1..=1000000"));
+        }
+        if server
+            .max_connections
+            .is_some_and(|n| !(1..=1_000_000).contains(&n))
+        {
+            return Err(err(file, "server.max_connections", "must be 1..=1000000"));
+        }
+        if server.max_connections_per_source == 0 {
+            return Err(err(
+                file,
+                "server.max_connections_per_source",
+                "must be positive",
+            ));
+        }
+        for (key, value) in [
+            ("server.header_timeout_ms", server.header_timeout_ms),
+            (
+                "server.tls_handshake_timeout_ms",
+                server.tls_handshake_timeout_ms,
+            ),
+            (
+                "server.admin_request_timeout_ms",
+                server.admin_request_timeout_ms,
+            ),
+        ] {
+            if !(100..=3_600_000).contains(&value) {
+                return Err(err(file, key, "must be 100..=3600000"));
+            }
+        }
+        if !(1..=100_000).contains(&server.admin_max_in_flight) {
+            return Err(err(
+                file,
+                "server.admin_max_in_flight",
+                "must be 1..=100000",
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&raw.log.filter).is_err() {
             return Err(err(

@@ -542,3 +542,72 @@ where
 impl<S: tonic::server::NamedService> tonic::server::NamedService for ShedOverload<S> {
     const NAME: &'static str = S::NAME;
 }
+
+/// Wraps a whole gRPC service (the admin plane): over `limit` requests in flight, a request is
+/// answered RESOURCE_EXHAUSTED at once, before its body is read. Not queued, like the data
+/// plane's [`ShedOverload`].
+#[derive(Clone)]
+pub struct RefuseOverLimit<S> {
+    inner: S,
+    in_flight: Arc<crate::server::limits::InFlight>,
+    setting: &'static str,
+}
+
+impl<S> RefuseOverLimit<S> {
+    pub fn new(
+        inner: S,
+        in_flight: Arc<crate::server::limits::InFlight>,
+        setting: &'static str,
+    ) -> RefuseOverLimit<S> {
+        RefuseOverLimit {
+            inner,
+            in_flight,
+            setting,
+        }
+    }
+}
+
+impl<S, B> tonic::codegen::Service<HttpRequest> for RefuseOverLimit<S>
+where
+    S: tonic::codegen::Service<
+            HttpRequest,
+            Response = tonic::codegen::http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = HttpResponse;
+    type Error = std::convert::Infallible;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: HttpRequest) -> Self::Future {
+        let Some(permit) = self.in_flight.try_enter() else {
+            let status = Status::resource_exhausted(format!(
+                "overloaded: {} requests already in flight ({}); retry later",
+                self.in_flight.limit, self.setting
+            ));
+            return Box::pin(std::future::ready(Ok(status.into_http())));
+        };
+        let answering = self.inner.call(request);
+        Box::pin(async move {
+            let response = answering.await;
+            drop(permit);
+            response.map(|r| r.map(tonic::body::Body::new))
+        })
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for RefuseOverLimit<S> {
+    const NAME: &'static str = S::NAME;
+}

@@ -106,6 +106,57 @@ impl InFlight {
     }
 }
 
+/// Descriptors kept back from the connection caps: snapshots, journal segments, the ledger,
+/// the audit log, sockets of the SIP dip and the runtime.
+const RESERVED_FILES: u64 = 128;
+
+/// Raises the soft limit on open files to the hard limit (systemd and most shells start
+/// daemons at 1024 soft, a few hundred thousand hard) and returns the limit now in force.
+pub fn raise_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// The open-file limit in force (soft), without changing it.
+pub fn file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    limit.rlim_cur
+}
+
+/// Connections each TCP plane may hold: `server.max_connections`, or an equal share of the
+/// file limit less [`RESERVED_FILES`] among `planes` planes (at least 16), so idle connections
+/// on one plane cannot take the descriptors another needs.
+pub fn connections_per_plane(server: &ServerConfig, file_limit: u64, planes: usize) -> usize {
+    let share = file_limit.saturating_sub(RESERVED_FILES) / planes.max(1) as u64;
+    let share = usize::try_from(share).unwrap_or(usize::MAX).max(16);
+    server.max_connections.map_or(share, |n| n.min(share))
+}
+
 /// Pacing for an accept loop after errors. EMFILE/ENFILE (out of file descriptors) persist until
 /// a connection closes, so retrying at once spins a core and starves the connections that
 /// would free them: sleep, doubling from 5 ms to 1 s, and log at most once a second.

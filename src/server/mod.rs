@@ -4,6 +4,7 @@
 //! server on port 0 and stop it at will. The config has been validated before anything here
 //! runs. Owns wiring only: decisions live in `policy`, lookups in `engine`.
 
+pub mod accept;
 pub mod admin;
 pub mod audit;
 pub mod auth;
@@ -159,26 +160,55 @@ pub async fn start(
     ));
     tokio::spawn(compactor(state.clone(), mutator.clone(), stop_rx.clone()));
     tokio::spawn(gauges(state.clone(), mutator.clone(), stop_rx.clone()));
-    if let Some(listener) = http_listener {
-        serve_axum(
+    // Connection caps per TCP plane, from the file limit (raised at start by `serve_main`).
+    let planes = 1
+        + usize::from(http_listener.is_some())
+        + usize::from(admin_listener.is_some())
+        + usize::from(metrics_listener.is_some())
+        + usize::from(handle.sip_tcp_addr.is_some());
+    let per_plane = limits::connections_per_plane(&server_config, limits::file_limit(), planes);
+    let caps = |plane: usize| {
+        accept::ConnectionCaps::new(plane, per_plane, server_config.max_connections_per_source)
+    };
+    let header_timeout = Duration::from_millis(server_config.header_timeout_ms);
+    let handshake_timeout = Duration::from_millis(server_config.tls_handshake_timeout_ms);
+    tracing::info!(
+        connections_per_plane = per_plane,
+        per_source = server_config.max_connections_per_source.min(per_plane),
+        "connection caps"
+    );
+    for (what, listener, app, plane) in [
+        (
             "HTTP plane",
-            http::router(state.clone()),
-            listener,
-            state.config.tls.clone(),
-            stop_rx.clone(),
-        );
-    }
-    if let Some(listener) = metrics_listener {
-        let loopback = listener
-            .local_addr()
-            .is_ok_and(|address| address.ip().is_loopback());
-        serve_axum(
-            "metrics listener",
-            http::metrics_router(state.clone(), loopback),
-            listener,
-            state.config.tls.clone(),
-            stop_rx.clone(),
-        );
+            http_listener,
+            Some(http::router(state.clone())),
+            1,
+        ),
+        ("metrics listener", metrics_listener, None, 1),
+    ] {
+        let Some(listener) = listener else { continue };
+        let app = app.unwrap_or_else(|| {
+            let loopback = listener
+                .local_addr()
+                .is_ok_and(|address| address.ip().is_loopback());
+            http::metrics_router(state.clone(), loopback)
+        });
+        match state.config.tls.clone() {
+            Some(tls) => accept::serve_http(
+                what,
+                app,
+                accept::tls(what, listener, caps(plane), tls, handshake_timeout),
+                header_timeout,
+                stop_rx.clone(),
+            ),
+            None => accept::serve_http(
+                what,
+                app,
+                accept::plain(what, listener, caps(plane), None),
+                header_timeout,
+                stop_rx.clone(),
+            ),
+        }
     }
     sip::spawn(state.clone(), sip_udp, sip_tcp, stop_rx.clone());
     if let Some(listener) = admin_listener {
@@ -192,24 +222,43 @@ pub async fn start(
             admin,
             grpc::authenticate(state.config.authenticator.clone()),
         );
+        // Outermost: over admin_max_in_flight requests, refused before anything else.
+        let admin = grpc::RefuseOverLimit::new(
+            admin,
+            Arc::new(limits::InFlight::new(server_config.admin_max_in_flight)),
+            "server.admin_max_in_flight",
+        );
         let mut stop = stop_rx.clone();
         let admin_tls = state.config.tls.clone();
+        let admin_caps = caps(2);
+        let admin_timeout = Duration::from_millis(server_config.admin_request_timeout_ms);
         tokio::spawn(async move {
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            let router = tonic::transport::Server::builder().add_service(admin);
+            let router = tonic::transport::Server::builder()
+                .timeout(admin_timeout)
+                .add_service(admin);
             let result = match admin_tls {
                 Some(tls) => {
-                    let connections =
-                        tokio_stream::wrappers::ReceiverStream::new(tls.accept(listener));
+                    let connections = tokio_stream::wrappers::ReceiverStream::new(accept::tls(
+                        "admin plane",
+                        listener,
+                        admin_caps,
+                        tls,
+                        handshake_timeout,
+                    ));
                     router
                         .serve_with_incoming_shutdown(connections, stopped)
                         .await
                 }
                 None => {
-                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-                        .with_nodelay(Some(true));
+                    let incoming = tokio_stream::wrappers::ReceiverStream::new(accept::plain(
+                        "admin plane",
+                        listener,
+                        admin_caps,
+                        Some(header_timeout),
+                    ));
                     router.serve_with_incoming_shutdown(incoming, stopped).await
                 }
             };
@@ -275,12 +324,22 @@ pub async fn start(
         Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
     > = match &tls {
         Some(tls) => {
-            let connections = tokio_stream::wrappers::ReceiverStream::new(tls.accept(listener));
+            let connections = tokio_stream::wrappers::ReceiverStream::new(accept::tls(
+                "gRPC data plane",
+                listener,
+                caps(0),
+                tls.clone(),
+                handshake_timeout,
+            ));
             Box::pin(router.serve_with_incoming_shutdown(connections, drained))
         }
         None => {
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(accept::plain(
+                "gRPC data plane",
+                listener,
+                caps(0),
+                Some(header_timeout),
+            ));
             Box::pin(router.serve_with_incoming_shutdown(incoming, drained))
         }
     };
@@ -309,48 +368,6 @@ pub async fn start(
         result
     });
     Ok((handle, server))
-}
-
-/// Serves an HTTP/1.1 router on `listener` (TLS when configured) until `stop` changes.
-fn serve_axum(
-    what: &'static str,
-    app: axum::Router,
-    listener: TcpListener,
-    tls: Option<Arc<tls::Tls>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    tokio::spawn(async move {
-        use axum::serve::ListenerExt;
-        let stopped = async move {
-            let _ = stop.changed().await;
-        };
-        let result = match tls {
-            Some(tls) => {
-                let local = listener
-                    .local_addr()
-                    .expect("bound listener has an address");
-                let listener = tls::TlsListener {
-                    connections: tls.accept(listener),
-                    local,
-                };
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped)
-                    .await
-            }
-            None => {
-                // SIP proxies send one small request at a time per connection: no Nagle delay.
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped)
-                    .await
-            }
-        };
-        if let Err(error) = result {
-            tracing::error!(%error, "{what} stopped");
-        }
-    });
 }
 
 /// Reload triggers: explicit wake-ups (SIGHUP, admin calls, file events) and a periodic scan.
@@ -492,6 +509,9 @@ pub fn serve_main(
         eprintln!("suppressd: {error}");
         return ExitCode::from(1);
     }
+    // Before any socket exists: the connection caps are sized from this limit.
+    let files = limits::raise_file_limit();
+    tracing::info!(open_files = files, "file descriptor limit");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1390,58 +1390,13 @@ async fn serve_udp(socket: UdpSocket, state: Arc<State>, mut stop: watch::Receiv
     }
 }
 
-/// Connections per source address, for `sip.tcp_max_connections_per_source`. Touched on
-/// accept and close only, never per message.
-#[derive(Default)]
-struct PerSource {
-    counts: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
-}
-
-/// One connection's place in its source's count; dropping it frees the place.
-struct SourceSlot {
-    sources: Arc<PerSource>,
-    ip: IpAddr,
-}
-
-impl PerSource {
-    fn try_enter(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<SourceSlot> {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= limit {
-            return None;
-        }
-        *count += 1;
-        Some(SourceSlot {
-            sources: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut counts = self
-            .sources
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
-
 async fn serve_tcp(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
     let config = &state.config.raw.sip;
     let (max_connections, per_source) = (
         config.tcp_max_connections,
         config.tcp_max_connections_per_source,
     );
-    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    let sources = Arc::new(PerSource::default());
+    let caps = crate::server::accept::ConnectionCaps::new(3, max_connections, per_source);
     let mut backoff = crate::server::limits::AcceptBackoff::new("SIP TCP");
     loop {
         let accepted = tokio::select! {
@@ -1463,23 +1418,16 @@ async fn serve_tcp(listener: TcpListener, state: Arc<State>, mut stop: watch::Re
             continue;
         }
         backoff.succeeded();
-        let Some(slot) = sources.try_enter(peer.ip(), per_source) else {
+        let Some(permit) = caps.try_admit(peer.ip()) else {
             count(&COUNTERS.connections_refused);
-            crate::metrics::metrics().connections_refused[3].increment(1);
-            tracing::debug!(%peer, limit = per_source, "too many SIP TCP connections from one source; closing the new one");
-            continue;
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            count(&COUNTERS.connections_refused);
-            crate::metrics::metrics().connections_refused[3].increment(1);
-            tracing::warn!(%peer, limit = max_connections, "too many SIP TCP connections; closing the new one");
+            tracing::debug!(%peer, max_connections, per_source, "SIP TCP connection cap reached; closing the new one");
             continue;
         };
         let _ = stream.set_nodelay(true);
         let (state, stop) = (state.clone(), stop.clone());
         tokio::spawn(async move {
             serve_connection(stream, peer, state, stop).await;
-            drop((permit, slot));
+            drop(permit);
         });
     }
 }

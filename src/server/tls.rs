@@ -3,9 +3,9 @@
 //! rustls with the ring provider (no C crypto build). The server configuration lives in an
 //! `ArcSwap`: each new connection handshakes with the configuration in force when it arrived, so
 //! a reload changes certificates for new connections and never drops one in flight. Handshakes
-//! run in their own tasks; finished connections are handed to the servers through a bounded
-//! channel. A client certificate's subject common name maps to a tenant and role
-//! (`[[tls.client]]`), the mTLS counterpart of bearer tokens.
+//! run in their own tasks (`server::accept`), each within `server.tls_handshake_timeout_ms`.
+//! A client certificate's subject common name maps to a tenant and role (`[[tls.client]]`),
+//! the mTLS counterpart of bearer tokens.
 
 use crate::server::auth::{Identity, Role};
 use arc_swap::ArcSwap;
@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
 /// `[tls]` in the config.
@@ -155,54 +155,30 @@ impl Tls {
         &self.files.client
     }
 
-    /// Accepts TCP connections and completes TLS handshakes in the background; finished
-    /// connections come out of the returned receiver. Bounded: a flood of handshakes waits
-    /// in the kernel's accept queue, not in memory.
-    pub fn accept(
-        self: &Arc<Self>,
-        listener: TcpListener,
-    ) -> tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>> {
-        let (send, receive) = tokio::sync::mpsc::channel(256);
-        let tls = self.clone();
-        tokio::spawn(async move {
-            let handshakes = Arc::new(tokio::sync::Semaphore::new(512));
-            loop {
-                let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                    return;
-                };
-                let (tcp, remote) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        continue;
-                    }
-                };
-                if send.is_closed() {
-                    return;
-                }
-                let _ = tcp.set_nodelay(true);
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current.load_full());
-                let send = send.clone();
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let handshake = tokio::time::timeout(
-                        std::time::Duration::from_secs(10),
-                        acceptor.accept(tcp),
-                    )
-                    .await;
-                    match handshake {
-                        Ok(Ok(stream)) => {
-                            let info = TlsInfo::of(&stream, remote, &tls);
-                            let _ = send.send(Ok(TlsConn { stream, info })).await;
-                        }
-                        Ok(Err(error)) => tracing::debug!(%error, %remote, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-                    }
-                });
+    /// Completes the TLS handshake of an accepted connection within `timeout`, with the
+    /// configuration in force now; None (logged at debug) when it fails or takes too long.
+    /// Accept loops, caps and back-off are `server::accept`'s.
+    pub async fn handshake(
+        &self,
+        tcp: TcpStream,
+        remote: SocketAddr,
+        timeout: std::time::Duration,
+    ) -> Option<TlsConn> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.current.load_full());
+        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => {
+                let info = TlsInfo::of(&stream, remote, self);
+                Some(TlsConn { stream, info })
             }
-        });
-        receive
+            Ok(Err(error)) => {
+                tracing::debug!(%error, %remote, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                None
+            }
+        }
     }
 }
 
@@ -296,31 +272,5 @@ impl tonic::transport::server::Connected for TlsConn {
     type ConnectInfo = TlsInfo;
     fn connect_info(&self) -> TlsInfo {
         self.info.clone()
-    }
-}
-
-/// axum listener over finished TLS connections.
-pub struct TlsListener {
-    pub connections: tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>>,
-    pub local: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsConn;
-    type Addr = SocketAddr;
-    async fn accept(&mut self) -> (TlsConn, SocketAddr) {
-        loop {
-            match self.connections.recv().await {
-                Some(Ok(conn)) => {
-                    let remote = conn.info.remote;
-                    return (conn, remote);
-                }
-                Some(Err(_)) => continue,
-                None => std::future::pending::<()>().await,
-            }
-        }
-    }
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
     }
 }

@@ -1648,3 +1648,186 @@ async fn one_sip_tcp_source_cannot_hold_the_dip() {
     .unwrap();
     daemon.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// (g) Connections are bounded, timed out, and accept loops never spin (issue 13, §3).
+
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// A TCP connection from `source` to `to`, or None when refused at once.
+fn connect_from(source: &str, to: SocketAddr) -> Option<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.connect(&to.into()).ok()?;
+    Some(socket.into())
+}
+
+/// True when the peer has closed `stream` (EOF or reset) within `within`.
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buffer = [0u8; 512];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue, // an answer (a 408) before the close
+            Err(error) => {
+                return !matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+}
+
+/// Under `ulimit -n 256`, 300 idle and 50 slow-header HTTP connections, 100 idle gRPC and 100
+/// idle SIP TCP connections: legitimate gRPC, HTTP and SIP checks are answered within 1 s
+/// each, the daemon uses under 15 % of a core meanwhile, and the idle connections it admitted
+/// are closed by the timeouts (header_timeout_ms = 1500, sip.tcp_idle_seconds = 2). The daemon
+/// is a child process with its own file limit.
+#[test]
+fn idle_and_slow_connections_cannot_starve_the_daemon() {
+    let daemon = spawn_daemon(
+        "header_timeout_ms = 1500\n",
+        "tcp_idle_seconds = 2\n",
+        Some(256),
+    );
+    let pid = daemon.child.id();
+    let started = Instant::now();
+    let cpu_before = cpu_seconds(pid);
+    let mut held: Vec<(&str, TcpStream)> = Vec::new();
+    for _ in 0..300 {
+        if let Some(stream) = connect_from("127.0.0.2", daemon.http) {
+            held.push(("http idle", stream));
+        }
+    }
+    let mut slow: Vec<TcpStream> = (0..50)
+        .filter_map(|_| connect_from("127.0.0.3", daemon.http))
+        .collect();
+    for stream in &mut slow {
+        let _ = stream.write_all(b"GET /v1/check?number=%2B12015550127 HTTP/1.1\r\n");
+    }
+    for _ in 0..100 {
+        if let Some(stream) = connect_from("127.0.0.4", daemon.grpc) {
+            held.push(("grpc idle", stream));
+        }
+        if let Some(stream) = connect_from("127.0.0.5", daemon.sip_tcp) {
+            held.push(("sip idle", stream));
+        }
+    }
+    // Slowloris: a header line every 300 ms, never the blank line.
+    let trickle = std::thread::spawn(move || {
+        for round in 0..8 {
+            for stream in &mut slow {
+                let _ = write!(stream, "X-Slow-{round}: 1\r\n");
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        slow
+    });
+    // Legitimate checks from 127.0.0.1, each answered within 1 s.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..3 {
+        let asked = Instant::now();
+        let grpc = daemon.grpc;
+        let answer = runtime.block_on(async move {
+            let mut client = tokio::time::timeout(
+                Duration::from_secs(1),
+                SuppressionClient::connect(format!("http://{grpc}")),
+            )
+            .await
+            .expect("gRPC connect took over 1 s")
+            .unwrap();
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                client.check(CheckRequest {
+                    number: e164(CLEAN),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .expect("gRPC check took over 1 s")
+            .unwrap()
+            .into_inner()
+        });
+        assert_eq!(answer.verdict, Verdict::Allow as i32);
+        let (status, _, body) =
+            http_get(daemon.http, &format!("/v1/check?number=%2B{CLEAN}")).expect("HTTP closed");
+        assert_eq!(status, 200, "{body}");
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let via = socket.local_addr().unwrap().to_string();
+        let invite = sip_invite(&e164(CLEAN), &format!("legit-{round}"), "", "UDP", &via);
+        assert_eq!(
+            sip_udp(
+                &socket,
+                daemon.sip_udp,
+                invite.as_bytes(),
+                Duration::from_secs(1)
+            ),
+            Some(302)
+        );
+        let invite = sip_invite(
+            &e164(CLEAN),
+            &format!("legit-tcp-{round}"),
+            "",
+            "TCP",
+            "127.0.0.1:5999",
+        );
+        assert_eq!(
+            sip_tcp(daemon.sip_tcp, invite.as_bytes(), Duration::from_secs(1)),
+            Some(302)
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "round {round}: {:?}",
+            asked.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut slow = trickle.join().unwrap();
+    // Every connection the daemon kept is closed by a timeout: HTTP and gRPC within
+    // header_timeout_ms (1.5 s), SIP within tcp_idle_seconds (2 s); allow 3 s more.
+    let deadline = started + Duration::from_secs(6);
+    let mut open = Vec::new();
+    for (what, stream) in held.iter_mut() {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10));
+        if !closed_within(stream, left) {
+            open.push(*what);
+        }
+    }
+    for stream in &mut slow {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10));
+        if !closed_within(stream, left) {
+            open.push("http slow headers");
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid) - cpu_before;
+    eprintln!(
+        "starve: {} connections held by the attack, {} still open; daemon CPU {cpu:.2} s over {elapsed:.1} s",
+        held.len() + slow.len(),
+        open.len()
+    );
+    assert!(open.is_empty(), "still open after the timeouts: {open:?}");
+    assert!(
+        cpu < 0.15 * elapsed,
+        "daemon CPU {cpu:.2} s over {elapsed:.1} s"
+    );
+}

@@ -163,3 +163,87 @@ fn plain_text_on_a_public_address_needs_tls_or_consent() {
     let consented = public.replace("[server]\n", "[server]\nallow_plaintext = true\n");
     assert!(suppressd::config::Config::parse(&consented, "t.toml", dir.path()).is_ok());
 }
+
+/// 600 idle sockets (from 127.0.0.2) that never start a handshake neither delay a legitimate
+/// mTLS check (from 127.0.0.1: under 1 s) nor stay open past the handshake timeout
+/// (`server.tls_handshake_timeout_ms`, 1 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_handshakes_do_not_delay_others() {
+    let pki = Pki::new("test-ca");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write_all_sets(&dir.path().join("data"), Day::today());
+    write_server_files(dir.path(), &pki);
+    let config = format!(
+        "{}\n[tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\nclient_ca_file = \"clients-ca.pem\"\nrequire_client_cert = true\n\n[[tls.client]]\ncommon_name = \"dialer-acme\"\ntenant = \"acme\"\nrole = \"check\"\n",
+        CONFIG.replace("[server]\n", "[server]\ntls_handshake_timeout_ms = 1000\n")
+    );
+    let daemon = TestDaemon::start_in(dir, &config).await;
+    let addr = daemon.addr;
+    let started = std::time::Instant::now();
+    let mut idle = tokio::task::spawn_blocking(move || {
+        (0..600)
+            .filter_map(|_| {
+                let socket =
+                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                        .unwrap();
+                socket
+                    .bind(
+                        &"127.0.0.2:0"
+                            .parse::<std::net::SocketAddr>()
+                            .unwrap()
+                            .into(),
+                    )
+                    .unwrap();
+                socket.connect(&addr.into()).ok()?;
+                Some(std::net::TcpStream::from(socket))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let asked = std::time::Instant::now();
+    let mut client = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        connect(&daemon, &pki.ca_pem, Some(pki.leaf("dialer-acme"))),
+    )
+    .await
+    .expect("the mTLS handshake waited behind idle sockets")
+    .unwrap();
+    let answer = client
+        .check(CheckRequest {
+            number: e164(CLEAN),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.tenant, "acme");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    // Every idle socket is closed within the handshake timeout of its admission; sockets over
+    // the per-source cap are closed at once and some reconnect-era ones are admitted as earlier
+    // ones time out, so allow a few timeouts' worth.
+    let open = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let deadline = started + std::time::Duration::from_secs(6);
+        idle.iter_mut()
+            .filter(|stream| {
+                let mut stream: &std::net::TcpStream = stream;
+                let left = deadline
+                    .saturating_duration_since(std::time::Instant::now())
+                    .max(std::time::Duration::from_millis(10));
+                stream.set_read_timeout(Some(left)).unwrap();
+                let mut byte = [0u8; 1];
+                matches!(stream.read(&mut byte), Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+            })
+            .count()
+    })
+    .await
+    .unwrap();
+    assert_eq!(open, 0, "idle sockets outlived the handshake timeout");
+    daemon.shutdown().await;
+}
