@@ -181,10 +181,12 @@ impl Authenticator {
                 Ok(None)
             };
         };
+        // The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
         let token = header
-            .strip_prefix("Bearer ")
-            .ok_or(AuthError::Unauthenticated)?
-            .trim();
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+            .map(|_| header[7..].trim())
+            .ok_or(AuthError::Unauthenticated)?;
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         self.tokens
             .get(&hash)

@@ -381,19 +381,14 @@ pub fn authenticate(
             .and_then(|v| v.to_str().ok());
         // Without a bearer token, a mapped client certificate (mutual TLS) identifies the caller.
         if header.is_none()
-            && let Some(info) = request.extensions().get::<crate::server::tls::TlsInfo>()
+            && let Some(from_certificate) = request
+                .extensions()
+                .get::<crate::server::tls::TlsInfo>()
+                .and_then(crate::server::tls::TlsInfo::credential)
         {
-            match (info.identity.clone(), &info.common_name) {
-                (Some(identity), _) => {
-                    request.extensions_mut().insert(identity);
-                    return Ok(request);
-                }
-                // A certificate that maps to nobody is not a credential.
-                (None, Some(_)) => {
-                    return Err(ServiceError::from(AuthError::Unauthenticated).into());
-                }
-                (None, None) => {}
-            }
+            let identity = from_certificate.map_err(ServiceError::from)?;
+            request.extensions_mut().insert(identity);
+            return Ok(request);
         }
         match authenticator.authenticate(header) {
             Ok(Some(identity)) => {

@@ -71,6 +71,9 @@ pub fn router(state: Arc<State>) -> axum::Router {
     let body_limit = state.config.raw.server.max_message_bytes;
     let checks = axum::Router::new()
         .route("/v1/check", get(check_one).post(check_batch))
+        // Kamailio's http_connect joins its base URL and the path with '/': a base URL ending
+        // in /v1/check asks for /v1/check/?number=...
+        .route("/v1/check/", get(check_one).post(check_batch))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             shed_overload,
@@ -309,14 +312,21 @@ fn auth_refusal(error: AuthError) -> Box<Response> {
     )
 }
 
-/// The caller, from its bearer credential (401 as JSON otherwise).
+/// The caller, from its bearer credential or, without one, its mapped client certificate
+/// (401 as JSON otherwise).
 fn caller_identity(
     state: &State,
     headers: &HeaderMap,
+    peer: Option<&crate::server::tls::TlsInfo>,
 ) -> Result<Option<Arc<Identity>>, Box<Response>> {
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    if header.is_none()
+        && let Some(from_certificate) = peer.and_then(crate::server::tls::TlsInfo::credential)
+    {
+        return from_certificate.map(Some).map_err(auth_refusal);
+    }
     state
         .config
         .authenticator
@@ -326,11 +336,12 @@ fn caller_identity(
 
 async fn check_one(
     Shared(state): Shared<Arc<State>>,
+    peer: Option<axum::Extension<crate::server::tls::TlsInfo>>,
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
     // The credential first: an unknown caller learns nothing of the query parser.
-    let identity = match caller_identity(&state, &headers) {
+    let identity = match caller_identity(&state, &headers, peer.as_deref()) {
         Ok(identity) => identity,
         Err(response) => return *response,
     };
@@ -378,13 +389,14 @@ async fn check_one(
 
 async fn check_batch(
     Shared(state): Shared<Arc<State>>,
+    peer: Option<axum::Extension<crate::server::tls::TlsInfo>>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
     // Authenticated from the headers before anything of the body is read: an unknown caller
     // learns neither the limits nor the parser's messages. The tenant named in the body is
     // checked against the credential once the body is parsed.
-    let identity = match caller_identity(&state, &headers) {
+    let identity = match caller_identity(&state, &headers, peer.as_deref()) {
         Ok(identity) => identity,
         Err(response) => return *response,
     };

@@ -37,12 +37,29 @@ pub struct TlsConfig {
     pub client: Vec<ClientMapping>,
 }
 
+/// `[[tls.client]]`: one certificate name and what it may do. Exactly one of the three names.
+/// A certificate's URI SANs are looked up first, then its DNS SANs, then its subject CN: the
+/// first that has a mapping wins (SANs are what current PKIs, SPIFFE among them, identify by).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientMapping {
-    pub common_name: String,
+    pub common_name: Option<String>,
+    pub uri_san: Option<String>,
+    pub dns_san: Option<String>,
     pub tenant: Option<String>,
     pub role: Role,
+}
+
+impl ClientMapping {
+    /// How the mapping is named in logs and identities, e.g. "uri:spiffe://dialers/acme".
+    fn label(&self) -> String {
+        match (&self.uri_san, &self.dns_san, &self.common_name) {
+            (Some(uri), _, _) => format!("uri:{uri}"),
+            (_, Some(dns), _) => format!("dns:{dns}"),
+            (_, _, Some(cn)) => format!("cn:{cn}"),
+            _ => String::new(),
+        }
+    }
 }
 
 /// Files resolved against the config directory, and the current rustls configuration.
@@ -123,6 +140,18 @@ fn build(files: &TlsConfig, base: &Path) -> Result<rustls::ServerConfig, String>
 impl Tls {
     /// Loads and validates certificates (a config-time check: errors exit 64).
     pub fn load(files: TlsConfig, base: &Path) -> Result<Tls, String> {
+        for (index, mapping) in files.client.iter().enumerate() {
+            let names = [&mapping.common_name, &mapping.uri_san, &mapping.dns_san]
+                .iter()
+                .filter(|name| name.is_some())
+                .count();
+            if names != 1 {
+                return Err(format!(
+                    "client {}: give exactly one of common_name, uri_san, dns_san",
+                    index + 1
+                ));
+            }
+        }
         let config = build(&files, base)?;
         Ok(Tls {
             files,
@@ -138,17 +167,35 @@ impl Tls {
         Ok(())
     }
 
-    /// The identity a client certificate maps to, if any.
-    pub fn identity_for(&self, common_name: &str) -> Option<Identity> {
-        self.files
-            .client
-            .iter()
-            .find(|c| c.common_name == common_name)
-            .map(|c| Identity {
-                name: format!("cert:{}", c.common_name),
-                tenant: c.tenant.clone(),
-                role: c.role,
+    /// The identity a client certificate maps to, if any: URI SANs first, then DNS SANs,
+    /// then the subject CN.
+    pub fn identity_for(&self, names: &CertificateNames) -> Option<Identity> {
+        let by_uri = names.uris.iter().find_map(|uri| {
+            self.files
+                .client
+                .iter()
+                .find(|c| c.uri_san.as_deref() == Some(uri.as_str()))
+        });
+        let by_dns = || {
+            names.dns.iter().find_map(|dns| {
+                self.files
+                    .client
+                    .iter()
+                    .find(|c| c.dns_san.as_deref() == Some(dns.as_str()))
             })
+        };
+        let by_cn = || {
+            let cn = names.common_name.as_deref()?;
+            self.files
+                .client
+                .iter()
+                .find(|c| c.common_name.as_deref() == Some(cn))
+        };
+        by_uri.or_else(by_dns).or_else(by_cn).map(|c| Identity {
+            name: format!("cert:{}", c.label()),
+            tenant: c.tenant.clone(),
+            role: c.role,
+        })
     }
 
     pub fn mappings(&self) -> &[ClientMapping] {
@@ -182,12 +229,39 @@ impl Tls {
     }
 }
 
-/// What is known about a TLS peer; tonic puts it in every request's extensions.
+/// The names a client certificate carries.
+#[derive(Clone, Debug, Default)]
+pub struct CertificateNames {
+    pub common_name: Option<String>,
+    pub uris: Vec<String>,
+    pub dns: Vec<String>,
+}
+
+/// What is known about a TLS peer; tonic puts it in every request's extensions, and the HTTP
+/// plane too (`server::accept`).
 #[derive(Clone, Debug)]
 pub struct TlsInfo {
     pub remote: SocketAddr,
+    /// True when the peer presented a (verified) client certificate.
+    pub certificate: bool,
     pub common_name: Option<String>,
     pub identity: Option<Arc<Identity>>,
+}
+
+impl TlsInfo {
+    /// The credential a client certificate gives, for a caller without a bearer token: None
+    /// without a certificate; a certificate that maps to nobody is no credential
+    /// (Unauthenticated).
+    pub fn credential(&self) -> Option<Result<Arc<Identity>, crate::server::auth::AuthError>> {
+        if !self.certificate {
+            return None;
+        }
+        Some(
+            self.identity
+                .clone()
+                .ok_or(crate::server::auth::AuthError::Unauthenticated),
+        )
+    }
 }
 
 impl TlsInfo {
@@ -196,34 +270,50 @@ impl TlsInfo {
         remote: SocketAddr,
         tls: &Tls,
     ) -> TlsInfo {
-        let common_name = stream
+        let names = stream
             .get_ref()
             .1
             .peer_certificates()
             .and_then(|certs| certs.first())
-            .and_then(|cert| common_name(cert.as_ref()));
-        let identity = common_name
-            .as_deref()
-            .and_then(|cn| tls.identity_for(cn))
+            .and_then(|cert| certificate_names(cert.as_ref()));
+        let identity = names
+            .as_ref()
+            .and_then(|names| tls.identity_for(names))
             .map(Arc::new);
         TlsInfo {
             remote,
-            common_name,
+            certificate: names.is_some(),
+            common_name: names.and_then(|n| n.common_name),
             identity,
         }
     }
 }
 
-fn common_name(der: &[u8]) -> Option<String> {
+/// Subject CN and URI and DNS SANs of a DER certificate; None when it does not parse.
+fn certificate_names(der: &[u8]) -> Option<CertificateNames> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let name = cert
+    let common_name = cert
         .subject()
         .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_owned();
-    Some(name)
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    let mut names = CertificateNames {
+        common_name,
+        ..CertificateNames::default()
+    };
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::URI(uri) => names.uris.push(uri.to_string()),
+                x509_parser::extensions::GeneralName::DNSName(dns) => {
+                    names.dns.push(dns.to_string())
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(names)
 }
 
 /// One accepted TLS connection.

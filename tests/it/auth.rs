@@ -459,3 +459,58 @@ fn anonymous_callers_are_refused_off_loopback() {
         .unwrap_or_else(|e| panic!("{key}: {e}"));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Smaller items (issue 13, §5).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive_and_a_trailing_slash_is_the_same_path() {
+    let daemon = start().await;
+    let mut client: SuppressionClient<Channel> = daemon.client().await;
+    for scheme in ["bearer", "BEARER", "BeArEr"] {
+        let mut request = tonic::Request::new(CheckRequest {
+            number: e164(CLEAN),
+            ..Default::default()
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("{scheme} {ACME}").parse().unwrap());
+        assert_eq!(
+            client.check(request).await.unwrap().into_inner().tenant,
+            "acme"
+        );
+    }
+    let http = daemon.handle.http_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        for scheme in ["bearer", "BEARER"] {
+            let mut stream = std::net::TcpStream::connect(http).unwrap();
+            write!(
+                stream,
+                "GET /v1/check?number=%2B{CLEAN} HTTP/1.1\r\nHost: x\r\nAuthorization: {scheme} {ACME}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut text = String::new();
+            let _ = stream.read_to_string(&mut text);
+            assert!(text.starts_with("HTTP/1.1 200 "), "{scheme}: {text}");
+        }
+        // Kamailio's http_connect joins base URL and path with '/': /v1/check/?number=...
+        assert_eq!(
+            http_status(http, &format!("/v1/check/?number=%2B{CLEAN}"), Some(ACME)),
+            200
+        );
+        let body = format!("{{\"numbers\": [\"{}\"]}}", e164(CLEAN));
+        let mut stream = std::net::TcpStream::connect(http).unwrap();
+        write!(
+            stream,
+            "POST /v1/check/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    })
+    .await
+    .unwrap();
+    daemon.shutdown().await;
+}
