@@ -344,3 +344,40 @@ impl<IO: PeerInfo> PeerInfo for Accepted<IO> {
         self.io.peer_info()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_count_per_source_and_in_all_and_free_on_drop() {
+        let caps = ConnectionCaps::new(1, 16, 100);
+        // No source may take more than an eighth of the plane: 2 of 16.
+        assert_eq!(caps.per_source_limit, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let first = caps.try_admit(a).unwrap();
+        let _second = caps
+            .try_admit(mapped)
+            .expect("a v4-mapped address is the same source");
+        assert!(caps.try_admit(a).is_none(), "third from one source");
+        drop(first);
+        let _again = caps.try_admit(a).unwrap();
+        let others: Vec<_> = (2..16)
+            .filter_map(|i| caps.try_admit(format!("10.0.0.{i}").parse().unwrap()))
+            .collect();
+        assert_eq!(others.len(), 14);
+        assert_eq!(caps.open(), 16);
+        assert!(
+            caps.try_admit("10.0.0.99".parse().unwrap()).is_none(),
+            "over the plane"
+        );
+        drop(others);
+        assert_eq!(caps.open(), 2);
+        assert_eq!(
+            caps.per_source.lock().unwrap().len(),
+            1,
+            "sources with no connection are forgotten"
+        );
+    }
+}

@@ -606,3 +606,84 @@ where
 impl<S: tonic::server::NamedService> tonic::server::NamedService for RefuseOverLimit<S> {
     const NAME: &'static str = S::NAME;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service whose answers wait until `release` is notified.
+    #[derive(Clone)]
+    struct Held(Arc<tokio::sync::Notify>);
+
+    impl tonic::codegen::Service<HttpRequest> for Held {
+        type Response = HttpResponse;
+        type Error = std::convert::Infallible;
+        type Future =
+            Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, Self::Error>> + Send>>;
+
+        fn poll_ready(
+            &mut self,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _request: HttpRequest) -> Self::Future {
+            let release = self.0.clone();
+            Box::pin(async move {
+                release.notified().await;
+                Ok(Status::ok("done").into_http())
+            })
+        }
+    }
+
+    fn grpc_status(response: &HttpResponse) -> Option<i32> {
+        response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[tokio::test]
+    async fn admin_requests_over_the_limit_are_refused_not_queued() {
+        use tonic::codegen::Service;
+        let release = Arc::new(tokio::sync::Notify::new());
+        let mut service = RefuseOverLimit::new(
+            Held(release.clone()),
+            Arc::new(crate::server::limits::InFlight::new(2)),
+            "server.admin_max_in_flight",
+        );
+        let request = || HttpRequest::new(tonic::body::Body::empty());
+        let first = tokio::spawn(service.call(request()));
+        let second = tokio::spawn(service.call(request()));
+        tokio::task::yield_now().await;
+        // The third is answered at once, RESOURCE_EXHAUSTED, naming the setting.
+        let third =
+            tokio::time::timeout(std::time::Duration::from_secs(1), service.call(request()))
+                .await
+                .expect("queued instead of refused")
+                .unwrap();
+        assert_eq!(
+            grpc_status(&third),
+            Some(tonic::Code::ResourceExhausted as i32)
+        );
+        let message = third
+            .headers()
+            .get("grpc-message")
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(message.contains("admin_max_in_flight"), "{message}");
+        release.notify_waiters();
+        for held in [first, second] {
+            let answer = held.await.unwrap().unwrap();
+            assert_eq!(grpc_status(&answer), Some(0));
+        }
+        // Places are freed: the next one passes.
+        let next = tokio::spawn(service.call(request()));
+        tokio::task::yield_now().await;
+        release.notify_waiters();
+        assert_eq!(grpc_status(&next.await.unwrap().unwrap()), Some(0));
+    }
+}
