@@ -1021,7 +1021,7 @@ fn sip_sources(file: &str, raw: &RawConfig) -> Result<Option<Vec<SipSource>>, Co
         });
     }
     // Most specific first, so the first match is the longest prefix.
-    sources.sort_by(|a, b| b.network.prefix.cmp(&a.network.prefix));
+    sources.sort_by_key(|s| std::cmp::Reverse(s.network.prefix));
     Ok(Some(sources))
 }
 

@@ -1240,11 +1240,16 @@ pub fn handle(
 ) -> Option<SocketAddr> {
     count(&COUNTERS.received);
     let config = &state.config.raw.sip;
+    let rule = match source_rule(state, source) {
+        SourceRule::Listed(rule) => Some(rule),
+        SourceRule::Anyone => None,
+        // The transports drop these before reading them; never answer one that got here.
+        SourceRule::Refused => return None,
+    };
     let request = match parse_request(bytes) {
         Ok(request) => request,
         Err(error) => return malformed(&error, config, source, out),
     };
-    let rule = source_rule(state, source).ok().flatten();
     let Some(answer) = decide(&request, state, rule) else {
         count(&COUNTERS.acks_absorbed);
         return None;
@@ -1309,22 +1314,31 @@ pub fn spawn(
     }
 }
 
-/// The most specific source-list entry holding `source`: Ok(None) when there is no list
-/// (every source, any tenant), Err when the list does not hold it.
-pub fn source_rule(state: &State, source: SocketAddr) -> Result<Option<&SipSource>, ()> {
+/// Who a source is to the dip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceRule<'a> {
+    /// No source list: every source, any tenant.
+    Anyone,
+    /// The most specific entry of the source list holding the source.
+    Listed(&'a SipSource),
+    /// Not in the source list: dropped.
+    Refused,
+}
+
+/// The rule for `source`.
+pub fn source_rule(state: &State, source: SocketAddr) -> SourceRule<'_> {
     match &state.config.sip_sources {
-        None => Ok(None),
+        None => SourceRule::Anyone,
         Some(sources) => sources
             .iter()
             .find(|s| s.network.contains(source.ip()))
-            .map(Some)
-            .ok_or(()),
+            .map_or(SourceRule::Refused, SourceRule::Listed),
     }
 }
 
 /// True when the source list is unset or holds a network containing `source`.
 pub fn source_allowed(state: &State, source: SocketAddr) -> bool {
-    source_rule(state, source).is_ok()
+    source_rule(state, source) != SourceRule::Refused
 }
 
 /// Receive buffer asked for the dip's UDP socket. The kernel default (~208 KiB, about a hundred
