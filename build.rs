@@ -35,6 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor_path = out_dir.join("suppressd_descriptor.bin");
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&files))?;
     tonic_prost_build::configure()
+        // prost plus INVALID_ARGUMENT for malformed messages and a batch count bound.
+        .codec_path("crate::server::codec::BoundedCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(files)?;

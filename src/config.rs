@@ -132,9 +132,41 @@ pub struct SipConfig {
     pub campaign_header: String,
     /// Status of a blocked call: 603 (Decline) or 608 (Rejected, RFC 8688).
     pub block_status: u16,
-    /// Source networks the dip answers, e.g. ["127.0.0.1/32", "10.0.0.0/8"]; datagrams from
-    /// elsewhere are dropped and connections closed. Absent: every source.
+    /// Source networks the dip answers for any tenant, e.g. ["127.0.0.1/32", "10.0.0.0/8"];
+    /// datagrams from elsewhere are dropped and connections closed. Required (this or
+    /// `[[sip.source]]`) when a SIP listener is not on loopback; absent on loopback: every
+    /// source.
     pub allowed_sources: Option<Vec<String>>,
+    /// `[[sip.source]]`: a source network bound to the tenants (and campaigns) it may ask for.
+    /// A source matching several entries (here or in `allowed_sources`) gets the most specific
+    /// one (longest prefix).
+    pub source: Vec<SipSourceConfig>,
+    /// Seconds a SIP TCP connection may sit idle before it is closed.
+    pub tcp_idle_seconds: u64,
+    /// SIP TCP connections at a time, over all sources.
+    pub tcp_max_connections: usize,
+    /// SIP TCP connections at a time from one source address.
+    pub tcp_max_connections_per_source: usize,
+}
+
+/// `[[sip.source]]`: who may ask the dip for which tenants.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipSourceConfig {
+    /// "10.1.0.0/16", or one address.
+    pub network: String,
+    /// The tenants requests from this network may name (or get by default).
+    pub tenants: Vec<String>,
+    /// If given, the only campaigns these requests may name (or get by default).
+    pub campaigns: Option<Vec<String>>,
+}
+
+/// A source network the SIP dip answers, and what it may ask for (None: anything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSource {
+    pub network: IpNetwork,
+    pub tenants: Option<Vec<String>>,
+    pub campaigns: Option<Vec<String>>,
 }
 
 impl Default for SipConfig {
@@ -146,6 +178,10 @@ impl Default for SipConfig {
             campaign_header: "X-Campaign".into(),
             block_status: 603,
             allowed_sources: None,
+            source: Vec::new(),
+            tcp_idle_seconds: 60,
+            tcp_max_connections: 1024,
+            tcp_max_connections_per_source: 32,
         }
     }
 }
@@ -179,9 +215,30 @@ pub struct ServerConfig {
     /// HTTP/1.1 plane for SIP proxies (`/v1/check`), health (`/healthz`, `/readyz`) and
     /// metrics (`/metrics`); off when absent.
     pub http_listen: Option<String>,
+    /// Prometheus metrics (`/metrics`, `/healthz`) on a listener of their own, e.g.
+    /// "127.0.0.1:9464"; off when absent. On loopback it needs no credential (the usual
+    /// Prometheus practice); elsewhere, with `auth.required`, a `metrics` or operator credential.
+    pub metrics_listen: Option<String>,
     /// Admin gRPC plane (mutations, erasure receipts, reload, compaction); off when absent.
     /// Keep it on loopback or a private address.
     pub admin_listen: Option<String>,
+    /// Connections open at once on each TCP plane (gRPC, HTTP, admin, metrics); more are
+    /// closed at accept. Default: an equal share of the file-descriptor limit (raised to its
+    /// hard limit at start), less a reserve for files.
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one source address on each TCP plane (at most an eighth
+    /// of the plane's cap, whatever is set here).
+    pub max_connections_per_source: usize,
+    /// Time a connection has to deliver a complete HTTP/1.1 request head (or, on gRPC, its
+    /// first bytes), counted from accept and from each response: the slow-header bound and the
+    /// keep-alive idle timeout.
+    pub header_timeout_ms: u64,
+    /// Time a TLS handshake may take.
+    pub tls_handshake_timeout_ms: u64,
+    /// Deadline for one admin request (compaction and erasure can take seconds).
+    pub admin_request_timeout_ms: u64,
+    /// Admin requests in flight at once; more are refused (RESOURCE_EXHAUSTED).
+    pub admin_max_in_flight: usize,
     /// Allow plain text on non-loopback addresses (behind a trusted network or a TLS proxy).
     pub allow_plaintext: bool,
     /// Compact when the overlays hold this many entries in total...
@@ -209,7 +266,14 @@ impl Default for ServerConfig {
             generate_samples: false,
             admin_listen: None,
             http_listen: None,
+            metrics_listen: None,
             allow_plaintext: false,
+            max_connections: None,
+            max_connections_per_source: 256,
+            header_timeout_ms: 20_000,
+            tls_handshake_timeout_ms: 3_000,
+            admin_request_timeout_ms: 60_000,
+            admin_max_in_flight: 64,
             compact_max_overlay_entries: 100_000,
             compact_max_age_seconds: 300,
             request_id_retention_days: 400,
@@ -376,11 +440,15 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
     pub http_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
     /// The SIP dip's UDP and TCP addresses (`[sip]`), when configured.
     pub sip_udp_listen: Option<SocketAddr>,
     pub sip_tcp_listen: Option<SocketAddr>,
     /// Networks the SIP dip answers (`sip.allowed_sources`); None: every source.
     pub sip_allowed_sources: Option<Vec<IpNetwork>>,
+    /// Every network the SIP dip answers, from `sip.allowed_sources` (any tenant) and
+    /// `[[sip.source]]` (bound), most specific first; None: every source, any tenant.
+    pub sip_sources: Option<Vec<SipSource>>,
     pub data_dir: PathBuf,
     /// Set by `serve --repair-journal`: truncate a damaged journal instead of refusing to start.
     pub repair_journal: bool,
@@ -531,6 +599,16 @@ impl Config {
                 )
             })?),
         };
+        let metrics_listen: Option<SocketAddr> = match &server.metrics_listen {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                err(
+                    file,
+                    "server.metrics_listen",
+                    format!("'{text}' is not an address like 127.0.0.1:9464"),
+                )
+            })?),
+        };
         let grpc_listen: SocketAddr = server.grpc_listen.parse().map_err(|_| {
             err(
                 file,
@@ -542,6 +620,26 @@ impl Config {
             )
         })?;
         let (sip_udp_listen, sip_tcp_listen) = validate_sip(file, &raw.sip)?;
+        let sip_sources = sip_sources(file, &raw)?;
+        // An open dip off loopback would let anyone pick any tenant, and reflect answers.
+        if sip_sources.is_none() {
+            for (key, address) in [
+                ("sip.listen_udp", sip_udp_listen),
+                ("sip.listen_tcp", sip_tcp_listen),
+            ] {
+                if let Some(address) = address
+                    && !address.ip().is_loopback()
+                {
+                    return Err(err(
+                        file,
+                        "sip.allowed_sources",
+                        format!(
+                            "required when {key} = {address} is not loopback (or bind sources to tenants with [[sip.source]])"
+                        ),
+                    ));
+                }
+            }
+        }
         if !(1..=1_000_000).contains(&server.max_batch) {
             return Err(err(file, "server.max_batch", "must be 1..=1000000"));
         }
@@ -557,6 +655,41 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&server.max_in_flight) {
             return Err(err(file, "server.max_in_flight", "must be 1..=1000000"));
+        }
+        if server
+            .max_connections
+            .is_some_and(|n| !(1..=1_000_000).contains(&n))
+        {
+            return Err(err(file, "server.max_connections", "must be 1..=1000000"));
+        }
+        if server.max_connections_per_source == 0 {
+            return Err(err(
+                file,
+                "server.max_connections_per_source",
+                "must be positive",
+            ));
+        }
+        for (key, value) in [
+            ("server.header_timeout_ms", server.header_timeout_ms),
+            (
+                "server.tls_handshake_timeout_ms",
+                server.tls_handshake_timeout_ms,
+            ),
+            (
+                "server.admin_request_timeout_ms",
+                server.admin_request_timeout_ms,
+            ),
+        ] {
+            if !(100..=3_600_000).contains(&value) {
+                return Err(err(file, key, "must be 100..=3600000"));
+            }
+        }
+        if !(1..=100_000).contains(&server.admin_max_in_flight) {
+            return Err(err(
+                file,
+                "server.admin_max_in_flight",
+                "must be 1..=100000",
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&raw.log.filter).is_err() {
             return Err(err(
@@ -806,6 +939,27 @@ impl Config {
             }
         };
         let authenticator = std::sync::Arc::new(authenticator);
+        let listeners = [
+            Some(("server.grpc_listen", grpc_listen)),
+            http_listen.map(|a| ("server.http_listen", a)),
+            admin_listen.map(|a| ("server.admin_listen", a)),
+            metrics_listen.map(|a| ("server.metrics_listen", a)),
+        ];
+        // Tokens without `required`: anonymous callers stay unrestricted (every tenant, every
+        // tenant's metadata). Tolerable on loopback only, like plain text.
+        if raw.auth.tokens_file.is_some() && !raw.auth.required {
+            for (key, address) in listeners.iter().flatten() {
+                if !address.ip().is_loopback() {
+                    return Err(err(
+                        file,
+                        "auth.required",
+                        format!(
+                            "{key} = {address} is not loopback, and anonymous callers would be unrestricted there: set auth.required = true"
+                        ),
+                    ));
+                }
+            }
+        }
         let audit_key = match &raw.audit.key_file {
             None => None,
             Some(path) => {
@@ -828,11 +982,6 @@ impl Config {
             )),
         };
         if tls.is_none() && !raw.server.allow_plaintext {
-            let listeners = [
-                Some(("server.grpc_listen", grpc_listen)),
-                http_listen.map(|a| ("server.http_listen", a)),
-                admin_listen.map(|a| ("server.admin_listen", a)),
-            ];
             for (key, address) in listeners.into_iter().flatten() {
                 if !address.ip().is_loopback() {
                     return Err(err(
@@ -853,6 +1002,7 @@ impl Config {
             grpc_listen,
             admin_listen,
             http_listen,
+            metrics_listen,
             sip_udp_listen,
             sip_tcp_listen,
             sip_allowed_sources: raw.sip.allowed_sources.as_ref().map(|sources| {
@@ -861,6 +1011,7 @@ impl Config {
                     .filter_map(|text| IpNetwork::parse(text).ok())
                     .collect()
             }),
+            sip_sources,
             repair_journal: false,
             authenticator,
             audit_key,
@@ -870,6 +1021,66 @@ impl Config {
             raw,
         })
     }
+}
+
+/// The SIP dip's source list: `sip.allowed_sources` (any tenant) and `[[sip.source]]`
+/// (bound), most specific first; None when neither is given.
+fn sip_sources(file: &str, raw: &RawConfig) -> Result<Option<Vec<SipSource>>, ConfigError> {
+    let sip = &raw.sip;
+    if sip.allowed_sources.is_none() && sip.source.is_empty() {
+        return Ok(None);
+    }
+    let mut sources = Vec::new();
+    for text in sip.allowed_sources.iter().flatten() {
+        sources.push(SipSource {
+            network: IpNetwork::parse(text)
+                .map_err(|reason| err(file, "sip.allowed_sources", reason))?,
+            tenants: None,
+            campaigns: None,
+        });
+    }
+    for (index, source) in sip.source.iter().enumerate() {
+        let at = format!("sip.source[{index}]");
+        let network = IpNetwork::parse(&source.network)
+            .map_err(|reason| err(file, format!("{at}.network"), reason))?;
+        if source.tenants.is_empty() {
+            return Err(err(
+                file,
+                format!("{at}.tenants"),
+                "name at least one tenant (use sip.allowed_sources for any tenant)",
+            ));
+        }
+        for tenant in &source.tenants {
+            if !raw.tenants.contains_key(tenant) {
+                return Err(err(
+                    file,
+                    format!("{at}.tenants"),
+                    format!("no tenant named '{tenant}'"),
+                ));
+            }
+        }
+        for campaign in source.campaigns.iter().flatten() {
+            let known = source
+                .tenants
+                .iter()
+                .any(|t| raw.tenants[t].campaigns.contains_key(campaign));
+            if !known {
+                return Err(err(
+                    file,
+                    format!("{at}.campaigns"),
+                    format!("no campaign '{campaign}' in the tenants of this source"),
+                ));
+            }
+        }
+        sources.push(SipSource {
+            network,
+            tenants: Some(source.tenants.clone()),
+            campaigns: source.campaigns.clone(),
+        });
+    }
+    // Most specific first, so the first match is the longest prefix.
+    sources.sort_by_key(|s| std::cmp::Reverse(s.network.prefix));
+    Ok(Some(sources))
 }
 
 /// Checks `[sip]`: addresses, header names (SIP tokens) and the block status.
@@ -921,6 +1132,19 @@ fn validate_sip(
             file,
             "sip.campaign_header",
             "must differ from sip.tenant_header",
+        ));
+    }
+    if !(1..=3600).contains(&sip.tcp_idle_seconds) {
+        return Err(err(file, "sip.tcp_idle_seconds", "must be 1..=3600"));
+    }
+    if !(1..=1_000_000).contains(&sip.tcp_max_connections) {
+        return Err(err(file, "sip.tcp_max_connections", "must be 1..=1000000"));
+    }
+    if !(1..=sip.tcp_max_connections).contains(&sip.tcp_max_connections_per_source) {
+        return Err(err(
+            file,
+            "sip.tcp_max_connections_per_source",
+            "must be 1..=sip.tcp_max_connections",
         ));
     }
     if !matches!(sip.block_status, 603 | 608) {

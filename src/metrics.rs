@@ -152,7 +152,14 @@ pub struct Metrics {
     /// SIP datagrams dropped (0) and connections closed (1) from sources not in
     /// `sip.allowed_sources`.
     pub sip_source_refused: [Counter; 2],
+    /// Failed accepts on any listener (each followed by a back-off pause).
+    pub accept_errors: Counter,
+    /// Connections closed at accept over a connection cap, by plane ([`PLANES`] order).
+    pub connections_refused: [Counter; 4],
 }
+
+/// Listener planes with connection caps, in the order of `connections_refused`.
+pub const PLANES: [&str; 4] = ["grpc", "http", "admin", "sip"];
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
 
@@ -240,6 +247,9 @@ fn install() -> Metrics {
         sip_source_refused: ["udp", "tcp"].map(
             |transport| counter!("suppressd_sip_source_refused_total", "transport" => transport),
         ),
+        accept_errors: counter!("suppressd_accept_errors_total"),
+        connections_refused: PLANES
+            .map(|plane| counter!("suppressd_connections_refused_total", "plane" => plane)),
     }
 }
 
@@ -393,6 +403,14 @@ fn describe() {
     describe_counter!(
         "suppressd_sip_source_refused_total",
         "SIP datagrams dropped and TCP connections closed because their source is not in sip.allowed_sources, by transport."
+    );
+    describe_counter!(
+        "suppressd_accept_errors_total",
+        "Failed accepts on any listener (out of file descriptors, mostly); each is followed by a back-off pause."
+    );
+    describe_counter!(
+        "suppressd_connections_refused_total",
+        "Connections closed at accept because the plane's connection cap (in all, or per source address) was reached, by plane."
     );
 }
 

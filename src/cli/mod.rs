@@ -88,7 +88,7 @@ pub struct TokenArgs {
     /// Tenant the token acts for (required for check tokens)
     #[arg(long)]
     pub tenant: Option<String>,
-    /// check (data plane) or admin
+    /// check (data plane), admin, or metrics (reads /metrics only)
     #[arg(long, default_value = "check")]
     pub role: String,
     /// Where to write the token itself (mode 0600); the entry for the tokens file goes to stdout
@@ -227,8 +227,12 @@ fn token(args: TokenArgs) -> CliResult<()> {
     let role = match args.role.as_str() {
         "check" => crate::server::auth::Role::Check,
         "admin" => crate::server::auth::Role::Admin,
-        _ => return Err(CliError::usage("--role is check or admin")),
+        "metrics" => crate::server::auth::Role::Metrics,
+        _ => return Err(CliError::usage("--role is check, admin or metrics")),
     };
+    if role == crate::server::auth::Role::Metrics && args.tenant.is_some() {
+        return Err(CliError::usage("a metrics token has no --tenant"));
+    }
     if role == crate::server::auth::Role::Check && args.tenant.is_none() {
         return Err(CliError::usage("a check token needs --tenant"));
     }

@@ -21,6 +21,9 @@ pub enum Role {
     Check,
     /// Admin plane (and checks): mutations, reload, compaction.
     Admin,
+    /// Prometheus: reads `/metrics` and nothing else (no checks, no status). Never bound to a
+    /// tenant: metrics are daemon-wide.
+    Metrics,
 }
 
 /// An authenticated caller.
@@ -48,6 +51,11 @@ impl Identity {
         identity: Option<&'a Identity>,
         requested: &'a str,
     ) -> Result<&'a str, AuthError> {
+        if identity.is_some_and(|i| i.role == Role::Metrics) {
+            return Err(AuthError::PermissionDenied(
+                "a metrics credential reads metrics only".into(),
+            ));
+        }
         match identity.and_then(|i| i.tenant.as_deref()) {
             None => Ok(requested),
             Some(own) if requested.is_empty() || requested == own => Ok(own),
@@ -55,6 +63,18 @@ impl Identity {
                 "credential of tenant '{own}' cannot act for another tenant"
             ))),
         }
+    }
+
+    /// True for the operator: an admin credential bound to no tenant, or an anonymous caller
+    /// when anonymous callers are allowed (loopback only, see `config`). The operator sees
+    /// every tenant's metadata; everyone else only their own.
+    pub fn is_operator(identity: Option<&Identity>) -> bool {
+        identity.is_none_or(|i| i.role == Role::Admin && i.tenant.is_none())
+    }
+
+    /// May read `/metrics`: a metrics credential or the operator.
+    pub fn may_read_metrics(identity: Option<&Identity>) -> bool {
+        identity.is_none_or(|i| i.role == Role::Metrics || Identity::is_operator(Some(i)))
     }
 
     /// Refuses callers without the admin role (when authentication is on).
@@ -135,6 +155,11 @@ impl Authenticator {
             if entry.tenant.is_none() && entry.role == Role::Check {
                 return Err(format!("{at}: a check credential needs a tenant"));
             }
+            if entry.tenant.is_some() && entry.role == Role::Metrics {
+                return Err(format!(
+                    "{at}: a metrics credential reads daemon-wide metrics: no tenant"
+                ));
+            }
             let identity = Identity {
                 name: entry.name,
                 tenant: entry.tenant,
@@ -156,10 +181,12 @@ impl Authenticator {
                 Ok(None)
             };
         };
+        // The scheme is case-insensitive (RFC 9110 section 11.1); the token is not.
         let token = header
-            .strip_prefix("Bearer ")
-            .ok_or(AuthError::Unauthenticated)?
-            .trim();
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+            .map(|_| header[7..].trim())
+            .ok_or(AuthError::Unauthenticated)?;
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         self.tokens
             .get(&hash)
@@ -182,6 +209,7 @@ pub fn token_entry(name: &str, token: &str, tenant: Option<&str>, role: Role) ->
     entry.push_str(match role {
         Role::Check => "role = \"check\"\n",
         Role::Admin => "role = \"admin\"\n",
+        Role::Metrics => "role = \"metrics\"\n",
     });
     entry
 }

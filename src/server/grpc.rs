@@ -12,7 +12,7 @@ use crate::proto::{
     self, BlockedItem, CampaignStatus, CheckBatchRequest, CheckBatchResponse, CheckRequest,
     CheckResponse, SetStatus, SetVersion, StatusRequest, StatusResponse, TenantStatus, Verdict,
 };
-use crate::server::auth::{AuthError, Identity};
+use crate::server::auth::{AuthError, Identity, Role};
 use crate::server::checks::{CheckError, Proof};
 use crate::server::state::{State, now_ms};
 use std::pin::Pin;
@@ -226,8 +226,47 @@ impl SuppressionService {
         })
     }
 
-    fn status(&self) -> StatusResponse {
+    /// The daemon's status as `identity` may see it: the operator (see
+    /// [`Identity::is_operator`]) everything; a tenant's credential its own tenant, its own sets
+    /// and the global sets its campaigns use, without file paths; a metrics credential nothing.
+    fn status(&self, identity: Option<&Identity>) -> Result<StatusResponse, ServiceError> {
         let state = &self.state;
+        let operator = Identity::is_operator(identity);
+        let scope: Option<&str> = if operator {
+            None
+        } else {
+            match identity.and_then(|i| i.tenant.as_deref()) {
+                Some(tenant) if identity.is_some_and(|i| i.role != Role::Metrics) => Some(tenant),
+                _ => {
+                    return Err(AuthError::PermissionDenied(
+                        "status is for tenants' credentials and the operator".into(),
+                    )
+                    .into());
+                }
+            }
+        };
+        // Sets the caller may see: every set for the operator; for a tenant its own sets and
+        // the global ones its campaigns consult.
+        let visible: Vec<bool> = match scope {
+            None => vec![true; state.policy.sets.len()],
+            Some(tenant) => {
+                let mut visible: Vec<bool> = state
+                    .policy
+                    .sets
+                    .iter()
+                    .map(|d| d.tenant.as_deref() == Some(tenant))
+                    .collect();
+                if let Some(found) = state.policy.tenants.get(tenant) {
+                    for campaign in found.campaigns.values() {
+                        for &id in campaign.block_sets.iter().chain(&campaign.consent_sets) {
+                            visible[id] = true;
+                        }
+                    }
+                }
+                visible
+            }
+        };
+        let data_dir = state.config.data_dir.display().to_string();
         let sets = state.sets.load();
         let today = Day::today();
         let set_status = state
@@ -235,13 +274,19 @@ impl SuppressionService {
             .sets
             .iter()
             .enumerate()
+            .filter(|(id, _)| visible[*id])
             .map(|(id, definition)| {
+                let mut last_error = state.last_error(id).unwrap_or_default();
+                if !operator {
+                    // Errors name the file: keep its name, not where the daemon keeps it.
+                    last_error = last_error.replace(&data_dir, "");
+                }
                 let mut status = SetStatus {
                     name: definition.id.clone(),
                     kind: definition.kind.name().into(),
                     scope: definition.tenant.clone().unwrap_or_else(|| "global".into()),
                     age_days: -1,
-                    last_error: state.last_error(id).unwrap_or_default(),
+                    last_error,
                     ..SetStatus::default()
                 };
                 if let Some(loaded) = sets.slots[id].as_deref() {
@@ -257,7 +302,9 @@ impl SuppressionService {
                         .unwrap_or_default();
                     status.age_days = header.source_date.map_or(-1, |d| d.days_until(today));
                     status.loaded_at_unix_ms = loaded.loaded_at_ms;
-                    status.file = loaded.file.display().to_string();
+                    if operator {
+                        status.file = loaded.file.display().to_string();
+                    }
                     status.key_scheme = header.scheme.name().into();
                 }
                 status
@@ -267,6 +314,7 @@ impl SuppressionService {
             .policy
             .tenants
             .values()
+            .filter(|tenant| scope.is_none_or(|own| tenant.name == own))
             .map(|tenant| {
                 let mut campaigns: Vec<CampaignStatus> = tenant
                     .campaigns
@@ -298,15 +346,26 @@ impl SuppressionService {
             })
             .collect();
         tenants.sort_by(|a, b| a.name.cmp(&b.name));
-        StatusResponse {
+        // The default tenant is shown only to the operator and to that tenant.
+        let default_tenant = state.policy.default_tenant.clone().unwrap_or_default();
+        let show_defaults = scope.is_none_or(|own| own == default_tenant);
+        Ok(StatusResponse {
             ready: state.is_ready(),
             sets: set_status,
             tenants,
-            default_tenant: state.policy.default_tenant.clone().unwrap_or_default(),
-            default_campaign: state.policy.default_campaign.clone().unwrap_or_default(),
+            default_tenant: if show_defaults {
+                default_tenant
+            } else {
+                String::new()
+            },
+            default_campaign: if show_defaults {
+                state.policy.default_campaign.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
             build_version: env!("CARGO_PKG_VERSION").into(),
             started_at_unix_ms: state.started_at_ms,
-        }
+        })
     }
 }
 
@@ -326,19 +385,14 @@ pub fn authenticate(
             .and_then(|v| v.to_str().ok());
         // Without a bearer token, a mapped client certificate (mutual TLS) identifies the caller.
         if header.is_none()
-            && let Some(info) = request.extensions().get::<crate::server::tls::TlsInfo>()
+            && let Some(from_certificate) = request
+                .extensions()
+                .get::<crate::server::tls::TlsInfo>()
+                .and_then(crate::server::tls::TlsInfo::credential)
         {
-            match (info.identity.clone(), &info.common_name) {
-                (Some(identity), _) => {
-                    request.extensions_mut().insert(identity);
-                    return Ok(request);
-                }
-                // A certificate that maps to nobody is not a credential.
-                (None, Some(_)) => {
-                    return Err(ServiceError::from(AuthError::Unauthenticated).into());
-                }
-                (None, None) => {}
-            }
+            let identity = from_certificate.map_err(ServiceError::from)?;
+            request.extensions_mut().insert(identity);
+            return Ok(request);
         }
         match authenticator.authenticate(header) {
             Ok(Some(identity)) => {
@@ -404,9 +458,9 @@ impl Suppression for SuppressionService {
 
     async fn status(
         &self,
-        _request: Request<StatusRequest>,
+        request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        Ok(Response::new(self.status()))
+        Ok(Response::new(self.status(identity(&request))?))
     }
 
     async fn ping(
@@ -486,4 +540,154 @@ where
 
 impl<S: tonic::server::NamedService> tonic::server::NamedService for ShedOverload<S> {
     const NAME: &'static str = S::NAME;
+}
+
+/// Wraps a whole gRPC service (the admin plane): over `limit` requests in flight, a request is
+/// answered RESOURCE_EXHAUSTED at once, before its body is read. Not queued, like the data
+/// plane's [`ShedOverload`].
+#[derive(Clone)]
+pub struct RefuseOverLimit<S> {
+    inner: S,
+    in_flight: Arc<crate::server::limits::InFlight>,
+    setting: &'static str,
+}
+
+impl<S> RefuseOverLimit<S> {
+    pub fn new(
+        inner: S,
+        in_flight: Arc<crate::server::limits::InFlight>,
+        setting: &'static str,
+    ) -> RefuseOverLimit<S> {
+        RefuseOverLimit {
+            inner,
+            in_flight,
+            setting,
+        }
+    }
+}
+
+impl<S, B> tonic::codegen::Service<HttpRequest> for RefuseOverLimit<S>
+where
+    S: tonic::codegen::Service<
+            HttpRequest,
+            Response = tonic::codegen::http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = HttpResponse;
+    type Error = std::convert::Infallible;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: HttpRequest) -> Self::Future {
+        let Some(permit) = self.in_flight.try_enter() else {
+            let status = Status::resource_exhausted(format!(
+                "overloaded: {} requests already in flight ({}); retry later",
+                self.in_flight.limit, self.setting
+            ));
+            return Box::pin(std::future::ready(Ok(status.into_http())));
+        };
+        let answering = self.inner.call(request);
+        Box::pin(async move {
+            let response = answering.await;
+            drop(permit);
+            response.map(|r| r.map(tonic::body::Body::new))
+        })
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for RefuseOverLimit<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service whose answers wait until `release` is notified.
+    #[derive(Clone)]
+    struct Held(Arc<tokio::sync::Notify>);
+
+    impl tonic::codegen::Service<HttpRequest> for Held {
+        type Response = HttpResponse;
+        type Error = std::convert::Infallible;
+        type Future =
+            Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, Self::Error>> + Send>>;
+
+        fn poll_ready(
+            &mut self,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _request: HttpRequest) -> Self::Future {
+            let release = self.0.clone();
+            Box::pin(async move {
+                release.notified().await;
+                Ok(Status::ok("done").into_http())
+            })
+        }
+    }
+
+    fn grpc_status(response: &HttpResponse) -> Option<i32> {
+        response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[tokio::test]
+    async fn admin_requests_over_the_limit_are_refused_not_queued() {
+        use tonic::codegen::Service;
+        let release = Arc::new(tokio::sync::Notify::new());
+        let mut service = RefuseOverLimit::new(
+            Held(release.clone()),
+            Arc::new(crate::server::limits::InFlight::new(2)),
+            "server.admin_max_in_flight",
+        );
+        let request = || HttpRequest::new(tonic::body::Body::empty());
+        let first = tokio::spawn(service.call(request()));
+        let second = tokio::spawn(service.call(request()));
+        tokio::task::yield_now().await;
+        // The third is answered at once, RESOURCE_EXHAUSTED, naming the setting.
+        let third =
+            tokio::time::timeout(std::time::Duration::from_secs(1), service.call(request()))
+                .await
+                .expect("queued instead of refused")
+                .unwrap();
+        assert_eq!(
+            grpc_status(&third),
+            Some(tonic::Code::ResourceExhausted as i32)
+        );
+        let message = third
+            .headers()
+            .get("grpc-message")
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(message.contains("admin_max_in_flight"), "{message}");
+        release.notify_waiters();
+        for held in [first, second] {
+            let answer = held.await.unwrap().unwrap();
+            assert_eq!(grpc_status(&answer), Some(0));
+        }
+        // Places are freed: the next one passes.
+        let next = tokio::spawn(service.call(request()));
+        tokio::task::yield_now().await;
+        release.notify_waiters();
+        assert_eq!(grpc_status(&next.await.unwrap().unwrap()), Some(0));
+    }
 }

@@ -71,6 +71,9 @@ pub fn router(state: Arc<State>) -> axum::Router {
     let body_limit = state.config.raw.server.max_message_bytes;
     let checks = axum::Router::new()
         .route("/v1/check", get(check_one).post(check_batch))
+        // Kamailio's http_connect joins its base URL and the path with '/': a base URL ending
+        // in /v1/check asks for /v1/check/?number=...
+        .route("/v1/check/", get(check_one).post(check_batch))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             shed_overload,
@@ -79,9 +82,56 @@ pub fn router(state: Arc<State>) -> axum::Router {
         .merge(checks)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(render_metrics))
+        .route("/metrics", get(metrics_on_check_plane))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// The metrics listener (`server.metrics_listen`): `/metrics` and `/healthz`, nothing else.
+/// On loopback no credential is needed; elsewhere `auth.required` applies, and a credential
+/// presented must be a metrics or operator one.
+pub fn metrics_router(state: Arc<State>, loopback: bool) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(
+                move |Shared(state): Shared<Arc<State>>, headers: HeaderMap| async move {
+                    metrics_for(&state, &headers, loopback)
+                },
+            ),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+/// `/metrics` on the check plane: its labels name every tenant's sets, so with authentication
+/// on only a metrics or operator credential reads it.
+async fn metrics_on_check_plane(Shared(state): Shared<Arc<State>>, headers: HeaderMap) -> Response {
+    metrics_for(&state, &headers, false)
+}
+
+fn metrics_for(state: &State, headers: &HeaderMap, anonymous_ok: bool) -> Response {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let identity = match (header, anonymous_ok) {
+        (None, true) => None,
+        _ => match state.config.authenticator.authenticate(header) {
+            Ok(identity) => identity,
+            Err(_) => {
+                return (StatusCode::UNAUTHORIZED, "a metrics credential is needed\n")
+                    .into_response();
+            }
+        },
+    };
+    if !Identity::may_read_metrics(identity.as_deref()) {
+        return (
+            StatusCode::FORBIDDEN,
+            "metrics need a metrics or operator credential\n",
+        )
+            .into_response();
+    }
+    render_metrics()
 }
 
 /// A JSON refusal of a check: verdict BLOCK (fail closed) and the reason.
@@ -247,50 +297,61 @@ fn check_error(error: &CheckError) -> Response {
     refuse(status, error.to_string(), error.retry_after())
 }
 
-/// The tenant a request acts for, from its bearer credential (401/403 as JSON otherwise).
-fn caller_tenant(
+/// A 401 or 403 refusal as JSON.
+fn auth_refusal(error: AuthError) -> Box<Response> {
+    let status = match error {
+        AuthError::Unauthenticated => StatusCode::UNAUTHORIZED,
+        AuthError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+    };
+    Box::new(
+        (
+            status,
+            Json(json!({ "verdict": "BLOCK", "error": error.to_string() })),
+        )
+            .into_response(),
+    )
+}
+
+/// The caller, from its bearer credential or, without one, its mapped client certificate
+/// (401 as JSON otherwise).
+fn caller_identity(
     state: &State,
     headers: &HeaderMap,
-    requested: &str,
-) -> Result<String, Box<Response>> {
+    peer: Option<&crate::server::tls::TlsInfo>,
+) -> Result<Option<Arc<Identity>>, Box<Response>> {
     let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let refuse = |error: AuthError| {
-        let status = match error {
-            AuthError::Unauthenticated => StatusCode::UNAUTHORIZED,
-            AuthError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-        };
-        Box::new(
-            (
-                status,
-                Json(json!({ "verdict": "BLOCK", "error": error.to_string() })),
-            )
-                .into_response(),
-        )
-    };
-    let identity = state
+    if header.is_none()
+        && let Some(from_certificate) = peer.and_then(crate::server::tls::TlsInfo::credential)
+    {
+        return from_certificate.map(Some).map_err(auth_refusal);
+    }
+    state
         .config
         .authenticator
         .authenticate(header)
-        .map_err(refuse)?;
-    Identity::tenant_for(identity.as_deref(), requested)
-        .map(str::to_owned)
-        .map_err(refuse)
+        .map_err(auth_refusal)
 }
 
 async fn check_one(
     Shared(state): Shared<Arc<State>>,
+    peer: Option<axum::Extension<crate::server::tls::TlsInfo>>,
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
+    // The credential first: an unknown caller learns nothing of the query parser.
+    let identity = match caller_identity(&state, &headers, peer.as_deref()) {
+        Ok(identity) => identity,
+        Err(response) => return *response,
+    };
     let query = match parse_query(&uri) {
         Ok(query) => query,
         Err(error) => return refuse(StatusCode::BAD_REQUEST, error, None),
     };
-    let tenant = match caller_tenant(&state, &headers, &query.tenant) {
-        Ok(tenant) => tenant,
-        Err(response) => return *response,
+    let tenant = match Identity::tenant_for(identity.as_deref(), &query.tenant) {
+        Ok(tenant) => tenant.to_owned(),
+        Err(error) => return *auth_refusal(error),
     };
     let started = std::time::Instant::now();
     let outcome = match state.check_text(&tenant, &query.campaign, &query.number) {
@@ -328,9 +389,17 @@ async fn check_one(
 
 async fn check_batch(
     Shared(state): Shared<Arc<State>>,
+    peer: Option<axum::Extension<crate::server::tls::TlsInfo>>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
+    // Authenticated from the headers before anything of the body is read: an unknown caller
+    // learns neither the limits nor the parser's messages. The tenant named in the body is
+    // checked against the credential once the body is parsed.
+    let identity = match caller_identity(&state, &headers, peer.as_deref()) {
+        Ok(identity) => identity,
+        Err(response) => return *response,
+    };
     let json = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -345,37 +414,40 @@ async fn check_batch(
             None,
         );
     }
-    // A declared length over the limit is refused before waiting for the body.
-    let limit = state.config.raw.server.max_message_bytes;
+    // The body is bounded by what max_batch numbers can take; a declared length over it is
+    // refused before waiting for the body.
+    let server = &state.config.raw.server;
+    let limit = crate::server::limits::http_body_limit(server);
+    let too_large = || {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "body over {limit} bytes, the most {} numbers take (server.max_batch, server.max_message_bytes)",
+                server.max_batch
+            ),
+            None,
+        )
+    };
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body over {limit} bytes (server.max_message_bytes)"),
-            None,
-        );
+        return too_large();
     }
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
-        Err(_) => {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body over {limit} bytes (server.max_message_bytes), or cut short"),
-                None,
-            );
-        }
+        Err(_) => return too_large(),
     };
-    let body = match parse_batch(&bytes, state.config.raw.server.max_batch) {
+    let body = match parse_batch(&bytes, server.max_batch) {
         Ok(body) => body,
         Err(error) => return refuse(StatusCode::BAD_REQUEST, error, None),
     };
+    drop(bytes);
     let started = std::time::Instant::now();
-    let tenant = match caller_tenant(&state, &headers, &body.tenant) {
-        Ok(tenant) => tenant,
-        Err(response) => return *response,
+    let tenant = match Identity::tenant_for(identity.as_deref(), &body.tenant) {
+        Ok(tenant) => tenant.to_owned(),
+        Err(error) => return *auth_refusal(error),
     };
     let (outcome, numbers) = match state.check_many(&tenant, &body.campaign, &body.numbers, &[]) {
         Ok(result) => result,
@@ -455,7 +527,7 @@ async fn ready(Shared(state): Shared<Arc<State>>) -> Response {
     }
 }
 
-async fn render_metrics() -> Response {
+fn render_metrics() -> Response {
     (
         StatusCode::OK,
         [(

@@ -10,8 +10,51 @@
 //!   the generic cell rate algorithm: one atomic "theoretical arrival time" advanced by a
 //!   compare-and-swap, so a check costs one load and one CAS, and a refused check costs nothing.
 
+use crate::config::ServerConfig;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Longest number text a batch is sized for: longer texts are invalid numbers anyway (the
+/// parsers refuse input over 64 bytes).
+pub const MAX_NUMBER_TEXT: usize = 64;
+/// Room in a message for everything but the numbers (tenant and campaign names of up to 64
+/// bytes, batch id, field keys).
+const FIXED_BYTES: usize = 1024;
+/// Wire bytes one number may take in a gRPC batch: the key and length of a string field plus
+/// [`MAX_NUMBER_TEXT`] (a packed fixed64 takes 8).
+const GRPC_BYTES_PER_NUMBER: usize = MAX_NUMBER_TEXT + 3;
+/// JSON bytes one number may take in an HTTP batch: quotes, comma, and room for whitespace
+/// (pretty-printed bodies put each number on a line of its own).
+const JSON_BYTES_PER_NUMBER: usize = MAX_NUMBER_TEXT + 32;
+
+/// The largest gRPC data-plane message decoded: what `server.max_batch` numbers can take,
+/// capped by `server.max_message_bytes`. A bigger message is refused (OUT_OF_RANGE) from its
+/// length prefix, before it is buffered or decoded.
+pub fn grpc_decode_limit(server: &ServerConfig) -> usize {
+    (server.max_batch * GRPC_BYTES_PER_NUMBER + FIXED_BYTES).min(server.max_message_bytes)
+}
+
+/// The largest `POST /v1/check` body read: what `server.max_batch` numbers can take in JSON,
+/// capped by `server.max_message_bytes`. Refused (413) from Content-Length before reading.
+pub fn http_body_limit(server: &ServerConfig) -> usize {
+    (server.max_batch * JSON_BYTES_PER_NUMBER + FIXED_BYTES).min(server.max_message_bytes)
+}
+
+/// Heap one check request of the largest allowed size may hold at once, in bytes: its wire
+/// bytes three times (the HTTP/2 or HTTP/1 receive buffer, the decode buffer, a decompression
+/// buffer), each number decoded (a `String` of up to [`MAX_NUMBER_TEXT`] bytes) and its result
+/// (a verdict, a blocked item or a JSON result of up to 96 bytes).
+pub fn request_memory_bound(server: &ServerConfig) -> usize {
+    let wire = grpc_decode_limit(server).max(http_body_limit(server));
+    3 * wire + server.max_batch * (24 + MAX_NUMBER_TEXT + 96)
+}
+
+/// The bound on what check requests in flight hold: `server.max_in_flight` requests of the
+/// largest allowed size (RUNBOOK, "Hardening"). Requests over `max_in_flight` are refused
+/// before their bodies are read, so they add nothing.
+pub fn in_flight_memory_bound(server: &ServerConfig) -> usize {
+    server.max_in_flight * request_memory_bound(server)
+}
 use std::time::{Duration, Instant};
 
 /// The global bound on check requests in flight: one shared atomic counter. Not a tokio
@@ -60,6 +103,109 @@ impl InFlight {
     /// Requests in flight now (for tests and status).
     pub fn in_flight(&self) -> usize {
         self.count.load(Ordering::Acquire).min(self.limit)
+    }
+}
+
+/// Descriptors kept back from the connection caps: snapshots, journal segments, the ledger,
+/// the audit log, sockets of the SIP dip and the runtime.
+const RESERVED_FILES: u64 = 128;
+
+/// Raises the soft limit on open files to the hard limit (systemd and most shells start
+/// daemons at 1024 soft, a few hundred thousand hard) and returns the limit now in force.
+pub fn raise_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// The open-file limit in force (soft), without changing it.
+pub fn file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    limit.rlim_cur
+}
+
+/// Connections each TCP plane may hold: `server.max_connections`, or an equal share of the
+/// file limit less [`RESERVED_FILES`] among `planes` planes (at least 16), so idle connections
+/// on one plane cannot take the descriptors another needs.
+pub fn connections_per_plane(server: &ServerConfig, file_limit: u64, planes: usize) -> usize {
+    let share = file_limit.saturating_sub(RESERVED_FILES) / planes.max(1) as u64;
+    let share = usize::try_from(share).unwrap_or(usize::MAX).max(16);
+    server.max_connections.map_or(share, |n| n.min(share))
+}
+
+/// Pacing for an accept loop after errors. EMFILE/ENFILE (out of file descriptors) persist until
+/// a connection closes, so retrying at once spins a core and starves the connections that
+/// would free them: sleep, doubling from 5 ms to 1 s, and log at most once a second.
+pub struct AcceptBackoff {
+    what: &'static str,
+    delay: Duration,
+    logged: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptBackoff {
+    pub fn new(what: &'static str) -> AcceptBackoff {
+        AcceptBackoff {
+            what,
+            delay: Duration::ZERO,
+            logged: None,
+            suppressed: 0,
+        }
+    }
+
+    /// After a failed accept: log (rate-limited) and sleep.
+    pub async fn failed(&mut self, error: &std::io::Error) {
+        self.delay = (self.delay * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let now = Instant::now();
+        if self
+            .logged
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            let descriptors = matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+            tracing::warn!(
+                %error,
+                listener = self.what,
+                retry_in_ms = self.delay.as_millis() as u64,
+                failures_since_last_log = self.suppressed,
+                out_of_file_descriptors = descriptors,
+                "accept failed; backing off"
+            );
+            self.logged = Some(now);
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+        crate::metrics::metrics().accept_errors.increment(1);
+        tokio::time::sleep(self.delay).await;
+    }
+
+    /// After a successful accept: the next failure starts from the shortest pause.
+    pub fn succeeded(&mut self) {
+        self.delay = Duration::ZERO;
     }
 }
 

@@ -4,10 +4,12 @@
 //! server on port 0 and stop it at will. The config has been validated before anything here
 //! runs. Owns wiring only: decisions live in `policy`, lookups in `engine`.
 
+pub mod accept;
 pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod checks;
+pub mod codec;
 pub mod grpc;
 pub mod http;
 pub mod limits;
@@ -42,6 +44,8 @@ pub struct Handle {
     pub admin_addr: Option<std::net::SocketAddr>,
     /// Where the HTTP plane listens, when configured.
     pub http_addr: Option<std::net::SocketAddr>,
+    /// Where the metrics listener listens, when configured.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Where the SIP dip listens (UDP, TCP), when configured.
     pub sip_udp_addr: Option<std::net::SocketAddr>,
     pub sip_tcp_addr: Option<std::net::SocketAddr>,
@@ -72,6 +76,7 @@ pub async fn start(
     let server_config = config.raw.server.clone();
     let admin_listen = config.admin_listen;
     let http_listen = config.http_listen;
+    let metrics_listen = config.metrics_listen;
     let (sip_udp_listen, sip_tcp_listen) = (config.sip_udp_listen, config.sip_tcp_listen);
     let repair = config.repair_journal;
     let state = Arc::new(State::new(config));
@@ -86,6 +91,14 @@ pub async fn start(
     let mutator = Arc::new(mutator);
     let _ = state.mutator.set(Arc::downgrade(&mutator));
     let http_listener = match http_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("cannot listen on {address}: {e}"))?,
+        ),
+        None => None,
+    };
+    let metrics_listener = match metrics_listen {
         Some(address) => Some(
             TcpListener::bind(address)
                 .await
@@ -123,6 +136,7 @@ pub async fn start(
         mutator: mutator.clone(),
         admin_addr: admin_listener.as_ref().and_then(|l| l.local_addr().ok()),
         http_addr: http_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        metrics_addr: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
         sip_udp_addr: sip_udp.as_ref().and_then(|s| s.local_addr().ok()),
         sip_tcp_addr: sip_tcp.as_ref().and_then(|l| l.local_addr().ok()),
     };
@@ -147,42 +161,55 @@ pub async fn start(
     ));
     tokio::spawn(compactor(state.clone(), mutator.clone(), stop_rx.clone()));
     tokio::spawn(gauges(state.clone(), mutator.clone(), stop_rx.clone()));
-    if let Some(listener) = http_listener {
-        let app = http::router(state.clone());
-        let http_tls = state.config.tls.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            let stopped = async move {
-                let _ = stop.changed().await;
-            };
-            let result = match http_tls {
-                Some(tls) => {
-                    let local = listener
-                        .local_addr()
-                        .expect("bound listener has an address");
-                    let listener = tls::TlsListener {
-                        connections: tls.accept(listener),
-                        local,
-                    };
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stopped)
-                        .await
-                }
-                None => {
-                    // SIP proxies send one small request at a time per connection: no Nagle delay.
-                    let listener = listener.tap_io(|tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    });
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stopped)
-                        .await
-                }
-            };
-            if let Err(error) = result {
-                tracing::error!(%error, "HTTP plane stopped");
-            }
+    // Connection caps per TCP plane, from the file limit (raised at start by `serve_main`).
+    let planes = 1
+        + usize::from(http_listener.is_some())
+        + usize::from(admin_listener.is_some())
+        + usize::from(metrics_listener.is_some())
+        + usize::from(handle.sip_tcp_addr.is_some());
+    let per_plane = limits::connections_per_plane(&server_config, limits::file_limit(), planes);
+    let caps = |plane: usize| {
+        accept::ConnectionCaps::new(plane, per_plane, server_config.max_connections_per_source)
+    };
+    let header_timeout = Duration::from_millis(server_config.header_timeout_ms);
+    let handshake_timeout = Duration::from_millis(server_config.tls_handshake_timeout_ms);
+    tracing::info!(
+        connections_per_plane = per_plane,
+        per_source = server_config.max_connections_per_source.min(per_plane),
+        "connection caps"
+    );
+    for (what, listener, app, plane) in [
+        (
+            "HTTP plane",
+            http_listener,
+            Some(http::router(state.clone())),
+            1,
+        ),
+        ("metrics listener", metrics_listener, None, 1),
+    ] {
+        let Some(listener) = listener else { continue };
+        let app = app.unwrap_or_else(|| {
+            let loopback = listener
+                .local_addr()
+                .is_ok_and(|address| address.ip().is_loopback());
+            http::metrics_router(state.clone(), loopback)
         });
+        match state.config.tls.clone() {
+            Some(tls) => accept::serve_http(
+                what,
+                app,
+                accept::tls(what, listener, caps(plane), tls, handshake_timeout),
+                header_timeout,
+                stop_rx.clone(),
+            ),
+            None => accept::serve_http(
+                what,
+                app,
+                accept::plain(what, listener, caps(plane), None),
+                header_timeout,
+                stop_rx.clone(),
+            ),
+        }
     }
     sip::spawn(state.clone(), sip_udp, sip_tcp, stop_rx.clone());
     if let Some(listener) = admin_listener {
@@ -196,24 +223,43 @@ pub async fn start(
             admin,
             grpc::authenticate(state.config.authenticator.clone()),
         );
+        // Outermost: over admin_max_in_flight requests, refused before anything else.
+        let admin = grpc::RefuseOverLimit::new(
+            admin,
+            Arc::new(limits::InFlight::new(server_config.admin_max_in_flight)),
+            "server.admin_max_in_flight",
+        );
         let mut stop = stop_rx.clone();
         let admin_tls = state.config.tls.clone();
+        let admin_caps = caps(2);
+        let admin_timeout = Duration::from_millis(server_config.admin_request_timeout_ms);
         tokio::spawn(async move {
             let stopped = async move {
                 let _ = stop.changed().await;
             };
-            let router = tonic::transport::Server::builder().add_service(admin);
+            let router = tonic::transport::Server::builder()
+                .timeout(admin_timeout)
+                .add_service(admin);
             let result = match admin_tls {
                 Some(tls) => {
-                    let connections =
-                        tokio_stream::wrappers::ReceiverStream::new(tls.accept(listener));
+                    let connections = tokio_stream::wrappers::ReceiverStream::new(accept::tls(
+                        "admin plane",
+                        listener,
+                        admin_caps,
+                        tls,
+                        handshake_timeout,
+                    ));
                     router
                         .serve_with_incoming_shutdown(connections, stopped)
                         .await
                 }
                 None => {
-                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-                        .with_nodelay(Some(true));
+                    let incoming = tokio_stream::wrappers::ReceiverStream::new(accept::plain(
+                        "admin plane",
+                        listener,
+                        admin_caps,
+                        Some(header_timeout),
+                    ));
                     router.serve_with_incoming_shutdown(incoming, stopped).await
                 }
             };
@@ -240,10 +286,14 @@ pub async fn start(
 
     // Limits and compression go on the generated service itself (see NOTES: wrapping first
     // hides these setters).
+    // Decoding is bounded by what max_batch numbers can take, not only by max_message_bytes:
+    // a batch over the limit is refused from its length (and its count, `codec`) before it is
+    // allocated.
+    codec::register_max_batch(server_config.max_batch);
     let data_plane = SuppressionServer::new(SuppressionService::new(state.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(server_config.max_message_bytes)
+        .max_decoding_message_size(limits::grpc_decode_limit(&server_config))
         .max_encoding_message_size(server_config.max_message_bytes);
 
     let data_plane = tonic::service::interceptor::InterceptedService::new(
@@ -275,12 +325,22 @@ pub async fn start(
         Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
     > = match &tls {
         Some(tls) => {
-            let connections = tokio_stream::wrappers::ReceiverStream::new(tls.accept(listener));
+            let connections = tokio_stream::wrappers::ReceiverStream::new(accept::tls(
+                "gRPC data plane",
+                listener,
+                caps(0),
+                tls.clone(),
+                handshake_timeout,
+            ));
             Box::pin(router.serve_with_incoming_shutdown(connections, drained))
         }
         None => {
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = tokio_stream::wrappers::ReceiverStream::new(accept::plain(
+                "gRPC data plane",
+                listener,
+                caps(0),
+                Some(header_timeout),
+            ));
             Box::pin(router.serve_with_incoming_shutdown(incoming, drained))
         }
     };
@@ -450,6 +510,9 @@ pub fn serve_main(
         eprintln!("suppressd: {error}");
         return ExitCode::from(1);
     }
+    // Before any socket exists: the connection caps are sized from this limit.
+    let files = limits::raise_file_limit();
+    tracing::info!(open_files = files, "file descriptor limit");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -15,6 +15,7 @@
 //! | INVITE, cannot decide (a set the campaign needs is not loaded) | `503 Service Unavailable`, `Reason: ...;text="NOT_READY"`, no `Retry-After` |
 //! | INVITE, refused by a limit: `server.max_in_flight` checks in flight, or the tenant over its `max_checks_per_second` | `503 Service Unavailable`, `Reason: ...;text="OVERLOADED"` (or `RATE_LIMITED`), `Retry-After: <seconds>` |
 //! | INVITE, unknown tenant or campaign (or none given and no default) | `403 Forbidden`, `Reason: ...;text="UNKNOWN_TENANT"` (or `UNKNOWN_CAMPAIGN`, `NO_TENANT`, `NO_CAMPAIGN`) |
+//! | INVITE naming a tenant or campaign its source is not bound to (`[[sip.source]]`) | `403 Forbidden`, `Reason: ...;text="TENANT_NOT_ALLOWED"` (or `CAMPAIGN_NOT_ALLOWED`) |
 //! | OPTIONS | `200 OK` with `Allow` (proxies use it as a keepalive) |
 //! | ACK | nothing (absorbed: it acknowledges our own non-2xx answer) |
 //! | CANCEL, BYE, anything else | `405 Method Not Allowed`, `Allow: INVITE, OPTIONS, ACK` |
@@ -48,15 +49,21 @@
 //! - TCP: messages are framed by Content-Length (mandatory on streams; without it the dip answers
 //!   400 when it can and closes the connection), and answered on the same connection. A
 //!   double-CRLF keepalive (RFC 5626) gets a CRLF back. Idle connections close after
-//!   5 minutes; at most 1024 connections at a time.
-//! - `sip.allowed_sources`: datagrams from other sources are dropped unanswered and TCP
-//!   connections from them closed at accept, both counted; unset, every source is answered.
+//!   `sip.tcp_idle_seconds` (60); at most `sip.tcp_max_connections` (1024) at a time, and
+//!   `sip.tcp_max_connections_per_source` (32) from one address; more are closed at accept.
+//! - Sources: `sip.allowed_sources` (any tenant) and `[[sip.source]]` (a network bound to its
+//!   tenants and campaigns). Datagrams from other sources are dropped unanswered, malformed or
+//!   not, and TCP connections from them closed at accept, both counted; with neither set (only
+//!   allowed on loopback) every source is answered. A source naming a tenant or campaign it is
+//!   not bound to gets `403` with `TENANT_NOT_ALLOWED` (or `CAMPAIGN_NOT_ALLOWED`).
+//! - Answers carry nothing beyond what the proxy needs (no `Server` header; `Reason` only on
+//!   refusals), so a spoofed request reflects at most ~1.7x its size (RUNBOOK, "Hardening").
 //! - Parsing is strict and bounded: CRLF line ends, no header folding, at most
 //!   [`MAX_MESSAGE_BYTES`] per message, [`MAX_HEADERS`] headers and [`MAX_VIAS`] Via values.
 //!   [`parse_request`] and [`respond`] are pure functions of their inputs (fuzzed).
 //! - Phone numbers never appear in logs or error texts: errors are static descriptions.
 
-use crate::config::SipConfig;
+use crate::config::{SipConfig, SipSource};
 use crate::policy::{PolicyError, Reason, Reasons};
 use crate::server::checks::{CheckError, CheckOutcome};
 use crate::server::state::State;
@@ -78,8 +85,6 @@ pub const MAX_HEADERS: usize = 100;
 pub const MAX_VIAS: usize = 70;
 /// Longest user part taken as a number; longer ones are invalid numbers.
 const MAX_NUMBER_CHARS: usize = 64;
-const TCP_IDLE: Duration = Duration::from_secs(300);
-const MAX_TCP_CONNECTIONS: usize = 1024;
 /// Datagrams handled before the UDP loop yields to other tasks.
 const UDP_BURST: usize = 256;
 const ALLOW: &str = "INVITE, OPTIONS, ACK";
@@ -105,6 +110,8 @@ pub struct Counters {
     pub send_errors: AtomicU64,
     /// Datagrams dropped and connections closed from sources not in `sip.allowed_sources`.
     pub sources_refused: AtomicU64,
+    /// TCP connections closed at accept over `sip.tcp_max_connections` (per source or in all).
+    pub connections_refused: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
@@ -121,6 +128,7 @@ pub static COUNTERS: Counters = Counters {
     responses_ignored: AtomicU64::new(0),
     send_errors: AtomicU64::new(0),
     sources_refused: AtomicU64::new(0),
+    connections_refused: AtomicU64::new(0),
 };
 
 fn count(counter: &AtomicU64) {
@@ -970,13 +978,47 @@ pub fn dialled_number<'b>(uri: &str, buffer: &'b mut [u8; MAX_NUMBER_CHARS]) -> 
     std::str::from_utf8(&buffer[..length]).unwrap_or("")
 }
 
-/// The answer to a parsed request, or None for ACK (absorbed).
-pub fn decide(request: &SipRequest<'_>, state: &State) -> Option<Answer> {
+/// Refuses a request naming a tenant (or campaign) its source is not bound to
+/// (`[[sip.source]]`); names left empty are the configured defaults. None: allowed.
+fn binding_refusal(
+    rule: Option<&SipSource>,
+    state: &State,
+    tenant: &str,
+    campaign: &str,
+) -> Option<Answer> {
+    let rule = rule?;
+    let tenants = rule.tenants.as_ref()?;
+    let tenant_name = if tenant.is_empty() {
+        state.policy.default_tenant.as_deref().unwrap_or("")
+    } else {
+        tenant
+    };
+    if !tenants.iter().any(|t| t == tenant_name) {
+        return Some(Answer::Refused("TENANT_NOT_ALLOWED"));
+    }
+    let campaigns = rule.campaigns.as_ref()?;
+    match state.policy.resolve(tenant, campaign) {
+        Ok((_, found)) if !campaigns.contains(&found.name) => {
+            Some(Answer::Refused("CAMPAIGN_NOT_ALLOWED"))
+        }
+        // Unknown or missing campaigns get the check's own answer.
+        _ => None,
+    }
+}
+
+/// The answer to a parsed request, or None for ACK (absorbed). `rule` is the source's entry
+/// in the source list (None when every source may ask for anything).
+pub fn decide(request: &SipRequest<'_>, state: &State, rule: Option<&SipSource>) -> Option<Answer> {
     let config = &state.config.raw.sip;
     Some(match request.method {
         Method::Ack => return None,
         Method::Options => Answer::Options,
         Method::Invite => {
+            let tenant = request.header(&config.tenant_header).unwrap_or("");
+            let campaign = request.header(&config.campaign_header).unwrap_or("");
+            if let Some(refusal) = binding_refusal(rule, state, tenant, campaign) {
+                return Some(refusal);
+            }
             // The in-flight limit: refused with 503 and Retry-After, never queued.
             let Some(_permit) = state.in_flight.try_enter() else {
                 crate::metrics::metrics()
@@ -986,8 +1028,6 @@ pub fn decide(request: &SipRequest<'_>, state: &State) -> Option<Answer> {
                     retry_after_seconds: 1,
                 });
             };
-            let tenant = request.header(&config.tenant_header).unwrap_or("");
-            let campaign = request.header(&config.campaign_header).unwrap_or("");
             let mut buffer = [0u8; MAX_NUMBER_CHARS];
             let number = dialled_number(request.uri, &mut buffer);
             answer_for(state.check_text(tenant, campaign, number))
@@ -1186,14 +1226,8 @@ pub fn respond_into(
             let _ = write!(out, "Warning: 399 suppressd \"{}\"\r\n", kind.text());
         }
     }
-    out.extend_from_slice(
-        concat!(
-            "Server: suppressd/",
-            env!("CARGO_PKG_VERSION"),
-            "\r\nContent-Length: 0\r\n\r\n"
-        )
-        .as_bytes(),
-    );
+    // No Server header: every byte of an answer is a byte a spoofed request could reflect.
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
 }
 
 /// Handles one message: appends the response (if any) to `out` and returns where it goes
@@ -1206,11 +1240,17 @@ pub fn handle(
 ) -> Option<SocketAddr> {
     count(&COUNTERS.received);
     let config = &state.config.raw.sip;
+    let rule = match source_rule(state, source) {
+        SourceRule::Listed(rule) => Some(rule),
+        SourceRule::Anyone => None,
+        // The transports drop these before reading them; never answer one that got here.
+        SourceRule::Refused => return None,
+    };
     let request = match parse_request(bytes) {
         Ok(request) => request,
         Err(error) => return malformed(&error, config, source, out),
     };
-    let Some(answer) = decide(&request, state) else {
+    let Some(answer) = decide(&request, state, rule) else {
         count(&COUNTERS.acks_absorbed);
         return None;
     };
@@ -1274,13 +1314,31 @@ pub fn spawn(
     }
 }
 
-/// True when `sip.allowed_sources` is unset or holds a network containing `source`.
+/// Who a source is to the dip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceRule<'a> {
+    /// No source list: every source, any tenant.
+    Anyone,
+    /// The most specific entry of the source list holding the source.
+    Listed(&'a SipSource),
+    /// Not in the source list: dropped.
+    Refused,
+}
+
+/// The rule for `source`.
+pub fn source_rule(state: &State, source: SocketAddr) -> SourceRule<'_> {
+    match &state.config.sip_sources {
+        None => SourceRule::Anyone,
+        Some(sources) => sources
+            .iter()
+            .find(|s| s.network.contains(source.ip()))
+            .map_or(SourceRule::Refused, SourceRule::Listed),
+    }
+}
+
+/// True when the source list is unset or holds a network containing `source`.
 pub fn source_allowed(state: &State, source: SocketAddr) -> bool {
-    state
-        .config
-        .sip_allowed_sources
-        .as_ref()
-        .is_none_or(|networks| networks.iter().any(|n| n.contains(source.ip())))
+    source_rule(state, source) != SourceRule::Refused
 }
 
 /// Receive buffer asked for the dip's UDP socket. The kernel default (~208 KiB, about a hundred
@@ -1347,7 +1405,13 @@ async fn serve_udp(socket: UdpSocket, state: Arc<State>, mut stop: watch::Receiv
 }
 
 async fn serve_tcp(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
+    let config = &state.config.raw.sip;
+    let (max_connections, per_source) = (
+        config.tcp_max_connections,
+        config.tcp_max_connections_per_source,
+    );
+    let caps = crate::server::accept::ConnectionCaps::new(3, max_connections, per_source);
+    let mut backoff = crate::server::limits::AcceptBackoff::new("SIP TCP");
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -1356,8 +1420,7 @@ async fn serve_tcp(listener: TcpListener, state: Arc<State>, mut stop: watch::Re
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                tracing::warn!(%error, "SIP TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                backoff.failed(&error).await;
                 continue;
             }
         };
@@ -1368,8 +1431,10 @@ async fn serve_tcp(listener: TcpListener, state: Arc<State>, mut stop: watch::Re
             drop(stream);
             continue;
         }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = MAX_TCP_CONNECTIONS, "too many SIP TCP connections; closing the new one");
+        backoff.succeeded();
+        let Some(permit) = caps.try_admit(peer.ip()) else {
+            count(&COUNTERS.connections_refused);
+            tracing::debug!(%peer, max_connections, per_source, "SIP TCP connection cap reached; closing the new one");
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -1388,6 +1453,7 @@ async fn serve_connection(
     state: Arc<State>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let idle = Duration::from_secs(state.config.raw.sip.tcp_idle_seconds);
     let mut buffer: Vec<u8> = Vec::with_capacity(8192);
     let mut out: Vec<u8> = Vec::with_capacity(2048);
     loop {
@@ -1446,7 +1512,7 @@ async fn serve_connection(
             buffer.reserve(8192);
         }
         let read = tokio::select! {
-            read = tokio::time::timeout(TCP_IDLE, stream.read_buf(&mut buffer)) => read,
+            read = tokio::time::timeout(idle, stream.read_buf(&mut buffer)) => read,
             _ = stop.changed() => return,
         };
         match read {

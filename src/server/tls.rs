@@ -3,9 +3,9 @@
 //! rustls with the ring provider (no C crypto build). The server configuration lives in an
 //! `ArcSwap`: each new connection handshakes with the configuration in force when it arrived, so
 //! a reload changes certificates for new connections and never drops one in flight. Handshakes
-//! run in their own tasks; finished connections are handed to the servers through a bounded
-//! channel. A client certificate's subject common name maps to a tenant and role
-//! (`[[tls.client]]`), the mTLS counterpart of bearer tokens.
+//! run in their own tasks (`server::accept`), each within `server.tls_handshake_timeout_ms`.
+//! A client certificate's subject common name maps to a tenant and role (`[[tls.client]]`),
+//! the mTLS counterpart of bearer tokens.
 
 use crate::server::auth::{Identity, Role};
 use arc_swap::ArcSwap;
@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
 /// `[tls]` in the config.
@@ -37,12 +37,29 @@ pub struct TlsConfig {
     pub client: Vec<ClientMapping>,
 }
 
+/// `[[tls.client]]`: one certificate name and what it may do. Exactly one of the three names.
+/// A certificate's URI SANs are looked up first, then its DNS SANs, then its subject CN: the
+/// first that has a mapping wins (SANs are what current PKIs, SPIFFE among them, identify by).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientMapping {
-    pub common_name: String,
+    pub common_name: Option<String>,
+    pub uri_san: Option<String>,
+    pub dns_san: Option<String>,
     pub tenant: Option<String>,
     pub role: Role,
+}
+
+impl ClientMapping {
+    /// How the mapping is named in logs and identities, e.g. "uri:spiffe://dialers/acme".
+    fn label(&self) -> String {
+        match (&self.uri_san, &self.dns_san, &self.common_name) {
+            (Some(uri), _, _) => format!("uri:{uri}"),
+            (_, Some(dns), _) => format!("dns:{dns}"),
+            (_, _, Some(cn)) => format!("cn:{cn}"),
+            _ => String::new(),
+        }
+    }
 }
 
 /// Files resolved against the config directory, and the current rustls configuration.
@@ -123,6 +140,18 @@ fn build(files: &TlsConfig, base: &Path) -> Result<rustls::ServerConfig, String>
 impl Tls {
     /// Loads and validates certificates (a config-time check: errors exit 64).
     pub fn load(files: TlsConfig, base: &Path) -> Result<Tls, String> {
+        for (index, mapping) in files.client.iter().enumerate() {
+            let names = [&mapping.common_name, &mapping.uri_san, &mapping.dns_san]
+                .iter()
+                .filter(|name| name.is_some())
+                .count();
+            if names != 1 {
+                return Err(format!(
+                    "client {}: give exactly one of common_name, uri_san, dns_san",
+                    index + 1
+                ));
+            }
+        }
         let config = build(&files, base)?;
         Ok(Tls {
             files,
@@ -138,80 +167,101 @@ impl Tls {
         Ok(())
     }
 
-    /// The identity a client certificate maps to, if any.
-    pub fn identity_for(&self, common_name: &str) -> Option<Identity> {
-        self.files
-            .client
-            .iter()
-            .find(|c| c.common_name == common_name)
-            .map(|c| Identity {
-                name: format!("cert:{}", c.common_name),
-                tenant: c.tenant.clone(),
-                role: c.role,
+    /// The identity a client certificate maps to, if any: URI SANs first, then DNS SANs,
+    /// then the subject CN.
+    pub fn identity_for(&self, names: &CertificateNames) -> Option<Identity> {
+        let by_uri = names.uris.iter().find_map(|uri| {
+            self.files
+                .client
+                .iter()
+                .find(|c| c.uri_san.as_deref() == Some(uri.as_str()))
+        });
+        let by_dns = || {
+            names.dns.iter().find_map(|dns| {
+                self.files
+                    .client
+                    .iter()
+                    .find(|c| c.dns_san.as_deref() == Some(dns.as_str()))
             })
+        };
+        let by_cn = || {
+            let cn = names.common_name.as_deref()?;
+            self.files
+                .client
+                .iter()
+                .find(|c| c.common_name.as_deref() == Some(cn))
+        };
+        by_uri.or_else(by_dns).or_else(by_cn).map(|c| Identity {
+            name: format!("cert:{}", c.label()),
+            tenant: c.tenant.clone(),
+            role: c.role,
+        })
     }
 
     pub fn mappings(&self) -> &[ClientMapping] {
         &self.files.client
     }
 
-    /// Accepts TCP connections and completes TLS handshakes in the background; finished
-    /// connections come out of the returned receiver. Bounded: a flood of handshakes waits
-    /// in the kernel's accept queue, not in memory.
-    pub fn accept(
-        self: &Arc<Self>,
-        listener: TcpListener,
-    ) -> tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>> {
-        let (send, receive) = tokio::sync::mpsc::channel(256);
-        let tls = self.clone();
-        tokio::spawn(async move {
-            let handshakes = Arc::new(tokio::sync::Semaphore::new(512));
-            loop {
-                let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                    return;
-                };
-                let (tcp, remote) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        continue;
-                    }
-                };
-                if send.is_closed() {
-                    return;
-                }
-                let _ = tcp.set_nodelay(true);
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current.load_full());
-                let send = send.clone();
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let handshake = tokio::time::timeout(
-                        std::time::Duration::from_secs(10),
-                        acceptor.accept(tcp),
-                    )
-                    .await;
-                    match handshake {
-                        Ok(Ok(stream)) => {
-                            let info = TlsInfo::of(&stream, remote, &tls);
-                            let _ = send.send(Ok(TlsConn { stream, info })).await;
-                        }
-                        Ok(Err(error)) => tracing::debug!(%error, %remote, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-                    }
-                });
+    /// Completes the TLS handshake of an accepted connection within `timeout`, with the
+    /// configuration in force now; None (logged at debug) when it fails or takes too long.
+    /// Accept loops, caps and back-off are `server::accept`'s.
+    pub async fn handshake(
+        &self,
+        tcp: TcpStream,
+        remote: SocketAddr,
+        timeout: std::time::Duration,
+    ) -> Option<TlsConn> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.current.load_full());
+        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => {
+                let info = TlsInfo::of(&stream, remote, self);
+                Some(TlsConn { stream, info })
             }
-        });
-        receive
+            Ok(Err(error)) => {
+                tracing::debug!(%error, %remote, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                None
+            }
+        }
     }
 }
 
-/// What is known about a TLS peer; tonic puts it in every request's extensions.
+/// The names a client certificate carries.
+#[derive(Clone, Debug, Default)]
+pub struct CertificateNames {
+    pub common_name: Option<String>,
+    pub uris: Vec<String>,
+    pub dns: Vec<String>,
+}
+
+/// What is known about a TLS peer; tonic puts it in every request's extensions, and the HTTP
+/// plane too (`server::accept`).
 #[derive(Clone, Debug)]
 pub struct TlsInfo {
     pub remote: SocketAddr,
+    /// True when the peer presented a (verified) client certificate.
+    pub certificate: bool,
     pub common_name: Option<String>,
     pub identity: Option<Arc<Identity>>,
+}
+
+impl TlsInfo {
+    /// The credential a client certificate gives, for a caller without a bearer token: None
+    /// without a certificate; a certificate that maps to nobody is no credential
+    /// (Unauthenticated).
+    pub fn credential(&self) -> Option<Result<Arc<Identity>, crate::server::auth::AuthError>> {
+        if !self.certificate {
+            return None;
+        }
+        Some(
+            self.identity
+                .clone()
+                .ok_or(crate::server::auth::AuthError::Unauthenticated),
+        )
+    }
 }
 
 impl TlsInfo {
@@ -220,34 +270,50 @@ impl TlsInfo {
         remote: SocketAddr,
         tls: &Tls,
     ) -> TlsInfo {
-        let common_name = stream
+        let names = stream
             .get_ref()
             .1
             .peer_certificates()
             .and_then(|certs| certs.first())
-            .and_then(|cert| common_name(cert.as_ref()));
-        let identity = common_name
-            .as_deref()
-            .and_then(|cn| tls.identity_for(cn))
+            .and_then(|cert| certificate_names(cert.as_ref()));
+        let identity = names
+            .as_ref()
+            .and_then(|names| tls.identity_for(names))
             .map(Arc::new);
         TlsInfo {
             remote,
-            common_name,
+            certificate: names.is_some(),
+            common_name: names.and_then(|n| n.common_name),
             identity,
         }
     }
 }
 
-fn common_name(der: &[u8]) -> Option<String> {
+/// Subject CN and URI and DNS SANs of a DER certificate; None when it does not parse.
+fn certificate_names(der: &[u8]) -> Option<CertificateNames> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let name = cert
+    let common_name = cert
         .subject()
         .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_owned();
-    Some(name)
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    let mut names = CertificateNames {
+        common_name,
+        ..CertificateNames::default()
+    };
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::URI(uri) => names.uris.push(uri.to_string()),
+                x509_parser::extensions::GeneralName::DNSName(dns) => {
+                    names.dns.push(dns.to_string())
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(names)
 }
 
 /// One accepted TLS connection.
@@ -296,31 +362,5 @@ impl tonic::transport::server::Connected for TlsConn {
     type ConnectInfo = TlsInfo;
     fn connect_info(&self) -> TlsInfo {
         self.info.clone()
-    }
-}
-
-/// axum listener over finished TLS connections.
-pub struct TlsListener {
-    pub connections: tokio::sync::mpsc::Receiver<std::io::Result<TlsConn>>,
-    pub local: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsConn;
-    type Addr = SocketAddr;
-    async fn accept(&mut self) -> (TlsConn, SocketAddr) {
-        loop {
-            match self.connections.recv().await {
-                Some(Ok(conn)) => {
-                    let remote = conn.info.remote;
-                    return (conn, remote);
-                }
-                Some(Err(_)) => continue,
-                None => std::future::pending::<()>().await,
-            }
-        }
-    }
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
     }
 }

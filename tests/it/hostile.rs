@@ -323,18 +323,30 @@ async fn malformed_grpc_inputs_get_clear_answers() {
     // Raw frames: CheckRequest { number (1): string }.
     let invalid_utf8 = vec![0x0a, 0x04, 0xff, 0xfe, 0x00, 0x80];
     let truncated = vec![0x0a, 0x32, b'+', b'1']; // field 1 says 50 bytes, 2 follow
+    // "+1\u{D800}5": a surrogate encoded as UTF-8 would be (CESU-8), which UTF-8 forbids.
+    let lone_surrogate = vec![0x0a, 0x06, b'+', b'1', 0xed, 0xa0, 0x80, b'5'];
     let good = {
         let mut m = vec![0x0a, 12];
         m.extend_from_slice(e164(CLEAN).as_bytes());
         m
     };
     let raw_rows: Vec<(&str, Vec<u8>, Code)> = vec![
+        // Malformed messages are the caller's fault: INVALID_ARGUMENT, not INTERNAL.
         (
             "protobuf string with invalid UTF-8",
             frame(6, &invalid_utf8),
-            Code::Internal,
+            Code::InvalidArgument,
         ),
-        ("truncated protobuf", frame(4, &truncated), Code::Internal),
+        (
+            "a lone UTF-16 surrogate in a string",
+            frame(lone_surrogate.len() as u32, &lone_surrogate),
+            Code::InvalidArgument,
+        ),
+        (
+            "truncated protobuf",
+            frame(4, &truncated),
+            Code::InvalidArgument,
+        ),
         (
             "length prefix longer than the body",
             frame(100, &good),
@@ -416,7 +428,8 @@ async fn malformed_http_inputs_get_clear_answers() {
     );
     // Declares 100 bytes, sends 1: the daemon must not wait past request_timeout_ms (500 ms).
     let slow_body = b"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{".to_vec();
-    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes();
+    // Under the body bound of 100 numbers (max_batch), so it reaches the parser.
+    let nested = format!("{}{}", "[".repeat(4_000), "]".repeat(4_000)).into_bytes();
     // (name, raw request, expected status; 0: the connection is closed without an answer; 1:
     // 200 or 400 with verdict BLOCK; HYPER | status: refused by the HTTP layer itself, no JSON)
     const HYPER: u16 = 0x8000;
@@ -1037,4 +1050,784 @@ async fn sip_answers_only_allowed_sources() {
     }
     assert_serving(&daemon, "refused sources").await;
     daemon.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// (e) Nothing is read, parsed or held before it is authenticated and bounded (issue 13, §2).
+
+const DIALER: &str = "token-acme-dialer";
+
+/// `config` with `auth.required` and one check token for acme.
+async fn start_authenticated(server_extra: &str) -> TestDaemon {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write_all_sets(&dir.path().join("data"), Day::today());
+    std::fs::write(
+        dir.path().join("tokens.toml"),
+        suppressd::server::auth::token_entry(
+            "dialer",
+            DIALER,
+            Some("acme"),
+            suppressd::server::auth::Role::Check,
+        ),
+    )
+    .unwrap();
+    let text = config(server_extra, "").replace(
+        "[server]\n",
+        "[auth]\ntokens_file = \"tokens.toml\"\nrequired = true\n\n[server]\n",
+    );
+    TestDaemon::start_in(dir, &text).await
+}
+
+/// Sends only the head of a POST that declares `length` body bytes, and returns the answer
+/// that comes without the body (None: nothing within `wait`).
+fn post_head_only(
+    addr: SocketAddr,
+    length: usize,
+    token: Option<&str>,
+    wait: Duration,
+) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "POST /v1/check HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{\"numbers\": ["
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&chunk[..n]);
+        if String::from_utf8_lossy(&response).contains("\r\n\r\n") {
+            // Headers are in; the body of our refusals is small and follows at once.
+            std::thread::sleep(Duration::from_millis(50));
+            stream.set_nonblocking(true).unwrap();
+            while let Ok(n) = stream.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                response.extend_from_slice(&chunk[..n]);
+            }
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    Some((status, text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_bodies_are_authenticated_and_bounded_before_they_are_read() {
+    let daemon = start_authenticated("request_timeout_ms = 2000\n").await;
+    let http = daemon.handle.http_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        // Without a credential: 401 at once, without waiting for (or reading) the 10 MB body.
+        let started = Instant::now();
+        let (status, text) = post_head_only(http, 10 << 20, None, TIMEOUT).expect("no answer");
+        assert_eq!(status, 401, "{text}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        // An unauthenticated caller learns neither the batch limit nor the parser's messages.
+        let (status, _, body) = http_post(http, b"{\"numbers\": 5}").unwrap();
+        assert_eq!(status, 401, "{body}");
+        assert!(!body.contains("max_batch") && !body.contains("JSON"), "{body}");
+        let (status, _, body) = http_post(http, &vec![b' '; 300_000]).unwrap();
+        assert_eq!(status, 401, "{body}");
+        // With a credential, a body declared larger than max_batch (100) numbers can be is
+        // refused from its Content-Length, before it is read: 413 naming the limit.
+        let (status, text) =
+            post_head_only(http, 1 << 20, Some(DIALER), TIMEOUT).expect("no answer");
+        assert_eq!(status, 413, "{text}");
+        assert!(text.contains("server.max_batch"), "{text}");
+        // A good batch still passes.
+        let body = format!("{{\"numbers\": [\"{}\"]}}", e164(CLEAN));
+        let mut request = format!(
+            "POST /v1/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {DIALER}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body.as_bytes());
+        let (status, _, body) = http_raw(http, &request).unwrap();
+        assert_eq!(status, 200, "{body}");
+    })
+    .await
+    .unwrap();
+    daemon.shutdown().await;
+}
+
+/// A raw protobuf CheckBatchRequest of `count` empty strings in `numbers` (field 3).
+fn empty_strings(count: usize) -> Vec<u8> {
+    [0x1a, 0x00].repeat(count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_batches_are_bounded_by_max_batch_before_decoding() {
+    let daemon = start(&config("", "")).await;
+    // 1 MB of empty strings, far under max_message_bytes (16 MB) but over what 100 numbers
+    // (max_batch) can take: refused by its length, before it is decoded.
+    let message = empty_strings(500_000);
+    let code = grpc_raw(
+        daemon.addr,
+        "CheckBatch",
+        frame(message.len() as u32, &message),
+    )
+    .await;
+    assert_eq!(code, Code::OutOfRange, "a 1 MB batch was decoded");
+    // Small in bytes but over the count: refused before decoding, as INVALID_ARGUMENT.
+    let message = empty_strings(101);
+    let code = grpc_raw(
+        daemon.addr,
+        "CheckBatch",
+        frame(message.len() as u32, &message),
+    )
+    .await;
+    assert_eq!(code, Code::InvalidArgument);
+    // Packed E.164 (fixed64) of 101 numbers: over the count too.
+    let mut packed = vec![0x22, 0xa8, 0x06]; // field 4, length 808
+    for _ in 0..101 {
+        packed.extend_from_slice(&CLEAN.to_le_bytes());
+    }
+    let code = grpc_raw(
+        daemon.addr,
+        "CheckBatch",
+        frame(packed.len() as u32, &packed),
+    )
+    .await;
+    assert_eq!(code, Code::InvalidArgument);
+    // The largest allowed batch passes: 100 numbers of 64 characters.
+    let long = format!("+1{}", "2".repeat(62));
+    let mut client = daemon.client().await;
+    let answer = client
+        .check_batch(CheckBatchRequest {
+            tenant: "acme".repeat(16),
+            campaign: "outbound".repeat(8),
+            numbers: vec![long; 100],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        answer.unwrap_err().code(),
+        Code::NotFound,
+        "decoded, then the tenant"
+    );
+    assert_serving(&daemon, "batches over max_batch").await;
+    daemon.shutdown().await;
+}
+
+/// The daemon binary as a process of its own (production allocator, its own RSS), with every
+/// interface on free loopback ports; `server_extra` goes into `[server]`, `sip_extra` into
+/// `[sip]`, and `rlimit_nofile` (if any) is its file limit.
+pub(crate) struct DaemonProcess {
+    pub child: std::process::Child,
+    pub _dir: tempfile::TempDir,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub sip_udp: SocketAddr,
+    pub sip_tcp: SocketAddr,
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub(crate) fn spawn_daemon(
+    server_extra: &str,
+    sip_extra: &str,
+    rlimit_nofile: Option<u64>,
+) -> DaemonProcess {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("erased.key"), crate::server::KEY_TEXT).unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write_all_sets(&dir.path().join("data"), Day::today());
+    let (grpc, http, sip) = (free_port(), free_port(), free_port());
+    let base = if server_extra.contains("max_batch") {
+        CONFIG.replace("max_batch = 100\n", "")
+    } else {
+        CONFIG.to_owned()
+    };
+    let text = base
+        .replace(
+            "grpc_listen = \"127.0.0.1:0\"",
+            &format!("grpc_listen = \"127.0.0.1:{grpc}\""),
+        )
+        .replace(
+            "[server]\n",
+            &format!("[server]\nhttp_listen = \"127.0.0.1:{http}\"\n{server_extra}"),
+        );
+    let text = format!(
+        "{text}\n[sip]\nlisten_udp = \"127.0.0.1:{sip}\"\nlisten_tcp = \"127.0.0.1:{sip}\"\n{sip_extra}"
+    );
+    std::fs::write(dir.path().join("config.toml"), text).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_suppressd"));
+    command
+        .args(["serve", "--config"])
+        .arg(dir.path().join("config.toml"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(limit) = rlimit_nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let rlimit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = command.spawn().unwrap();
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let daemon = DaemonProcess {
+        child,
+        _dir: dir,
+        grpc: at(grpc),
+        http: at(http),
+        sip_udp: at(sip),
+        sip_tcp: at(sip),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(daemon.http).is_err()
+        || http_get(daemon.http, "/readyz").is_none_or(|(status, _, _)| status != 200)
+    {
+        assert!(Instant::now() < deadline, "the daemon did not get ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon
+}
+
+/// Resident set size of process `pid`, in bytes.
+pub(crate) fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// With `max_in_flight` requests of the largest allowed size in flight (gRPC and HTTP), and
+/// hostile ones beside them (messages of empty strings up to 2 MB, under max_message_bytes but
+/// over what max_batch numbers take), the daemon's RSS grows less than the bound it computes
+/// (`limits::in_flight_memory_bound`, RUNBOOK "Hardening"). The daemon runs as its own
+/// process, so the clients' memory is not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_under_the_in_flight_bound() {
+    let extra = "max_in_flight = 16\nmax_batch = 5000\n";
+    let daemon = tokio::task::spawn_blocking(move || spawn_daemon(extra, "", None))
+        .await
+        .unwrap();
+    // The daemon's [server], for the bound.
+    let text = std::fs::read_to_string(daemon._dir.path().join("config.toml")).unwrap();
+    let server = suppressd::config::Config::parse(&text, "bound.toml", daemon._dir.path())
+        .unwrap()
+        .raw
+        .server;
+    let bound = suppressd::server::limits::in_flight_memory_bound(&server) as u64;
+    let pid = daemon.child.id();
+    let (grpc, http) = (daemon.grpc, daemon.http);
+    let long = format!("+1{}", "2".repeat(62));
+    let grpc_batch = CheckBatchRequest {
+        numbers: vec![long.clone(); server.max_batch],
+        ..Default::default()
+    };
+    let json = format!(
+        "{{\"numbers\": [{}]}}",
+        vec![format!("\"{long}\""); server.max_batch].join(",")
+    );
+    let hostile = frame(2 << 20, &empty_strings(1 << 20));
+    let round = |rounds: usize| {
+        let (grpc_batch, json, hostile) = (grpc_batch.clone(), json.clone(), hostile.clone());
+        async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for worker in 0..48 {
+                let (batch, json, hostile) = (grpc_batch.clone(), json.clone(), hostile.clone());
+                tasks.spawn(async move {
+                    let mut client = SuppressionClient::connect(format!("http://{grpc}"))
+                        .await
+                        .unwrap();
+                    let mut answered = 0usize;
+                    for _ in 0..rounds {
+                        match worker % 3 {
+                            0 => {
+                                if client.check_batch(batch.clone()).await.is_ok() {
+                                    answered += 1;
+                                }
+                            }
+                            1 => {
+                                let json = json.clone();
+                                let answer = tokio::task::spawn_blocking(move || {
+                                    http_post(http, json.as_bytes())
+                                })
+                                .await
+                                .unwrap();
+                                if answer.is_some_and(|(status, _, _)| status == 200) {
+                                    answered += 1;
+                                }
+                            }
+                            _ => {
+                                let code = grpc_raw(grpc, "CheckBatch", hostile.clone()).await;
+                                assert_ne!(code, Code::Ok, "a hostile batch was answered");
+                            }
+                        }
+                    }
+                    answered
+                });
+            }
+            let mut answered = 0;
+            while let Some(result) = tasks.join_next().await {
+                answered += result.unwrap();
+            }
+            answered
+        }
+    };
+    round(2).await;
+    let before = rss_of(pid);
+    let started = Instant::now();
+    // The peak, sampled every 20 ms while the requests run.
+    let (done, mut finished) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(async move {
+        let mut peak = 0;
+        loop {
+            peak = peak.max(rss_of(pid));
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = finished.changed() => return peak,
+            }
+        }
+    });
+    let answered = round(8).await;
+    let _ = done.send(true);
+    let after = sampler.await.unwrap();
+    let growth = after.saturating_sub(before);
+    eprintln!(
+        "bound: {:?}; {answered} largest batches answered; daemon RSS {} -> peak {} MiB (+{} KiB); bound {} MiB ({} B per request x max_in_flight {})",
+        started.elapsed(),
+        before >> 20,
+        after >> 20,
+        growth >> 10,
+        bound >> 20,
+        suppressd::server::limits::request_memory_bound(&server),
+        server.max_in_flight
+    );
+    assert!(answered > 0, "no largest batch was answered");
+    assert!(
+        growth < bound,
+        "daemon RSS grew {} MiB, over the bound of {} MiB",
+        growth >> 20,
+        bound >> 20
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// (f) The SIP dip is not an open door or a reflector (issue 13, §4).
+
+#[test]
+fn sip_off_loopback_needs_allowed_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("erased.key"), crate::server::KEY_TEXT).unwrap();
+    for listen in [
+        "listen_udp = \"0.0.0.0:5070\"",
+        "listen_tcp = \"10.0.0.1:5070\"",
+    ] {
+        let text = format!("{CONFIG}\n[sip]\n{listen}\n");
+        let error = suppressd::config::Config::parse(&text, "test.toml", dir.path())
+            .expect_err("an open SIP dip was accepted");
+        assert!(error.key.contains("sip.allowed_sources"), "{error}");
+        let text = format!("{CONFIG}\n[sip]\n{listen}\nallowed_sources = [\"10.0.0.0/8\"]\n");
+        suppressd::config::Config::parse(&text, "test.toml", dir.path()).unwrap();
+        let text = format!(
+            "{CONFIG}\n[sip]\n{listen}\n\n[[sip.source]]\nnetwork = \"10.1.0.0/16\"\ntenants = [\"acme\"]\n"
+        );
+        suppressd::config::Config::parse(&text, "test.toml", dir.path()).unwrap();
+    }
+    // Bindings name tenants and campaigns that exist.
+    for (binding, reason) in [
+        (
+            "network = \"10.1.0.0/16\"\ntenants = [\"nobody\"]\n",
+            "no tenant named 'nobody'",
+        ),
+        (
+            "network = \"10.1.0.0/16\"\ntenants = []\n",
+            "at least one tenant",
+        ),
+        (
+            "network = \"10.1.0.0/16\"\ntenants = [\"acme\"]\ncampaigns = [\"only\"]\n",
+            "no campaign 'only'",
+        ),
+        (
+            "network = \"10.1.0.1/16\"\ntenants = [\"acme\"]\n",
+            "host bits",
+        ),
+    ] {
+        let text =
+            format!("{CONFIG}\n[sip]\nlisten_udp = \"127.0.0.1:0\"\n\n[[sip.source]]\n{binding}");
+        let error =
+            suppressd::config::Config::parse(&text, "test.toml", dir.path()).expect_err(binding);
+        assert!(error.key.contains("sip.source"), "{error}");
+        assert!(error.reason.contains(reason), "{error}");
+    }
+}
+
+/// The status line and the whole answer of one UDP exchange from `socket`.
+fn sip_udp_answer(socket: &UdpSocket, dip: SocketAddr, message: &[u8]) -> Option<(u16, String)> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    socket.send_to(message, dip).unwrap();
+    let mut buffer = [0u8; 65_536];
+    let (length, _) = socket.recv_from(&mut buffer).ok()?;
+    let text = String::from_utf8_lossy(&buffer[..length]).into_owned();
+    Some((text.split(' ').nth(1)?.parse().ok()?, text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sip_sources_are_bound_to_their_tenants() {
+    // 127.0.0.1 may ask for acme only; 127.0.0.3 for acme's outbound campaign only; 127.0.0.2
+    // for any tenant.
+    let text = config("", "").replace("[sip]\n", "[sip]\nallowed_sources = [\"127.0.0.2/32\"]\n")
+        + "\n[[sip.source]]\nnetwork = \"127.0.0.1/32\"\ntenants = [\"acme\"]\n\n[[sip.source]]\nnetwork = \"127.0.0.3\"\ntenants = [\"acme\"]\ncampaigns = [\"outbound\"]\n";
+    let daemon = start(&text).await;
+    let udp = daemon.handle.sip_udp_addr.unwrap();
+    let tcp = daemon.handle.sip_tcp_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let ask = |from: &str, extra: &str| -> Option<(u16, String)> {
+            let socket = UdpSocket::bind(format!("{from}:0")).unwrap();
+            let via = socket.local_addr().unwrap().to_string();
+            let invite = sip_invite(&e164(CLEAN), "bound", extra, "UDP", &via);
+            sip_udp_answer(&socket, udp, invite.as_bytes())
+        };
+        // 127.0.0.1: acme (named or by default) yes, other no.
+        assert_eq!(ask("127.0.0.1", "").unwrap().0, 302);
+        assert_eq!(ask("127.0.0.1", "X-Tenant: acme\r\n").unwrap().0, 302);
+        let (status, text) = ask("127.0.0.1", "X-Tenant: other\r\nX-Campaign: only\r\n").unwrap();
+        assert_eq!(status, 403, "{text}");
+        assert!(text.contains("TENANT_NOT_ALLOWED"), "{text}");
+        // 127.0.0.3: acme's outbound only.
+        assert_eq!(ask("127.0.0.3", "").unwrap().0, 302);
+        let (status, text) = ask("127.0.0.3", "X-Campaign: lenient\r\n").unwrap();
+        assert_eq!(status, 403, "{text}");
+        assert!(text.contains("CAMPAIGN_NOT_ALLOWED"), "{text}");
+        // 127.0.0.2: any tenant.
+        assert_eq!(
+            ask("127.0.0.2", "X-Tenant: other\r\nX-Campaign: only\r\n")
+                .unwrap()
+                .0,
+            302
+        );
+        // 127.0.0.4: no entry at all: dropped, not even a 403.
+        assert_eq!(ask("127.0.0.4", ""), None);
+        // TCP follows the same bindings.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.connect(&tcp.into()).unwrap();
+        let mut stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let invite = sip_invite(
+            &e164(CLEAN),
+            "tcp-bound",
+            "X-Tenant: other\r\nX-Campaign: only\r\n",
+            "TCP",
+            "127.0.0.1:5999",
+        );
+        stream.write_all(invite.as_bytes()).unwrap();
+        let mut buffer = [0u8; 4096];
+        let n = stream.read(&mut buffer).unwrap();
+        let text = String::from_utf8_lossy(&buffer[..n]);
+        assert!(text.starts_with("SIP/2.0 403 "), "{text}");
+    })
+    .await
+    .unwrap();
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sip_answers_are_no_larger_than_needed() {
+    let daemon = start(&config("", "")).await;
+    let udp = daemon.handle.sip_udp_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let via = socket.local_addr().unwrap().to_string();
+        // About the smallest INVITE a proxy can send (compact headers): the reflection case.
+        let minimal = |number: &str| {
+            format!(
+                "INVITE sip:{number}@a SIP/2.0\r\nv: SIP/2.0/UDP {via};branch=z9hG4bK1;rport\r\nf: <sip:a>;tag=1\r\nt: <sip:b>\r\ni: 1\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n"
+            )
+        };
+        let request = minimal(&e164(CLEAN));
+        let (status, answer) = sip_udp_answer(&socket, udp, request.as_bytes()).unwrap();
+        assert_eq!(status, 302);
+        assert!(!answer.contains("Reason:"), "{answer}");
+        assert!(!answer.contains("Server:"), "{answer}");
+        let factor = answer.len() as f64 / request.len() as f64;
+        eprintln!("sip amplification: {} -> {} bytes ({factor:.2}x)", request.len(), answer.len());
+        assert!(factor <= 1.75, "{} -> {} bytes: {factor:.2}x", request.len(), answer.len());
+        // Blocks carry their Reason (the proxy relays it to the dialer).
+        let (status, answer) =
+            sip_udp_answer(&socket, udp, minimal(&e164(REGISTRY)).as_bytes()).unwrap();
+        assert_eq!(status, 603);
+        assert!(answer.contains("Reason: SIP;cause=603;text=\"NATIONAL_REGISTRY\""), "{answer}");
+    })
+    .await
+    .unwrap();
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sip_tcp_source_cannot_hold_the_dip() {
+    let text = config("", "").replace(
+        "[sip]\n",
+        "[sip]\ntcp_max_connections_per_source = 4\ntcp_idle_seconds = 2\n",
+    );
+    let daemon = start(&text).await;
+    let tcp = daemon.handle.sip_tcp_addr.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let connect_from = |ip: &str| -> TcpStream {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.bind(&format!("{ip}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
+            socket.connect(&tcp.into()).unwrap();
+            let stream: TcpStream = socket.into();
+            stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+            stream
+        };
+        let closed = |stream: &mut TcpStream, within: Duration| -> bool {
+            stream.set_read_timeout(Some(within)).unwrap();
+            let mut byte = [0u8; 1];
+            matches!(stream.read(&mut byte), Ok(0))
+                || matches!(stream.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        };
+        let started = Instant::now();
+        let mut held: Vec<TcpStream> = (0..4).map(|_| connect_from("127.0.0.1")).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        // The fifth from the same source is closed at once...
+        let mut fifth = connect_from("127.0.0.1");
+        assert!(closed(&mut fifth, Duration::from_millis(800)), "a fifth connection from one source was kept");
+        // ...while another source is served.
+        let invite = sip_invite(&e164(CLEAN), "other-source", "", "TCP", "127.0.0.5:5999");
+        let mut other = connect_from("127.0.0.5");
+        other.write_all(invite.as_bytes()).unwrap();
+        let mut buffer = [0u8; 4096];
+        let n = other.read(&mut buffer).unwrap();
+        assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("SIP/2.0 302 "));
+        // Idle connections are closed after tcp_idle_seconds (2 s), not 5 minutes.
+        for stream in &mut held {
+            assert!(closed(stream, Duration::from_secs(4)), "an idle connection stayed open");
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        // And the source may connect again.
+        let mut again = connect_from("127.0.0.1");
+        let invite = sip_invite(&e164(CLEAN), "again", "", "TCP", "127.0.0.1:5999");
+        again.write_all(invite.as_bytes()).unwrap();
+        let n = again.read(&mut buffer).unwrap();
+        assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("SIP/2.0 302 "));
+    })
+    .await
+    .unwrap();
+    daemon.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// (g) Connections are bounded, timed out, and accept loops never spin (issue 13, §3).
+
+/// CPU seconds (user + system) process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// A TCP connection from `source` to `to`, or None when refused at once.
+fn connect_from(source: &str, to: SocketAddr) -> Option<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.connect(&to.into()).ok()?;
+    Some(socket.into())
+}
+
+/// True when the peer has closed `stream` (EOF or reset) within `within`.
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buffer = [0u8; 512];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue, // an answer (a 408) before the close
+            Err(error) => {
+                return !matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+}
+
+/// Under `ulimit -n 256`, 300 idle and 50 slow-header HTTP connections, 100 idle gRPC and 100
+/// idle SIP TCP connections: legitimate gRPC, HTTP and SIP checks are answered within 1 s
+/// each, the daemon uses under 15 % of a core meanwhile, and the idle connections it admitted
+/// are closed by the timeouts (header_timeout_ms = 1500, sip.tcp_idle_seconds = 2). The daemon
+/// is a child process with its own file limit.
+#[test]
+fn idle_and_slow_connections_cannot_starve_the_daemon() {
+    let daemon = spawn_daemon(
+        "header_timeout_ms = 1500\n",
+        "tcp_idle_seconds = 2\n",
+        Some(256),
+    );
+    let pid = daemon.child.id();
+    let started = Instant::now();
+    let cpu_before = cpu_seconds(pid);
+    let mut held: Vec<(&str, TcpStream)> = Vec::new();
+    for _ in 0..300 {
+        if let Some(stream) = connect_from("127.0.0.2", daemon.http) {
+            held.push(("http idle", stream));
+        }
+    }
+    let mut slow: Vec<TcpStream> = (0..50)
+        .filter_map(|_| connect_from("127.0.0.3", daemon.http))
+        .collect();
+    for stream in &mut slow {
+        let _ = stream.write_all(b"GET /v1/check?number=%2B12015550127 HTTP/1.1\r\n");
+    }
+    for _ in 0..100 {
+        if let Some(stream) = connect_from("127.0.0.4", daemon.grpc) {
+            held.push(("grpc idle", stream));
+        }
+        if let Some(stream) = connect_from("127.0.0.5", daemon.sip_tcp) {
+            held.push(("sip idle", stream));
+        }
+    }
+    // Slowloris: a header line every 300 ms, never the blank line.
+    let trickle = std::thread::spawn(move || {
+        for round in 0..8 {
+            for stream in &mut slow {
+                let _ = write!(stream, "X-Slow-{round}: 1\r\n");
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        slow
+    });
+    // Legitimate checks from 127.0.0.1, each answered within 1 s.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..3 {
+        let asked = Instant::now();
+        let grpc = daemon.grpc;
+        let answer = runtime.block_on(async move {
+            let mut client = tokio::time::timeout(
+                Duration::from_secs(1),
+                SuppressionClient::connect(format!("http://{grpc}")),
+            )
+            .await
+            .expect("gRPC connect took over 1 s")
+            .unwrap();
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                client.check(CheckRequest {
+                    number: e164(CLEAN),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .expect("gRPC check took over 1 s")
+            .unwrap()
+            .into_inner()
+        });
+        assert_eq!(answer.verdict, Verdict::Allow as i32);
+        let (status, _, body) =
+            http_get(daemon.http, &format!("/v1/check?number=%2B{CLEAN}")).expect("HTTP closed");
+        assert_eq!(status, 200, "{body}");
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let via = socket.local_addr().unwrap().to_string();
+        let invite = sip_invite(&e164(CLEAN), &format!("legit-{round}"), "", "UDP", &via);
+        assert_eq!(
+            sip_udp(
+                &socket,
+                daemon.sip_udp,
+                invite.as_bytes(),
+                Duration::from_secs(1)
+            ),
+            Some(302)
+        );
+        let invite = sip_invite(
+            &e164(CLEAN),
+            &format!("legit-tcp-{round}"),
+            "",
+            "TCP",
+            "127.0.0.1:5999",
+        );
+        assert_eq!(
+            sip_tcp(daemon.sip_tcp, invite.as_bytes(), Duration::from_secs(1)),
+            Some(302)
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "round {round}: {:?}",
+            asked.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut slow = trickle.join().unwrap();
+    // Every connection the daemon kept is closed by a timeout: HTTP and gRPC within
+    // header_timeout_ms (1.5 s), SIP within tcp_idle_seconds (2 s); allow 3 s more.
+    let deadline = started + Duration::from_secs(6);
+    let mut open = Vec::new();
+    for (what, stream) in held.iter_mut() {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10));
+        if !closed_within(stream, left) {
+            open.push(*what);
+        }
+    }
+    for stream in &mut slow {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10));
+        if !closed_within(stream, left) {
+            open.push("http slow headers");
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid) - cpu_before;
+    eprintln!(
+        "starve: {} connections held by the attack, {} still open; daemon CPU {cpu:.2} s over {elapsed:.1} s",
+        held.len() + slow.len(),
+        open.len()
+    );
+    assert!(open.is_empty(), "still open after the timeouts: {open:?}");
+    assert!(
+        cpu < 0.15 * elapsed,
+        "daemon CPU {cpu:.2} s over {elapsed:.1} s"
+    );
 }
