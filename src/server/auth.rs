@@ -134,15 +134,24 @@ impl Authenticator {
     ) -> Result<Authenticator, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read tokens file {}: {e}", path.display()))?;
-        let file: TokensFile = toml::from_str(&text)
-            .map_err(|e| format!("tokens file {}: {}", path.display(), e.message()))?;
+        Authenticator::parse(&text, &path.display().to_string(), required, known_tenants)
+    }
+
+    /// Parses tokens-file text; `file` names it in errors (which never echo a hash or token).
+    pub fn parse(
+        text: &str,
+        file: &str,
+        required: bool,
+        known_tenants: &[&str],
+    ) -> Result<Authenticator, String> {
+        let file_entries: TokensFile = toml::from_str(text)
+            .map_err(|e| format!("tokens file {file}: {}", e.message()))?;
         let mut tokens = HashMap::new();
-        for (index, entry) in file.token.into_iter().enumerate() {
+        for (index, entry) in file_entries.token.into_iter().enumerate() {
             let at = format!(
-                "tokens file {}: token {} ('{}')",
-                path.display(),
+                "tokens file {file}: token {} ('{}')",
                 index + 1,
-                entry.name
+                entry.name.chars().take(64).collect::<String>()
             );
             let mut hash = [0u8; 32];
             hex::decode_to_slice(entry.sha256.trim(), &mut hash)

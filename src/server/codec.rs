@@ -122,16 +122,20 @@ fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
 pub fn batch_count(bytes: &[u8]) -> Option<usize> {
     let mut at = 0;
     let mut count = 0usize;
+    // Open groups (deprecated wire types 3 and 4): prost skips them as unknown fields, so
+    // what they hold is not the message's and is not counted.
+    let mut groups: Vec<u64> = Vec::new();
     while at < bytes.len() {
         let key = varint(bytes, &mut at)?;
         let (field, wire) = (key >> 3, key & 7);
+        let top = groups.is_empty();
         match wire {
             0 => {
                 varint(bytes, &mut at)?;
             }
             1 => {
                 at = at.checked_add(8).filter(|&end| end <= bytes.len())?;
-                if field == 4 {
+                if top && field == 4 {
                     count += 1;
                 }
             }
@@ -139,9 +143,15 @@ pub fn batch_count(bytes: &[u8]) -> Option<usize> {
                 let length = usize::try_from(varint(bytes, &mut at)?).ok()?;
                 at = at.checked_add(length).filter(|&end| end <= bytes.len())?;
                 match field {
-                    3 => count += 1,
-                    4 => count += length / 8,
+                    3 if top => count += 1,
+                    4 if top => count += length / 8,
                     _ => {}
+                }
+            }
+            3 => groups.push(field),
+            4 => {
+                if groups.pop() != Some(field) {
+                    return None;
                 }
             }
             5 => {
@@ -150,7 +160,7 @@ pub fn batch_count(bytes: &[u8]) -> Option<usize> {
             _ => return None,
         }
     }
-    Some(count)
+    groups.is_empty().then_some(count)
 }
 
 #[cfg(test)]
@@ -179,6 +189,13 @@ mod tests {
             CheckBatchRequest::decode(&unpacked[..]).unwrap().e164.len(),
             3
         );
+        // A group (wire types 3/4) of an unknown field is skipped by prost: what it holds
+        // is not counted.
+        let grouped = [75, 0x1a, 1, b'a', 76, 0x1a, 1, b'b'];
+        let decoded = CheckBatchRequest::decode(&grouped[..]).unwrap();
+        assert_eq!(decoded.numbers, ["b"]);
+        assert_eq!(batch_count(&grouped), Some(1));
+        assert_eq!(batch_count(&grouped[..4]), None, "an unclosed group");
         // Cut short anywhere: None, never a panic.
         for end in 0..bytes.len() {
             let _ = batch_count(&bytes[..end]);
