@@ -9,11 +9,12 @@
 //! partitioned Elias-Fano table four more. Absent numbers cost the same as present ones: no
 //! filter stands in front of this table.
 //!
-//! Index entry `b` (bucket of values `min + b << shift ..`): the low 32 bits count the lines
-//! whose first key lies in an earlier bucket, the high 32 bits hold the offset of the first
-//! line start inside the bucket (zero when none starts there). A key belongs to the last line
-//! whose first key is at most the key: the line before the bucket's first start, that start,
-//! or (rarely, when several lines start in one bucket) a later one found by reading headers.
+//! Index entry `b` (bucket of values `min + b << shift ..`, at most 2^16 values wide): the low
+//! 32 bits count the lines whose first key lies in an earlier bucket; bits 32-47 and 48-63 hold
+//! the offsets inside the bucket of its first two line starts (zero when absent). A key belongs
+//! to the last line whose first key is at most the key, which the entry and the next one's
+//! count give without a branch when at most two lines start in the bucket; past a third start
+//! (a few percent of lookups) the following lines' headers are read.
 //!
 //! Validation is total: every line is decoded and checked (widths, counts, strictly increasing
 //! keys across lines, canonical padding), every index entry is recomputed, and at most
@@ -38,13 +39,24 @@ const COUNT_SHIFT: u32 = 51;
 const WIDTH_SHIFT: u32 = 58;
 /// Most keys in one line (the count field's range).
 const MAX_LINE_KEYS: usize = 128;
+/// Bisection steps that narrow up to `MAX_LINE_KEYS - 1` deltas to one.
+const BISECTION_STEPS: u32 = 7;
 /// Most lines that may start in one index bucket; bounds the header walk of a lookup.
 pub const MAX_STARTS: u64 = 16;
+/// Widest index bucket, 2^16 values, so the offsets of a bucket's first two line starts
+/// ("fences") fit 16 bits each beside the 32-bit line count in one 8-byte entry.
+const MAX_SHIFT: u32 = 16;
+const FENCE1_SHIFT: u32 = 32;
+const FENCE2_SHIFT: u32 = 48;
+const LINES_MASK: u64 = (1 << 32) - 1;
 /// Words of the info section: min, shift, bucket count, line count, key count, three zeros.
 pub const INFO_WORDS: usize = 8;
-/// Keys in flight between the pipeline's stages in a batch (index entry, then line).
-const DISTANCE: usize = 16;
-const RING: usize = 4 * DISTANCE;
+/// Keys between prefetching a key's index entry and reading it, and between prefetching its
+/// line and searching it, in a batch (measured, BENCHMARKS.md).
+const INDEX_DISTANCE: usize = 32;
+const LINE_DISTANCE: usize = 16;
+/// Ring of per-key pipeline state; a power of two above both distances together.
+const RING: usize = 64;
 /// Marks "no bucket / no line" in the batch pipeline.
 const NONE: usize = usize::MAX;
 
@@ -114,23 +126,32 @@ impl LineTable {
             ranks.push(sorted_keys.len() as u64);
         }
         let line_count = firsts.len() as u64;
+        // About one bucket per line, but never wider than 2^16 values (fences are 16 bits).
         let wanted = line_count.next_power_of_two();
         let mut shift = 0u32;
         while ((max - min) >> shift) >= wanted {
             shift += 1;
         }
-        if shift > 32 {
+        let shift = shift.min(MAX_SHIFT);
+        let buckets = ((max - min) >> shift) + 1;
+        // A sparse set would need an index of several bytes per key (a small one is fine).
+        if buckets > (2 * line_count).max(sorted_keys.len() as u64 / 8).max(4096) {
             return Err(Unsuitable::TooSparse);
         }
-        let buckets = ((max - min) >> shift) as usize + 1;
+        let buckets = buckets as usize;
         let mut index = vec![0u64; buckets + 1];
-        // Count line starts per bucket, remembering the first start's offset.
+        // Count line starts per bucket; fences are the offsets of its first two.
         let mut starts = vec![0u32; buckets + 1];
-        for &first in firsts.iter().rev() {
+        for &first in &firsts {
             let offset = first - min;
             let bucket = (offset >> shift) as usize;
+            let fence = offset - ((bucket as u64) << shift);
+            match starts[bucket + 1] {
+                0 => index[bucket] |= fence << FENCE1_SHIFT,
+                1 => index[bucket] |= fence << FENCE2_SHIFT,
+                _ => {}
+            }
             starts[bucket + 1] += 1;
-            index[bucket] = (offset - ((bucket as u64) << shift)) << 32;
         }
         if starts.iter().any(|&s| u64::from(s) > MAX_STARTS) {
             return Err(Unsuitable::Skewed);
@@ -195,6 +216,18 @@ fn delta(line: &[u64; LINE_WORDS], i: usize, width: u32) -> u64 {
     ((pair >> shift) as u64) & ((1u64 << width) - 1)
 }
 
+/// The `mask`-wide field at bit `position` of a line's payload (`position` < 448, so the second
+/// word read is at most the header word, whose bits the mask discards).
+#[inline(always)]
+fn field(line: &[u64; LINE_WORDS], position: usize, mask: u64) -> u64 {
+    let word = position / 64;
+    let shift = position % 64;
+    // `<< 1 << (63 - shift)` is `<< (64 - shift)` without the undefined shift by 64.
+    let low = line[word] >> shift;
+    let high = (line[word + 1] << 1) << (63 - shift);
+    (low | high) & mask
+}
+
 /// A line's decoded header: first key, key count, delta width.
 #[inline(always)]
 fn header(line: &[u64; LINE_WORDS]) -> (u64, usize, u32) {
@@ -235,8 +268,8 @@ impl<'a> LineView<'a> {
         if [r0, r1, r2] != [0; 3] {
             return Err("info has nonzero reserved words".into());
         }
-        if shift > 32 {
-            return Err(format!("bucket shift {shift} is over 32"));
+        if shift > u64::from(MAX_SHIFT) {
+            return Err(format!("bucket shift {shift} is over {MAX_SHIFT}"));
         }
         if line_count == 0 || line_count >= u64::from(u32::MAX) {
             return Err(format!("line count {line_count} is out of range"));
@@ -324,23 +357,26 @@ impl<'a> LineView<'a> {
         let mut line = 0usize;
         for (bucket, &entry) in index.iter().enumerate() {
             let bucket_start = (bucket as u64) << shift;
-            let mut offset = 0u64;
+            let mut fences = 0u64;
             let before = line as u64;
             while line < lines.len() {
                 let first_offset = header(&lines[line]).0 - min;
                 if first_offset >> shift != bucket as u64 {
                     break;
                 }
-                if line as u64 == before {
-                    offset = first_offset - bucket_start;
+                let fence = first_offset - bucket_start;
+                match line as u64 - before {
+                    0 => fences |= fence << FENCE1_SHIFT,
+                    1 => fences |= fence << FENCE2_SHIFT,
+                    _ => {}
                 }
                 line += 1;
             }
             if line as u64 - before > MAX_STARTS {
                 return Err(format!("index bucket {bucket}: too many lines start in it"));
             }
-            // Entry b counts lines starting before bucket b; the run found here starts there.
-            if entry & u64::from(u32::MAX) != before || entry >> 32 != offset {
+            // Entry b counts lines starting before bucket b, and fences the first two here.
+            if entry != before | fences {
                 return Err(format!("index bucket {bucket}: entry is inconsistent"));
             }
         }
@@ -386,61 +422,87 @@ impl<'a> LineView<'a> {
         bucket as usize
     }
 
-    /// Stage 2: the one line that can hold `key`, from its bucket's index entries.
+    /// Stage 2: the line that can hold `key` from its bucket's entry and the next one's count,
+    /// without a branch; and whether more than two lines start in the bucket and the key lies
+    /// past the second, so later lines' headers must be read ([`Self::walk`]).
     #[inline(always)]
-    fn line_in_bucket(&self, key: u64, bucket: usize) -> usize {
+    fn line_in_bucket(&self, key: u64, bucket: usize) -> (usize, bool) {
         let entry = self.index[bucket];
-        let lo = (entry & u64::from(u32::MAX)) as usize;
-        let hi = (self.index[bucket + 1] & u64::from(u32::MAX)) as usize;
+        let lo = entry & LINES_MASK;
+        let starts = (self.index[bucket + 1] & LINES_MASK).wrapping_sub(lo);
         let in_bucket = (key - self.min) & ((1u64 << self.shift) - 1);
-        if hi == lo || in_bucket < entry >> 32 {
-            // The line that started before this bucket (none before the first line).
-            return lo.wrapping_sub(1);
-        }
-        let mut line = lo;
-        // Several lines start in this bucket (at most MAX_STARTS): walk their headers.
-        while line + 1 < hi && header(&self.lines[line + 1]).0 <= key {
+        let past1 = starts >= 1 && in_bucket >= (entry >> FENCE1_SHIFT) & 0xffff;
+        let past2 = starts >= 2 && in_bucket >= entry >> FENCE2_SHIFT;
+        // No line before the first: wraps to NONE, which the caller treats as absent.
+        let line = (lo as usize)
+            .wrapping_sub(1)
+            .wrapping_add(usize::from(past1) + usize::from(past2));
+        (line, past2 && starts > 2)
+    }
+
+    /// The last line at or after `line` whose first key is at most `key`, among the lines that
+    /// start in `bucket` (at most [`MAX_STARTS`]).
+    #[inline(never)]
+    fn walk(&self, key: u64, bucket: usize, mut line: usize) -> usize {
+        let end = (self.index[bucket + 1] & LINES_MASK) as usize;
+        while line + 1 < end && header(&self.lines[line + 1]).0 <= key {
             line += 1;
         }
         line
     }
 
-    /// Stage 3: the key's place in `line`, if it is there.
+    /// Stages 1 and 2 for one key: its line, or `NONE`.
+    #[inline(always)]
+    fn line_of(&self, key: u64) -> usize {
+        let bucket = self.bucket(key);
+        if bucket == NONE {
+            return NONE;
+        }
+        let (line, more) = self.line_in_bucket(key, bucket);
+        if more {
+            self.walk(key, bucket, line)
+        } else {
+            line
+        }
+    }
+
+    /// Stage 3: the key's place in `line`, if it is there. Branch-free up to the answer: a
+    /// fixed number of bisection steps (enough for [`MAX_LINE_KEYS`]), so a run of single
+    /// lookups never stalls on a mispredicted branch that waits for a line from memory.
     #[inline(always)]
     fn search(&self, line: usize, key: u64) -> Option<usize> {
         let line = &self.lines[line];
         let (first, count, width) = header(line);
+        // Keys below the first wrap to huge targets and match no delta.
         let target = key.wrapping_sub(first);
-        if target == 0 {
-            return Some(0);
-        }
-        // Keys below the first, or above what the width can hold, are not in the line.
-        if width == 0 || target >> width != 0 {
-            return None;
-        }
-        // Branch-free bisection over the deltas: the last one at most `target`.
-        let mut base = 0usize;
+        let width = width as usize;
+        let mask = (1u64 << width) - 1;
+        // Bisection over the deltas for the last one at most `target`. The probe's bit
+        // position is carried along (no multiply on the dependency chain).
+        let (mut base, mut base_position) = (0usize, 0usize);
         let mut len = count - 1;
-        while len > 1 {
+        for _ in 0..BISECTION_STEPS {
             let half = len / 2;
-            base = if delta(line, base + half, width) <= target {
-                base + half
-            } else {
-                base
-            };
+            let position = base_position + half * width;
+            let below = field(line, position, mask) <= target;
+            base = if below { base + half } else { base };
+            base_position = if below { position } else { base_position };
             len -= half;
         }
-        (delta(line, base, width) == target).then_some(base + 1)
+        let hit_delta = count > 1 && field(line, base_position, mask) == target;
+        if target == 0 {
+            Some(0)
+        } else if hit_delta {
+            Some(base + 1)
+        } else {
+            None
+        }
     }
 
     /// Where `key` is: its line and position in the line.
     #[inline]
     pub fn find(&self, key: u64) -> Option<(usize, usize)> {
-        let bucket = self.bucket(key);
-        if bucket == NONE {
-            return None;
-        }
-        let line = self.line_in_bucket(key, bucket);
+        let line = self.line_of(key);
         if line == NONE {
             return None;
         }
@@ -464,9 +526,9 @@ impl<'a> LineView<'a> {
     /// Looks up `count` keys (`key_at(i)` is the i-th), calling `found(i, line, at)` for every
     /// key present.
     ///
-    /// A software pipeline: key `i`'s index entry is prefetched while key `i - DISTANCE`'s line
-    /// is prefetched and key `i - 2 DISTANCE` is searched, so about 2 x DISTANCE cache misses
-    /// stay in flight with no pause between groups.
+    /// A software pipeline: key `i`'s index entry is prefetched while key `i - INDEX_DISTANCE`'s
+    /// line is prefetched and key `i - INDEX_DISTANCE - LINE_DISTANCE` is searched, so dozens of
+    /// cache misses stay in flight with no pause between groups.
     #[inline]
     pub fn find_batch(
         &self,
@@ -477,7 +539,8 @@ impl<'a> LineView<'a> {
         let mut keys = [0u64; RING];
         let mut buckets = [NONE; RING];
         let mut lines = [NONE; RING];
-        for i in 0..count + 2 * DISTANCE {
+        let mut walks = [false; RING];
+        for i in 0..count + INDEX_DISTANCE + LINE_DISTANCE {
             if i < count {
                 let key = key_at(i);
                 let bucket = self.bucket(key);
@@ -487,24 +550,33 @@ impl<'a> LineView<'a> {
                     prefetch_read(self.index.as_ptr().wrapping_add(bucket));
                 }
             }
-            if let Some(j) = i.checked_sub(DISTANCE)
+            if let Some(j) = i.checked_sub(INDEX_DISTANCE)
                 && j < count
             {
                 let bucket = buckets[j % RING];
-                let line = if bucket == NONE {
-                    NONE
+                let (line, more) = if bucket == NONE {
+                    (NONE, false)
                 } else {
                     self.line_in_bucket(keys[j % RING], bucket)
                 };
+                // Rarely the key may lie in a later line of its bucket: prefetch the next
+                // line as well and walk in stage 3, when both are in cache.
+                walks[j % RING] = more;
                 lines[j % RING] = line;
                 if line != NONE {
                     prefetch_read(self.lines.as_ptr().wrapping_add(line));
+                    if more {
+                        prefetch_read(self.lines.as_ptr().wrapping_add(line + 1));
+                    }
                 }
             }
-            if let Some(k) = i.checked_sub(2 * DISTANCE)
+            if let Some(k) = i.checked_sub(INDEX_DISTANCE + LINE_DISTANCE)
                 && k < count
             {
-                let line = lines[k % RING];
+                let mut line = lines[k % RING];
+                if walks[k % RING] {
+                    line = self.walk(keys[k % RING], buckets[k % RING], line);
+                }
                 if line != NONE
                     && let Some(at) = self.search(line, keys[k % RING])
                 {
@@ -601,9 +673,9 @@ mod tests {
             LineTable::build(&[0, 1 << 40], false),
             Err(Unsuitable::TooSparse)
         );
-        // A dense block of 10 000 numbers and a few far away: hundreds of lines in one bucket.
+        // A dense block of 10 000 numbers before a sparser range: 154 lines in one bucket.
         let mut skewed: Vec<u64> = (0..10_000u64).collect();
-        skewed.extend((1..400u64).map(|i| i << 30));
+        skewed.extend((1..20_000u64).map(|i| 10_000 + (i << 12)));
         assert_eq!(LineTable::build(&skewed, false), Err(Unsuitable::Skewed));
     }
 

@@ -43,6 +43,9 @@ const HUGE_COPY_MIN_BYTES: usize = 4 << 20;
 /// A plain set gets a line table when it costs at most this many bytes per key, or no more
 /// than the filter + Elias-Fano layout would (the dense-list memory target, BENCHMARKS.md).
 const LINE_TABLE_BYTES_PER_KEY: f64 = 2.5;
+/// Smaller plain sets keep the filter + Elias-Fano layout: the whole set is a few cache lines
+/// either way, so a line table wins nothing, and small lists keep the layout they always had.
+const LINE_TABLE_MIN_KEYS: usize = 1024;
 
 /// Which layout a builder may choose (benches and tests pin one; the daemon's builds use `Auto`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -261,6 +264,9 @@ impl SetBuilder {
 /// A line table for sorted plain keys, if it suits them and costs at most
 /// [`LINE_TABLE_BYTES_PER_KEY`] or no more than the filter + Elias-Fano layout would.
 fn choose_lines(keys: &[u64], with_ranks: bool, filter: FilterWidth) -> Option<LineTable> {
+    if keys.len() < LINE_TABLE_MIN_KEYS {
+        return None;
+    }
     let lines = LineTable::build(keys, with_ranks).ok()?;
     let n = keys.len() as f64;
     if lines.bytes() as f64 <= LINE_TABLE_BYTES_PER_KEY * n {

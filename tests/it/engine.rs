@@ -105,7 +105,7 @@ proptest! {
     fn line_table_sets_answer_like_a_hash_set(
         values in proptest::collection::vec(
             (48_600_000_000u64..48_600_200_000, proptest::option::of(19_990i32..20_010)),
-            1..4000,
+            1100..4000,
         ),
         probes in proptest::collection::vec(48_599_990_000u64..48_600_210_000, 0..500),
         consent in any::<bool>(),
