@@ -78,11 +78,16 @@ awk -v batch=1000 '
         for (i = 1; i <= n; i++) printf "$12\r\n%s\r\n", m[i]
         n = 0
     }
-    { sub(/^\+/, ""); m[++n] = sprintf("%012d", $1); if (n == batch) flush() }
+    # Padded as text: the %d of mawk cannot hold 11-digit numbers.
+    { sub(/^\+/, ""); v = $1; while (length(v) < 12) v = "0" v; m[++n] = v; if (n == batch) flush() }
     END { flush() }' "$numbers" | redis-cli -p "$redis_port" --pipe >/dev/null
 echo "redis set size: $(redis-cli -p "$redis_port" scard us); memory: $(redis-cli -p "$redis_port" info memory | awk -F: '/^used_memory_human/ { print $2 }' | tr -d '\r')"
-sample="$(head -1 "$numbers" | sed 's/^+//')"
-echo "redis check of a member ($(printf '%012d' "$sample" | sed 's/[0-9]\{6\}$/******/')): $(redis-cli -p "$redis_port" sismember us "$(printf '%012d' "$sample")")"
+sample="0$(head -1 "$numbers" | sed 's/^+//')"
+echo "redis check of a member ($(echo "$sample" | sed 's/[0-9]\{6\}$/******/')): $(redis-cli -p "$redis_port" sismember us "$sample")"
+if [[ "$(redis-cli -p "$redis_port" scard us)" != "$SET_KEYS" ]]; then
+    echo "redis holds $(redis-cli -p "$redis_port" scard us) members, expected $SET_KEYS" >&2
+    exit 1
+fi
 
 best_redis=0
 for pipeline in $REDIS_PIPELINES; do
