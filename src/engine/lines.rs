@@ -41,6 +41,8 @@ const WIDTH_SHIFT: u32 = 58;
 const MAX_LINE_KEYS: usize = 128;
 /// Bisection steps that narrow up to `MAX_LINE_KEYS - 1` deltas to one.
 const BISECTION_STEPS: u32 = 7;
+/// Lines per index bucket aimed at (a power of two up to twice this).
+const LINES_PER_BUCKET: u64 = 1;
 /// Most lines that may start in one index bucket; bounds the header walk of a lookup.
 pub const MAX_STARTS: u64 = 16;
 /// Widest index bucket, 2^16 values, so the offsets of a bucket's first two line starts
@@ -127,7 +129,7 @@ impl LineTable {
         }
         let line_count = firsts.len() as u64;
         // About one bucket per line, but never wider than 2^16 values (fences are 16 bits).
-        let wanted = line_count.next_power_of_two();
+        let wanted = (line_count / LINES_PER_BUCKET).max(1).next_power_of_two();
         let mut shift = 0u32;
         while ((max - min) >> shift) >= wanted {
             shift += 1;

@@ -55,6 +55,8 @@ pub enum LayoutChoice {
     Auto,
     /// Always filter + Elias-Fano.
     FilterEliasFano,
+    /// A line table whenever it suits the keys, whatever it costs (tests and benches).
+    LinesWhenSuitable,
 }
 
 /// The layout a loaded set is served from.
@@ -221,6 +223,9 @@ impl SetBuilder {
         };
         let lines = match (layout, &key) {
             (LayoutChoice::Auto, None) => choose_lines(&keys, expiries.is_some(), spec.filter),
+            (LayoutChoice::LinesWhenSuitable, None) => {
+                LineTable::build(&keys, expiries.is_some()).ok()
+            }
             _ => None,
         };
         let header = SetHeader {
