@@ -358,7 +358,14 @@ pub fn encode(header: &SetHeader, sections: &[(SectionId, &[u8])]) -> SnapshotIm
     }
     let mut out = vec![0u8; end];
     out[0..8].copy_from_slice(&MAGIC);
-    out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    // Files without line-table sections are written as version 2, so builds that predate the
+    // line table keep reading them (rolling upgrades).
+    let version = if sections.iter().any(|(id, _)| *id >= SectionId::LineInfo) {
+        FORMAT_VERSION
+    } else {
+        OLDEST_READABLE_VERSION
+    };
+    out[8..12].copy_from_slice(&version.to_le_bytes());
     out[12..16].copy_from_slice(&(header_len as u32).to_le_bytes());
     out[16] = header.kind.code();
     out[17] = header.scheme.code();

@@ -20,6 +20,8 @@ REDIS_REQUESTS="${REDIS_REQUESTS:-20000000}"
 REDIS_PIPELINES="${REDIS_PIPELINES:-16 64 256 1000}"
 REDIS_CLIENTS="${REDIS_CLIENTS:-8}"
 BENCH_CACHE="${BENCH_CACHE:-/var/tmp/suppressd-bench}"
+# Snapshot layout of the suppressd side: filter (the default) or lines (`build --layout`).
+LAYOUT="${LAYOUT:-filter}"
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
     echo "=== installing redis-server from Debian"
@@ -36,7 +38,7 @@ if [[ ! -f "$numbers" ]]; then
     "$B" gen-sample --count "$SET_KEYS" --region US --seed 2026 --out "$numbers"
 fi
 # Rebuilt by every binary under test, so the snapshot has that binary's layout.
-"$B" build --input "$numbers" --format lines --name us-dnc --kind block --region US \
+"$B" build --input "$numbers" --format lines --name us-dnc --kind block --region US --layout "$LAYOUT" \
     --source-date "$(date -u +%Y-%m-%d)" --out "$registry" >/dev/null
 
 bench_workdir /var/tmp
