@@ -1015,7 +1015,11 @@ fn build_layout_lines_makes_a_line_table() {
     let bytes = std::fs::read(&snap).unwrap();
     assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 3);
     let member = ok(&["check", "--snapshot", &snap, "+48600000037"]);
-    assert!(!member.stdout.ends_with("  not in set\n"), "{}", member.stdout);
+    assert!(
+        !member.stdout.ends_with("  not in set\n"),
+        "{}",
+        member.stdout
+    );
     let other = ok(&["check", "--snapshot", &snap, "+48600000038"]);
     assert!(other.stdout.ends_with("  not in set\n"), "{}", other.stdout);
     // The default layout is still the filter, written as format 2.
@@ -1028,7 +1032,17 @@ fn build_layout_lines_makes_a_line_table() {
     assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
     let changes = dir.write("changes.txt", "+48600999999,A\n");
     let next = dir.path("next.snap");
-    ok(&["build", "--base", &snap, "--changes", &changes, "--format", "lines", "--out", &next]);
+    ok(&[
+        "build",
+        "--base",
+        &snap,
+        "--changes",
+        &changes,
+        "--format",
+        "lines",
+        "--out",
+        &next,
+    ]);
     let info = ok(&["inspect", "--json", &next]).json();
     assert_eq!(info["filter"], "none (line table)");
     assert_eq!(info["keys"], 5001);
