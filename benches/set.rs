@@ -16,6 +16,13 @@
 //! Traffic kinds: `absent99` is 99 % numbers of the same range that are not in the set and 1 %
 //! members (a dialer's usual traffic); `present` is members only, so every lookup pays the
 //! exact confirmation.
+//!
+//! Contenders per group: `suppressd_*` is the set as `LayoutChoice::Auto` builds it (a line
+//! table for the dense `pl` and `us` sets), `fuse_elias_fano_*` the same numbers in the default
+//! filter + Elias-Fano layout, `raw_xorf_*` one `xorf::BinaryFuse8` over the same keys (the
+//! ceiling the filter layout's absent path is held to; batched = 32 keys' slots prefetched
+//! before any is read), then the hash set and sorted-array baselines. A regular expression
+//! selects contenders and builds only theirs: `cargo bench --bench set -- 'us/.*/(suppressd|raw)'`.
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
 use rand::{Rng, SeedableRng};
