@@ -16,6 +16,13 @@
 //! Traffic kinds: `absent99` is 99 % numbers of the same range that are not in the set and 1 %
 //! members (a dialer's usual traffic); `present` is members only, so every lookup pays the
 //! exact confirmation.
+//!
+//! Contenders per group: `suppressd_*` is the set as `LayoutChoice::Auto` builds it (a line
+//! table for the dense `pl` and `us` sets), `fuse_elias_fano_*` the same numbers in the default
+//! filter + Elias-Fano layout, `raw_xorf_*` one `xorf::BinaryFuse8` over the same keys (the
+//! ceiling the filter layout's absent path is held to; batched = 32 keys' slots prefetched
+//! before any is read), then the hash set and sorted-array baselines. A regular expression
+//! selects contenders and builds only theirs: `cargo bench --bench set -- 'us/.*/(suppressd|raw)'`.
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
 use rand::{Rng, SeedableRng};
@@ -27,12 +34,13 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use suppressd::engine::date::Day;
 use suppressd::engine::exact::{ExactTable, ExactView, Probe};
-use suppressd::engine::fuse::FilterWidth;
+use suppressd::engine::fuse::{FilterWidth, mix64};
 use suppressd::engine::keys::SecretKey;
 use suppressd::engine::number::Number;
 use suppressd::engine::prefetch::prefetch_read;
-use suppressd::engine::set::{SetBuilder, SetSpec, SuppressionSet};
+use suppressd::engine::set::{LayoutChoice, SetBuilder, SetSpec, SuppressionSet};
 use suppressd::engine::snapshot::SetKind;
+use xorf::Filter;
 
 /// Large heap allocations of this bench (baseline hash sets, sorted arrays, key lists) are put
 /// on transparent huge pages, as the suppressd sets are (see `HugeAlloc`): every contender gets
@@ -265,7 +273,12 @@ fn bench_key() -> SecretKey {
 }
 
 fn build_set(numbers: &[u64], key: Option<SecretKey>) -> SuppressionSet {
+    build_set_as(numbers, key, LayoutChoice::Auto)
+}
+
+fn build_set_as(numbers: &[u64], key: Option<SecretKey>, layout: LayoutChoice) -> SuppressionSet {
     let mut builder = SetBuilder::new(spec("bench"), key.clone()).expect("valid spec");
+    builder.layout(layout);
     builder.reserve(numbers.len());
     for &n in numbers {
         builder
@@ -289,7 +302,8 @@ fn describe_set(label: &str, set: &SuppressionSet) {
     let (filter, exact, expiry) = set.bytes_by_part();
     let n = set.len().max(1) as f64;
     log(format!(
-        "{label}: {} keys, {:.3} B/key in memory (filter {:.3} B/key = {filter} B, exact {:.3} B/key = {exact} B, expiry {expiry} B)",
+        "{label} ({:?}): {} keys, {:.3} B/key in memory (filter {:.3} B/key = {filter} B, exact {:.3} B/key = {exact} B, expiry {expiry} B)",
+        set.set_layout(),
         set.len(),
         set.bytes_in_memory() as f64 / n,
         filter as f64 / n,
@@ -370,6 +384,75 @@ fn keyed_set() -> &'static SuppressionSet {
         describe_set("keyed", &set);
         set
     })
+}
+
+/// The same numbers in the previous layout (binary fuse filter + Elias-Fano), for comparison.
+fn classic_set(space: Space) -> &'static SuppressionSet {
+    static PL: OnceLock<SuppressionSet> = OnceLock::new();
+    static US: OnceLock<SuppressionSet> = OnceLock::new();
+    let cell = match space {
+        Space::Pl => &PL,
+        Space::Us => &US,
+    };
+    cell.get_or_init(|| {
+        let fixture = fixture(space);
+        let set = build_set_as(&fixture.sorted, None, LayoutChoice::FilterEliasFano);
+        describe_set(&format!("{} filter+elias-fano", space.name()), &set);
+        set
+    })
+}
+
+/// The raw filter the previous layout is built on: one `xorf::BinaryFuse8` over the same keys
+/// (its fingerprints are a large heap allocation, so they get huge pages like the mapped sets).
+fn raw_xorf(space: Space) -> &'static xorf::BinaryFuse8 {
+    static PL: OnceLock<xorf::BinaryFuse8> = OnceLock::new();
+    static US: OnceLock<xorf::BinaryFuse8> = OnceLock::new();
+    let cell = match space {
+        Space::Pl => &PL,
+        Space::Us => &US,
+    };
+    cell.get_or_init(|| {
+        let fixture = fixture(space);
+        let started = Instant::now();
+        let filter = xorf::BinaryFuse8::try_from(&fixture.sorted).expect("xorf builds");
+        log(format!(
+            "{}: raw xorf BinaryFuse8 built in {:.1?}: {:.3} B/key",
+            space.name(),
+            started.elapsed(),
+            filter.fingerprints.len() as f64 / fixture.sorted.len().max(1) as f64
+        ));
+        // The batched form below must answer exactly as xorf's own `contains`.
+        let mut out = vec![false; 4096];
+        xorf_batch(&filter, &fixture.absent[..4096], &mut out);
+        for (key, answer) in fixture.absent[..4096].iter().zip(&out) {
+            assert_eq!(*answer, filter.contains(key), "batched xorf diverges");
+        }
+        filter
+    })
+}
+
+/// xorf's BinaryFuse8 lookup, batched: the three slots of `GROUP` keys are computed and
+/// prefetched before any is read (xorf's formula over its public descriptor and fingerprints).
+fn xorf_batch(filter: &xorf::BinaryFuse8, keys: &[u64], out: &mut [bool]) {
+    let d = &filter.descriptor;
+    let fingerprints = &filter.fingerprints[..];
+    let mut slots = [(0u64, [0usize; 3]); GROUP];
+    for (keys, out) in keys.chunks(GROUP).zip(out.chunks_mut(GROUP)) {
+        for (slot, &key) in slots.iter_mut().zip(keys) {
+            let hash = mix64(key.wrapping_add(d.seed));
+            let h0 = ((u128::from(hash) * u128::from(d.segment_count_length)) >> 64) as u32;
+            let h1 = (h0 + d.segment_length) ^ (((hash >> 18) as u32) & d.segment_length_mask);
+            let h2 = (h0 + 2 * d.segment_length) ^ ((hash as u32) & d.segment_length_mask);
+            *slot = (hash, [h0 as usize, h1 as usize, h2 as usize]);
+            for &index in &slot.1 {
+                prefetch_read(fingerprints.as_ptr().wrapping_add(index));
+            }
+        }
+        for (answer, &(hash, [a, b, c])) in out.iter_mut().zip(&slots) {
+            *answer =
+                (hash ^ (hash >> 32)) as u8 == fingerprints[a] ^ fingerprints[b] ^ fingerprints[c];
+        }
+    }
 }
 
 /// A fast multiply-fold hasher, so the hash set baseline is not slowed by SipHash.
@@ -619,11 +702,36 @@ fn lookup_group(c: &mut Criterion, space: Space, traffic: &str) {
     bench_batches(&mut group, "suppressd_single", &numbers, |batch| {
         batch.iter().filter(|&&n| set.contains(n, TODAY)).count()
     });
-    let base = baselines(space);
+    // Contenders' structures are built on first use, so a command-line filter that skips a
+    // contender also skips building it (the closures run only for selected benchmarks).
+    bench_batches(&mut group, "fuse_elias_fano_batch", &numbers, |batch| {
+        let out = &mut out[..batch.len()];
+        classic_set(space).contains_batch(batch, TODAY, out);
+        out.iter().filter(|&&b| b).count()
+    });
+    bench_batches(&mut group, "fuse_elias_fano_single", &numbers, |batch| {
+        let classic = classic_set(space);
+        batch
+            .iter()
+            .filter(|&&n| classic.contains(n, TODAY))
+            .count()
+    });
+    let mut filter_out = vec![false; batch_len()];
+    bench_batches(&mut group, "raw_xorf_batch", pool, |batch| {
+        let out = &mut filter_out[..batch.len()];
+        xorf_batch(raw_xorf(space), batch, out);
+        out.iter().filter(|&&b| b).count()
+    });
+    bench_batches(&mut group, "raw_xorf_single", pool, |batch| {
+        let xorf = raw_xorf(space);
+        batch.iter().filter(|k| xorf.contains(k)).count()
+    });
     bench_batches(&mut group, "std_hashset", pool, |batch| {
+        let base = baselines(space);
         batch.iter().filter(|k| base.std.contains(k)).count()
     });
     bench_batches(&mut group, "fast_hashset", pool, |batch| {
+        let base = baselines(space);
         batch.iter().filter(|k| base.fast.contains(k)).count()
     });
     let sorted = &fixture.sorted;
@@ -633,8 +741,8 @@ fn lookup_group(c: &mut Criterion, space: Space, traffic: &str) {
             .filter(|k| sorted.binary_search(k).is_ok())
             .count()
     });
-    let radix = radix(space);
     bench_batches(&mut group, "sorted_radix", pool, |batch| {
+        let radix = radix(space);
         batch.iter().filter(|&&k| radix.contains(k)).count()
     });
     group.finish();
@@ -815,9 +923,13 @@ fn main() {
 /// Whether a group could match the command line filter (so its fixtures are worth building).
 /// Criterion filters by substring (regular expression) of `group/function`.
 fn selected(args: &[String], group: &str) -> bool {
-    const FUNCTIONS: [&str; 10] = [
+    const FUNCTIONS: [&str; 14] = [
         "suppressd_batch",
         "suppressd_single",
+        "fuse_elias_fano_batch",
+        "fuse_elias_fano_single",
+        "raw_xorf_batch",
+        "raw_xorf_single",
         "std_hashset",
         "fast_hashset",
         "sorted_vec",
@@ -828,9 +940,12 @@ fn selected(args: &[String], group: &str) -> bool {
         "sorted_radix_single",
     ];
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let space = group.split('/').next().unwrap_or(group);
     filters.is_empty()
         || filters.iter().any(|f| {
-            f.contains(group)
+            // A regular expression over the space's groups, e.g. `us/.*/(suppressd|raw)`.
+            (f.starts_with(&format!("{space}/")) && f.contains(".*"))
+                || f.contains(group)
                 || FUNCTIONS
                     .iter()
                     .any(|function| format!("{group}/{function}").contains(f.as_str()))

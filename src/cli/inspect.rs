@@ -92,6 +92,10 @@ fn parts(layout: &SnapshotLayout) -> (u64, u64, u64) {
             SectionId::ChunkMeta,
             SectionId::Directory,
             SectionId::Lows,
+            SectionId::LineInfo,
+            SectionId::LineIndex,
+            SectionId::Lines,
+            SectionId::LineRanks,
         ]),
         len(&[SectionId::Expiry]),
     )
@@ -122,7 +126,12 @@ pub fn run(args: InspectArgs) -> CliResult<()> {
         kind: header.kind.name(),
         key_scheme: header.scheme.name(),
         key_id: header.key_id.clone(),
-        filter: header.filter.name(),
+        // A line table has no filter in front of it (engine::lines).
+        filter: if layout.section(SectionId::Lines).is_some() {
+            "none (line table)"
+        } else {
+            header.filter.name()
+        },
         has_expiry: header.has_expiry,
         keys: header.key_count,
         version: header.version,

@@ -132,6 +132,24 @@ impl From<FilterArg> for FilterWidth {
     }
 }
 
+/// Set layouts as flag values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LayoutArg {
+    /// A line table where it suits the numbers (dense plain sets), else the filter layout
+    Lines,
+    /// Binary fuse filter + Elias-Fano exact table
+    Filter,
+}
+
+impl From<LayoutArg> for crate::engine::set::LayoutChoice {
+    fn from(layout: LayoutArg) -> crate::engine::set::LayoutChoice {
+        match layout {
+            LayoutArg::Lines => crate::engine::set::LayoutChoice::Auto,
+            LayoutArg::Filter => crate::engine::set::LayoutChoice::FilterEliasFano,
+        }
+    }
+}
+
 /// A failure to report: a short message and the exit code that goes with it.
 #[derive(Debug)]
 pub struct CliError {

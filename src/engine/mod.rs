@@ -8,6 +8,7 @@ pub mod date;
 pub mod exact;
 pub mod fuse;
 pub mod keys;
+pub mod lines;
 pub mod number;
 pub mod prefetch;
 pub mod set;

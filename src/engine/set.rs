@@ -1,15 +1,24 @@
 //! Suppression sets: immutable, exact membership over phone numbers.
 //!
-//! A set is a binary fuse filter that turns away most absent keys after touching three cache
-//! lines, and an exact Elias-Fano table that confirms every filter hit, so answers have neither
-//! false positives nor false negatives. Consent sets may carry a per-entry expiry day. A set is
-//! built once by [`SetBuilder`] into a snapshot image, and served either from that image or from a
-//! memory-mapped snapshot file: the same validated bytes either way.
+//! A set is held in one of two layouts, chosen at build time and recorded by the sections of
+//! its snapshot:
+//! - a binary fuse filter that turns away most absent keys after three cache lines, in front of
+//!   an exact Elias-Fano table that confirms every filter hit: the default, always for keyed
+//!   fingerprints (uniform over 2^60, which a line table stores at more than 6 bytes each), and
+//!   for plain sets a line table does not suit (too sparse or skewed for its index, or larger);
+//! - on request ([`LayoutChoice::Auto`]), a line table (`engine::lines`) for dense plain
+//!   numbers: one index entry and one 64-byte line per lookup, present or absent, at 1.7-2.1
+//!   bytes per number for national lists: faster on members, slower on absent numbers.
 //!
-//! Lookups never allocate and never lock; the batched form walks groups of keys through the
-//! filter, the exact table's directory and its low bits in stages, prefetching each stage's cache
-//! lines for the whole group before reading any of them. This module never does I/O beyond
-//! mapping its own snapshot files.
+//! Either way answers have neither false positives nor false negatives. Consent sets may carry
+//! a per-entry expiry day. A set is built once by [`SetBuilder`] into a snapshot image, and
+//! served either from that image or from a memory-mapped snapshot file: the same validated
+//! bytes either way.
+//!
+//! Lookups never allocate and never lock; the batched forms prefetch each stage's cache lines
+//! well before reading them (a rolling pipeline for line tables; groups walked through filter,
+//! directory and low bits for the other layout). This module never does I/O beyond mapping its
+//! own snapshot files.
 
 use crate::engine::date::Day;
 use crate::engine::exact::{ExactTable, ExactView, Probe};
@@ -17,6 +26,7 @@ use crate::engine::fuse::{
     FilterWidth, Fingerprint, FuseBuildError, FuseFilter, FuseView, ShardDescriptor,
 };
 use crate::engine::keys::{KeyScheme, SecretKey};
+use crate::engine::lines::{LineTable, LineView};
 use crate::engine::number::Number;
 use crate::engine::prefetch::prefetch_read;
 use crate::engine::snapshot::{
@@ -31,6 +41,45 @@ const NEVER: u16 = u16::MAX;
 const GROUP: usize = 32;
 /// Images at least this large are copied into huge-page memory by [`SuppressionSet::from_image`].
 const HUGE_COPY_MIN_BYTES: usize = 4 << 20;
+/// A plain set gets a line table when it costs at most this many bytes per key, or no more
+/// than the filter + Elias-Fano layout would (the dense-list memory target, BENCHMARKS.md).
+const LINE_TABLE_BYTES_PER_KEY: f64 = 2.5;
+/// Smaller plain sets keep the filter + Elias-Fano layout: the whole set is a few cache lines
+/// either way, so a line table wins nothing, and small lists keep the layout they always had.
+const LINE_TABLE_MIN_KEYS: usize = 1024;
+
+/// Which layout a builder may choose. The default stays filter + Elias-Fano: on mostly-absent
+/// dial-time traffic it answers 1.7-2.5x faster than a line table (which wins 2-2.5x on
+/// members); BENCHMARKS.md, "The engine at the memory limit".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LayoutChoice {
+    /// A line table when it suits the keys and the memory rule, else filter + Elias-Fano
+    /// (`suppressd build --layout lines`: present-heavy lists such as consent sets and scrubs).
+    Auto,
+    /// Always filter + Elias-Fano.
+    #[default]
+    FilterEliasFano,
+    /// A line table whenever it suits the keys, whatever it costs (tests and benches).
+    LinesWhenSuitable,
+}
+
+/// The layout a loaded set is served from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Lines,
+    FilterEliasFano,
+}
+
+impl Layout {
+    /// The choice that rebuilds a set in this layout (a rebuild from a base keeps its layout,
+    /// whether by `suppressd build --base` or by compaction).
+    pub fn choice(self) -> LayoutChoice {
+        match self {
+            Layout::Lines => LayoutChoice::Auto,
+            Layout::FilterEliasFano => LayoutChoice::FilterEliasFano,
+        }
+    }
+}
 
 /// What a set needs besides its keys.
 #[derive(Clone, Debug)]
@@ -69,6 +118,7 @@ pub struct SetBuilder {
     keys: Vec<u64>,
     /// Parallel to `keys` once any entry has an expiry.
     expiries: Option<Vec<u16>>,
+    layout: LayoutChoice,
 }
 
 /// A built set: its snapshot image and build figures.
@@ -92,7 +142,14 @@ impl SetBuilder {
             key,
             keys: Vec::new(),
             expiries: None,
+            // Filter + Elias-Fano unless asked: the line table is opt-in.
+            layout: LayoutChoice::default(),
         })
+    }
+
+    /// Restricts the layouts the build may choose.
+    pub fn layout(&mut self, layout: LayoutChoice) {
+        self.layout = layout;
     }
 
     pub fn reserve(&mut self, additional: usize) {
@@ -155,6 +212,7 @@ impl SetBuilder {
             key,
             mut keys,
             expiries,
+            layout,
         } = self;
         let input_keys = keys.len() as u64;
         let expiries = match expiries {
@@ -179,7 +237,13 @@ impl SetBuilder {
                 Some(deduped.into_iter().map(|p| p.1).collect::<Vec<u16>>())
             }
         };
-        let exact = ExactTable::build(&keys);
+        let lines = match (layout, &key) {
+            (LayoutChoice::Auto, None) => choose_lines(&keys, expiries.is_some(), spec.filter),
+            (LayoutChoice::LinesWhenSuitable, None) => {
+                LineTable::build(&keys, expiries.is_some()).ok()
+            }
+            _ => None,
+        };
         let header = SetHeader {
             name: spec.name,
             kind: spec.kind,
@@ -198,12 +262,13 @@ impl SetBuilder {
             source: spec.source,
             source_date: spec.source_date,
         };
-        let image = match spec.filter {
-            FilterWidth::Fuse8 => {
-                encode_with::<u8>(&header, &keys, &exact, expiries.as_deref(), threads)?
+        let image = match (lines, spec.filter) {
+            (Some(lines), _) => encode_lines(&header, &lines, expiries.as_deref()),
+            (None, FilterWidth::Fuse8) => {
+                encode_with::<u8>(&header, &keys, expiries.as_deref(), threads)?
             }
-            FilterWidth::Fuse16 => {
-                encode_with::<u16>(&header, &keys, &exact, expiries.as_deref(), threads)?
+            (None, FilterWidth::Fuse16) => {
+                encode_with::<u16>(&header, &keys, expiries.as_deref(), threads)?
             }
         };
         Ok(BuiltSet {
@@ -217,13 +282,44 @@ impl SetBuilder {
     }
 }
 
+/// A line table for sorted plain keys, if it suits them and costs at most
+/// [`LINE_TABLE_BYTES_PER_KEY`] or no more than the filter + Elias-Fano layout would.
+fn choose_lines(keys: &[u64], with_ranks: bool, filter: FilterWidth) -> Option<LineTable> {
+    if keys.len() < LINE_TABLE_MIN_KEYS {
+        return None;
+    }
+    let lines = LineTable::build(keys, with_ranks).ok()?;
+    let n = keys.len() as f64;
+    if lines.bytes() as f64 <= LINE_TABLE_BYTES_PER_KEY * n {
+        return Some(lines);
+    }
+    // Filter size from its build rule (about 1.13 fingerprints per key); Elias-Fano as built.
+    let filter_bytes = 1.13 * n * f64::from(filter.code()) / 8.0;
+    let classic = ExactTable::build(keys).view().bytes() as f64 + filter_bytes;
+    (lines.bytes() as f64 <= classic).then_some(lines)
+}
+
+fn encode_lines(header: &SetHeader, lines: &LineTable, expiries: Option<&[u16]>) -> SnapshotImage {
+    let mut sections: Vec<(SectionId, &[u8])> = Vec::new();
+    if let Some(expiries) = expiries {
+        sections.push((SectionId::Expiry, bytemuck::cast_slice(expiries)));
+    }
+    sections.push((SectionId::LineInfo, bytemuck::cast_slice(&lines.info)));
+    sections.push((SectionId::LineIndex, bytemuck::cast_slice(&lines.index)));
+    sections.push((SectionId::Lines, bytemuck::cast_slice(&lines.lines)));
+    if !lines.ranks.is_empty() {
+        sections.push((SectionId::LineRanks, bytemuck::cast_slice(&lines.ranks)));
+    }
+    snapshot::encode(header, &sections)
+}
+
 fn encode_with<F: Fingerprint>(
     header: &SetHeader,
     keys: &[u64],
-    exact: &ExactTable,
     expiries: Option<&[u16]>,
     threads: usize,
 ) -> Result<SnapshotImage, BuildError> {
+    let exact = ExactTable::build(keys);
     let filter = FuseFilter::<F>::build(keys, threads)?;
     let shard_words: Vec<u64> = filter
         .shards
@@ -296,6 +392,24 @@ enum AnyFilter {
     Fuse16(FuseView<'static, u16>),
 }
 
+impl AnyFilter {
+    fn bytes(&self) -> usize {
+        match self {
+            AnyFilter::Fuse8(view) => view.bytes(),
+            AnyFilter::Fuse16(view) => view.bytes(),
+        }
+    }
+}
+
+/// A loaded set's lookup structures (see the module docs).
+enum Table {
+    Lines(LineView<'static>),
+    Classic {
+        filter: AnyFilter,
+        exact: ExactView<'static>,
+    },
+}
+
 /// A set's answer for one number, ignoring dates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Membership {
@@ -321,8 +435,7 @@ pub struct SuppressionSet {
     layout: SnapshotLayout,
     path: Option<PathBuf>,
     key: Option<SecretKey>,
-    filter: AnyFilter,
-    exact: ExactView<'static>,
+    table: Table,
     expiry: Option<&'static [u16]>,
     // Declared last: the views above borrow from it and must never outlive it.
     backing: Backing,
@@ -393,35 +506,11 @@ impl SuppressionSet {
             bytes,
             path: &shown,
         };
-        let shards_words: &[u64] = parts.words(SectionId::FilterShards)?;
-        if !shards_words.len().is_multiple_of(ShardDescriptor::WORDS) {
-            return Err(parts.corrupt(SectionId::FilterShards, "shard table length"));
-        }
-        let shards: Box<[ShardDescriptor]> = shards_words
-            .chunks(ShardDescriptor::WORDS)
-            .map(ShardDescriptor::from_words)
-            .collect();
-        if shards.is_empty() != (header.key_count == 0) {
-            return Err(parts.corrupt(SectionId::FilterShards, "shard count does not match keys"));
-        }
-        let filter = match header.filter {
-            FilterWidth::Fuse8 => AnyFilter::Fuse8(
-                FuseView::new(shards, parts.slice::<u8>(SectionId::FilterFingerprints)?)
-                    .map_err(|r| parts.corrupt(SectionId::FilterFingerprints, &r))?,
-            ),
-            FilterWidth::Fuse16 => AnyFilter::Fuse16(
-                FuseView::new(shards, parts.slice::<u16>(SectionId::FilterFingerprints)?)
-                    .map_err(|r| parts.corrupt(SectionId::FilterFingerprints, &r))?,
-            ),
+        let table = if layout.section(SectionId::Lines).is_some() {
+            load_lines(&parts, &header)?
+        } else {
+            load_classic(&parts, &header)?
         };
-        let exact = ExactView::new(
-            header.key_count,
-            parts.words(SectionId::ChunkFirst)?,
-            parts.words(SectionId::ChunkMeta)?,
-            parts.words(SectionId::Directory)?,
-            parts.words(SectionId::Lows)?,
-        )
-        .map_err(|r| parts.corrupt(SectionId::ChunkMeta, &r))?;
         let expiry = if header.has_expiry {
             let expiry = parts.slice::<u16>(SectionId::Expiry)?;
             if expiry.len() as u64 != header.key_count {
@@ -441,11 +530,18 @@ impl SuppressionSet {
             path: path.map(Path::to_owned),
             layout,
             key,
-            filter,
-            exact,
+            table,
             expiry,
             backing,
         })
+    }
+
+    /// The layout this set is served from.
+    pub fn set_layout(&self) -> Layout {
+        match self.table {
+            Table::Lines(_) => Layout::Lines,
+            Table::Classic { .. } => Layout::FilterEliasFano,
+        }
     }
 
     pub fn header(&self) -> &SetHeader {
@@ -482,22 +578,19 @@ impl SuppressionSet {
 
     /// Bytes of lookup structures (filter, exact table, expiries): the memory a set costs.
     pub fn bytes_in_memory(&self) -> u64 {
-        let filter = match &self.filter {
-            AnyFilter::Fuse8(view) => view.bytes(),
-            AnyFilter::Fuse16(view) => view.bytes(),
-        };
-        (filter + self.exact.bytes() + self.expiry.map_or(0, |e| e.len() * 2)) as u64
+        let (filter, exact, expiry) = self.bytes_by_part();
+        filter + exact + expiry
     }
 
-    /// Filter-only and exact-only byte counts.
+    /// Filter, exact table (line table or Elias-Fano) and expiry byte counts.
     pub fn bytes_by_part(&self) -> (u64, u64, u64) {
-        let filter = match &self.filter {
-            AnyFilter::Fuse8(view) => view.bytes(),
-            AnyFilter::Fuse16(view) => view.bytes(),
+        let (filter, exact) = match &self.table {
+            Table::Lines(lines) => (0, lines.bytes()),
+            Table::Classic { filter, exact } => (filter.bytes(), exact.bytes()),
         };
         (
             filter as u64,
-            self.exact.bytes() as u64,
+            exact as u64,
             self.expiry.map_or(0, |e| e.len() as u64 * 2),
         )
     }
@@ -515,25 +608,31 @@ impl SuppressionSet {
         }
     }
 
-    #[inline]
-    fn filter_contains(&self, key: u64) -> bool {
-        match &self.filter {
-            AnyFilter::Fuse8(view) => view.contains(key),
-            AnyFilter::Fuse16(view) => view.contains(key),
-        }
-    }
-
     /// Membership of a stored key, ignoring dates.
     #[inline]
     pub fn get_key(&self, key: u64) -> Membership {
-        if !self.filter_contains(key) {
-            return Membership::Absent;
-        }
-        match self.exact.rank(key) {
-            None => Membership::Absent,
-            Some(rank) => Membership::Present {
-                expires: self.expiry_of(rank),
+        let rank = match &self.table {
+            Table::Lines(lines) => match lines.find(key) {
+                None => return Membership::Absent,
+                Some(_) if self.expiry.is_none() => return Membership::Present { expires: None },
+                Some((line, at)) => lines.rank_of(line, at),
             },
+            Table::Classic { filter, exact } => {
+                let passed = match filter {
+                    AnyFilter::Fuse8(view) => view.contains(key),
+                    AnyFilter::Fuse16(view) => view.contains(key),
+                };
+                if !passed {
+                    return Membership::Absent;
+                }
+                match exact.rank(key) {
+                    None => return Membership::Absent,
+                    rank => rank,
+                }
+            }
+        };
+        Membership::Present {
+            expires: rank.and_then(|rank| self.expiry_of(rank)),
         }
     }
 
@@ -568,6 +667,15 @@ impl SuppressionSet {
     /// Answers for a batch of numbers on `today`, one `bool` per number.
     pub fn contains_batch(&self, numbers: &[Number], today: Day, out: &mut [bool]) -> BatchStats {
         assert_eq!(numbers.len(), out.len(), "one answer per number");
+        if let Table::Lines(lines) = &self.table {
+            return self.lines_batch(
+                lines,
+                numbers.len(),
+                |i| self.key_of(numbers[i]),
+                today,
+                out,
+            );
+        }
         let mut stats = BatchStats::default();
         let mut keys = [0u64; GROUP];
         for (numbers, out) in numbers.chunks(GROUP).zip(out.chunks_mut(GROUP)) {
@@ -582,6 +690,9 @@ impl SuppressionSet {
     /// Answers for a batch of stored keys on `today`.
     pub fn contains_keys_batch(&self, keys: &[u64], today: Day, out: &mut [bool]) -> BatchStats {
         assert_eq!(keys.len(), out.len(), "one answer per key");
+        if let Table::Lines(lines) = &self.table {
+            return self.lines_batch(lines, keys.len(), |i| keys[i], today, out);
+        }
         let mut stats = BatchStats::default();
         for (keys, out) in keys.chunks(GROUP).zip(out.chunks_mut(GROUP)) {
             self.group(keys, today, out, &mut stats);
@@ -589,10 +700,45 @@ impl SuppressionSet {
         stats
     }
 
+    /// A batch through a line table's pipeline. There is no filter: every key the table finds
+    /// counts as a filter hit and a confirmation, so the observed false-positive rate is zero.
+    #[inline]
+    fn lines_batch(
+        &self,
+        lines: &LineView<'_>,
+        count: usize,
+        key_at: impl Fn(usize) -> u64,
+        today: Day,
+        out: &mut [bool],
+    ) -> BatchStats {
+        out.fill(false);
+        let mut found = 0u64;
+        match self.expiry {
+            None => lines.find_batch(count, &key_at, |i, _, _| {
+                out[i] = true;
+                found += 1;
+            }),
+            Some(_) => lines.find_batch(count, &key_at, |i, line, at| {
+                found += 1;
+                let rank = lines.rank_of(line, at);
+                out[i] = rank
+                    .and_then(|rank| self.expiry_of(rank))
+                    .is_none_or(|day| today < day);
+            }),
+        }
+        BatchStats {
+            filter_hits: found,
+            confirmed: found,
+        }
+    }
+
     /// One group through the stages: filter, directory, low bits, expiry.
     #[inline]
     fn group(&self, keys: &[u64], today: Day, out: &mut [bool], stats: &mut BatchStats) {
-        match &self.filter {
+        let Table::Classic { filter, exact } = &self.table else {
+            unreachable!("line tables take the pipeline in lines_batch");
+        };
+        match filter {
             AnyFilter::Fuse8(view) => view.contains_batch(keys, out),
             AnyFilter::Fuse16(view) => view.contains_batch(keys, out),
         }
@@ -608,13 +754,13 @@ impl SuppressionSet {
         stats.filter_hits += hit_count as u64;
         let mut probes = [Probe::default(); GROUP];
         for (probe, &index) in probes.iter_mut().zip(&hits[..hit_count]) {
-            *probe = self.exact.locate(keys[index as usize]);
+            *probe = exact.locate(keys[index as usize]);
         }
         for probe in &probes[..hit_count] {
-            self.exact.prefetch_directory(probe);
+            exact.prefetch_directory(probe);
         }
         for probe in &mut probes[..hit_count] {
-            let _ = self.exact.find_bucket(probe);
+            let _ = exact.find_bucket(probe);
         }
         let mut ranks = [None; GROUP];
         for ((rank, probe), &index) in ranks
@@ -622,7 +768,7 @@ impl SuppressionSet {
             .zip(&probes[..hit_count])
             .zip(&hits[..hit_count])
         {
-            *rank = self.exact.finish(probe, keys[index as usize]);
+            *rank = exact.finish(probe, keys[index as usize]);
             if let (Some(rank), Some(expiry)) = (*rank, self.expiry) {
                 prefetch_read(expiry.as_ptr().wrapping_add(rank as usize));
             }
@@ -639,11 +785,94 @@ impl SuppressionSet {
 
     /// Every stored key with its expiry, in key order (for rebuilds and change lists).
     pub fn entries(&self) -> impl Iterator<Item = (u64, Option<Day>)> + '_ {
-        self.exact
-            .iter()
-            .enumerate()
+        let keys: Box<dyn Iterator<Item = u64> + '_> = match &self.table {
+            Table::Lines(lines) => Box::new(lines.iter()),
+            Table::Classic { exact, .. } => Box::new(exact.iter()),
+        };
+        keys.enumerate()
             .map(|(rank, key)| (key, self.expiry_of(rank as u64)))
     }
+}
+
+/// The line-table layout: its sections, and none of the other layout's.
+fn load_lines(parts: &Parts<'_>, header: &SetHeader) -> Result<Table, SnapshotError> {
+    for id in [
+        SectionId::FilterShards,
+        SectionId::FilterFingerprints,
+        SectionId::ChunkFirst,
+        SectionId::ChunkMeta,
+        SectionId::Directory,
+        SectionId::Lows,
+    ] {
+        if parts.layout.section(id).is_some() {
+            return Err(parts.corrupt(id, "section of another layout in a line-table set"));
+        }
+    }
+    let ranks = match (
+        header.has_expiry,
+        parts.layout.section(SectionId::LineRanks),
+    ) {
+        (true, Some(_)) => Some(parts.words(SectionId::LineRanks)?),
+        (false, None) => None,
+        (true, None) => return Err(parts.corrupt(SectionId::LineRanks, "missing")),
+        (false, Some(_)) => {
+            return Err(parts.corrupt(SectionId::LineRanks, "ranks in a set without expiry"));
+        }
+    };
+    let view = LineView::new(
+        parts.words(SectionId::LineInfo)?,
+        parts.words(SectionId::LineIndex)?,
+        parts.words(SectionId::Lines)?,
+        ranks,
+    )
+    .map_err(|r| parts.corrupt(SectionId::Lines, &r))?;
+    if view.key_count() != header.key_count {
+        return Err(parts.corrupt(SectionId::LineInfo, "key count differs from the header's"));
+    }
+    Ok(Table::Lines(view))
+}
+
+/// The filter + Elias-Fano layout.
+fn load_classic(parts: &Parts<'_>, header: &SetHeader) -> Result<Table, SnapshotError> {
+    for id in [
+        SectionId::LineInfo,
+        SectionId::LineIndex,
+        SectionId::LineRanks,
+    ] {
+        if parts.layout.section(id).is_some() {
+            return Err(parts.corrupt(id, "line-table section in a filter + Elias-Fano set"));
+        }
+    }
+    let shards_words: &[u64] = parts.words(SectionId::FilterShards)?;
+    if !shards_words.len().is_multiple_of(ShardDescriptor::WORDS) {
+        return Err(parts.corrupt(SectionId::FilterShards, "shard table length"));
+    }
+    let shards: Box<[ShardDescriptor]> = shards_words
+        .chunks(ShardDescriptor::WORDS)
+        .map(ShardDescriptor::from_words)
+        .collect();
+    if shards.is_empty() != (header.key_count == 0) {
+        return Err(parts.corrupt(SectionId::FilterShards, "shard count does not match keys"));
+    }
+    let filter = match header.filter {
+        FilterWidth::Fuse8 => AnyFilter::Fuse8(
+            FuseView::new(shards, parts.slice::<u8>(SectionId::FilterFingerprints)?)
+                .map_err(|r| parts.corrupt(SectionId::FilterFingerprints, &r))?,
+        ),
+        FilterWidth::Fuse16 => AnyFilter::Fuse16(
+            FuseView::new(shards, parts.slice::<u16>(SectionId::FilterFingerprints)?)
+                .map_err(|r| parts.corrupt(SectionId::FilterFingerprints, &r))?,
+        ),
+    };
+    let exact = ExactView::new(
+        header.key_count,
+        parts.words(SectionId::ChunkFirst)?,
+        parts.words(SectionId::ChunkMeta)?,
+        parts.words(SectionId::Directory)?,
+        parts.words(SectionId::Lows)?,
+    )
+    .map_err(|r| parts.corrupt(SectionId::ChunkMeta, &r))?;
+    Ok(Table::Classic { filter, exact })
 }
 
 /// Matches a keyed snapshot with the caller's key; plain snapshots ignore any key.

@@ -32,9 +32,13 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::xxh3_64;
 
 pub const MAGIC: [u8; 8] = *b"SUPPSNAP";
-/// Version 2: exact-table chunks carry one 64-byte metadata line with directory samples (version
-/// 1 had two words per chunk). Files of another version are refused, never guessed at.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 3: plain-number sets may be a line table (sections `line-*`, see `engine::lines`)
+/// instead of filter + Elias-Fano. Version 2 files (filter + Elias-Fano, one 64-byte metadata
+/// line per chunk) still load: version 3 only added sections. Files of any other version (1 had
+/// two metadata words per chunk) are refused, never guessed at.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest version this build reads.
+pub const OLDEST_READABLE_VERSION: u32 = 2;
 /// File name extension of snapshot files.
 pub const EXTENSION: &str = "snap";
 const FIXED_HEADER: usize = 80;
@@ -117,6 +121,10 @@ pub enum SectionId {
     Directory = 5,
     Lows = 6,
     Expiry = 7,
+    LineInfo = 8,
+    LineIndex = 9,
+    Lines = 10,
+    LineRanks = 11,
 }
 
 impl SectionId {
@@ -130,6 +138,10 @@ impl SectionId {
             Directory,
             Lows,
             Expiry,
+            LineInfo,
+            LineIndex,
+            Lines,
+            LineRanks,
         ]
         .into_iter()
         .find(|id| *id as u32 == code)
@@ -144,6 +156,10 @@ impl SectionId {
             SectionId::Directory => "exact-directory",
             SectionId::Lows => "exact-low-bits",
             SectionId::Expiry => "expiry",
+            SectionId::LineInfo => "line-info",
+            SectionId::LineIndex => "line-index",
+            SectionId::Lines => "lines",
+            SectionId::LineRanks => "line-ranks",
         }
     }
 }
@@ -342,7 +358,14 @@ pub fn encode(header: &SetHeader, sections: &[(SectionId, &[u8])]) -> SnapshotIm
     }
     let mut out = vec![0u8; end];
     out[0..8].copy_from_slice(&MAGIC);
-    out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    // Files without line-table sections are written as version 2, so builds that predate the
+    // line table keep reading them (rolling upgrades).
+    let version = if sections.iter().any(|(id, _)| *id >= SectionId::LineInfo) {
+        FORMAT_VERSION
+    } else {
+        OLDEST_READABLE_VERSION
+    };
+    out[8..12].copy_from_slice(&version.to_le_bytes());
     out[12..16].copy_from_slice(&(header_len as u32).to_le_bytes());
     out[16] = header.kind.code();
     out[17] = header.scheme.code();
@@ -427,11 +450,12 @@ pub fn decode_header(bytes: &[u8]) -> Result<SnapshotLayout, DecodeError> {
         ));
     }
     let version = u32_at(bytes, 8);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(DecodeError {
             offset: 8,
             reason: format!(
-                "format version {version} is not supported (this build reads {FORMAT_VERSION})"
+                "format version {version} is not supported (this build reads \
+                 {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}; rebuild the set with this build)"
             ),
             unsupported: true,
         });
@@ -529,6 +553,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<SnapshotLayout, DecodeError> {
         let at = FIXED_HEADER + index * SECTION_ENTRY;
         let code = u32_at(bytes, at);
         let id = SectionId::from_code(code)
+            .filter(|&id| version >= 3 || id < SectionId::LineInfo)
             .ok_or_else(|| DecodeError::corrupt(at, format!("unknown section id {code}")))?;
         if sections
             .last()
@@ -710,11 +735,29 @@ mod tests {
     #[test]
     fn wrong_version_is_unsupported() {
         let image = encode(&header(), &[]);
-        for other in [FORMAT_VERSION - 1, FORMAT_VERSION + 1] {
+        for other in [OLDEST_READABLE_VERSION - 1, FORMAT_VERSION + 1] {
             let mut bad = image.as_bytes().to_vec();
             bad[8..12].copy_from_slice(&other.to_le_bytes());
             assert!(decode(&bad).unwrap_err().unsupported);
         }
+    }
+
+    #[test]
+    fn version_2_files_load_without_line_sections() {
+        let as_version_2 = |image: SnapshotImage| {
+            let mut bytes = image.as_bytes().to_vec();
+            bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+            reseal_for_fuzzing(&mut bytes);
+            decode(&bytes)
+        };
+        let classic = encode(
+            &header(),
+            &[(SectionId::ChunkFirst, &[1, 2, 3, 4, 5, 6, 7, 8])],
+        );
+        assert!(as_version_2(classic).is_ok());
+        let lines = encode(&header(), &[(SectionId::Lines, &[1, 2, 3, 4, 5, 6, 7, 8])]);
+        let refused = as_version_2(lines).unwrap_err();
+        assert!(refused.reason.contains("unknown section id"), "{refused:?}");
     }
 
     #[test]

@@ -144,8 +144,8 @@ impl Authenticator {
         required: bool,
         known_tenants: &[&str],
     ) -> Result<Authenticator, String> {
-        let file_entries: TokensFile = toml::from_str(text)
-            .map_err(|e| format!("tokens file {file}: {}", e.message()))?;
+        let file_entries: TokensFile =
+            toml::from_str(text).map_err(|e| format!("tokens file {file}: {}", e.message()))?;
         let mut tokens = HashMap::new();
         for (index, entry) in file_entries.token.into_iter().enumerate() {
             let at = format!(

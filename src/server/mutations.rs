@@ -920,6 +920,7 @@ fn rebuild(
     };
     let mut builder = SetBuilder::new(spec, definition.key.clone()).map_err(|e| e.to_string())?;
     if let Some(loaded) = base {
+        builder.layout(loaded.set.set_layout().choice());
         for (key, expires) in loaded.set.entries() {
             if !changes.contains_key(&key) {
                 builder.push_key(key, expires).map_err(|e| e.to_string())?;

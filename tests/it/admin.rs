@@ -634,3 +634,59 @@ async fn refused_start(dir: &std::path::Path, what: &str) -> String {
         .unwrap_or_else(|| panic!("started on {what}"))
         .to_string()
 }
+
+#[tokio::test]
+async fn compaction_keeps_a_line_table_set_a_line_table() {
+    use suppressd::engine::fuse::FilterWidth;
+    use suppressd::engine::number::Number;
+    use suppressd::engine::set::{Layout, LayoutChoice, SetBuilder, SetSpec, SuppressionSet};
+    use suppressd::engine::snapshot::SetKind;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_all_sets(&data, Day(Day::today().0 - 1));
+    // The internal list, rebuilt as a line table (dense numbers around INTERNAL).
+    let spec = SetSpec {
+        name: "acme-dnc".into(),
+        kind: SetKind::Block,
+        filter: FilterWidth::Fuse8,
+        source: "test".into(),
+        source_date: None,
+        version: 2,
+        build_time: 0,
+    };
+    let mut builder = SetBuilder::new(spec, None).unwrap();
+    builder.layout(LayoutChoice::LinesWhenSuitable);
+    for n in 12_015_550_000..12_015_554_000u64 {
+        builder.push(Number::from_u64(n).unwrap(), None).unwrap();
+    }
+    let image = builder.build(1).unwrap().image;
+    image.write_atomic(&data.join("acme-dnc.2.snap")).unwrap();
+    let opened = SuppressionSet::open(&data.join("acme-dnc.2.snap"), None).unwrap();
+    assert_eq!(
+        opened.set_layout(),
+        Layout::Lines,
+        "test set is not a line table"
+    );
+    drop(opened);
+    let daemon = start(dir).await;
+    let (mut admin, mut client) = (admin_client(&daemon).await, daemon.client().await);
+    admin
+        .suppress(suppress("lines-1", &[12_015_559_999]))
+        .await
+        .unwrap();
+    let compacted = admin.compact(CompactRequest {}).await.unwrap().into_inner();
+    assert!(
+        compacted.written.contains(&"acme/dnc@3".to_string()),
+        "{compacted:?}"
+    );
+    let rebuilt = SuppressionSet::open(&daemon.data_dir().join("acme-dnc.3.snap"), None).unwrap();
+    assert_eq!(rebuilt.set_layout(), Layout::Lines);
+    for number in [INTERNAL, 12_015_559_999] {
+        assert_eq!(
+            reasons(&check(&mut client, &e164(number), "outbound").await.reasons),
+            [Reason::InternalDnc]
+        );
+    }
+    daemon.shutdown().await;
+}

@@ -992,3 +992,58 @@ fn gen_sample_is_deterministic_valid_and_distinct() {
     .json();
     assert_eq!(summary["keys"], 300);
 }
+
+/// `build --layout lines` serves a dense list from a line table (format 3), `inspect` says so,
+/// lookups through the CLI find members and not others, and a rebuild from it keeps the layout.
+#[test]
+fn build_layout_lines_makes_a_line_table() {
+    let dir = Dir::new();
+    let numbers: String = (0..5000u64)
+        .map(|i| format!("+48600{:06}\n", i * 37))
+        .collect();
+    let input = dir.write("dense.txt", &numbers);
+    let snap = dir.path("dense.snap");
+    let summary = ok(&[
+        "build", "--input", &input, "--format", "lines", "--name", "dense", "--kind", "block",
+        "--layout", "lines", "--json", "--out", &snap,
+    ])
+    .json();
+    assert_eq!(summary["keys"], 5000);
+    assert_eq!(summary["filter_bytes"], 0);
+    let info = ok(&["inspect", "--json", &snap]).json();
+    assert_eq!(info["filter"], "none (line table)");
+    let bytes = std::fs::read(&snap).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 3);
+    let member = ok(&["check", "--snapshot", &snap, "+48600000037"]);
+    assert!(
+        !member.stdout.ends_with("  not in set\n"),
+        "{}",
+        member.stdout
+    );
+    let other = ok(&["check", "--snapshot", &snap, "+48600000038"]);
+    assert!(other.stdout.ends_with("  not in set\n"), "{}", other.stdout);
+    // The default layout is still the filter, written as format 2.
+    let default = dir.path("default.snap");
+    ok(&[
+        "build", "--input", &input, "--format", "lines", "--name", "dense", "--kind", "block",
+        "--out", &default,
+    ]);
+    let bytes = std::fs::read(&default).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+    let changes = dir.write("changes.txt", "+48600999999,A\n");
+    let next = dir.path("next.snap");
+    ok(&[
+        "build",
+        "--base",
+        &snap,
+        "--changes",
+        &changes,
+        "--format",
+        "lines",
+        "--out",
+        &next,
+    ]);
+    let info = ok(&["inspect", "--json", &next]).json();
+    assert_eq!(info["filter"], "none (line table)");
+    assert_eq!(info["keys"], 5001);
+}

@@ -7,8 +7,8 @@ use suppressd::engine::date::Day;
 use suppressd::engine::fuse::FilterWidth;
 use suppressd::engine::keys::SecretKey;
 use suppressd::engine::number::Number;
-use suppressd::engine::set::{SetBuilder, SetSpec, SuppressionSet};
-use suppressd::engine::snapshot::{SetKind, SnapshotError};
+use suppressd::engine::set::{Layout, LayoutChoice, SetBuilder, SetSpec, SuppressionSet};
+use suppressd::engine::snapshot::{SetKind, SnapshotError, reseal_for_fuzzing};
 
 fn spec(kind: SetKind, filter: FilterWidth) -> SetSpec {
     SetSpec {
@@ -97,6 +97,45 @@ fn check_against_model(
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Dense national numbers get the line table; it must answer like the model, single and
+    /// batched, with and without expiry.
+    #[test]
+    fn line_table_sets_answer_like_a_hash_set(
+        values in proptest::collection::vec(
+            (48_600_000_000u64..48_600_200_000, proptest::option::of(19_990i32..20_010)),
+            1100..4000,
+        ),
+        probes in proptest::collection::vec(48_599_990_000u64..48_600_210_000, 0..500),
+        consent in any::<bool>(),
+        today in 19_985i32..20_015,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<(u64, Option<Day>)> = values
+            .iter()
+            .map(|&(v, e)| (v, if consent { e.map(Day) } else { None }))
+            .collect();
+        let kind = if consent { SetKind::Consent } else { SetKind::Block };
+        // Small consent sets may cost less as filter + Elias-Fano; this test pins the layout.
+        let mut builder = SetBuilder::new(spec(kind, FilterWidth::Fuse8), None).unwrap();
+        builder.layout(LayoutChoice::LinesWhenSuitable);
+        for &(value, expires) in &entries {
+            builder.push(Number::from_u64_unchecked(value), expires).unwrap();
+        }
+        let path = dir.path().join("lines.snap");
+        builder.build(2).unwrap().image.write_atomic(&path).unwrap();
+        let set = SuppressionSet::open(&path, None).unwrap();
+        prop_assert_eq!(set.set_layout(), Layout::Lines);
+        check_against_model(&set, &model(&entries), &probes, Day(today));
+        let read_back: Vec<(u64, Option<Day>)> = set.entries().collect();
+        let mut expected: Vec<(u64, Option<Day>)> = model(&entries).into_iter().collect();
+        expected.sort_unstable();
+        prop_assert_eq!(read_back, expected);
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
@@ -131,6 +170,42 @@ proptest! {
         let set = round_trip(dir.path(), SetKind::Consent, filter, keyed, &entries);
         check_against_model(&set, &model(&entries), &probes, Day(today));
     }
+}
+
+/// Snapshots of format version 2 (filter + Elias-Fano only) still load and answer.
+#[test]
+fn version_2_snapshots_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<u64> = (0..20_000u64).map(|i| 48_600_000_000 + i * 7).collect();
+    let mut builder = SetBuilder::new(spec(SetKind::Block, FilterWidth::Fuse8), None).unwrap();
+    builder.layout(LayoutChoice::FilterEliasFano);
+    for &value in &values {
+        builder
+            .push(Number::from_u64_unchecked(value), None)
+            .unwrap();
+    }
+    let mut bytes = builder.build(2).unwrap().image.as_bytes().to_vec();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    reseal_for_fuzzing(&mut bytes);
+    let path = dir.path().join("v2.snap");
+    std::fs::write(&path, &bytes).unwrap();
+    let set = SuppressionSet::open(&path, None).unwrap();
+    assert_eq!(set.set_layout(), Layout::FilterEliasFano);
+    for (i, &value) in values.iter().enumerate().step_by(97) {
+        let number = Number::from_u64_unchecked(value);
+        assert!(set.contains(number, Day(20_000)), "member {i}");
+        let absent = Number::from_u64_unchecked(value + 1);
+        assert!(!set.contains(absent, Day(20_000)), "non-member {i}");
+    }
+    // A version this build does not read is refused with a message saying so.
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    reseal_for_fuzzing(&mut bytes);
+    std::fs::write(&path, &bytes).unwrap();
+    let refused = SuppressionSet::open(&path, None).unwrap_err().to_string();
+    assert!(
+        refused.contains("format version 1 is not supported"),
+        "{refused}"
+    );
 }
 
 #[test]
