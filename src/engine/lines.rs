@@ -417,8 +417,8 @@ impl<'a> LineView<'a> {
             return NONE;
         };
         let bucket = offset >> self.shift;
-        // The sentinel entry is not a bucket.
-        if bucket + 1 >= self.index.len() as u64 {
+        // The sentinel entry is not a bucket (and with a shift of 0 any u64 is an offset).
+        if bucket >= (self.index.len() as u64).saturating_sub(1) {
             return NONE;
         }
         bucket as usize
