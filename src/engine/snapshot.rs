@@ -435,6 +435,20 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotLayout, DecodeError> {
     Ok(layout)
 }
 
+/// Reads and verifies the header and section table of the snapshot file at `path`. The file
+/// is mapped, so only the header's pages are read, whatever the file's size.
+pub fn read_layout(path: &Path) -> Result<SnapshotLayout, SnapshotError> {
+    let io = |source| SnapshotError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    // SAFETY: snapshot files are immutable once renamed into place (never truncated or
+    // rewritten), and only the header's bytes are read, inside the mapping's length.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+    decode_header(&map).map_err(|e| e.at(path))
+}
+
 /// Decodes and verifies the header and section table, without reading section bytes.
 pub fn decode_header(bytes: &[u8]) -> Result<SnapshotLayout, DecodeError> {
     if bytes.len() < 8 || bytes[..8] != MAGIC {
@@ -716,6 +730,22 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(decode(&bytes[..len]).is_err(), "truncated to {len}");
         }
+    }
+
+    #[test]
+    fn read_layout_reads_the_header_of_a_file_and_names_it_when_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.7.snap");
+        let image = encode(&header(), &[(SectionId::Lows, &[9; 4096])]);
+        image.write_atomic(&path).unwrap();
+        let layout = read_layout(&path).unwrap();
+        assert_eq!(layout.header, header());
+        assert_eq!(layout.file_len, image.as_bytes().len() as u64);
+        std::fs::write(&path, &image.as_bytes()[..40]).unwrap();
+        let error = read_layout(&path).unwrap_err().to_string();
+        assert!(error.contains(&path.display().to_string()), "{error}");
+        let missing = read_layout(&dir.path().join("gone.snap")).unwrap_err();
+        assert!(matches!(missing, SnapshotError::Io { .. }));
     }
 
     #[test]

@@ -1028,11 +1028,7 @@ fn delete_older_versions(dir: &Path, definition: &SetDefinition, keep: u64) -> R
         if !definition.pattern.matches(name) {
             continue;
         }
-        let version = std::fs::read(&path).ok().and_then(|bytes| {
-            snapshot::decode_header(&bytes)
-                .ok()
-                .map(|l| l.header.version)
-        });
+        let version = snapshot::read_layout(&path).ok().map(|l| l.header.version);
         // Unreadable files of this set cannot be shown not to hold the number: delete them too.
         if version.is_none_or(|v| v < keep) {
             std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -307,17 +307,8 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 /// Reads a file's header, without its sections, and checks it is `definition`'s set under the
 /// version its name carries. Returns that version.
 fn header_identity(path: &Path, definition: &SetDefinition) -> Result<u64, Refusal> {
-    let io = |e: std::io::Error| {
-        Refusal::new(
-            Refused::Corrupt,
-            format!("snapshot {}: {e}", path.display()),
-        )
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    // SAFETY: snapshot files are immutable once renamed into place; only the header is read.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-    let layout = snapshot::decode_header(&map)
-        .map_err(|e| Refusal::new(Refused::Corrupt, e.at(path).to_string()))?;
+    let layout =
+        snapshot::read_layout(path).map_err(|e| Refusal::new(Refused::Corrupt, e.to_string()))?;
     check_identity(path, &layout.header, definition)?;
     Ok(layout.header.version)
 }
