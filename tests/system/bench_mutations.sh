@@ -28,7 +28,11 @@ grpc=$base
 admin=$((base + 1))
 sed -e "s/127.0.0.1:50151/127.0.0.1:$grpc/; s/127.0.0.1:50152/127.0.0.1:$admin/" \
     -e "s/127.0.0.1:8080/127.0.0.1:$((base + 2))/; s/127.0.0.1:5070/127.0.0.1:$((base + 3))/g" \
-    -e 's/^filter = "info"/filter = "warn"/' deploy/example-config.toml >"$work/config.toml"
+    -e 's/^filter = "info"/filter = "warn"/' \
+    -e 's/^# admin_max_in_flight = 64/admin_max_in_flight = 1024/' \
+    deploy/example-config.toml >"$work/config.toml"
+# The admin plane's in-flight limit (default 64) is raised above the largest concurrency run.
+grep -q '^admin_max_in_flight = 1024' "$work/config.toml" || { echo "admin_max_in_flight not raised"; exit 1; }
 mkdir -p "$work/data/keys"
 "$B" keygen --id acme-erased --out "$work/data/keys/acme-erased.key" >/dev/null
 (cd "$work" && exec "$B" serve --config config.toml >"$work/suppressd.log" 2>&1) &
