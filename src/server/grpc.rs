@@ -475,18 +475,47 @@ impl Suppression for SuppressionService {
 /// in-flight limit counts. `Ping` and `Status` are not checks and pass.
 const CHECK_PATHS: &str = "/suppressd.v1.Suppression/Check";
 
-/// Wraps the data-plane service: a check request that finds `server.max_in_flight` requests
-/// in flight is answered RESOURCE_EXHAUSTED at once, before its body is read or decoded.
-/// (tonic's `concurrency_limit_per_connection` queues instead, and only per connection.)
+/// What a [`ShedOverload`] counts, and how it answers a request it refuses.
+#[derive(Clone)]
+enum Gate {
+    /// The data plane: check requests against `server.max_in_flight` (Ping and Status pass),
+    /// refusals counted in the shed metric.
+    Checks(Arc<State>),
+    /// A whole service (the admin plane) against its own limit, named in the refusal.
+    Every {
+        in_flight: Arc<crate::server::limits::InFlight>,
+        setting: &'static str,
+    },
+}
+
+/// Wraps a gRPC service: a request that finds its limit of requests in flight is answered
+/// RESOURCE_EXHAUSTED at once, before its body is read or decoded; never queued. (tonic's
+/// `concurrency_limit_per_connection` queues instead, and only per connection.)
 #[derive(Clone)]
 pub struct ShedOverload<S> {
     inner: S,
-    state: Arc<State>,
+    gate: Gate,
 }
 
 impl<S> ShedOverload<S> {
-    pub fn new(inner: S, state: Arc<State>) -> ShedOverload<S> {
-        ShedOverload { inner, state }
+    /// The data plane's check requests, against `server.max_in_flight`.
+    pub fn checks(inner: S, state: Arc<State>) -> ShedOverload<S> {
+        ShedOverload {
+            inner,
+            gate: Gate::Checks(state),
+        }
+    }
+
+    /// Every request of `inner`, against `in_flight`; `setting` names the limit in refusals.
+    pub fn every(
+        inner: S,
+        in_flight: Arc<crate::server::limits::InFlight>,
+        setting: &'static str,
+    ) -> ShedOverload<S> {
+        ShedOverload {
+            inner,
+            gate: Gate::Every { in_flight, setting },
+        }
     }
 }
 
@@ -518,16 +547,29 @@ where
     }
 
     fn call(&mut self, request: HttpRequest) -> Self::Future {
-        if !request.uri().path().starts_with(CHECK_PATHS) {
-            let answering = self.inner.call(request);
-            return Box::pin(async move { answering.await.map(|r| r.map(tonic::body::Body::new)) });
-        }
-        let Some(permit) = self.state.in_flight.try_enter() else {
-            metrics().shed(Api::Grpc, Shed::Overload);
-            let status = Status::from(ServiceError::Overloaded {
-                limit: self.state.in_flight.limit,
-            });
-            return Box::pin(std::future::ready(Ok(status.into_http())));
+        let in_flight = match &self.gate {
+            Gate::Checks(_) if !request.uri().path().starts_with(CHECK_PATHS) => None,
+            Gate::Checks(state) => Some(&state.in_flight),
+            Gate::Every { in_flight, .. } => Some(&**in_flight),
+        };
+        let permit = match in_flight.map(|gate| gate.try_enter()) {
+            Some(None) => {
+                let status = match &self.gate {
+                    Gate::Checks(state) => {
+                        metrics().shed(Api::Grpc, Shed::Overload);
+                        Status::from(ServiceError::Overloaded {
+                            limit: state.in_flight.limit,
+                        })
+                    }
+                    Gate::Every { in_flight, setting } => Status::resource_exhausted(format!(
+                        "overloaded: {} requests already in flight ({setting}); retry later",
+                        in_flight.limit
+                    )),
+                };
+                return Box::pin(std::future::ready(Ok(status.into_http())));
+            }
+            Some(Some(permit)) => Some(permit),
+            None => None,
         };
         let answering = self.inner.call(request);
         Box::pin(async move {
@@ -539,75 +581,6 @@ where
 }
 
 impl<S: tonic::server::NamedService> tonic::server::NamedService for ShedOverload<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-/// Wraps a whole gRPC service (the admin plane): over `limit` requests in flight, a request is
-/// answered RESOURCE_EXHAUSTED at once, before its body is read. Not queued, like the data
-/// plane's [`ShedOverload`].
-#[derive(Clone)]
-pub struct RefuseOverLimit<S> {
-    inner: S,
-    in_flight: Arc<crate::server::limits::InFlight>,
-    setting: &'static str,
-}
-
-impl<S> RefuseOverLimit<S> {
-    pub fn new(
-        inner: S,
-        in_flight: Arc<crate::server::limits::InFlight>,
-        setting: &'static str,
-    ) -> RefuseOverLimit<S> {
-        RefuseOverLimit {
-            inner,
-            in_flight,
-            setting,
-        }
-    }
-}
-
-impl<S, B> tonic::codegen::Service<HttpRequest> for RefuseOverLimit<S>
-where
-    S: tonic::codegen::Service<
-            HttpRequest,
-            Response = tonic::codegen::http::Response<B>,
-            Error = std::convert::Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Response = HttpResponse;
-    type Error = std::convert::Infallible;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, Self::Error>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: HttpRequest) -> Self::Future {
-        let Some(permit) = self.in_flight.try_enter() else {
-            let status = Status::resource_exhausted(format!(
-                "overloaded: {} requests already in flight ({}); retry later",
-                self.in_flight.limit, self.setting
-            ));
-            return Box::pin(std::future::ready(Ok(status.into_http())));
-        };
-        let answering = self.inner.call(request);
-        Box::pin(async move {
-            let response = answering.await;
-            drop(permit);
-            response.map(|r| r.map(tonic::body::Body::new))
-        })
-    }
-}
-
-impl<S: tonic::server::NamedService> tonic::server::NamedService for RefuseOverLimit<S> {
     const NAME: &'static str = S::NAME;
 }
 
@@ -653,7 +626,7 @@ mod tests {
     async fn admin_requests_over_the_limit_are_refused_not_queued() {
         use tonic::codegen::Service;
         let release = Arc::new(tokio::sync::Notify::new());
-        let mut service = RefuseOverLimit::new(
+        let mut service = ShedOverload::every(
             Held(release.clone()),
             Arc::new(crate::server::limits::InFlight::new(2)),
             "server.admin_max_in_flight",

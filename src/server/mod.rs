@@ -224,7 +224,7 @@ pub async fn start(
             grpc::authenticate(state.config.authenticator.clone()),
         );
         // Outermost: over admin_max_in_flight requests, refused before anything else.
-        let admin = grpc::RefuseOverLimit::new(
+        let admin = grpc::ShedOverload::every(
             admin,
             Arc::new(limits::InFlight::new(server_config.admin_max_in_flight)),
             "server.admin_max_in_flight",
@@ -301,7 +301,7 @@ pub async fn start(
         grpc::authenticate(state.config.authenticator.clone()),
     );
     // Outermost: overload is refused before authentication, decoding or any lookup.
-    let data_plane = grpc::ShedOverload::new(data_plane, state.clone());
+    let data_plane = grpc::ShedOverload::checks(data_plane, state.clone());
     let tls = state.config.tls.clone();
     let grace = Duration::from_secs(server_config.shutdown_grace_seconds);
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
