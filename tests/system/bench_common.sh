@@ -29,3 +29,41 @@ bench_cleanup() {
     fi
     rm -rf "$work"
 }
+
+# Prints the registry benchmark's daemon config: gRPC on 127.0.0.1:$1, a US registry and one
+# tenant's internal list in ./data, warn-level logs; further [server] lines from $2.
+bench_registry_config() {
+    cat <<EOF
+[server]
+grpc_listen = "127.0.0.1:$1"
+data_dir = "data"
+generate_samples = true
+max_batch = 10000
+shutdown_grace_seconds = 1
+${2:-}
+
+[log]
+filter = "warn"
+
+[defaults]
+tenant = "acme"
+campaign = "outbound"
+
+[sets.us-dnc]
+kind = "block"
+reason = "national_registry"
+files = "us-dnc.*.snap"
+
+[tenants.acme]
+region = "US"
+
+[tenants.acme.sets.dnc]
+kind = "block"
+reason = "internal_dnc"
+files = "acme-dnc.*.snap"
+
+[tenants.acme.campaigns.outbound]
+block_sets = ["us-dnc", "dnc"]
+blocked_prefixes = ["+1900", "+1976"]
+EOF
+}

@@ -62,39 +62,7 @@ mkdir -p "$work/data"
 # Registry copies are renamed into place, as a real deployment drops them (a copy of the file
 # would be seen half-written by the poller). The source date is the registry's own.
 cp "$registry" "$work/data/.us-dnc.tmp" && mv "$work/data/.us-dnc.tmp" "$work/data/us-dnc.1.snap"
-cat >"$work/suppressd.toml" <<EOF
-[server]
-grpc_listen = "127.0.0.1:$base"
-data_dir = "data"
-generate_samples = true
-reload_poll_seconds = 1
-max_batch = 10000
-shutdown_grace_seconds = 1
-
-[log]
-filter = "warn"
-
-[defaults]
-tenant = "acme"
-campaign = "outbound"
-
-[sets.us-dnc]
-kind = "block"
-reason = "national_registry"
-files = "us-dnc.*.snap"
-
-[tenants.acme]
-region = "US"
-
-[tenants.acme.sets.dnc]
-kind = "block"
-reason = "internal_dnc"
-files = "acme-dnc.*.snap"
-
-[tenants.acme.campaigns.outbound]
-block_sets = ["us-dnc", "dnc"]
-blocked_prefixes = ["+1900", "+1976"]
-EOF
+bench_registry_config "$base" "reload_poll_seconds = 1" >"$work/suppressd.toml"
 (cd "$work" && exec "${daemon_pin[@]}" "$B" serve --config suppressd.toml >"$work/suppressd.log" 2>&1) &
 daemon_pid=$!
 target="http://127.0.0.1:$base"

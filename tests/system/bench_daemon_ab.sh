@@ -23,38 +23,7 @@ run_daemon() {
     local bin="$1" port="$2"
     rm -rf "$work/data" && mkdir -p "$work/data"
     cp "$REGISTRY" "$work/data/.us-dnc.tmp" && mv "$work/data/.us-dnc.tmp" "$work/data/us-dnc.1.snap"
-    cat >"$work/suppressd.toml" <<EOT
-[server]
-grpc_listen = "127.0.0.1:$port"
-data_dir = "data"
-generate_samples = true
-max_batch = 10000
-shutdown_grace_seconds = 1
-
-[log]
-filter = "warn"
-
-[defaults]
-tenant = "acme"
-campaign = "outbound"
-
-[sets.us-dnc]
-kind = "block"
-reason = "national_registry"
-files = "us-dnc.*.snap"
-
-[tenants.acme]
-region = "US"
-
-[tenants.acme.sets.dnc]
-kind = "block"
-reason = "internal_dnc"
-files = "acme-dnc.*.snap"
-
-[tenants.acme.campaigns.outbound]
-block_sets = ["us-dnc", "dnc"]
-blocked_prefixes = ["+1900", "+1976"]
-EOT
+    bench_registry_config "$port" >"$work/suppressd.toml"
     (cd "$work" && exec "$bin" serve --config suppressd.toml >"$work/suppressd.log" 2>&1) &
     daemon_pid=$!
     for _ in $(seq 1 200); do
