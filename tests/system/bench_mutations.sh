@@ -46,7 +46,7 @@ done
 
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 metric() {
-    curl -s "http://127.0.0.1:$((base + 2))/metrics" | awk -v name="$1" '$1 == name { print $2; exit }'
+    curl -s "http://127.0.0.1:$((base + 2))/metrics" | awk -v name="$1" '$1 == name && !found { print $2; found = 1 }'
 }
 
 echo "=== machine"

@@ -80,7 +80,7 @@ status_field() {
 }
 
 metric() {
-    curl -s "http://127.0.0.1:$http/metrics" | awk -v name="$1" '$1 == name { print $2; exit }'
+    curl -s "http://127.0.0.1:$http/metrics" | awk -v name="$1" '$1 == name && !found { print $2; found = 1 }'
 }
 
 start_daemon
@@ -120,7 +120,7 @@ echo "refused as expected: $(head -c 300 "$work/push.out")"
 # Still failing, and shown as failing.
 push && fail "an opt-out was acknowledged on a full disk after a refusal (the filler left room?)"
 [[ -n "$(status_field journal_error)" ]] || fail "admin status shows no journal_error while the disk is full"
-curl -s "http://127.0.0.1:$http/readyz" | grep -q "journal failed" || fail "/readyz does not show the failed journal"
+[[ "$(curl -s "http://127.0.0.1:$http/readyz")" == *"journal failed"* ]] || fail "/readyz does not show the failed journal"
 errors=$(metric 'suppressd_journal_errors_total{kind="no_space"}')
 [[ "${errors:-0}" != 0 ]] || fail "suppressd_journal_errors_total{kind=\"no_space\"} is ${errors:-missing}"
 echo "journal errors counted: no_space=$errors"
