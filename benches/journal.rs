@@ -34,8 +34,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use suppressd::journal::{Journal, encode_record};
-use suppressd::mutation::{Mutation, MutationKind, Op};
+use suppressd::store::{Log, encode_record};
+use suppressd::store::{Mutation, MutationKind, Op};
 
 /// The payload of a one-number opt-out, as the admin plane encodes it.
 fn suppress_payload() -> Vec<u8> {
@@ -68,7 +68,7 @@ fn bench_root() -> PathBuf {
 
 /// Appends `iters` records from `appenders` threads, each waiting for its own append to be
 /// durable before the next; returns the time from the common start to the last acknowledgement.
-fn run_threads(journal: &Arc<Journal>, payload: &[u8], appenders: usize, iters: u64) -> Duration {
+fn run_threads(journal: &Arc<Log>, payload: &[u8], appenders: usize, iters: u64) -> Duration {
     let barrier = Arc::new(Barrier::new(appenders + 1));
     let threads: Vec<_> = (0..appenders)
         .map(|t| {
@@ -94,7 +94,7 @@ fn run_threads(journal: &Arc<Journal>, payload: &[u8], appenders: usize, iters: 
 
 /// Appends `iters` records from one thread through the callback API, at most `window` in
 /// flight; returns the time until the last completion.
-fn run_window(journal: &Journal, payload: &[u8], window: usize, iters: u64) -> Duration {
+fn run_window(journal: &Log, payload: &[u8], window: usize, iters: u64) -> Duration {
     let in_flight = Arc::new((Mutex::new(0usize), Condvar::new()));
     let start = Instant::now();
     for _ in 0..iters {
@@ -165,7 +165,7 @@ fn run_naive(naive: &Arc<Naive>, payload: &[u8], appenders: usize, iters: u64) -
     start.elapsed()
 }
 
-fn report_batching(name: &str, journal: &Journal) {
+fn report_batching(name: &str, journal: &Log) {
     let stats = journal.stats();
     eprintln!(
         "{name}: {} appends in {} fsyncs = {:.1} records per fsync, {} bytes",
@@ -220,9 +220,8 @@ fn main() {
         if appenders == 1 || appenders == 64 {
             naive(&mut group, appenders, &format!("threads/{appenders}"));
         }
-        let (journal, _) =
-            Journal::open(&scratch.path().join(format!("threads-{appenders}")), false)
-                .expect("journal opens");
+        let (journal, _) = Log::open(&scratch.path().join(format!("threads-{appenders}")), false)
+            .expect("journal opens");
         let journal = Arc::new(journal);
         // Warm the file and the writer outside the timed loop.
         run_threads(&journal, &payload, appenders, appenders as u64 * 4);
@@ -232,7 +231,7 @@ fn main() {
         report_batching(&format!("group_commit/threads/{appenders}"), &journal);
     }
     for window in [64usize, 256] {
-        let (journal, _) = Journal::open(&scratch.path().join(format!("window-{window}")), false)
+        let (journal, _) = Log::open(&scratch.path().join(format!("window-{window}")), false)
             .expect("journal opens");
         run_window(&journal, &payload, window, window as u64 * 4);
         group.bench_function(format!("group_commit/window/{window}"), |b| {

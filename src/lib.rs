@@ -44,10 +44,10 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod engine;
-pub mod journal;
+
 pub mod loadgen;
 pub mod metrics;
-pub mod mutation;
 pub mod policy;
 pub mod proto;
 pub mod server;
+pub mod store;

@@ -5,6 +5,7 @@
 //! buckets (25 µs to 10 ms), so they aggregate across daemons. The exporter is rendered on the
 //! HTTP plane's `/metrics`.
 
+use crate::store::FailureKind;
 use metrics::{
     Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge,
     histogram,
@@ -73,25 +74,6 @@ impl Refused {
     }
 }
 
-/// Why a journal group commit failed (label `kind` of `suppressd_journal_errors_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JournalErrorKind {
-    /// ENOSPC or EDQUOT on a write or fsync.
-    NoSpace = 0,
-    /// Any other error of a write, truncation or new segment.
-    Io = 1,
-    /// The fsync failed (other than for space): the page cache state is unknown.
-    Fsync = 2,
-}
-
-const JOURNAL_ERROR_KINDS: [&str; 3] = ["no_space", "io", "fsync"];
-
-impl JournalErrorKind {
-    pub fn name(self) -> &'static str {
-        JOURNAL_ERROR_KINDS[self as usize]
-    }
-}
-
 /// Per-number verdict as counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counted {
@@ -139,7 +121,7 @@ pub struct Metrics {
     pub journal_appends: Counter,
     pub journal_bytes_written: Counter,
     pub journal_fsync: Histogram,
-    /// Failed journal writes, by [`JournalErrorKind`] (index = discriminant).
+    /// Failed journal writes, by [`FailureKind`] (index = discriminant).
     pub journal_errors: [Counter; 3],
     pub mutations: Counter,
     pub compactions_ok: Counter,
@@ -230,8 +212,8 @@ fn install() -> Metrics {
         journal_appends: counter!("suppressd_journal_appends_total"),
         journal_bytes_written: counter!("suppressd_journal_written_bytes_total"),
         journal_fsync: histogram!("suppressd_journal_fsync_seconds"),
-        journal_errors: JOURNAL_ERROR_KINDS
-            .map(|kind| counter!("suppressd_journal_errors_total", "kind" => kind)),
+        journal_errors: FailureKind::ALL
+            .map(|kind| counter!("suppressd_journal_errors_total", "kind" => kind.name())),
         mutations: counter!("suppressd_mutations_total"),
         compactions_ok: counter!("suppressd_compactions_total", "result" => "ok"),
         compactions_failed: counter!("suppressd_compactions_total", "result" => "failed"),
@@ -478,59 +460,5 @@ impl Tally {
                 metrics.reasons[api as usize][index].increment(count);
             }
         }
-    }
-}
-
-/// Per-set and daemon-wide gauges, refreshed periodically (labels: configured set names only).
-pub fn refresh_gauges(
-    state: &crate::server::state::State,
-    mutator: Option<&crate::server::mutations::Mutator>,
-) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    let loaded = state.sets.load();
-    for (id, definition) in state.policy.sets.iter().enumerate() {
-        let set = definition.id.clone();
-        let slot = loaded.slots[id].as_deref();
-        let reason = match definition.reason {
-            Some(crate::config::BlockReason::NationalRegistry) => "national_registry",
-            Some(crate::config::BlockReason::InternalDnc) => "internal_dnc",
-            Some(crate::config::BlockReason::Erased) => "erased",
-            None => "none",
-        };
-        gauge!("suppressd_set_info", "set" => set.clone(), "kind" => definition.kind.name(), "reason" => reason).set(1.0);
-        gauge!("suppressd_set_loaded", "set" => set.clone()).set(if slot.is_some() {
-            1.0
-        } else {
-            0.0
-        });
-        gauge!("suppressd_overlay_entries", "set" => set.clone())
-            .set(state.overlays[id].len() as f64);
-        let Some(slot) = slot else {
-            gauge!("suppressd_set_version", "set" => set).set(0.0);
-            continue;
-        };
-        let header = slot.set.header();
-        gauge!("suppressd_set_keys", "set" => set.clone()).set(header.key_count as f64);
-        gauge!("suppressd_set_bytes", "set" => set.clone()).set(slot.set.bytes_in_memory() as f64);
-        gauge!("suppressd_set_version", "set" => set.clone()).set(header.version as f64);
-        gauge!("suppressd_set_loaded_timestamp_seconds", "set" => set.clone())
-            .set(slot.loaded_at_ms as f64 / 1000.0);
-        if let Some(day) = header.source_date {
-            let date_seconds = f64::from(day.0) * 86_400.0;
-            gauge!("suppressd_set_source_date_seconds", "set" => set.clone()).set(date_seconds);
-            gauge!("suppressd_set_age_seconds", "set" => set).set(now - date_seconds);
-        }
-    }
-    gauge!("suppressd_ready").set(if state.is_ready() { 1.0 } else { 0.0 });
-    gauge!("suppressd_start_time_seconds").set(state.started_at_ms as f64 / 1000.0);
-    if let Some(mutator) = mutator {
-        gauge!("suppressd_journal_bytes").set(mutator.journal().stats().bytes as f64);
-        gauge!("suppressd_erasures_pending").set(mutator.pending_erasures() as f64);
-        let oldest = mutator
-            .oldest_pending_ms()
-            .map_or(0.0, |ms| ms as f64 / 1000.0);
-        gauge!("suppressd_overlay_oldest_mutation_timestamp_seconds").set(oldest);
     }
 }

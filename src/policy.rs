@@ -9,7 +9,7 @@ use crate::config::{BlockReason, Config, SetDefinition, StalePolicy, parse_prefi
 use crate::engine::date::Day;
 use crate::engine::number::{Number, NumberError, NumberParser, Region};
 use crate::engine::set::{BatchStats, SuppressionSet};
-use crate::mutation::Overlay;
+use crate::store::Overlay;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;

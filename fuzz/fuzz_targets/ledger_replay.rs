@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use suppressd::journal::scan_segment;
+use suppressd::store::scan_segment;
 use suppressd::server::mutations::ledger::check_record;
 
 fuzz_target!(|data: &[u8]| {

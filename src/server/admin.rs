@@ -8,7 +8,6 @@ use crate::config::BlockReason;
 use crate::engine::date::Day;
 use crate::engine::number::Number;
 use crate::engine::snapshot::SetKind;
-use crate::mutation::{Mutation, MutationKind, Op};
 use crate::policy::{SetId, set_key};
 use crate::proto::admin::admin_server::Admin;
 use crate::proto::admin::{
@@ -21,6 +20,7 @@ use crate::server::auth::{AuthError, Identity};
 use crate::server::grpc::{ServiceError, identity};
 use crate::server::mutations::{MutationError, Mutator, Receipt, Submitted};
 use crate::server::state::{State, now_ms};
+use crate::store::{Mutation, MutationKind, Op};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 

@@ -6,10 +6,10 @@
 
 pub mod accept;
 pub mod admin;
-pub mod audit;
 pub mod auth;
 pub mod checks;
 pub mod codec;
+pub mod gauges;
 pub mod grpc;
 pub mod http;
 pub mod limits;
@@ -89,7 +89,8 @@ pub async fn start(
     })
     .await??;
     let mutator = Arc::new(mutator);
-    let _ = state.mutator.set(Arc::downgrade(&mutator));
+    let health: Arc<dyn state::WriteHealth> = mutator.clone();
+    let _ = state.mutator.set(Arc::downgrade(&health));
     let http_listener = match http_listen {
         Some(address) => Some(
             TcpListener::bind(address)
@@ -410,7 +411,7 @@ async fn gauges(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        crate::metrics::refresh_gauges(&state, Some(&mutator));
+        gauges::refresh(&state, Some(&mutator));
         crate::metrics::metrics().upkeep();
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(5)) => {}

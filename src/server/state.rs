@@ -1,7 +1,9 @@
-//! The daemon's shared state and its one writer: the reloader.
+//! The daemon's shared state and its one writer lock.
 //!
-//! Handlers read the sets in force through an `ArcSwap` (no lock on the hot path). Only
-//! [`State::reload`] publishes, under a mutex, so there is one writer: it scans the data
+//! Handlers read the sets in force through an `ArcSwap` (no lock on the hot path). Two paths
+//! publish, both under one mutex, so there is one writer at a time: [`State::reload`] (files
+//! placed in the data directory) and [`State::publish`] (versions compaction wrote). The
+//! reloader scans the data
 //! directory, validates new snapshot files off the request path, and swaps in a new
 //! [`LoadedSets`] in one step. Calls in flight finish on the version they started with; an old
 //! version is unmapped when the last call using it drops its `Arc`. A bad file is refused and
@@ -15,9 +17,9 @@ use crate::config::{Config, SetDefinition};
 use crate::engine::set::SuppressionSet;
 use crate::engine::snapshot::{self, SetHeader};
 use crate::metrics::Refused;
-use crate::mutation::Overlay;
 use crate::policy::{LoadedSet, LoadedSets, Policy, SetId};
 use crate::server::limits::{InFlight, TokenBucket};
+use crate::store::Overlay;
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -40,6 +42,15 @@ pub struct ReloadReport {
     pub refused: Vec<(String, PathBuf, String)>,
 }
 
+/// Whether the mutation path can make mutations durable right now.
+pub trait WriteHealth: Send + Sync {
+    /// Why mutations are refused or not recorded (a full disk), if they are.
+    fn write_error(&self) -> Option<String>;
+}
+
+/// The slots of [`LoadedSets`], as a publisher changes them.
+pub type Slots = Vec<Option<Arc<LoadedSet>>>;
+
 pub struct State {
     pub config: Config,
     pub policy: Policy,
@@ -58,9 +69,9 @@ pub struct State {
     pub in_flight: InFlight,
     /// Per-tenant rate limits, for the tenants that have one. Built once; never changes.
     pub rate_limits: HashMap<String, TokenBucket>,
-    /// The mutation path, once opened: `/readyz` reports its write failures (weak: the
-    /// mutator holds no `State`, but keep the graph acyclic anyway).
-    pub mutator: std::sync::OnceLock<std::sync::Weak<crate::server::mutations::Mutator>>,
+    /// The mutation path, once opened: `/readyz` reports its write failures. Weak, and seen
+    /// only through [`WriteHealth`], so the state knows nothing of the mutation service.
+    pub mutator: std::sync::OnceLock<std::sync::Weak<dyn WriteHealth>>,
 }
 
 impl State {
@@ -94,6 +105,15 @@ impl State {
             writer: Mutex::new(HashSet::new()),
             started_at_ms: now_ms(),
         }
+    }
+
+    /// Publishes a change to the sets in force (versions compaction wrote), serialised with
+    /// reloads by the writer lock.
+    pub fn publish(&self, change: impl FnOnce(&mut Slots)) {
+        let _writer = self.writer_lock();
+        let mut slots = self.sets.load().slots.clone();
+        change(&mut slots);
+        self.sets.store(Arc::new(LoadedSets { slots }));
     }
 
     /// The one-writer lock (also guards the set of refused files).

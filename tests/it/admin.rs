@@ -494,7 +494,7 @@ async fn audit_log_records_who_what_when_without_numbers() {
     for path in files(&audit_dir) {
         let bytes = std::fs::read(&path).unwrap();
         let mut records = Vec::new();
-        suppressd::journal::scan_segment(&bytes, &mut records);
+        suppressd::store::scan_segment(&bytes, &mut records);
         for record in records {
             entries.push(serde_json::from_slice::<serde_json::Value>(&record.payload).unwrap());
         }

@@ -277,7 +277,7 @@ fn audited_request_ids(dir: &std::path::Path) -> HashMap<String, usize> {
     for entry in std::fs::read_dir(dir).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
         let mut records = Vec::new();
-        suppressd::journal::scan_segment(&bytes, &mut records);
+        suppressd::store::scan_segment(&bytes, &mut records);
         for record in records {
             let entry: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
             *ids.entry(entry["request_id"].as_str().unwrap().to_owned())

@@ -150,7 +150,7 @@ async fn not_ready_is_503_with_block() {
 async fn metrics_are_exposed_with_bounded_labels() {
     let daemon = start(true).await;
     let addr = daemon.handle.http_addr.unwrap();
-    suppressd::metrics::refresh_gauges(&daemon.handle.state, Some(&daemon.handle.mutator));
+    suppressd::server::gauges::refresh(&daemon.handle.state, Some(&daemon.handle.mutator));
     let text = tokio::task::spawn_blocking(move || {
         let mut connection = Connection::open(addr);
         connection.send("GET", &format!("/v1/check?number=%2B{REGISTRY}"), "");

@@ -14,11 +14,13 @@
 //! Replaces `ledger.dat` (one JSON document rewritten whole at every compaction), which is read
 //! once, appended here and deleted.
 
+use super::observers::FailureMetrics;
 use super::{Receipt, RequestRecord};
-use crate::journal::Journal;
-use crate::mutation::PayloadDigest;
+use crate::store::PayloadDigest;
+use crate::store::{Log, OsIo};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 const LEGACY_FILE: &str = "ledger.dat";
@@ -55,7 +57,7 @@ pub struct Loaded {
 }
 
 pub struct Ledger {
-    journal: Journal,
+    journal: Log,
     written_since_rotation: AtomicU64,
     rotated_at_ms: AtomicI64,
 }
@@ -65,7 +67,9 @@ impl Ledger {
     /// than `cutoff_ms` from what it returns.
     pub fn open(data_dir: &Path, repair: bool, cutoff_ms: i64) -> Result<(Ledger, Loaded), String> {
         let dir = data_dir.join("ledger");
-        let (journal, replay) = Journal::open(&dir, repair).map_err(|e| format!("ledger: {e}"))?;
+        let (journal, replay) =
+            Log::open_with(&dir, repair, Box::new(OsIo), Arc::new(FailureMetrics))
+                .map_err(|e| format!("ledger: {e}"))?;
         let ledger = Ledger {
             journal,
             written_since_rotation: AtomicU64::new(0),
@@ -167,7 +171,7 @@ impl Ledger {
             let bytes =
                 std::fs::read(path).map_err(|e| format!("ledger {}: {e}", path.display()))?;
             let mut records = Vec::new();
-            crate::journal::scan_segment(&bytes, &mut records);
+            crate::store::scan_segment(&bytes, &mut records);
             for record in records {
                 if let Ok(Owned::Receipt(receipt)) = decode(&record.payload)
                     && let Some(latest) = current.get(&receipt.receipt_id)
@@ -337,8 +341,8 @@ pub fn check_record(bytes: &[u8]) -> Result<(), String> {
 fn decode(bytes: &[u8]) -> Result<Owned, String> {
     let mut reader = Reader { bytes, at: 0 };
     let kind_of = |name: &str| {
-        crate::mutation::MutationKind::from_name(name)
-            .map_or("unknown", crate::mutation::MutationKind::name)
+        crate::store::MutationKind::from_name(name)
+            .map_or("unknown", crate::store::MutationKind::name)
     };
     let item = match reader.array::<1>()?[0] {
         LEGACY_REQUEST => Owned::LegacyRequest(RequestRecord {
@@ -435,8 +439,8 @@ fn read_legacy(path: &Path) -> Result<Option<LegacyContents>, String> {
             request_id: r.request_id,
             tenant: String::new(),
             digest: None,
-            kind: crate::mutation::MutationKind::from_name(&r.kind)
-                .map_or("unknown", crate::mutation::MutationKind::name),
+            kind: crate::store::MutationKind::from_name(&r.kind)
+                .map_or("unknown", crate::store::MutationKind::name),
             seq: r.seq,
             applied: r.applied,
             at_ms: r.at_ms,
@@ -566,7 +570,7 @@ mod tests {
         );
         // A well-formed (checksummed) record that is not a ledger record: refused too.
         std::fs::remove_file(&file).unwrap();
-        let (journal, _) = Journal::open(&dir.path().join("ledger"), false).unwrap();
+        let (journal, _) = Log::open(&dir.path().join("ledger"), false).unwrap();
         journal.append_blocking(vec![REQUEST, 1]).unwrap();
         drop(journal);
         let error = Ledger::open(dir.path(), false, 0)

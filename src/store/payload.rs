@@ -1,22 +1,19 @@
-//! Mutations: the journal's payloads, and the overlay that puts them in force at once.
+//! The mutation payload codec: what one journal record says.
 //!
 //! A mutation is a request (id, time, kind, channel, free-text reason) and the operations it
 //! performs: add a key to a set (with an optional consent expiry) or remove one. Erasures add a
 //! keyed fingerprint to the erased set and remove the plain number from every other set of the
 //! tenant (`Policy::erasure_plan`); the plain number therefore lives in the journal only until
-//! compaction drops the segment.
+//! compaction drops the segment. A request's keyed [`PayloadDigest`] tells a retry from another
+//! request under the same id.
 //!
-//! The [`Overlay`] of a set holds the latest operation per key since the snapshot in force;
-//! checks consult it together with the snapshot. Encoding is a small explicit binary format
-//! (little-endian, length-prefixed), decoded without panics. No I/O here.
+//! Encoding is a small explicit binary format (little-endian, length-prefixed), decoded without
+//! panics. No I/O, no metrics.
 
 use crate::engine::date::Day;
 use crate::engine::keys::SecretKey;
-use dashmap::DashMap;
 use sha2::Digest as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// What a mutation request was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MutationKind {
     Suppress = 1,
@@ -319,89 +316,6 @@ impl Reader<'_> {
     }
 }
 
-/// The latest operation on a key since the snapshot in force.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Entry {
-    Present { expires: Option<Day>, seq: u64 },
-    Absent { seq: u64 },
-}
-
-impl Entry {
-    pub fn seq(self) -> u64 {
-        match self {
-            Entry::Present { seq, .. } | Entry::Absent { seq } => seq,
-        }
-    }
-}
-
-/// Additions and removals of one set, consulted with its snapshot on every check.
-#[derive(Debug, Default)]
-pub struct Overlay {
-    entries: DashMap<u64, Entry>,
-    len: AtomicUsize,
-}
-
-impl Overlay {
-    pub fn is_empty(&self) -> bool {
-        self.len.load(Ordering::Acquire) == 0
-    }
-
-    pub fn len(&self) -> usize {
-        self.len.load(Ordering::Acquire)
-    }
-
-    /// Records an operation unless a later one on the same key is already there (replays and
-    /// racing writers keep the latest sequence number).
-    pub fn apply(&self, key: u64, entry: Entry) {
-        let mut inserted = false;
-        self.entries
-            .entry(key)
-            .and_modify(|old| {
-                if old.seq() <= entry.seq() {
-                    *old = entry;
-                }
-            })
-            .or_insert_with(|| {
-                inserted = true;
-                entry
-            });
-        if inserted {
-            self.len.fetch_add(1, Ordering::AcqRel);
-        }
-    }
-
-    /// The overlay's say on `key`: `Some(true/false)` overrides the snapshot, `None` defers.
-    #[inline]
-    pub fn lookup(&self, key: u64, today: Day) -> Option<bool> {
-        if self.is_empty() {
-            return None;
-        }
-        // Copy the entry out: never hold a map guard while anything else touches the map.
-        let entry = *self.entries.get(&key)?;
-        Some(match entry {
-            Entry::Present { expires, .. } => expires.is_none_or(|day| today < day),
-            Entry::Absent { .. } => false,
-        })
-    }
-
-    /// Entries with sequence numbers up to `through`, for compaction.
-    pub fn entries_through(&self, through: u64) -> Vec<(u64, Entry)> {
-        self.entries
-            .iter()
-            .filter(|e| e.value().seq() <= through)
-            .map(|e| (*e.key(), *e.value()))
-            .collect()
-    }
-
-    /// Drops entries a new snapshot now carries (those not overwritten since).
-    pub fn forget_through(&self, through: u64) {
-        let before = self.entries.len();
-        self.entries.retain(|_, entry| entry.seq() > through);
-        let removed = before.saturating_sub(self.entries.len());
-        self.len.fetch_sub(removed, Ordering::AcqRel);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,36 +475,5 @@ mod tests {
         let mut bad = sample();
         bad.ops.push(Op::Remove { set: 9, key: 1 });
         assert!(Mutation::decode(&bad.encode()).is_err());
-    }
-
-    #[test]
-    fn overlay_keeps_the_latest_operation() {
-        let overlay = Overlay::default();
-        assert_eq!(overlay.lookup(1, Day(0)), None);
-        overlay.apply(
-            1,
-            Entry::Present {
-                expires: None,
-                seq: 5,
-            },
-        );
-        overlay.apply(1, Entry::Absent { seq: 3 });
-        assert_eq!(overlay.lookup(1, Day(0)), Some(true));
-        overlay.apply(1, Entry::Absent { seq: 7 });
-        assert_eq!(overlay.lookup(1, Day(0)), Some(false));
-        overlay.apply(
-            2,
-            Entry::Present {
-                expires: Some(Day(10)),
-                seq: 8,
-            },
-        );
-        assert_eq!(overlay.lookup(2, Day(9)), Some(true));
-        assert_eq!(overlay.lookup(2, Day(10)), Some(false));
-        assert_eq!(overlay.len(), 2);
-        overlay.forget_through(7);
-        assert_eq!(overlay.len(), 1);
-        assert_eq!(overlay.lookup(1, Day(0)), None);
-        assert_eq!(overlay.entries_through(8).len(), 1);
     }
 }

@@ -13,16 +13,18 @@
 //! audit key (or not at all without one); keys of keyed sets are already fingerprints and are
 //! recorded as they are. Segments older than the retention are deleted.
 
+use super::observers::FailureMetrics;
 use crate::engine::keys::SecretKey;
 use crate::engine::number::Number;
-use crate::journal::Journal;
-use crate::mutation::{Mutation, Op};
+use crate::store::{Log, OsIo};
+use crate::store::{Mutation, Op};
 use serde::Serialize;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub struct Audit {
-    journal: Journal,
+    journal: Log,
     key: Option<SecretKey>,
     retention: Duration,
     dir: std::path::PathBuf,
@@ -58,7 +60,8 @@ impl Audit {
     ) -> Result<Audit, String> {
         let dir = data_dir.join("audit");
         let (journal, replay) =
-            Journal::open(&dir, false).map_err(|e| format!("audit log: {e}"))?;
+            Log::open_with(&dir, false, Box::new(OsIo), Arc::new(FailureMetrics))
+                .map_err(|e| format!("audit log: {e}"))?;
         let through_at_open = match replay.records.last() {
             None => 0,
             Some(last) => serde_json::from_slice::<serde_json::Value>(&last.payload)

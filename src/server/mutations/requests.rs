@@ -1,0 +1,91 @@
+//! Request ids: scoped by tenant, one outcome each. A repeat of the same request returns the
+//! first record and changes nothing; the same id for a different request (another keyed
+//! payload digest) is refused; a second request with an id still in flight waits for the
+//! first one's outcome. Never writes a file: the ledger keeps the records (see `ledger`).
+
+use super::{MutationError, RequestRecord};
+use crate::config::BlockReason;
+use crate::engine::keys::SecretKey;
+use crate::server::state::State;
+use crate::store::{Mutation, MutationKind, PayloadDigest};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+pub(super) enum Slot {
+    Done(RequestRecord),
+    /// In flight. A `Notify` exists only once a second request with the same id waits, so the
+    /// common case allocates nothing for it.
+    Pending(Option<Arc<Notify>>),
+}
+
+/// Request ids, scoped by tenant.
+#[derive(Default)]
+pub(super) struct Requests {
+    pub(super) by_tenant: HashMap<String, HashMap<String, Slot>>,
+    /// Records of ledgers written before request ids were scoped: their tenant is unknown, so
+    /// they answer any tenant's repeat (as they did) unless the kind of mutation differs.
+    pub(super) legacy: HashMap<String, RequestRecord>,
+}
+
+impl Requests {
+    pub(super) fn insert_done(&mut self, record: RequestRecord) {
+        self.by_tenant
+            .entry(record.tenant.clone())
+            .or_default()
+            .insert(record.request_id.clone(), Slot::Done(record));
+    }
+}
+
+/// The keys request digests are made with: a tenant's erased-set key (so a digest of an erased
+/// number is as hard to reverse as the erased set's fingerprints), else the audit key.
+pub(super) struct DigestKeys {
+    by_tenant: HashMap<String, SecretKey>,
+    fallback: Option<SecretKey>,
+}
+
+impl DigestKeys {
+    pub(super) fn new(state: &State) -> DigestKeys {
+        let mut by_tenant = HashMap::new();
+        for definition in &state.policy.sets {
+            if let (Some(tenant), Some(key), Some(BlockReason::Erased)) =
+                (&definition.tenant, &definition.key, definition.reason)
+            {
+                by_tenant
+                    .entry(tenant.clone())
+                    .or_insert_with(|| key.clone());
+            }
+        }
+        DigestKeys {
+            by_tenant,
+            fallback: state.config.audit_key.clone(),
+        }
+    }
+
+    pub(super) fn digest(&self, mutation: &Mutation) -> PayloadDigest {
+        let key = self
+            .by_tenant
+            .get(&mutation.tenant)
+            .or(self.fallback.as_ref());
+        mutation.payload_digest(key)
+    }
+}
+
+/// Why a repeated request id cannot be answered with its first result, if it cannot.
+pub(super) fn reuse_conflict(
+    first: &RequestRecord,
+    kind: Option<MutationKind>,
+    digest: &PayloadDigest,
+) -> Option<MutationError> {
+    let kind = kind.map_or("unknown", MutationKind::name);
+    let different = first.kind != kind || first.digest.is_some_and(|d| d.differs_from(digest));
+    different.then(|| {
+        MutationError::Conflict(format!(
+            "request id '{}' was already used for a different request ({} at sequence {}); \
+             nothing was changed: use a new request id",
+            first.request_id.chars().take(128).collect::<String>(),
+            first.kind,
+            first.seq
+        ))
+    })
+}
