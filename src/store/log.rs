@@ -14,7 +14,7 @@ use super::segment::{
     truncate,
 };
 use super::writer::{
-    CommitObserver, Completion, Job, OsIo, Queue, SegmentIo, Shared, Unobserved, Writer,
+    CommitObserver, Completion, Job, OsIo, Queue, SegmentIo, Shared, Stats, Unobserved, Writer,
 };
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -32,17 +32,7 @@ pub struct Replay {
     pub repaired: Option<(PathBuf, u64, String)>,
 }
 
-/// Size and position of the journal.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub bytes: u64,
-    pub segments: u64,
-    pub last_seq: u64,
-    pub appends: u64,
-    pub syncs: u64,
-}
-
-/// An open journal with its writer thread.
+/// An open log with its writer thread.
 pub struct Log {
     shared: Arc<Shared>,
     writer: Option<std::thread::JoinHandle<()>>,

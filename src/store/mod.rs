@@ -17,8 +17,8 @@ pub mod payload;
 pub mod segment;
 pub mod writer;
 
-pub use log::{Log, Replay, Stats};
+pub use log::{Log, Replay};
 pub use overlay::{Entry, Overlay};
 pub use payload::{DecodeError, Mutation, MutationKind, Op, PayloadDigest};
 pub use segment::{LogError, MAX_PAYLOAD, Record, Scan, encode_record, scan_segment};
-pub use writer::{CommitObserver, FailureKind, OsIo, SegmentIo, Unobserved};
+pub use writer::{CommitObserver, FailureKind, OsIo, SegmentIo, Stats, Unobserved};

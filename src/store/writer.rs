@@ -13,7 +13,6 @@
 //! Records no metrics: each group's figures and each failure's kind go to the log owner's
 //! [`CommitObserver`], so the mutation journal, the audit log and the ledger count apart.
 
-use super::log::Stats;
 use super::segment::{SEGMENT_HEADER, encode_record, segment_header, segment_path};
 use std::collections::VecDeque;
 use std::fs::File;
@@ -21,6 +20,16 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+/// Size and position of a log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub bytes: u64,
+    pub segments: u64,
+    pub last_seq: u64,
+    pub appends: u64,
+    pub syncs: u64,
+}
 
 /// Why a group commit failed, for its owner's metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

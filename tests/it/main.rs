@@ -14,4 +14,5 @@ mod loadgen;
 mod process;
 mod server;
 mod sip;
+mod tidy;
 mod tls;
