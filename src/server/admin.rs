@@ -1,14 +1,11 @@
 //! The admin plane: opt-outs, consent, erasure with receipts, change lists, reload, compaction.
 //!
-//! Converts proto requests into [`Mutation`]s (resolving tenants, sets and numbers) and hands
-//! them to the [`Mutator`]; nothing here touches the journal or overlays directly. Errors map to
+//! Converts proto requests into calls of [`build`] (which resolves tenants, sets and numbers
+//! into a mutation) and hands the result to the [`Mutator`]; nothing here touches the journal
+//! or overlays directly, and no rule about which sets a mutation touches lives here. Errors map to
 //! gRPC status codes through `ServiceError`, the same single place as the data plane.
 
-use crate::config::BlockReason;
 use crate::engine::date::Day;
-use crate::engine::number::Number;
-use crate::engine::snapshot::SetKind;
-use crate::policy::{SetId, set_key};
 use crate::proto::admin::admin_server::Admin;
 use crate::proto::admin::{
     AdminStatusRequest, AdminStatusResponse, ApplyChangesRequest, Channel, CompactRequest,
@@ -18,9 +15,9 @@ use crate::proto::admin::{
 };
 use crate::server::auth::{AuthError, Identity};
 use crate::server::grpc::{ServiceError, identity};
+use crate::server::mutations::build::{self, Built, Origin, SetChange};
 use crate::server::mutations::{MutationError, Mutator, Receipt, Submitted};
 use crate::server::state::{State, now_ms};
-use crate::store::{Mutation, MutationKind, Op};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -49,6 +46,8 @@ impl From<MutationError> for ServiceError {
             MutationError::Journal(message) => ServiceError::Unavailable(message),
             MutationError::Invalid(message) => ServiceError::InvalidArgument(message),
             MutationError::Conflict(message) => ServiceError::AlreadyExists(message),
+            MutationError::NotFound(message) => ServiceError::NotFound(message),
+            MutationError::Policy(error) => ServiceError::Policy(error),
         }
     }
 }
@@ -98,275 +97,89 @@ impl AdminService {
         AdminService { state, mutator }
     }
 
-    /// The tenant's set named `name`, or its first set of `kind` (and `reason`) when empty.
-    fn tenant_set(
-        &self,
-        tenant: &str,
-        name: &str,
-        kind: SetKind,
-        reason: Option<BlockReason>,
-    ) -> Result<SetId, ServiceError> {
-        let policy = &self.state.policy;
-        let tenant_name = if tenant.is_empty() {
-            policy.default_tenant.as_deref().unwrap_or("")
+    /// Journals a built set change or change list and answers with what was left out.
+    async fn submit_built(&self, built: Built) -> Result<MutationResponse, ServiceError> {
+        let submitted = self.mutator.submit(&self.state, built.mutation).await?;
+        // A repeat answers with the first result; its invalid inputs were reported then.
+        let invalid = if submitted.duplicate {
+            Vec::new()
         } else {
-            tenant
-        };
-        if !policy.tenants.contains_key(tenant_name) {
-            return Err(ServiceError::NotFound(format!(
-                "unknown tenant '{}'",
-                tenant_name.chars().take(64).collect::<String>()
-            )));
-        }
-        let mine = |d: &&crate::config::SetDefinition| d.tenant.as_deref() == Some(tenant_name);
-        let found = if name.is_empty() {
-            policy.sets.iter().position(|d| {
-                mine(&d) && d.kind == kind && (reason.is_none() || d.reason == reason)
-            })
-        } else {
-            let id = format!("{tenant_name}/{name}");
-            policy.sets.iter().position(|d| d.id == id)
-        };
-        let id = found.ok_or_else(|| {
-            ServiceError::NotFound(format!(
-                "tenant '{tenant_name}' has no such {} set",
-                kind.name()
-            ))
-        })?;
-        if policy.sets[id].kind != kind {
-            return Err(ServiceError::InvalidArgument(format!(
-                "set '{}' is not a {} set",
-                policy.sets[id].id,
-                kind.name()
-            )));
-        }
-        Ok(id)
-    }
-
-    fn parse_numbers(
-        &self,
-        tenant: &str,
-        numbers: &[String],
-    ) -> Result<(Vec<Number>, Vec<InvalidNumber>), ServiceError> {
-        // Mutations need only the tenant's parser, not a campaign.
-        let policy = &self.state.policy;
-        let name = if tenant.is_empty() {
-            policy
-                .default_tenant
-                .as_deref()
-                .ok_or(crate::policy::PolicyError::NoTenant)?
-        } else {
-            tenant
-        };
-        let found = policy.tenants.get(name).ok_or_else(|| {
-            crate::policy::PolicyError::UnknownTenant(name.chars().take(64).collect())
-        })?;
-        let mut valid = Vec::with_capacity(numbers.len());
-        let mut invalid = Vec::new();
-        for (index, text) in numbers.iter().enumerate() {
-            match found.parser.parse_fast(text) {
-                Ok(number) => valid.push(number),
-                Err(error) => invalid.push(InvalidNumber {
+            built
+                .invalid
+                .into_iter()
+                .map(|(index, error)| InvalidNumber {
                     index: index as u32,
-                    error: error.to_string(),
-                }),
-            }
-        }
-        Ok((valid, invalid))
-    }
-
-    fn tenant_name(&self, tenant: &str) -> String {
-        if tenant.is_empty() {
-            self.state.policy.default_tenant.clone().unwrap_or_default()
-        } else {
-            tenant.to_owned()
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)] // one call site per RPC; a struct would only rename them
-    async fn set_mutation(
-        &self,
-        kind: MutationKind,
-        tenant: &str,
-        set: SetId,
-        numbers: &[String],
-        expires: Option<Day>,
-        meta: (&str, i32, &str),
-        actor: String,
-    ) -> Result<MutationResponse, ServiceError> {
-        let (valid, invalid) = self.parse_numbers(tenant, numbers)?;
-        let definition = &self.state.policy.sets[set];
-        let add = matches!(kind, MutationKind::Suppress | MutationKind::GrantConsent);
-        let ops = valid
-            .iter()
-            .map(|&number| {
-                let key = set_key(definition, number);
-                if add {
-                    Op::Add {
-                        set: 0,
-                        key,
-                        expires,
-                    }
-                } else {
-                    Op::Remove { set: 0, key }
-                }
-            })
-            .collect();
-        let (request_id, source, reason) = meta;
-        let mutation = Mutation {
-            kind: Some(kind),
-            request_id: request_id.to_owned(),
-            tenant: self.tenant_name(tenant),
-            source: channel_name(source).into(),
-            reason: reason.to_owned(),
-            actor,
-            sets: vec![definition.id.clone()],
-            ops,
-            ..Mutation::default()
+                    error,
+                })
+                .collect()
         };
-        let submitted = self.mutator.submit(&self.state, mutation).await?;
-        Ok(mutation_response(
-            &submitted,
-            if submitted.duplicate {
-                Vec::new()
-            } else {
-                invalid
-            },
-        ))
+        Ok(mutation_response(&submitted, invalid))
     }
 
-    async fn erase(
+    /// Suppress, unsuppress, grant or revoke, as the caller's tenant.
+    async fn set_change(
         &self,
-        request: &EraseRequest,
-        actor: String,
-    ) -> Result<EraseResponse, ServiceError> {
-        let policy = &self.state.policy;
-        let tenant = self.tenant_name(&request.tenant);
-        // Checks the tenant exists and can erase at all.
-        self.tenant_set(&tenant, "", SetKind::Block, Some(BlockReason::Erased))?;
-        let (valid, invalid) =
-            self.parse_numbers(&tenant, std::slice::from_ref(&request.number))?;
-        let Some(&number) = valid.first() else {
-            return Err(ServiceError::InvalidArgument(
-                invalid
-                    .first()
-                    .map_or("invalid number".into(), |i| i.error.clone()),
-            ));
+        request: &Request<impl SetRequest>,
+        change: SetChange,
+    ) -> Result<Response<MutationResponse>, Status> {
+        let r = request.get_ref();
+        let tenant = self.caller_tenant(request, r.tenant())?;
+        let origin = Origin {
+            request_id: r.request_id().to_owned(),
+            source: channel_name(r.source()).into(),
+            reason: r.reason().to_owned(),
+            actor: actor_of(request),
         };
-        let plan = policy.erasure_plan(&tenant);
-        let mut sets = Vec::new();
-        let mut ops = Vec::new();
-        for &id in &plan.remove_from {
-            ops.push(Op::Remove {
-                set: sets.len() as u16,
-                key: set_key(&policy.sets[id], number),
-            });
-            sets.push(policy.sets[id].id.clone());
-        }
-        for &id in &plan.add_to {
-            ops.push(Op::Add {
-                set: sets.len() as u16,
-                key: set_key(&policy.sets[id], number),
-                expires: None,
-            });
-            sets.push(policy.sets[id].id.clone());
-        }
-        let mutation = Mutation {
-            kind: Some(MutationKind::Erase),
-            request_id: request.request_id.clone(),
+        let built = build::set_change(
+            &self.state.policy,
             tenant,
-            source: channel_name(request.source).into(),
-            reason: "erasure (GDPR art. 17)".into(),
-            receipt_id: format!("er-{:016x}", rand::random::<u64>()),
-            actor,
-            sets,
-            ops,
-            ..Mutation::default()
-        };
-        let submitted = self.mutator.submit(&self.state, mutation).await?;
-        let receipt = self
-            .mutator
-            .receipt(&submitted.record.receipt_id)
-            .ok_or_else(|| {
-                ServiceError::NotFound("request id was used for another kind of mutation".into())
-            })?;
-        Ok(EraseResponse {
-            receipt: Some(receipt_proto(&receipt, policy)),
-            duplicate: submitted.duplicate,
-        })
-    }
-
-    async fn apply_changes(
-        &self,
-        request: &ApplyChangesRequest,
-        actor: String,
-    ) -> Result<MutationResponse, ServiceError> {
-        let policy = &self.state.policy;
-        let id = policy
-            .sets
-            .iter()
-            .position(|d| d.id == request.set && d.tenant.is_none())
-            .ok_or_else(|| {
-                ServiceError::NotFound(format!(
-                    "no global set '{}'",
-                    request.set.chars().take(64).collect::<String>()
-                ))
-            })?;
-        let definition = &policy.sets[id];
-        let mut ops = Vec::with_capacity(request.additions.len() + request.deletions.len());
-        let mut invalid = Vec::new();
-        for (index, (&value, add)) in request
-            .additions
-            .iter()
-            .map(|v| (v, true))
-            .chain(request.deletions.iter().map(|v| (v, false)))
-            .enumerate()
-        {
-            match Number::from_u64(value) {
-                Ok(number) => {
-                    let key = set_key(definition, number);
-                    ops.push(if add {
-                        Op::Add {
-                            set: 0,
-                            key,
-                            expires: None,
-                        }
-                    } else {
-                        Op::Remove { set: 0, key }
-                    });
-                }
-                Err(error) => invalid.push(InvalidNumber {
-                    index: index as u32,
-                    error: error.to_string(),
-                }),
-            }
-        }
-        if !request.source_date.is_empty() {
-            Day::parse(&request.source_date)
-                .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-        }
-        let mutation = Mutation {
-            kind: Some(MutationKind::ApplyChanges),
-            request_id: request.request_id.clone(),
-            tenant: String::new(),
-            source: "change_list".into(),
-            reason: request.source_date.clone(),
-            actor,
-            sets: vec![definition.id.clone()],
-            ops,
-            ..Mutation::default()
-        };
-        let submitted = self.mutator.submit(&self.state, mutation).await?;
-        Ok(mutation_response(
-            &submitted,
-            if submitted.duplicate {
-                Vec::new()
-            } else {
-                invalid
-            },
-        ))
+            r.set(),
+            change,
+            r.numbers(),
+            origin,
+        )
+        .map_err(ServiceError::from)?;
+        Ok(Response::new(self.submit_built(built).await?))
     }
 }
+
+/// The fields suppress and consent requests share.
+trait SetRequest: Send + Sync + 'static {
+    fn tenant(&self) -> &str;
+    fn set(&self) -> &str;
+    fn numbers(&self) -> &[String];
+    fn request_id(&self) -> &str;
+    fn source(&self) -> i32;
+    fn reason(&self) -> &str;
+}
+
+macro_rules! set_request {
+    ($request:ty) => {
+        impl SetRequest for $request {
+            fn tenant(&self) -> &str {
+                &self.tenant
+            }
+            fn set(&self) -> &str {
+                &self.set
+            }
+            fn numbers(&self) -> &[String] {
+                &self.numbers
+            }
+            fn request_id(&self) -> &str {
+                &self.request_id
+            }
+            fn source(&self) -> i32 {
+                self.source
+            }
+            fn reason(&self) -> &str {
+                &self.reason
+            }
+        }
+    };
+}
+
+set_request!(SuppressRequest);
+set_request!(ConsentRequest);
 
 impl AdminService {
     /// The tenant an admin call acts for; refuses non-admins and other tenants.
@@ -400,131 +213,66 @@ impl Admin for AdminService {
         &self,
         request: Request<SuppressRequest>,
     ) -> Result<Response<MutationResponse>, Status> {
-        let r = request.get_ref();
-        let tenant = self.caller_tenant(&request, &r.tenant)?;
-        let set = self.tenant_set(
-            tenant,
-            &r.set,
-            SetKind::Block,
-            if r.set.is_empty() {
-                Some(BlockReason::InternalDnc)
-            } else {
-                None
-            },
-        )?;
-        let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(
-            self.set_mutation(
-                MutationKind::Suppress,
-                tenant,
-                set,
-                &r.numbers,
-                None,
-                meta,
-                actor_of(&request),
-            )
-            .await?,
-        ))
+        self.set_change(&request, SetChange::Suppress).await
     }
 
     async fn unsuppress(
         &self,
         request: Request<SuppressRequest>,
     ) -> Result<Response<MutationResponse>, Status> {
-        let r = request.get_ref();
-        let tenant = self.caller_tenant(&request, &r.tenant)?;
-        let set = self.tenant_set(
-            tenant,
-            &r.set,
-            SetKind::Block,
-            if r.set.is_empty() {
-                Some(BlockReason::InternalDnc)
-            } else {
-                None
-            },
-        )?;
-        if self.state.policy.sets[set].reason == Some(BlockReason::Erased) {
-            return Err(ServiceError::InvalidArgument(
-                "an erasure cannot be undone by unsuppress".into(),
-            )
-            .into());
-        }
-        let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(
-            self.set_mutation(
-                MutationKind::Unsuppress,
-                tenant,
-                set,
-                &r.numbers,
-                None,
-                meta,
-                actor_of(&request),
-            )
-            .await?,
-        ))
+        self.set_change(&request, SetChange::Unsuppress).await
     }
 
     async fn grant_consent(
         &self,
         request: Request<ConsentRequest>,
     ) -> Result<Response<MutationResponse>, Status> {
-        let r = request.get_ref();
-        let tenant = self.caller_tenant(&request, &r.tenant)?;
-        let set = self.tenant_set(tenant, &r.set, SetKind::Consent, None)?;
-        let expires = if r.expires.is_empty() {
+        let expires = &request.get_ref().expires;
+        let expires = if expires.is_empty() {
             None
         } else {
-            Some(Day::parse(&r.expires).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?)
+            Some(Day::parse(expires).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?)
         };
-        let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(
-            self.set_mutation(
-                MutationKind::GrantConsent,
-                tenant,
-                set,
-                &r.numbers,
-                expires,
-                meta,
-                actor_of(&request),
-            )
-            .await?,
-        ))
+        self.set_change(&request, SetChange::GrantConsent { expires })
+            .await
     }
 
     async fn revoke_consent(
         &self,
         request: Request<ConsentRequest>,
     ) -> Result<Response<MutationResponse>, Status> {
-        let r = request.get_ref();
-        let tenant = self.caller_tenant(&request, &r.tenant)?;
-        let set = self.tenant_set(tenant, &r.set, SetKind::Consent, None)?;
-        let meta = (r.request_id.as_str(), r.source, r.reason.as_str());
-        Ok(Response::new(
-            self.set_mutation(
-                MutationKind::RevokeConsent,
-                tenant,
-                set,
-                &r.numbers,
-                None,
-                meta,
-                actor_of(&request),
-            )
-            .await?,
-        ))
+        self.set_change(&request, SetChange::RevokeConsent).await
     }
 
     async fn erase(
         &self,
         request: Request<EraseRequest>,
     ) -> Result<Response<EraseResponse>, Status> {
-        let tenant = self
-            .caller_tenant(&request, &request.get_ref().tenant)?
-            .to_owned();
-        let mut scoped = request.get_ref().clone();
-        scoped.tenant = tenant;
-        Ok(Response::new(
-            AdminService::erase(self, &scoped, actor_of(&request)).await?,
-        ))
+        let r = request.get_ref();
+        let tenant = self.caller_tenant(&request, &r.tenant)?;
+        let origin = Origin {
+            request_id: r.request_id.clone(),
+            source: channel_name(r.source).into(),
+            reason: String::new(),
+            actor: actor_of(&request),
+        };
+        let mutation = build::erasure(&self.state.policy, tenant, &r.number, origin)
+            .map_err(ServiceError::from)?;
+        let submitted = self
+            .mutator
+            .submit(&self.state, mutation)
+            .await
+            .map_err(ServiceError::from)?;
+        let receipt = self
+            .mutator
+            .receipt(&submitted.record.receipt_id)
+            .ok_or_else(|| {
+                ServiceError::NotFound("request id was used for another kind of mutation".into())
+            })?;
+        Ok(Response::new(EraseResponse {
+            receipt: Some(receipt_proto(&receipt, &self.state.policy)),
+            duplicate: submitted.duplicate,
+        }))
     }
 
     async fn get_erasure(
@@ -547,9 +295,22 @@ impl Admin for AdminService {
         request: Request<ApplyChangesRequest>,
     ) -> Result<Response<MutationResponse>, Status> {
         self.require_global_admin(&request)?;
-        Ok(Response::new(
-            AdminService::apply_changes(self, request.get_ref(), actor_of(&request)).await?,
-        ))
+        let r = request.get_ref();
+        let origin = Origin {
+            request_id: r.request_id.clone(),
+            actor: actor_of(&request),
+            ..Origin::default()
+        };
+        let built = build::change_list(
+            &self.state.policy,
+            &r.set,
+            &r.additions,
+            &r.deletions,
+            &r.source_date,
+            origin,
+        )
+        .map_err(ServiceError::from)?;
+        Ok(Response::new(self.submit_built(built).await?))
     }
 
     async fn reload(

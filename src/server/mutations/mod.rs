@@ -23,6 +23,7 @@
 //! [`crate::store`]'s; which sets an erasure touches is [`crate::policy`]'s.
 
 pub mod audit;
+pub mod build;
 pub mod compaction;
 pub mod ledger;
 mod observers;
@@ -75,6 +76,12 @@ pub enum MutationError {
     /// The request id was already used (by this tenant) for a different request.
     #[error("{0}")]
     Conflict(String),
+    /// The request names a set this daemon does not have.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request names no usable tenant.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
 }
 
 /// Outcome of a submitted mutation.
