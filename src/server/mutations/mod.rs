@@ -41,13 +41,12 @@ use audit::Audit;
 use ledger::Ledger;
 use receipts::{receipt_of, removed_keys};
 use recorder::{RECORD_WAIT, Recorder};
-use requests::{DigestKeys, Requests, Slot, reuse_conflict};
+use requests::{DigestKeys, Requests};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 /// The first result of a request, returned again for a repeated request id.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -310,47 +309,8 @@ impl Mutator {
             ));
         }
         let digest = self.shared.digest_keys.digest(&mutation);
-        let repeat_of = |first: &RequestRecord| match reuse_conflict(first, mutation.kind, &digest)
-        {
-            Some(conflict) => Err(conflict),
-            None => Ok(Submitted {
-                record: first.clone(),
-                duplicate: true,
-            }),
-        };
-        loop {
-            let notify: Arc<Notify>;
-            let notified;
-            {
-                let mut guard = lock(&self.shared.requests);
-                let requests = &mut *guard;
-                if !requests.by_tenant.contains_key(&mutation.tenant) {
-                    requests
-                        .by_tenant
-                        .insert(mutation.tenant.clone(), HashMap::new());
-                }
-                let scoped = requests
-                    .by_tenant
-                    .get_mut(&mutation.tenant)
-                    .expect("inserted above");
-                match scoped.get_mut(&mutation.request_id) {
-                    Some(Slot::Done(record)) => return repeat_of(record),
-                    Some(Slot::Pending(waiters)) => {
-                        notify = waiters.get_or_insert_with(Default::default).clone();
-                    }
-                    None => {
-                        if let Some(record) = requests.legacy.get(&mutation.request_id) {
-                            return repeat_of(record);
-                        }
-                        scoped.insert(mutation.request_id.clone(), Slot::Pending(None));
-                        break;
-                    }
-                }
-                // Created under the lock, so the owner's `notify_waiters` cannot slip past it.
-                notified = notify.notified();
-            }
-            // The same id is in flight: wait for its outcome, then look again.
-            notified.await;
+        if let Some(repeat) = requests::claim(&self.shared.requests, &mutation, &digest).await? {
+            return Ok(repeat);
         }
         mutation.at_ms = now_ms();
         let payload = mutation.encode();
@@ -364,7 +324,12 @@ impl Mutator {
                 let outcome = match result {
                     Ok(seq) => Ok(shared.durable(&state, mutation, seq, digest)),
                     Err(error) => {
-                        shared.settle(&mutation.tenant, &mutation.request_id, None);
+                        requests::settle(
+                            &shared.requests,
+                            &mutation.tenant,
+                            &mutation.request_id,
+                            None,
+                        );
                         Err(error)
                     }
                 };
@@ -450,7 +415,12 @@ impl Shared {
             Ordering::AcqRel,
             Ordering::Relaxed,
         );
-        self.settle(&mutation.tenant, &mutation.request_id, Some(record.clone()));
+        requests::settle(
+            &self.requests,
+            &mutation.tenant,
+            &mutation.request_id,
+            Some(record.clone()),
+        );
         lock(&self.backlog).push(Durable {
             mutation,
             seq,
@@ -458,24 +428,6 @@ impl Shared {
             digest,
         });
         record
-    }
-
-    /// Records the outcome of an in-flight request id (`None`: failed, the id is free again)
-    /// and wakes any request waiting on the same id.
-    fn settle(&self, tenant: &str, request_id: &str, record: Option<RequestRecord>) {
-        let previous = {
-            let mut requests = lock(&self.requests);
-            let Some(scoped) = requests.by_tenant.get_mut(tenant) else {
-                return;
-            };
-            match record {
-                Some(record) => scoped.insert(request_id.to_owned(), Slot::Done(record)),
-                None => scoped.remove(request_id),
-            }
-        };
-        if let Some(Slot::Pending(Some(waiters))) = previous {
-            waiters.notify_waiters();
-        }
     }
 }
 

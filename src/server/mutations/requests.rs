@@ -3,13 +3,13 @@
 //! payload digest) is refused; a second request with an id still in flight waits for the
 //! first one's outcome. Never writes a file: the ledger keeps the records (see `ledger`).
 
-use super::{MutationError, RequestRecord};
+use super::{MutationError, RequestRecord, Submitted, lock};
 use crate::config::BlockReason;
 use crate::engine::keys::SecretKey;
 use crate::server::state::State;
 use crate::store::{Mutation, MutationKind, PayloadDigest};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 pub(super) enum Slot {
@@ -88,4 +88,78 @@ pub(super) fn reuse_conflict(
             first.seq
         ))
     })
+}
+
+/// Claims `mutation`'s request id for it, or answers with the first result of the same
+/// request (`Some`). A different request under a used id is refused; while the same id is in
+/// flight, waits for its outcome and looks again. A claimed id must be settled.
+pub(super) async fn claim(
+    requests: &Mutex<Requests>,
+    mutation: &Mutation,
+    digest: &PayloadDigest,
+) -> Result<Option<Submitted>, MutationError> {
+    let repeat_of = |first: &RequestRecord| match reuse_conflict(first, mutation.kind, digest) {
+        Some(conflict) => Err(conflict),
+        None => Ok(Some(Submitted {
+            record: first.clone(),
+            duplicate: true,
+        })),
+    };
+    loop {
+        let notify: Arc<Notify>;
+        let notified;
+        {
+            let mut guard = lock(requests);
+            let requests = &mut *guard;
+            if !requests.by_tenant.contains_key(&mutation.tenant) {
+                requests
+                    .by_tenant
+                    .insert(mutation.tenant.clone(), HashMap::new());
+            }
+            let scoped = requests
+                .by_tenant
+                .get_mut(&mutation.tenant)
+                .expect("inserted above");
+            match scoped.get_mut(&mutation.request_id) {
+                Some(Slot::Done(record)) => return repeat_of(record),
+                Some(Slot::Pending(waiters)) => {
+                    notify = waiters.get_or_insert_with(Default::default).clone();
+                }
+                None => {
+                    if let Some(record) = requests.legacy.get(&mutation.request_id) {
+                        return repeat_of(record);
+                    }
+                    scoped.insert(mutation.request_id.clone(), Slot::Pending(None));
+                    return Ok(None);
+                }
+            }
+            // Created under the lock, so the owner's `notify_waiters` cannot slip past it.
+            notified = notify.notified();
+        }
+        // The same id is in flight: wait for its outcome, then look again.
+        notified.await;
+    }
+}
+
+/// Records the outcome of an in-flight request id (`None`: failed, the id is free again)
+/// and wakes any request waiting on the same id.
+pub(super) fn settle(
+    requests: &Mutex<Requests>,
+    tenant: &str,
+    request_id: &str,
+    record: Option<RequestRecord>,
+) {
+    let previous = {
+        let mut requests = lock(requests);
+        let Some(scoped) = requests.by_tenant.get_mut(tenant) else {
+            return;
+        };
+        match record {
+            Some(record) => scoped.insert(request_id.to_owned(), Slot::Done(record)),
+            None => scoped.remove(request_id),
+        }
+    };
+    if let Some(Slot::Pending(Some(waiters))) = previous {
+        waiters.notify_waiters();
+    }
 }
