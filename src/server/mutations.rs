@@ -156,7 +156,7 @@ impl DigestKeys {
         }
         DigestKeys {
             by_tenant,
-            fallback: state.config.audit_key.clone(),
+            fallback: state.secrets.audit_key.clone(),
         }
     }
 
@@ -250,7 +250,7 @@ impl Mutator {
         let (ledger, loaded) = Ledger::open(data_dir, repair, request_cutoff_ms(state))?;
         let audit = Audit::open(
             data_dir,
-            state.config.audit_key.clone(),
+            state.secrets.audit_key.clone(),
             state.config.raw.audit.retention_days,
         )?;
         let (journal, replay) =

@@ -42,6 +42,8 @@ pub struct ReloadReport {
 
 pub struct State {
     pub config: Config,
+    /// Certificates, tokens and the audit key the config names (loaded before binding).
+    pub secrets: crate::server::secrets::Secrets,
     pub policy: Policy,
     pub sets: ArcSwap<LoadedSets>,
     /// Mutations since each set's snapshot, by catalog index. Long-lived: not swapped.
@@ -64,7 +66,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: Config) -> State {
+    pub fn new(config: Config, secrets: crate::server::secrets::Secrets) -> State {
         let policy = Policy::compile(&config);
         let count = policy.sets.len();
         let rate_limits = config
@@ -90,6 +92,7 @@ impl State {
             overlays: (0..count).map(|_| Overlay::default()).collect(),
             policy,
             config,
+            secrets,
             ready: AtomicBool::new(false),
             writer: Mutex::new(HashSet::new()),
             started_at_ms: now_ms(),
