@@ -160,7 +160,7 @@ pub async fn start_prepared(
     let serving = admission.serve(
         "gRPC data plane",
         listener,
-        0,
+        GRPC_PLANE,
         Some(admission.header_timeout),
         Grpc {
             router,
@@ -287,8 +287,13 @@ fn spawn_background(
     tokio::spawn(gauges(state.clone(), mutator.clone(), stop.clone()));
 }
 
-/// How every TCP plane admits connections: TLS or plain text, caps and timeouts. Planes are
-/// numbered for their caps and metrics: 0 gRPC, 1 HTTP and metrics, 2 admin.
+/// The planes' indexes into `metrics::PLANES`, where refused connections are counted (the
+/// metrics listener counts as HTTP; the SIP dip's TCP listener caps itself, `sip`).
+const GRPC_PLANE: usize = 0;
+const HTTP_PLANE: usize = 1;
+const ADMIN_PLANE: usize = 2;
+
+/// How every TCP plane admits connections: TLS or plain text, caps and timeouts.
 struct Admission {
     tls: Option<Arc<tls::Tls>>,
     per_plane: usize,
@@ -432,7 +437,7 @@ fn serve_http_planes(
             header_timeout: admission.header_timeout,
             stop: stop.clone(),
         };
-        admission.serve(what, listener, 1, None, server);
+        admission.serve(what, listener, HTTP_PLANE, None, server);
     }
 }
 
@@ -470,7 +475,7 @@ fn serve_admin(
     let serving = admission.serve(
         "admin plane",
         listener,
-        2,
+        ADMIN_PLANE,
         Some(admission.header_timeout),
         Grpc {
             router,
