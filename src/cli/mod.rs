@@ -8,7 +8,8 @@
 //! never panic on bad input.
 //!
 //! Submodules: [`input`] (input formats and change lists), [`build`], [`inspect`], [`check`],
-//! [`gen_sample`] and [`keygen`], one per command.
+//! [`gen_sample`], [`keygen`], [`admin`] and [`serve`] (the daemon's process main), one per
+//! command.
 
 pub mod admin;
 pub mod build;
@@ -17,6 +18,7 @@ pub mod gen_sample;
 pub mod input;
 pub mod inspect;
 pub mod keygen;
+pub mod serve;
 
 use crate::engine::fuse::FilterWidth;
 use crate::engine::keys::{KeyError, SecretKey};
@@ -29,7 +31,8 @@ use std::process::ExitCode;
 
 /// Exit code for a runtime failure: I/O, a corrupt file, a bad line under `--strict`.
 pub const EXIT_RUNTIME: u8 = 1;
-/// Exit code for a usage or configuration error (sysexits.h `EX_USAGE`).
+/// Exit code for a usage or configuration error, `serve`'s bad config included (sysexits.h
+/// `EX_USAGE`; scripts and systemd units know this one code for "fix the input").
 pub const EXIT_USAGE: u8 = 64;
 
 /// Exact, microsecond do-not-call and consent checks for predictive dialers and SIP proxies.
@@ -208,7 +211,10 @@ pub fn main() -> ExitCode {
     // The daemon and the load generator own their exit codes.
     let cli = match cli.command {
         Command::Serve(args) => {
-            return crate::server::serve_main(args.config.as_deref(), args.repair_journal);
+            let options = crate::server::RunOptions {
+                repair_journal: args.repair_journal,
+            };
+            return serve::main(args.config.as_deref(), options);
         }
         Command::Loadgen(args) => return crate::loadgen::loadgen_main(args),
         command => Cli { command },

@@ -189,14 +189,14 @@ impl AdminService {
         requested: &'a str,
     ) -> Result<&'a str, ServiceError> {
         let caller = identity(request);
-        Identity::require_admin(caller, self.state.config.authenticator.is_enabled())?;
+        Identity::require_admin(caller, self.state.secrets.authenticator.is_enabled())?;
         Ok(Identity::tenant_for(caller, requested)?)
     }
 
     /// Refuses tenant-bound admins for daemon-wide operations.
     fn require_global_admin<T>(&self, request: &Request<T>) -> Result<(), ServiceError> {
         let caller = identity(request);
-        Identity::require_admin(caller, self.state.config.authenticator.is_enabled())?;
+        Identity::require_admin(caller, self.state.secrets.authenticator.is_enabled())?;
         if caller.is_some_and(|c| c.tenant.is_some()) {
             return Err(AuthError::PermissionDenied(
                 "this needs an all-tenant admin credential".into(),

@@ -13,18 +13,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-/// What a credential may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Data plane: checks for its tenant.
-    Check,
-    /// Admin plane (and checks): mutations, reload, compaction.
-    Admin,
-    /// Prometheus: reads `/metrics` and nothing else (no checks, no status). Never bound to a
-    /// tenant: metrics are daemon-wide.
-    Metrics,
-}
+/// What a credential may do; described in `config` (tokens files and `[[tls.client]]` name it).
+pub use crate::config::Role;
 
 /// An authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -116,7 +116,7 @@ fn metrics_for(state: &State, headers: &HeaderMap, anonymous_ok: bool) -> Respon
         .and_then(|v| v.to_str().ok());
     let identity = match (header, anonymous_ok) {
         (None, true) => None,
-        _ => match state.config.authenticator.authenticate(header) {
+        _ => match state.secrets.authenticator.authenticate(header) {
             Ok(identity) => identity,
             Err(_) => {
                 return (StatusCode::UNAUTHORIZED, "a metrics credential is needed\n")
@@ -328,7 +328,7 @@ fn caller_identity(
         return from_certificate.map(Some).map_err(auth_refusal);
     }
     state
-        .config
+        .secrets
         .authenticator
         .authenticate(header)
         .map_err(auth_refusal)

@@ -2,9 +2,10 @@
 //!
 //! Two limits guard the check path, both taken without waiting and without a lock:
 //!
-//! - [`InFlight`]: check requests in flight over every API (`server.max_in_flight`), a
-//!   semaphore tried with `try_acquire`; a request over the limit is answered
-//!   RESOURCE_EXHAUSTED / HTTP 429 / SIP 503 before any work is done for it.
+//! - [`InFlight`]: check requests in flight over every API (`server.max_in_flight`), one
+//!   shared atomic counter tried with [`InFlight::try_enter`] (not a tokio `Semaphore`, see
+//!   there); a request over the limit is answered RESOURCE_EXHAUSTED / HTTP 429 / SIP 503
+//!   before any work is done for it.
 //! - [`TokenBucket`]: a tenant's checks per second with a burst (`[tenants.X]
 //!   max_checks_per_second`, `burst`), counted in numbers (a batch of 1000 costs 1000). It is
 //!   the generic cell rate algorithm: one atomic "theoretical arrival time" advanced by a
@@ -13,6 +14,7 @@
 use crate::config::ServerConfig;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// Longest number text a batch is sized for: longer texts are invalid numbers anyway (the
 /// parsers refuse input over 64 bytes).
@@ -55,11 +57,10 @@ pub fn request_memory_bound(server: &ServerConfig) -> usize {
 pub fn in_flight_memory_bound(server: &ServerConfig) -> usize {
     server.max_in_flight * request_memory_bound(server)
 }
-use std::time::{Duration, Instant};
 
-/// The global bound on check requests in flight: one shared atomic counter. Not a tokio
-/// `Semaphore`: its permits are lock-free to take but releasing one locks the waiter list, and
-/// the hot path takes no lock.
+/// The global bound on check requests in flight: one shared atomic counter, never waited on.
+/// Not a tokio `Semaphore`: its permits are lock-free to take but releasing one locks the
+/// waiter list, and the hot path takes no lock.
 #[derive(Debug)]
 pub struct InFlight {
     count: Arc<AtomicUsize>,

@@ -1,8 +1,11 @@
-//! The daemon: listeners, reload triggers, health, reflection and graceful shutdown.
+//! The daemon: [`start`] in named steps, the listeners of every plane, health, reflection,
+//! background tasks and graceful shutdown.
 //!
-//! [`run`] takes an already-bound listener and a shutdown future, so tests start the real
-//! server on port 0 and stop it at will. The config has been validated before anything here
-//! runs. Owns wiring only: decisions live in `policy`, lookups in `engine`.
+//! [`start`] and [`run`] take an already-bound gRPC listener and a shutdown future, so tests
+//! start the real server on port 0 and stop it at will. The config has been validated and its
+//! secrets loaded ([`Startup::prepare`]) before anything here binds. Owns wiring only:
+//! decisions live in `policy`, lookups in `engine`, the process (logging, runtime, signals,
+//! exit codes) in `cli::serve`. Never imports `cli`.
 
 pub mod accept;
 pub mod admin;
@@ -15,23 +18,60 @@ pub mod http;
 pub mod limits;
 pub mod mutations;
 pub mod samples;
+pub mod secrets;
 pub mod sip;
 pub mod state;
 pub mod tls;
 
-use crate::config::Config;
+pub use secrets::Secrets;
+
+use crate::config::{Config, ConfigError};
 use crate::proto::suppression_server::SuppressionServer;
 use grpc::SuppressionService;
 use state::State;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{Notify, oneshot, watch};
 use tonic::codec::CompressionEncoding;
+use tonic::transport::server::{Connected, Router};
 
 /// The fully qualified name health reports use for the data-plane service.
 pub const SERVICE_NAME: &str = "suppressd.v1.Suppression";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a run needs that is not configuration: the flags of `suppressd serve`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `--repair-journal`: truncate a damaged journal at the damage instead of refusing to
+    /// start (loses the acknowledged mutations after it).
+    pub repair_journal: bool,
+}
+
+/// A validated config with the secrets it names loaded: everything checked before binding.
+pub struct Startup {
+    pub config: Config,
+    pub secrets: Secrets,
+    pub options: RunOptions,
+}
+
+impl Startup {
+    /// Loads the certificates, tokens file and audit key the config names. Binds nothing; an
+    /// error is a configuration error (the process exits 64).
+    pub fn prepare(config: Config, options: RunOptions) -> Result<Startup, ConfigError> {
+        let secrets = Secrets::load(&config)?;
+        Ok(Startup {
+            config,
+            secrets,
+            options,
+        })
+    }
+}
 
 /// A running daemon's handles, for tests and the admin service.
 #[derive(Clone)]
@@ -41,14 +81,14 @@ pub struct Handle {
     pub reload: Arc<Notify>,
     pub mutator: Arc<mutations::Mutator>,
     /// Where the admin plane listens, when configured.
-    pub admin_addr: Option<std::net::SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
     /// Where the HTTP plane listens, when configured.
-    pub http_addr: Option<std::net::SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
     /// Where the metrics listener listens, when configured.
-    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
     /// Where the SIP dip listens (UDP, TCP), when configured.
-    pub sip_udp_addr: Option<std::net::SocketAddr>,
-    pub sip_tcp_addr: Option<std::net::SocketAddr>,
+    pub sip_udp_addr: Option<SocketAddr>,
+    pub sip_tcp_addr: Option<SocketAddr>,
 }
 
 /// Serves until `shutdown` completes, then drains requests in flight for at most the
@@ -57,31 +97,88 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(), BoxError> {
     let (handle, server) = start(config, listener, shutdown).await?;
     drop(handle);
     server.await
 }
 
-type ServerFuture = std::pin::Pin<
-    Box<dyn Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send>,
->;
+/// The future that serves a started daemon to completion.
+pub type ServerFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
-/// Starts the daemon and returns its handle and the future that serves it to completion.
+/// Starts the daemon with default [`RunOptions`], loading the config's secrets first (tests;
+/// `serve` loads them before binding its gRPC listener and calls [`start_prepared`]).
 pub async fn start(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(Handle, ServerFuture), Box<dyn std::error::Error + Send + Sync>> {
-    let server_config = config.raw.server.clone();
-    let admin_listen = config.admin_listen;
-    let http_listen = config.http_listen;
-    let metrics_listen = config.metrics_listen;
-    let (sip_udp_listen, sip_tcp_listen) = (config.sip_udp_listen, config.sip_tcp_listen);
-    let repair = config.repair_journal;
-    let state = Arc::new(State::new(config));
+) -> Result<(Handle, ServerFuture), BoxError> {
+    let startup = Startup::prepare(config, RunOptions::default())?;
+    start_prepared(startup, listener, shutdown).await
+}
+
+/// Starts the daemon and returns its handle and the future that serves it to completion.
+pub async fn start_prepared(
+    startup: Startup,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(Handle, ServerFuture), BoxError> {
+    let Startup {
+        config,
+        secrets,
+        options,
+    } = startup;
+    let state = Arc::new(State::new(config, secrets));
+    let mutator = open_store(&state, &options).await?;
+    let listeners = bind_listeners(&state.config).await?;
     let reload = Arc::new(Notify::new());
-    // Empty initial versions, then the journal replayed into the overlays, before serving.
+    let handle = listeners.handle(&state, &reload, &mutator);
+    let (health_reporter, health_service) = health().await;
+    // First load before serving, so a daemon with valid files answers at once.
+    let first = state.clone();
+    tokio::task::spawn_blocking(move || first.reload()).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    spawn_background(&state, &reload, &mutator, health_reporter, &stop_rx);
+    let admission = Admission::new(&state, &listeners);
+    let Listeners {
+        http,
+        metrics,
+        admin,
+        sip_udp,
+        sip_tcp,
+    } = listeners;
+    serve_http_planes(&state, &admission, http, metrics, &stop_rx);
+    sip::spawn(state.clone(), sip_udp, sip_tcp, stop_rx.clone());
+    if let Some(admin) = admin {
+        serve_admin(&state, &mutator, &admission, admin, stop_rx.clone());
+    }
+    let (drain_tx, drain_rx) = oneshot::channel::<()>();
+    let drained = async move {
+        let _ = drain_rx.await;
+    };
+    let router = data_plane(&state, health_service)?;
+    let serving = admission.serve(
+        "gRPC data plane",
+        listener,
+        GRPC_PLANE,
+        Some(admission.header_timeout),
+        Grpc {
+            router,
+            shutdown: drained,
+        },
+    );
+    let grace = Duration::from_secs(state.config.server().shutdown_grace_seconds);
+    let server = drain_on_shutdown(serving, shutdown, stop_tx, drain_tx, grace, mutator);
+    Ok((handle, server))
+}
+
+/// Opens the store: empty initial versions, then the journal replayed into the overlays,
+/// before serving.
+async fn open_store(
+    state: &Arc<State>,
+    options: &RunOptions,
+) -> Result<Arc<mutations::Mutator>, BoxError> {
+    let repair = options.repair_journal;
     let opening = state.clone();
     let mutator = tokio::task::spawn_blocking(move || {
         mutations::create_initial_empty(&opening)?;
@@ -91,261 +188,371 @@ pub async fn start(
     let mutator = Arc::new(mutator);
     let health: Arc<dyn state::WriteHealth> = mutator.clone();
     let _ = state.mutator.set(Arc::downgrade(&health));
-    let http_listener = match http_listen {
+    Ok(mutator)
+}
+
+/// The listeners of every plane but the gRPC data plane (bound by the caller).
+struct Listeners {
+    http: Option<TcpListener>,
+    metrics: Option<TcpListener>,
+    admin: Option<TcpListener>,
+    sip_udp: Option<UdpSocket>,
+    sip_tcp: Option<TcpListener>,
+}
+
+/// Binds every configured listener; the first failure names its address.
+async fn bind_listeners(config: &Config) -> Result<Listeners, BoxError> {
+    async fn tcp(address: Option<SocketAddr>, what: &str) -> Result<Option<TcpListener>, String> {
+        let Some(address) = address else {
+            return Ok(None);
+        };
+        TcpListener::bind(address)
+            .await
+            .map(Some)
+            .map_err(|e| format!("cannot listen on {what}{address}: {e}"))
+    }
+    let http = tcp(config.http_listen, "").await?;
+    let metrics = tcp(config.metrics_listen, "").await?;
+    let admin = tcp(config.admin_listen, "").await?;
+    let sip_udp = match config.sip_udp_listen {
         Some(address) => Some(
-            TcpListener::bind(address)
-                .await
-                .map_err(|e| format!("cannot listen on {address}: {e}"))?,
-        ),
-        None => None,
-    };
-    let metrics_listener = match metrics_listen {
-        Some(address) => Some(
-            TcpListener::bind(address)
-                .await
-                .map_err(|e| format!("cannot listen on {address}: {e}"))?,
-        ),
-        None => None,
-    };
-    let admin_listener = match admin_listen {
-        Some(address) => Some(
-            TcpListener::bind(address)
-                .await
-                .map_err(|e| format!("cannot listen on {address}: {e}"))?,
-        ),
-        None => None,
-    };
-    let sip_udp = match sip_udp_listen {
-        Some(address) => Some(
-            tokio::net::UdpSocket::bind(address)
+            UdpSocket::bind(address)
                 .await
                 .map_err(|e| format!("cannot listen on udp {address}: {e}"))?,
         ),
         None => None,
     };
-    let sip_tcp = match sip_tcp_listen {
-        Some(address) => Some(
-            TcpListener::bind(address)
-                .await
-                .map_err(|e| format!("cannot listen on tcp {address}: {e}"))?,
-        ),
-        None => None,
-    };
-    let handle = Handle {
-        state: state.clone(),
-        reload: reload.clone(),
-        mutator: mutator.clone(),
-        admin_addr: admin_listener.as_ref().and_then(|l| l.local_addr().ok()),
-        http_addr: http_listener.as_ref().and_then(|l| l.local_addr().ok()),
-        metrics_addr: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
-        sip_udp_addr: sip_udp.as_ref().and_then(|s| s.local_addr().ok()),
-        sip_tcp_addr: sip_tcp.as_ref().and_then(|l| l.local_addr().ok()),
-    };
+    let sip_tcp = tcp(config.sip_tcp_listen, "tcp ").await?;
+    Ok(Listeners {
+        http,
+        metrics,
+        admin,
+        sip_udp,
+        sip_tcp,
+    })
+}
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
+impl Listeners {
+    fn handle(
+        &self,
+        state: &Arc<State>,
+        reload: &Arc<Notify>,
+        mutator: &Arc<mutations::Mutator>,
+    ) -> Handle {
+        fn address(listener: &Option<TcpListener>) -> Option<SocketAddr> {
+            listener.as_ref().and_then(|l| l.local_addr().ok())
+        }
+        Handle {
+            state: state.clone(),
+            reload: reload.clone(),
+            mutator: mutator.clone(),
+            admin_addr: address(&self.admin),
+            http_addr: address(&self.http),
+            metrics_addr: address(&self.metrics),
+            sip_udp_addr: self.sip_udp.as_ref().and_then(|s| s.local_addr().ok()),
+            sip_tcp_addr: address(&self.sip_tcp),
+        }
+    }
+}
+
+/// Standard gRPC health, NOT_SERVING until the reloader reports every needed set loaded.
+async fn health() -> (
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
         .set_not_serving::<SuppressionServer<SuppressionService>>()
         .await;
-    health_reporter
+    reporter
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
+    (reporter, service)
+}
 
-    // First load before serving, so a daemon with valid files answers at once.
-    let first = state.clone();
-    tokio::task::spawn_blocking(move || first.reload()).await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+/// The reloader, the compactor and the gauges, each until `stop` changes.
+fn spawn_background(
+    state: &Arc<State>,
+    reload: &Arc<Notify>,
+    mutator: &Arc<mutations::Mutator>,
+    health: tonic_health::server::HealthReporter,
+    stop: &watch::Receiver<bool>,
+) {
     tokio::spawn(reloader(
         state.clone(),
         reload.clone(),
-        health_reporter,
-        stop_rx.clone(),
+        health,
+        stop.clone(),
     ));
-    tokio::spawn(compactor(state.clone(), mutator.clone(), stop_rx.clone()));
-    tokio::spawn(gauges(state.clone(), mutator.clone(), stop_rx.clone()));
-    // Connection caps per TCP plane, from the file limit (raised at start by `serve_main`).
-    let planes = 1
-        + usize::from(http_listener.is_some())
-        + usize::from(admin_listener.is_some())
-        + usize::from(metrics_listener.is_some())
-        + usize::from(handle.sip_tcp_addr.is_some());
-    let per_plane = limits::connections_per_plane(&server_config, limits::file_limit(), planes);
-    let caps = |plane: usize| {
-        accept::ConnectionCaps::new(plane, per_plane, server_config.max_connections_per_source)
-    };
-    let header_timeout = Duration::from_millis(server_config.header_timeout_ms);
-    let handshake_timeout = Duration::from_millis(server_config.tls_handshake_timeout_ms);
-    tracing::info!(
-        connections_per_plane = per_plane,
-        per_source = server_config.max_connections_per_source.min(per_plane),
-        "connection caps"
-    );
-    for (what, listener, app, plane) in [
-        (
-            "HTTP plane",
-            http_listener,
-            Some(http::router(state.clone())),
-            1,
-        ),
-        ("metrics listener", metrics_listener, None, 1),
-    ] {
+    tokio::spawn(compactor(state.clone(), mutator.clone(), stop.clone()));
+    tokio::spawn(gauges(state.clone(), mutator.clone(), stop.clone()));
+}
+
+/// The planes' indexes into `metrics::PLANES`, where refused connections are counted (the
+/// metrics listener counts as HTTP; the SIP dip's TCP listener caps itself, `sip`).
+const GRPC_PLANE: usize = 0;
+const HTTP_PLANE: usize = 1;
+const ADMIN_PLANE: usize = 2;
+
+/// How every TCP plane admits connections: TLS or plain text, caps and timeouts.
+struct Admission {
+    tls: Option<Arc<tls::Tls>>,
+    per_plane: usize,
+    per_source: usize,
+    header_timeout: Duration,
+    handshake_timeout: Duration,
+}
+
+impl Admission {
+    /// Connection caps per TCP plane, from the file limit (raised at start by `cli::serve`).
+    fn new(state: &State, listeners: &Listeners) -> Admission {
+        let server = state.config.server();
+        let planes = 1
+            + usize::from(listeners.http.is_some())
+            + usize::from(listeners.admin.is_some())
+            + usize::from(listeners.metrics.is_some())
+            + usize::from(listeners.sip_tcp.is_some());
+        let per_plane = limits::connections_per_plane(server, limits::file_limit(), planes);
+        tracing::info!(
+            connections_per_plane = per_plane,
+            per_source = server.max_connections_per_source.min(per_plane),
+            "connection caps"
+        );
+        Admission {
+            tls: state.secrets.tls.clone(),
+            per_plane,
+            per_source: server.max_connections_per_source,
+            header_timeout: Duration::from_millis(server.header_timeout_ms),
+            handshake_timeout: Duration::from_millis(server.tls_handshake_timeout_ms),
+        }
+    }
+
+    /// Admits `listener`'s connections (TLS when configured; plain ones closed unless they
+    /// send within `first_bytes`, if given) and hands them to `server`. The one place that
+    /// chooses between TLS and plain text.
+    fn serve<S: PlaneServer>(
+        &self,
+        what: &'static str,
+        listener: TcpListener,
+        plane: usize,
+        first_bytes: Option<Duration>,
+        server: S,
+    ) -> S::Output {
+        let caps = accept::ConnectionCaps::new(plane, self.per_plane, self.per_source);
+        match &self.tls {
+            Some(tls) => server.serve(accept::tls(
+                what,
+                listener,
+                caps,
+                tls.clone(),
+                self.handshake_timeout,
+            )),
+            None => server.serve(accept::plain(what, listener, caps, first_bytes)),
+        }
+    }
+}
+
+/// An admitted connection, plain or TLS, as every server of ours takes it.
+trait Connection:
+    AsyncRead + AsyncWrite + Connected + accept::PeerInfo + Unpin + Send + 'static
+{
+}
+
+impl<T> Connection for T where
+    T: AsyncRead + AsyncWrite + Connected + accept::PeerInfo + Unpin + Send + 'static
+{
+}
+
+/// A server of one plane's admitted connections, whichever stream type they are.
+trait PlaneServer {
+    type Output;
+    fn serve<IO: Connection>(self, connections: accept::Incoming<IO>) -> Self::Output;
+}
+
+/// A tonic router serving until `shutdown` completes.
+struct Grpc<F> {
+    router: Router,
+    shutdown: F,
+}
+
+type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+impl<F: Future<Output = ()> + Send + 'static> PlaneServer for Grpc<F> {
+    type Output = Serving;
+    fn serve<IO: Connection>(self, connections: accept::Incoming<IO>) -> Serving {
+        let connections = tokio_stream::wrappers::ReceiverStream::new(connections);
+        Box::pin(
+            self.router
+                .serve_with_incoming_shutdown(connections, self.shutdown),
+        )
+    }
+}
+
+/// An axum app served over HTTP/1.1 until `stop` changes.
+struct Http {
+    what: &'static str,
+    app: axum::Router,
+    header_timeout: Duration,
+    stop: watch::Receiver<bool>,
+}
+
+impl PlaneServer for Http {
+    type Output = ();
+    fn serve<IO: Connection>(self, connections: accept::Incoming<IO>) {
+        accept::serve_http(
+            self.what,
+            self.app,
+            connections,
+            self.header_timeout,
+            self.stop,
+        );
+    }
+}
+
+/// The HTTP plane (`/v1/check`, health, metrics) and the metrics listener, when configured.
+/// hyper's header-read timeout bounds silent connections, so no first-bytes wait here.
+fn serve_http_planes(
+    state: &Arc<State>,
+    admission: &Admission,
+    http: Option<TcpListener>,
+    metrics: Option<TcpListener>,
+    stop: &watch::Receiver<bool>,
+) {
+    let planes = [
+        ("HTTP plane", http, true),
+        ("metrics listener", metrics, false),
+    ];
+    for (what, listener, checks) in planes {
         let Some(listener) = listener else { continue };
-        let app = app.unwrap_or_else(|| {
+        let app = if checks {
+            http::router(state.clone())
+        } else {
             let loopback = listener
                 .local_addr()
                 .is_ok_and(|address| address.ip().is_loopback());
             http::metrics_router(state.clone(), loopback)
-        });
-        match state.config.tls.clone() {
-            Some(tls) => accept::serve_http(
-                what,
-                app,
-                accept::tls(what, listener, caps(plane), tls, handshake_timeout),
-                header_timeout,
-                stop_rx.clone(),
-            ),
-            None => accept::serve_http(
-                what,
-                app,
-                accept::plain(what, listener, caps(plane), None),
-                header_timeout,
-                stop_rx.clone(),
-            ),
+        };
+        let server = Http {
+            what,
+            app,
+            header_timeout: admission.header_timeout,
+            stop: stop.clone(),
+        };
+        admission.serve(what, listener, HTTP_PLANE, None, server);
+    }
+}
+
+/// The admin plane: mutations, receipts, reload and compaction, behind its own in-flight limit.
+fn serve_admin(
+    state: &Arc<State>,
+    mutator: &Arc<mutations::Mutator>,
+    admission: &Admission,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let server = state.config.server();
+    let admin = crate::proto::admin::admin_server::AdminServer::new(admin::AdminService::new(
+        state.clone(),
+        mutator.clone(),
+    ))
+    .max_decoding_message_size(server.max_message_bytes)
+    .max_encoding_message_size(server.max_message_bytes);
+    let admin = tonic::service::interceptor::InterceptedService::new(
+        admin,
+        grpc::authenticate(state.secrets.authenticator.clone()),
+    );
+    // Outermost: over admin_max_in_flight requests, refused before anything else.
+    let admin = grpc::ShedOverload::every(
+        admin,
+        Arc::new(limits::InFlight::new(server.admin_max_in_flight)),
+        "server.admin_max_in_flight",
+    );
+    let router = tonic::transport::Server::builder()
+        .timeout(Duration::from_millis(server.admin_request_timeout_ms))
+        .add_service(admin);
+    let stopped = async move {
+        let _ = stop.changed().await;
+    };
+    let serving = admission.serve(
+        "admin plane",
+        listener,
+        ADMIN_PLANE,
+        Some(admission.header_timeout),
+        Grpc {
+            router,
+            shutdown: stopped,
+        },
+    );
+    tokio::spawn(async move {
+        if let Err(error) = serving.await {
+            tracing::error!(%error, "admin plane stopped");
         }
-    }
-    sip::spawn(state.clone(), sip_udp, sip_tcp, stop_rx.clone());
-    if let Some(listener) = admin_listener {
-        let admin = crate::proto::admin::admin_server::AdminServer::new(admin::AdminService::new(
-            state.clone(),
-            mutator.clone(),
-        ))
-        .max_decoding_message_size(server_config.max_message_bytes)
-        .max_encoding_message_size(server_config.max_message_bytes);
-        let admin = tonic::service::interceptor::InterceptedService::new(
-            admin,
-            grpc::authenticate(state.config.authenticator.clone()),
-        );
-        // Outermost: over admin_max_in_flight requests, refused before anything else.
-        let admin = grpc::ShedOverload::every(
-            admin,
-            Arc::new(limits::InFlight::new(server_config.admin_max_in_flight)),
-            "server.admin_max_in_flight",
-        );
-        let mut stop = stop_rx.clone();
-        let admin_tls = state.config.tls.clone();
-        let admin_caps = caps(2);
-        let admin_timeout = Duration::from_millis(server_config.admin_request_timeout_ms);
-        tokio::spawn(async move {
-            let stopped = async move {
-                let _ = stop.changed().await;
-            };
-            let router = tonic::transport::Server::builder()
-                .timeout(admin_timeout)
-                .add_service(admin);
-            let result = match admin_tls {
-                Some(tls) => {
-                    let connections = tokio_stream::wrappers::ReceiverStream::new(accept::tls(
-                        "admin plane",
-                        listener,
-                        admin_caps,
-                        tls,
-                        handshake_timeout,
-                    ));
-                    router
-                        .serve_with_incoming_shutdown(connections, stopped)
-                        .await
-                }
-                None => {
-                    let incoming = tokio_stream::wrappers::ReceiverStream::new(accept::plain(
-                        "admin plane",
-                        listener,
-                        admin_caps,
-                        Some(header_timeout),
-                    ));
-                    router.serve_with_incoming_shutdown(incoming, stopped).await
-                }
-            };
-            if let Err(error) = result {
-                tracing::error!(%error, "admin plane stopped");
-            }
-        });
-    }
+    });
+}
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        // The admin service shares the descriptor set but not this port: list only what is here.
-        .with_service_name(SERVICE_NAME)
-        .with_service_name("grpc.health.v1.Health")
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        // The admin service shares the descriptor set but not this port: list only what is here.
-        .with_service_name(SERVICE_NAME)
-        .with_service_name("grpc.health.v1.Health")
-        .build_v1alpha()?;
-
-    // Limits and compression go on the generated service itself (see NOTES: wrapping first
-    // hides these setters).
+/// The gRPC data plane's router: health, reflection (v1 and v1alpha: Python's grpcio client
+/// speaks only v1alpha) and the check service behind authentication and the overload gate.
+fn data_plane(
+    state: &Arc<State>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> Result<Router, BoxError> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // The admin service shares the descriptor set but not this port: list only what
+            // is here.
+            .with_service_name(SERVICE_NAME)
+            .with_service_name("grpc.health.v1.Health")
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let server = state.config.server();
+    // Limits and compression go on the generated service itself: once it is wrapped in an
+    // interceptor, these setters are out of reach.
     // Decoding is bounded by what max_batch numbers can take, not only by max_message_bytes:
     // a batch over the limit is refused from its length (and its count, `codec`) before it is
     // allocated.
-    codec::register_max_batch(server_config.max_batch);
-    let data_plane = SuppressionServer::new(SuppressionService::new(state.clone()))
+    codec::register_max_batch(server.max_batch);
+    let checks = SuppressionServer::new(SuppressionService::new(state.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(limits::grpc_decode_limit(&server_config))
-        .max_encoding_message_size(server_config.max_message_bytes);
-
-    let data_plane = tonic::service::interceptor::InterceptedService::new(
-        data_plane,
-        grpc::authenticate(state.config.authenticator.clone()),
+        .max_decoding_message_size(limits::grpc_decode_limit(server))
+        .max_encoding_message_size(server.max_message_bytes);
+    let checks = tonic::service::interceptor::InterceptedService::new(
+        checks,
+        grpc::authenticate(state.secrets.authenticator.clone()),
     );
     // Outermost: overload is refused before authentication, decoding or any lookup.
-    let data_plane = grpc::ShedOverload::checks(data_plane, state.clone());
-    let tls = state.config.tls.clone();
-    let grace = Duration::from_secs(server_config.shutdown_grace_seconds);
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder()
-        .timeout(Duration::from_millis(server_config.request_timeout_ms))
-        .concurrency_limit_per_connection(server_config.concurrency_per_connection as usize)
+    let checks = grpc::ShedOverload::checks(checks, state.clone());
+    Ok(tonic::transport::Server::builder()
+        .timeout(Duration::from_millis(server.request_timeout_ms))
+        .concurrency_limit_per_connection(server.concurrency_per_connection as usize)
         .http2_keepalive_interval(Some(Duration::from_secs(
-            server_config.http2_keepalive_interval_seconds,
+            server.http2_keepalive_interval_seconds,
         )))
         .http2_keepalive_timeout(Some(Duration::from_secs(
-            server_config.http2_keepalive_timeout_seconds,
+            server.http2_keepalive_timeout_seconds,
         )))
-        .add_service(health_service)
+        .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(data_plane);
-    let drained = async move {
-        let _ = drain_rx.await;
-    };
-    let serving: std::pin::Pin<
-        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
-    > = match &tls {
-        Some(tls) => {
-            let connections = tokio_stream::wrappers::ReceiverStream::new(accept::tls(
-                "gRPC data plane",
-                listener,
-                caps(0),
-                tls.clone(),
-                handshake_timeout,
-            ));
-            Box::pin(router.serve_with_incoming_shutdown(connections, drained))
-        }
-        None => {
-            let incoming = tokio_stream::wrappers::ReceiverStream::new(accept::plain(
-                "gRPC data plane",
-                listener,
-                caps(0),
-                Some(header_timeout),
-            ));
-            Box::pin(router.serve_with_incoming_shutdown(incoming, drained))
-        }
-    };
-    let server: ServerFuture = Box::pin(async move {
+        .add_service(checks))
+}
+
+/// Serves until `shutdown`, then stops the other planes and background tasks, drains the data
+/// plane for at most `grace`, and flushes the mutation path.
+fn drain_on_shutdown(
+    serving: Serving,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: watch::Sender<bool>,
+    drain: oneshot::Sender<()>,
+    grace: Duration,
+    mutator: Arc<mutations::Mutator>,
+) -> ServerFuture {
+    Box::pin(async move {
         let mut serving = std::pin::pin!(serving);
         tokio::select! {
             result = &mut serving => return result.map_err(Into::into),
@@ -355,8 +562,8 @@ pub async fn start(
             grace_seconds = grace.as_secs(),
             "shutting down: draining requests in flight"
         );
-        let _ = stop_tx.send(true);
-        let _ = drain_tx.send(());
+        let _ = stop.send(true);
+        let _ = drain.send(());
         let result = match tokio::time::timeout(grace, serving).await {
             Ok(result) => result.map_err(Into::into),
             Err(_) => {
@@ -368,8 +575,7 @@ pub async fn start(
         // finish before saying we stopped, so a successor never races this process's writes.
         let _ = tokio::task::spawn_blocking(move || mutator.flush()).await;
         result
-    });
-    Ok((handle, server))
+    })
 }
 
 /// Reload triggers: explicit wake-ups (SIGHUP, admin calls, file events) and a periodic scan.
@@ -379,7 +585,7 @@ async fn reloader(
     health: tonic_health::server::HealthReporter,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let poll = Duration::from_secs(state.config.raw.server.reload_poll_seconds);
+    let poll = Duration::from_secs(state.config.server().reload_poll_seconds);
     let _watcher = watch_directory(&state.config.data_dir, wake.clone());
     let mut reported_ready = false;
     loop {
@@ -463,167 +669,4 @@ fn watch_directory(dir: &std::path::Path, wake: Arc<Notify>) -> Option<notify::R
         .map_err(|error| tracing::warn!(%error, dir = %dir.display(), "cannot watch the data directory; polling only"))
         .ok()?;
     Some(watcher)
-}
-
-/// Exit code for configuration errors (EX_CONFIG-style usage error, as sysexits' EX_USAGE).
-pub const EXIT_CONFIG: u8 = 64;
-
-/// `suppressd serve`: validate the config before binding anything, then serve until SIGTERM or
-/// SIGINT; SIGHUP reloads the data directory.
-pub fn serve_main(
-    config_path: Option<&std::path::Path>,
-    repair_journal: bool,
-) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    let config = match config_path {
-        Some(path) => Config::load(path),
-        None => match samples::ensure_demo_key(std::path::Path::new(".")) {
-            Ok(()) => Config::example(std::path::Path::new(".")),
-            Err(error) => {
-                eprintln!("suppressd: {error}");
-                return ExitCode::from(1);
-            }
-        },
-    };
-    let config = match config {
-        Ok(mut config) => {
-            config.repair_journal = repair_journal;
-            config
-        }
-        Err(error) => {
-            eprintln!("suppressd: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    init_logging(&config.raw.log);
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        git_sha = env!("SUPPRESSD_GIT_SHA"),
-        config = %config.path,
-        data_dir = %config.data_dir.display(),
-        sets = config.sets.len(),
-        tenants = config.raw.tenants.len(),
-        "starting"
-    );
-    if config.raw.server.generate_samples
-        && let Err(error) = samples::generate_missing(&config)
-    {
-        eprintln!("suppressd: {error}");
-        return ExitCode::from(1);
-    }
-    // Before any socket exists: the connection caps are sized from this limit.
-    let files = limits::raise_file_limit();
-    tracing::info!(open_files = files, "file descriptor limit");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("suppressd: cannot start the runtime: {error}");
-            return ExitCode::from(1);
-        }
-    };
-    let result = runtime.block_on(async move {
-        // Install the handlers before anything can signal us: an unhandled SIGHUP or SIGTERM
-        // would kill the process instead of reloading or draining.
-        use tokio::signal::unix::{SignalKind, signal};
-        let hangups = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
-        let terminate = signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
-        let interrupt = signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
-        let listener = TcpListener::bind(config.grpc_listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.grpc_listen))?;
-        tracing::info!(address = %listener.local_addr().map_err(|e| e.to_string())?, "gRPC data plane listening");
-        let (handle, server) = start(config, listener, shutdown_signal(terminate, interrupt))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(reload_on_sighup(handle.state.clone(), hangups));
-        tokio::spawn(watchdog());
-        // systemd (Type=notify): the first load is done and every listener is bound.
-        let _ = sd_notify::notify(&[
-            sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status(if handle.state.is_ready() { "serving" } else { "serving, failing closed: sets missing" }),
-        ]);
-        let result = server.await.map_err(|e| e.to_string());
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        result
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("suppressd: {error}");
-            ExitCode::from(1)
-        }
-    }
-}
-
-/// Completes on SIGTERM or SIGINT (streams installed at start).
-pub async fn shutdown_signal(
-    mut terminate: tokio::signal::unix::Signal,
-    mut interrupt: tokio::signal::unix::Signal,
-) {
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
-}
-
-/// SIGHUP reloads the data directory, telling systemd it is reloading (RELOADING=1 with the
-/// monotonic time, then READY=1 when done).
-async fn reload_on_sighup(state: Arc<State>, mut hangups: tokio::signal::unix::Signal) {
-    while hangups.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading the data directory");
-        let mut reloading = vec![sd_notify::NotifyState::Reloading];
-        reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
-        let _ = sd_notify::notify(&reloading);
-        if let Some(tls) = &state.config.tls {
-            match tls.reload() {
-                Ok(()) => tracing::info!("TLS certificates reloaded"),
-                Err(error) => {
-                    tracing::error!(%error, "TLS reload failed; the certificates in force keep serving")
-                }
-            }
-        }
-        let pass = state.clone();
-        let report = tokio::task::spawn_blocking(move || pass.reload()).await;
-        if let Ok(report) = report {
-            tracing::info!(
-                loaded = report.loaded.len(),
-                refused = report.refused.len(),
-                "SIGHUP reload done"
-            );
-        }
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    }
-}
-
-/// Pets systemd's watchdog at half its interval while the runtime schedules tasks.
-async fn watchdog() {
-    let Some(interval) = sd_notify::watchdog_enabled() else {
-        return;
-    };
-    loop {
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-        tokio::time::sleep(interval / 2).await;
-    }
-}
-
-/// Logs to stderr as text or JSON; `RUST_LOG` overrides the configured filter. Never logs
-/// phone numbers: every `Number` formats masked and errors mask their input.
-pub fn init_logging(config: &crate::config::LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.filter))
-        // rlibphonenumber's trace records contain the numbers it parses: never let them through.
-        .add_directive("rlibphonenumber=off".parse().expect("static directive"));
-    use std::io::IsTerminal;
-    // Colours only for a person at a terminal, never into journald or container logs.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match config.format {
-        crate::config::LogFormat::Text => builder.try_init(),
-        crate::config::LogFormat::Json => builder.json().try_init(),
-    };
 }

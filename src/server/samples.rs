@@ -4,7 +4,7 @@
 //! clone then answers checks at once. Production configs leave it off, so a missing set fails
 //! closed instead of being replaced by demo data.
 
-use crate::config::Config;
+use crate::config::{Config, DEMO_KEY_FILE};
 use crate::engine::date::Day;
 use crate::engine::fuse::FilterWidth;
 use crate::engine::number::NumberParser;
@@ -95,11 +95,9 @@ pub fn generate_missing(config: &Config) -> Result<Vec<std::path::PathBuf>, Stri
     Ok(written)
 }
 
-/// Where the embedded example config expects the demo's erasure key.
-pub const DEMO_KEY_FILE: &str = "data/keys/acme-erased.key";
-
-/// Creates the demo's fingerprint key (mode 0600) under `base` if it does not exist yet, so the
-/// embedded example config validates on a fresh clone. Production keys come from `keygen`.
+/// Creates the demo's fingerprint key (mode 0600) at [`DEMO_KEY_FILE`] under `base` (where the
+/// embedded example config names it) if it does not exist yet, so the example validates on a
+/// fresh clone. Production keys come from `keygen`.
 pub fn ensure_demo_key(base: &std::path::Path) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

@@ -53,6 +53,8 @@ pub type Slots = Vec<Option<Arc<LoadedSet>>>;
 
 pub struct State {
     pub config: Config,
+    /// Certificates, tokens and the audit key the config names (loaded before binding).
+    pub secrets: crate::server::secrets::Secrets,
     pub policy: Policy,
     pub sets: ArcSwap<LoadedSets>,
     /// Mutations since each set's snapshot, by catalog index. Long-lived: not swapped.
@@ -75,12 +77,11 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: Config) -> State {
+    pub fn new(config: Config, secrets: crate::server::secrets::Secrets) -> State {
         let policy = Policy::compile(&config);
         let count = policy.sets.len();
         let rate_limits = config
-            .raw
-            .tenants
+            .tenants()
             .iter()
             .filter_map(|(name, tenant)| {
                 let rate = tenant.max_checks_per_second?;
@@ -91,7 +92,7 @@ impl State {
             })
             .collect();
         State {
-            in_flight: InFlight::new(config.raw.server.max_in_flight),
+            in_flight: InFlight::new(config.server().max_in_flight),
             rate_limits,
             mutator: std::sync::OnceLock::new(),
             sets: ArcSwap::from_pointee(LoadedSets {
@@ -101,6 +102,7 @@ impl State {
             overlays: (0..count).map(|_| Overlay::default()).collect(),
             policy,
             config,
+            secrets,
             ready: AtomicBool::new(false),
             writer: Mutex::new(HashSet::new()),
             started_at_ms: now_ms(),

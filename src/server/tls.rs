@@ -7,13 +7,12 @@
 //! A client certificate's subject common name maps to a tenant and role (`[[tls.client]]`),
 //! the mTLS counterpart of bearer tokens.
 
-use crate::server::auth::{Identity, Role};
+use crate::config::{ClientMapping, TlsConfig};
+use crate::server::auth::Identity;
 use arc_swap::ArcSwap;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,51 +20,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
-/// `[tls]` in the config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    /// CA bundle for client certificates; enables mutual TLS.
-    pub client_ca_file: Option<PathBuf>,
-    /// Refuse clients without a certificate (otherwise they may use bearer tokens).
-    #[serde(default)]
-    pub require_client_cert: bool,
-    /// Client certificate subject common names and what they may do.
-    #[serde(default)]
-    pub client: Vec<ClientMapping>,
-}
-
-/// `[[tls.client]]`: one certificate name and what it may do. Exactly one of the three names.
-/// A certificate's URI SANs are looked up first, then its DNS SANs, then its subject CN: the
-/// first that has a mapping wins (SANs are what current PKIs, SPIFFE among them, identify by).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientMapping {
-    pub common_name: Option<String>,
-    pub uri_san: Option<String>,
-    pub dns_san: Option<String>,
-    pub tenant: Option<String>,
-    pub role: Role,
-}
-
-impl ClientMapping {
-    /// How the mapping is named in logs and identities, e.g. "uri:spiffe://dialers/acme".
-    fn label(&self) -> String {
-        match (&self.uri_san, &self.dns_san, &self.common_name) {
-            (Some(uri), _, _) => format!("uri:{uri}"),
-            (_, Some(dns), _) => format!("dns:{dns}"),
-            (_, _, Some(cn)) => format!("cn:{cn}"),
-            _ => String::new(),
-        }
-    }
-}
-
-/// Files resolved against the config directory, and the current rustls configuration.
+/// The certificate files (paths resolved by `config`), and the current rustls configuration.
 pub struct Tls {
     files: TlsConfig,
-    base: PathBuf,
     current: ArcSwap<rustls::ServerConfig>,
 }
 
@@ -77,25 +34,16 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-fn resolve(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_owned()
-    } else {
-        base.join(path)
-    }
-}
-
-fn build(files: &TlsConfig, base: &Path) -> Result<rustls::ServerConfig, String> {
-    let cert_path = resolve(base, &files.cert_file);
-    let key_path = resolve(base, &files.key_file);
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+fn build(files: &TlsConfig) -> Result<rustls::ServerConfig, String> {
+    let (cert_path, key_path) = (&files.cert_file, &files.key_file);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
         .map_err(|e| format!("{}: {e}", cert_path.display()))?
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: {e}", cert_path.display()))?;
     if certs.is_empty() {
         return Err(format!("{}: no certificate", cert_path.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&key_path)
+    let key = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|e| format!("{}: {e}", key_path.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -103,10 +51,9 @@ fn build(files: &TlsConfig, base: &Path) -> Result<rustls::ServerConfig, String>
         .map_err(|e| e.to_string())?;
     let builder = match &files.client_ca_file {
         None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let ca_path = resolve(base, ca);
+        Some(ca_path) => {
             let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(&ca_path)
+            for cert in CertificateDer::pem_file_iter(ca_path)
                 .map_err(|e| format!("{}: {e}", ca_path.display()))?
             {
                 roots
@@ -138,8 +85,8 @@ fn build(files: &TlsConfig, base: &Path) -> Result<rustls::ServerConfig, String>
 }
 
 impl Tls {
-    /// Loads and validates certificates (a config-time check: errors exit 64).
-    pub fn load(files: TlsConfig, base: &Path) -> Result<Tls, String> {
+    /// Loads and validates certificates (before binding: errors exit 64).
+    pub fn load(files: TlsConfig) -> Result<Tls, String> {
         for (index, mapping) in files.client.iter().enumerate() {
             let names = [&mapping.common_name, &mapping.uri_san, &mapping.dns_san]
                 .iter()
@@ -152,17 +99,16 @@ impl Tls {
                 ));
             }
         }
-        let config = build(&files, base)?;
+        let config = build(&files)?;
         Ok(Tls {
             files,
-            base: base.to_owned(),
             current: ArcSwap::from_pointee(config),
         })
     }
 
     /// Re-reads the certificate files; on error the configuration in force keeps serving.
     pub fn reload(&self) -> Result<(), String> {
-        let config = build(&self.files, &self.base)?;
+        let config = build(&self.files)?;
         self.current.store(Arc::new(config));
         Ok(())
     }

@@ -50,6 +50,55 @@ fn config_errors_exit_64_before_binding() {
     assert_eq!(missing.status.code(), Some(64));
 }
 
+/// The files a config names (tokens, audit key, certificates) are loaded before any port is
+/// bound: a bad one exits 64 with the config file and key in the message, and the held gRPC
+/// port is never tried (that would exit 1).
+#[test]
+fn unreadable_secret_files_exit_64_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("erased.key"), KEY_TEXT).unwrap();
+    std::fs::write(dir.path().join("garbage.key"), "not a key\n").unwrap();
+    std::fs::write(dir.path().join("tokens.toml"), "[[token]]\nname = 1\n").unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let base = CONFIG.replace(
+        "grpc_listen = \"127.0.0.1:0\"",
+        &format!("grpc_listen = \"127.0.0.1:{port}\""),
+    );
+    for (section, key) in [
+        (
+            "[auth]\ntokens_file = \"tokens.toml\"\n",
+            "auth.tokens_file",
+        ),
+        (
+            "[auth]\ntokens_file = \"missing.toml\"\n",
+            "auth.tokens_file",
+        ),
+        ("[audit]\nkey_file = \"garbage.key\"\n", "audit.key_file"),
+        (
+            "[tls]\ncert_file = \"missing.pem\"\nkey_file = \"missing.key\"\n",
+            "tls",
+        ),
+    ] {
+        std::fs::write(
+            dir.path().join("secrets.toml"),
+            format!("{base}\n{section}"),
+        )
+        .unwrap();
+        let output = binary()
+            .args(["serve", "--config"])
+            .arg(dir.path().join("secrets.toml"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{key}: {stderr}");
+        assert!(
+            stderr.contains("secrets.toml") && stderr.contains(&format!(": {key}: ")),
+            "{stderr}"
+        );
+    }
+}
+
 struct Running {
     child: std::process::Child,
     dir: tempfile::TempDir,

@@ -114,7 +114,7 @@ async fn mutual_tls_maps_certificates_to_tenants_and_reloads() {
     daemon
         .handle
         .state
-        .config
+        .secrets
         .tls
         .as_ref()
         .unwrap()

@@ -31,7 +31,7 @@ impl Mutator {
     /// Whether the overlays are big or old enough to compact.
     pub fn should_compact(&self, state: &State) -> bool {
         let entries: usize = state.overlays.iter().map(|o| o.len()).sum();
-        let server = &state.config.raw.server;
+        let server = state.config.server();
         let old = self
             .oldest_pending_ms()
             .is_some_and(|at| now_ms() - at >= (server.compact_max_age_seconds * 1000) as i64);

@@ -134,7 +134,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn request_cutoff_ms(state: &State) -> i64 {
-    now_ms() - i64::from(state.config.raw.server.request_id_retention_days) * 86_400_000
+    now_ms() - i64::from(state.config.server().request_id_retention_days) * 86_400_000
 }
 
 impl Mutator {
@@ -147,8 +147,8 @@ impl Mutator {
         let (ledger, loaded) = Ledger::open(data_dir, repair, request_cutoff_ms(state))?;
         let audit = Audit::open(
             data_dir,
-            state.config.audit_key.clone(),
-            state.config.raw.audit.retention_days,
+            state.secrets.audit_key.clone(),
+            state.config.audit().retention_days,
         )?;
         let (journal, replay) = Log::open_with(
             &data_dir.join("journal"),

@@ -58,7 +58,7 @@ impl DigestKeys {
         }
         DigestKeys {
             by_tenant,
-            fallback: state.config.audit_key.clone(),
+            fallback: state.secrets.audit_key.clone(),
         }
     }
 
