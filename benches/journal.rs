@@ -54,6 +54,7 @@ fn suppress_payload() -> Vec<u8> {
             key: 15_032_000_123,
             expires: None,
         }],
+        stream_seq: 0,
     }
     .encode()
 }

@@ -17,6 +17,8 @@
 //!   segments, a group-commit writer, torn-tail and damage handling, recovery from I/O errors.
 //! - [`server`]: the daemon: listeners and their limits, the gRPC, HTTP and SIP edges, the
 //!   admin plane, the sets in force and their reloader, mutations, compaction and receipts.
+//! - [`fleet`]: several daemons that agree through one NATS JetStream stream: sealed
+//!   publishes, the follower that applies the stream in order, the lag that fails closed.
 //! - [`metrics`]: Prometheus metrics, handles built once, bounded labels.
 //! - [`proto`]: the generated gRPC types (data plane and admin plane); they stay at the edges.
 //! - [`client`]: `suppressd check --server`, the client side of the data plane.
@@ -44,6 +46,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod fleet;
 
 pub mod loadgen;
 pub mod metrics;

@@ -7,8 +7,8 @@
 
 use crate::store::FailureKind;
 use metrics::{
-    Counter, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge,
-    histogram,
+    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -141,6 +141,44 @@ pub struct Metrics {
 }
 
 /// Listener planes with connection caps, in the order of `connections_refused`.
+/// Fleet mode's handles (`crate::fleet`), built when a fleet daemon starts: a single host
+/// exports none of these series, so fleet alerts never fire on it.
+pub struct FleetMetrics {
+    /// The stream sequence this host has applied.
+    pub fleet_applied_seq: Gauge,
+    /// Messages of the stream this host has not applied yet (as last seen).
+    pub fleet_lag_messages: Gauge,
+    /// Seconds since this host last confirmed it was caught up with the stream.
+    pub fleet_lag_seconds: Gauge,
+    /// Publish to JetStream until its ack (an admin call's share of waiting on the quorum).
+    pub fleet_publish: Histogram,
+    /// Messages JetStream delivered again (not acked in time, or a restart).
+    pub fleet_redeliveries: Counter,
+    /// 1 while connected to a NATS server, else 0.
+    pub fleet_connected: Gauge,
+    /// 1 while checks answer FLEET_LAG (lagging past `fleet.max_lag_seconds`), else 0.
+    pub fleet_lagging: Gauge,
+}
+
+static FLEET: OnceLock<FleetMetrics> = OnceLock::new();
+
+/// The fleet's metrics, built (and described) on first use.
+pub fn fleet_metrics() -> &'static FleetMetrics {
+    FLEET.get_or_init(|| {
+        metrics();
+        describe_fleet();
+        FleetMetrics {
+            fleet_applied_seq: gauge!("suppressd_fleet_applied_sequence"),
+            fleet_lag_messages: gauge!("suppressd_fleet_lag_messages"),
+            fleet_lag_seconds: gauge!("suppressd_fleet_lag_seconds"),
+            fleet_publish: histogram!("suppressd_fleet_publish_seconds"),
+            fleet_redeliveries: counter!("suppressd_fleet_redeliveries_total"),
+            fleet_connected: gauge!("suppressd_fleet_connected"),
+            fleet_lagging: gauge!("suppressd_fleet_lagging"),
+        }
+    })
+}
+
 pub const PLANES: [&str; 4] = ["grpc", "http", "admin", "sip"];
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -169,6 +207,12 @@ fn install() -> Metrics {
         .and_then(|b| {
             b.set_buckets_for_metric(
                 Matcher::Full("suppressd_compaction_duration_seconds".into()),
+                &SLOW_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("suppressd_fleet_publish_seconds".into()),
                 &SLOW_BUCKETS,
             )
         })
@@ -461,4 +505,38 @@ impl Tally {
             }
         }
     }
+}
+
+/// Fleet mode's series (exported only by daemons with `[fleet]`, where they are set).
+fn describe_fleet() {
+    describe_gauge!(
+        "suppressd_fleet_applied_sequence",
+        "Fleet stream sequence this host has journalled and applied."
+    );
+    describe_gauge!(
+        "suppressd_fleet_lag_messages",
+        "Fleet stream messages not yet applied by this host, as last seen."
+    );
+    describe_gauge!(
+        "suppressd_fleet_lag_seconds",
+        metrics::Unit::Seconds,
+        "Seconds since this host last confirmed it had applied the whole fleet stream."
+    );
+    describe_histogram!(
+        "suppressd_fleet_publish_seconds",
+        metrics::Unit::Seconds,
+        "Publish of one mutation to the fleet stream until JetStream acknowledged it."
+    );
+    describe_counter!(
+        "suppressd_fleet_redeliveries_total",
+        "Fleet stream messages delivered to this host more than once."
+    );
+    describe_gauge!(
+        "suppressd_fleet_connected",
+        "1 while this host is connected to a NATS server of the fleet, else 0."
+    );
+    describe_gauge!(
+        "suppressd_fleet_lagging",
+        "1 while this host lags past fleet.max_lag_seconds (checks answer FLEET_LAG, health NOT_SERVING)."
+    );
 }

@@ -9,11 +9,13 @@
 //! server does, before binding), and imports nothing of the crate but `engine`.
 
 pub mod catalogue;
+pub mod fleet;
 pub mod network;
 pub mod raw;
 pub mod validate;
 
 pub use catalogue::{DEFAULT_REGISTRY_MIN_KEYS_RATIO, SetDefinition, header_name_of};
+pub use fleet::{FleetAuth, FleetSettings};
 pub use network::{IpNetwork, SipSource};
 pub use raw::{
     AuditConfig, AuthConfig, BlockReason, CampaignConfig, ClientMapping, Defaults, LogConfig,
@@ -82,6 +84,8 @@ pub struct Config {
     audit_key_file: Option<PathBuf>,
     /// `[tls]` with its file paths resolved against the config's directory.
     tls: Option<TlsConfig>,
+    /// `[fleet]`, checked; None: a single host.
+    fleet: Option<FleetSettings>,
 }
 
 impl Config {
@@ -148,6 +152,11 @@ impl Config {
     /// `[tls]` with resolved paths; None: plain text (loopback or `allow_plaintext`).
     pub fn tls(&self) -> Option<&TlsConfig> {
         self.tls.as_ref()
+    }
+
+    /// `[fleet]`, when this daemon is one of a fleet.
+    pub fn fleet(&self) -> Option<&FleetSettings> {
+        self.fleet.as_ref()
     }
 }
 

@@ -31,6 +31,74 @@ pub struct RawConfig {
     pub audit: AuditConfig,
     /// TLS for every TCP listener; plain text without it (loopback, or `allow_plaintext`).
     pub tls: Option<TlsConfig>,
+    /// A fleet of daemons sharing one mutation log on NATS JetStream; absent: a single host.
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `[fleet]`: the NATS JetStream log every daemon of a fleet publishes to and applies in
+/// order (see `crate::fleet`). Paths name files holding secrets; never the secrets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// NATS server URLs, e.g. ["nats://10.0.0.1:4222", "tls://nats-2:4222"].
+    pub servers: Vec<String>,
+    /// The fleet's name: the default stream is `suppressd-<name>`, subjects
+    /// `suppressd.<name>.<tenant>`.
+    pub name: String,
+    /// This host's id (its durable consumer's name); default: the hostname.
+    pub host_id: Option<String>,
+    /// Stream name; default `suppressd-<name>`.
+    pub stream: Option<String>,
+    /// Subject prefix; default `suppressd.<name>`.
+    pub subject_prefix: Option<String>,
+    /// Stream replicas: 1 for tests, 3 (a quorum of 2) in production.
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// How long JetStream remembers a message id to drop a retried publish.
+    #[serde(default = "default_duplicate_window")]
+    pub duplicate_window_seconds: u64,
+    /// How long an admin call waits for JetStream's ack, then for this host to apply it,
+    /// before it fails with UNAVAILABLE (nothing acknowledged; retry with the same id).
+    #[serde(default = "default_fleet_timeout")]
+    pub timeout_ms: u64,
+    /// Seconds without confirming it is caught up with the stream after which checks answer
+    /// BLOCK/FLEET_LAG (unless a campaign says `fleet_lag = "allow_with_warning"`) and health
+    /// goes NOT_SERVING.
+    #[serde(default = "default_max_lag")]
+    pub max_lag_seconds: u64,
+    /// Fleet key files (`suppressd keygen --fleet`); the first seals, any opens (rotation:
+    /// add the new key first on every host, then remove the old one once the stream holds
+    /// nothing sealed with it).
+    pub key_files: Vec<PathBuf>,
+    /// NATS credentials, at most one kind: user + password files, a token file, an nkey
+    /// seed file, or a `.creds` file (JWT + seed).
+    pub user_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub nkey_file: Option<PathBuf>,
+    pub creds_file: Option<PathBuf>,
+    /// CA bundle the NATS servers' certificates are checked against; requires TLS.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key, for NATS servers that verify clients.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+fn default_replicas() -> usize {
+    1
+}
+
+fn default_duplicate_window() -> u64 {
+    // Longer than any client's retry horizon, short enough for JetStream to keep ids in memory.
+    600
+}
+
+fn default_fleet_timeout() -> u64 {
+    5000
+}
+
+fn default_max_lag() -> u64 {
+    30
 }
 
 /// `[audit]`: the log of admin mutations (see `server::audit`).
@@ -346,6 +414,10 @@ pub struct CampaignConfig {
     pub max_list_age_days: u32,
     #[serde(default)]
     pub stale_list: StalePolicy,
+    /// What a check answers while this host lags behind the fleet (`[fleet]`): BLOCK with
+    /// FLEET_LAG (the default), or allow with a warning.
+    #[serde(default)]
+    pub fleet_lag: StalePolicy,
 }
 
 /// `[tls]`: certificates for every TCP listener (loaded by `server::tls` before binding).

@@ -49,7 +49,12 @@ impl Config {
         if raw.audit.retention_days == 0 {
             return Err(err(file, "audit.retention_days", "must be positive"));
         }
-        Ok(assemble(file, base, raw, addresses, catalogue))
+        let fleet = raw
+            .fleet
+            .as_ref()
+            .map(|fleet| super::fleet::settings(file, base, fleet))
+            .transpose()?;
+        Ok(assemble(file, base, raw, addresses, catalogue, fleet))
     }
 }
 
@@ -316,6 +321,7 @@ fn assemble(
     raw: RawConfig,
     addresses: Addresses,
     catalogue: Catalogue,
+    fleet: Option<super::FleetSettings>,
 ) -> Config {
     let tls = raw.tls.clone().map(|tls| TlsConfig {
         cert_file: resolve(base, &tls.cert_file),
@@ -338,6 +344,7 @@ fn assemble(
         tokens_file: raw.auth.tokens_file.as_deref().map(|p| resolve(base, p)),
         audit_key_file: raw.audit.key_file.as_deref().map(|p| resolve(base, p)),
         tls,
+        fleet,
         raw,
     }
 }

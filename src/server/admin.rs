@@ -44,6 +44,7 @@ impl From<MutationError> for ServiceError {
     fn from(error: MutationError) -> ServiceError {
         match error {
             MutationError::Journal(message) => ServiceError::Unavailable(message),
+            MutationError::Unavailable(message) => ServiceError::Unavailable(message),
             MutationError::Invalid(message) => ServiceError::InvalidArgument(message),
             MutationError::Conflict(message) => ServiceError::AlreadyExists(message),
             MutationError::NotFound(message) => ServiceError::NotFound(message),

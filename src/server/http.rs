@@ -507,6 +507,13 @@ async fn check_batch(
 /// is shown but keeps 200: checks are still right, and taking the daemon out of rotation would
 /// make every dialer fail closed for a fault that only refuses mutations.
 async fn ready(Shared(state): Shared<Arc<State>>) -> Response {
+    if state.fleet_lagging() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: not caught up with the fleet stream within fleet.max_lag_seconds (checks answer FLEET_LAG)\n",
+        )
+            .into_response();
+    }
     if state.is_ready() {
         match state.write_error() {
             None => (StatusCode::OK, "ready\n").into_response(),

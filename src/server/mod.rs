@@ -130,6 +130,7 @@ pub async fn start_prepared(
     } = startup;
     let state = Arc::new(State::new(config, secrets));
     let mutator = open_store(&state, &options).await?;
+    let fleet = join_fleet(&state, &mutator).await?;
     let listeners = bind_listeners(&state.config).await?;
     let reload = Arc::new(Notify::new());
     let handle = listeners.handle(&state, &reload, &mutator);
@@ -138,7 +139,7 @@ pub async fn start_prepared(
     let first = state.clone();
     tokio::task::spawn_blocking(move || first.reload()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    spawn_background(&state, &reload, &mutator, health_reporter, &stop_rx);
+    spawn_background(&state, &reload, &mutator, fleet, health_reporter, &stop_rx);
     let admission = Admission::new(&state, &listeners);
     let Listeners {
         http,
@@ -189,6 +190,24 @@ async fn open_store(
     let health: Arc<dyn state::WriteHealth> = mutator.clone();
     let _ = state.mutator.set(Arc::downgrade(&health));
     Ok(mutator)
+}
+
+/// Fleet mode: connects to NATS (in the background: a host serves what its journal holds while
+/// NATS is away) and makes the mutation path publish to the stream, before serving.
+async fn join_fleet(
+    state: &Arc<State>,
+    mutator: &Arc<mutations::Mutator>,
+) -> Result<Option<Arc<crate::fleet::Fleet>>, BoxError> {
+    let (Some(settings), Some(secrets)) = (state.config.fleet(), state.secrets.fleet.clone())
+    else {
+        return Ok(None);
+    };
+    let applied = mutator.replayed_stream_seq();
+    let fleet = crate::fleet::Fleet::connect(settings.clone(), secrets, applied).await?;
+    tracing::info!(host = %settings.host_id, stream = %settings.stream, applied, "fleet: following the stream");
+    let _ = state.fleet.set(fleet.status.clone());
+    mutator.attach_fleet(fleet.clone());
+    Ok(Some(fleet))
 }
 
 /// The listeners of every plane but the gRPC data plane (bound by the caller).
@@ -275,9 +294,18 @@ fn spawn_background(
     state: &Arc<State>,
     reload: &Arc<Notify>,
     mutator: &Arc<mutations::Mutator>,
+    fleet: Option<Arc<crate::fleet::Fleet>>,
     health: tonic_health::server::HealthReporter,
     stop: &watch::Receiver<bool>,
 ) {
+    if let Some(fleet) = fleet {
+        let sink = Arc::new(mutations::FleetSink {
+            mutator: mutator.clone(),
+            state: state.clone(),
+        });
+        tokio::spawn(crate::fleet::follow::run(fleet, sink, stop.clone()));
+        tokio::spawn(fleet_health(state.clone(), health.clone(), stop.clone()));
+    }
     tokio::spawn(reloader(
         state.clone(),
         reload.clone(),
@@ -587,7 +615,8 @@ async fn reloader(
 ) {
     let poll = Duration::from_secs(state.config.server().reload_poll_seconds);
     let _watcher = watch_directory(&state.config.data_dir, wake.clone());
-    let mut reported_ready = false;
+    // In fleet mode health also follows the lag (`fleet_health`).
+    let mut reported_ready = state.config.fleet().is_some();
     loop {
         if state.is_ready() && !reported_ready {
             health
@@ -606,6 +635,42 @@ async fn reloader(
         let pass = state.clone();
         if let Err(error) = tokio::task::spawn_blocking(move || pass.reload()).await {
             tracing::error!(%error, "reload task failed");
+        }
+    }
+}
+
+/// Fleet mode: recomputes the lag a few times a second; health is SERVING only while every
+/// needed set is loaded and this host is caught up with the stream (within `max_lag`).
+async fn fleet_health(
+    state: Arc<State>,
+    health: tonic_health::server::HealthReporter,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(status) = state.fleet.get().cloned() else {
+        return;
+    };
+    let mut reported = None;
+    loop {
+        let serving = !status.refresh() && state.is_ready();
+        if reported != Some(serving) {
+            let (code, status_name) = if serving {
+                (tonic_health::ServingStatus::Serving, "SERVING")
+            } else {
+                (tonic_health::ServingStatus::NotServing, "NOT_SERVING")
+            };
+            health
+                .set_service_status(
+                    <SuppressionServer<SuppressionService> as tonic::server::NamedService>::NAME,
+                    code,
+                )
+                .await;
+            health.set_service_status("", code).await;
+            tracing::debug!(health = status_name, "fleet: health");
+            reported = Some(serving);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.changed() => return,
         }
     }
 }

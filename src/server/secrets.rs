@@ -1,7 +1,8 @@
 //! The secrets a config names, loaded by the server before it binds any port.
 //!
 //! Owns turning `config`'s paths into live objects: the TLS certificates (`[tls]`), the bearer
-//! tokens (`auth.tokens_file`) and the audit fingerprint key (`audit.key_file`). A failure is
+//! tokens (`auth.tokens_file`), the audit fingerprint key (`audit.key_file`) and the fleet keys
+//! and NATS credentials (`[fleet]`). A failure is
 //! a [`ConfigError`] naming the config file and key, so `serve` exits 64 with the message it
 //! always gave, before any socket exists. Never reads anything the config does not name, and
 //! never logs a secret.
@@ -21,6 +22,8 @@ pub struct Secrets {
     pub authenticator: Arc<Authenticator>,
     /// The audit fingerprint key from `[audit]`, if any.
     pub audit_key: Option<SecretKey>,
+    /// `[fleet]`'s keys and NATS credentials, in fleet mode.
+    pub fleet: Option<crate::fleet::FleetSecrets>,
 }
 
 impl Secrets {
@@ -50,10 +53,16 @@ impl Secrets {
             .map(|files| Tls::load(files.clone()).map(Arc::new))
             .transpose()
             .map_err(|reason| error("tls", reason))?;
+        let fleet = config
+            .fleet()
+            .map(crate::fleet::FleetSecrets::load)
+            .transpose()
+            .map_err(|reason| error("fleet", reason))?;
         Ok(Secrets {
             tls,
             authenticator: Arc::new(authenticator),
             audit_key,
+            fleet,
         })
     }
 }

@@ -74,6 +74,8 @@ pub struct State {
     /// The mutation path, once opened: `/readyz` reports its write failures. Weak, and seen
     /// only through [`WriteHealth`], so the state knows nothing of the mutation service.
     pub mutator: std::sync::OnceLock<std::sync::Weak<dyn WriteHealth>>,
+    /// Fleet mode: where this host stands in the stream (set at start, before serving).
+    pub fleet: std::sync::OnceLock<Arc<crate::fleet::Status>>,
 }
 
 impl State {
@@ -95,6 +97,7 @@ impl State {
             in_flight: InFlight::new(config.server().max_in_flight),
             rate_limits,
             mutator: std::sync::OnceLock::new(),
+            fleet: std::sync::OnceLock::new(),
             sets: ArcSwap::from_pointee(LoadedSets {
                 slots: vec![None; count],
             }),
@@ -121,6 +124,12 @@ impl State {
     /// The one-writer lock (also guards the set of refused files).
     pub(crate) fn writer_lock(&self) -> std::sync::MutexGuard<'_, HashSet<FileStamp>> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Fleet mode: whether this host lags past `fleet.max_lag_seconds` (checks answer
+    /// FLEET_LAG, health NOT_SERVING). One atomic load; false on a single host.
+    pub fn fleet_lagging(&self) -> bool {
+        self.fleet.get().is_some_and(|status| status.lagging())
     }
 
     /// True once every set some campaign needs has been loaded (a latch: sets never unload).

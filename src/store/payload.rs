@@ -86,6 +86,9 @@ pub struct Mutation {
     /// Set ids (config ids such as "acme/dnc") the ops refer to by index.
     pub sets: Vec<String>,
     pub ops: Vec<Op>,
+    /// In fleet mode: the JetStream stream sequence this record was applied from; 0 for a
+    /// mutation taken by this host alone (or not yet published). Not part of the digest.
+    pub stream_seq: u64,
 }
 
 /// What a request asked for, digested: a repeated request id is told apart from one reused for
@@ -109,7 +112,10 @@ impl PayloadDigest {
 
 /// Text limits, so a record stays small and decoding bounded.
 const MAX_TEXT: usize = 1024;
+/// Format 1: the mutation. Format 2: format 1 followed by the stream sequence (fleet mode);
+/// written only when there is one, so single-host journals stay readable by older builds.
 const FORMAT: u8 = 1;
+const FORMAT_FLEET: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("mutation record: {0}")]
@@ -117,8 +123,12 @@ pub struct DecodeError(pub String);
 
 impl Mutation {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.ops.len() * 13);
-        out.push(FORMAT);
+        let mut out = Vec::with_capacity(72 + self.ops.len() * 13);
+        out.push(if self.stream_seq == 0 {
+            FORMAT
+        } else {
+            FORMAT_FLEET
+        });
         out.push(self.kind.map_or(0, |k| k as u8));
         out.extend_from_slice(&self.at_ms.to_le_bytes());
         for text in [
@@ -150,6 +160,9 @@ impl Mutation {
                     out.extend_from_slice(&key.to_le_bytes());
                 }
             }
+        }
+        if self.stream_seq != 0 {
+            out.extend_from_slice(&self.stream_seq.to_le_bytes());
         }
         out
     }
@@ -207,7 +220,8 @@ impl Mutation {
 
     pub fn decode(bytes: &[u8]) -> Result<Mutation, DecodeError> {
         let mut reader = Reader { bytes, at: 0 };
-        if reader.u8()? != FORMAT {
+        let format = reader.u8()?;
+        if format != FORMAT && format != FORMAT_FLEET {
             return Err(DecodeError("unknown record format".into()));
         }
         let kind = MutationKind::from_code(reader.u8()?)
@@ -248,6 +262,14 @@ impl Mutation {
                 _ => return Err(DecodeError("unknown operation".into())),
             });
         }
+        let stream_seq = if format == FORMAT_FLEET {
+            match reader.u64()? {
+                0 => return Err(DecodeError("fleet record without a stream sequence".into())),
+                seq => seq,
+            }
+        } else {
+            0
+        };
         if reader.at != bytes.len() {
             return Err(DecodeError("trailing bytes".into()));
         }
@@ -262,6 +284,7 @@ impl Mutation {
             actor,
             sets,
             ops,
+            stream_seq,
         })
     }
 }
@@ -347,6 +370,7 @@ mod tests {
                     expires: Some(Day(20_500)),
                 },
             ],
+            stream_seq: 0,
         }
     }
 
@@ -464,6 +488,30 @@ mod tests {
     fn round_trips() {
         let mutation = sample();
         assert_eq!(Mutation::decode(&mutation.encode()).unwrap(), mutation);
+    }
+
+    #[test]
+    fn fleet_records_carry_their_stream_sequence_and_single_host_ones_stay_format_1() {
+        let single = sample();
+        let bytes = single.encode();
+        assert_eq!(
+            bytes[0], 1,
+            "older builds must keep reading single-host journals"
+        );
+        let mut fleet = single.clone();
+        fleet.stream_seq = 42;
+        let fleet_bytes = fleet.encode();
+        assert_eq!(fleet_bytes[0], 2);
+        assert_eq!(fleet_bytes[1..fleet_bytes.len() - 8], bytes[1..]);
+        assert_eq!(Mutation::decode(&fleet_bytes).unwrap(), fleet);
+        assert_eq!(fleet.payload_digest(None), single.payload_digest(None));
+        for cut in 0..fleet_bytes.len() {
+            assert!(Mutation::decode(&fleet_bytes[..cut]).is_err(), "cut {cut}");
+        }
+        let mut zero = fleet_bytes.clone();
+        let end = zero.len();
+        zero[end - 8..].fill(0);
+        assert!(Mutation::decode(&zero).is_err());
     }
 
     #[test]

@@ -132,6 +132,11 @@ impl Mutator {
                 })
                 .collect()
         };
+        // Fleet mode: the records about to go carry the applied stream sequence; keep it.
+        if self.fleet.get().is_some() {
+            let applied = self.shared.durable_stream_seq.load(Ordering::Acquire);
+            crate::fleet::applied::write(&state.config.data_dir, applied)?;
+        }
         self.journal
             .drop_through(through)
             .map_err(|e: LogError| e.to_string())?;

@@ -30,9 +30,11 @@ mod observers;
 pub mod receipts;
 mod recorder;
 mod requests;
+mod stream;
 
 pub use compaction::{CompactionReport, create_initial_empty};
 pub use receipts::Receipt;
+pub use stream::FleetSink;
 
 use crate::policy::SetId;
 use crate::server::state::{State, WriteHealth, now_ms};
@@ -81,6 +83,10 @@ pub enum MutationError {
     /// The request names no usable tenant.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    /// Fleet mode: the stream did not take it, or this host did not apply it in time; nothing
+    /// was acknowledged (retry with the same request id).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Outcome of a submitted mutation.
@@ -116,6 +122,9 @@ struct Shared {
     record_failure: Mutex<Option<String>>,
     /// Attempts the recorder has finished, so a waiter can tell a fresh failure from an old one.
     record_attempts: AtomicU64,
+    /// Fleet mode: every stream sequence through this is durable here (in the journal, or in
+    /// snapshots and `fleet.applied` after compaction). Raised on the writer thread.
+    durable_stream_seq: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -127,6 +136,8 @@ pub struct Mutator {
     /// One compaction at a time.
     compacting: Mutex<()>,
     pub last_compaction: Mutex<(i64, Option<String>)>,
+    /// Fleet mode: the stream this host publishes to (attached at start, before serving).
+    fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -170,6 +181,10 @@ impl Mutator {
         let (audit_through, ledger_through) = (audit.through_at_open(), loaded.through);
         let mut backlog = Vec::new();
         let mut oldest = 0;
+        let mut stream_seq = match state.config.fleet() {
+            Some(_) => crate::fleet::applied::read(data_dir)?,
+            None => 0,
+        };
         for record in &replay.records {
             let mutation = Mutation::decode(&record.payload).map_err(|e| {
                 let (file, offset) = journal.locate(record.seq).unwrap_or_default();
@@ -180,6 +195,7 @@ impl Mutator {
                 )
             })?;
             apply_ops(state, &mutation, record.seq);
+            stream_seq = stream_seq.max(mutation.stream_seq);
             if oldest == 0 {
                 oldest = mutation.at_ms;
             }
@@ -226,6 +242,7 @@ impl Mutator {
             recorded_through: AtomicU64::new(recorded_through),
             record_failure: Mutex::new(None),
             record_attempts: AtomicU64::new(0),
+            durable_stream_seq: AtomicU64::new(stream_seq),
             stop: AtomicBool::new(false),
         });
         let recorder = Arc::new(Recorder {
@@ -253,6 +270,7 @@ impl Mutator {
             recorder_thread: Some(recorder_thread),
             compacting: Mutex::new(()),
             last_compaction: Mutex::new((0, None)),
+            fleet: std::sync::OnceLock::new(),
         })
     }
 
@@ -307,6 +325,9 @@ impl Mutator {
             return Err(MutationError::Invalid(
                 "request_id is required (at most 128 bytes)".into(),
             ));
+        }
+        if let Some(fleet) = self.fleet.get() {
+            return self.submit_to_fleet(fleet, mutation).await;
         }
         let digest = self.shared.digest_keys.digest(&mutation);
         if let Some(repeat) = requests::claim(&self.shared.requests, &mutation, &digest).await? {

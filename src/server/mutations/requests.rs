@@ -149,17 +149,50 @@ pub(super) fn settle(
     request_id: &str,
     record: Option<RequestRecord>,
 ) {
+    let previous = (|| {
+        let mut requests = lock(requests);
+        match record {
+            // A fleet host settles ids it never claimed (another host's mutations): the
+            // tenant's map may not exist yet.
+            Some(record) => requests
+                .by_tenant
+                .entry(tenant.to_owned())
+                .or_default()
+                .insert(request_id.to_owned(), Slot::Done(record)),
+            None => requests.by_tenant.get_mut(tenant)?.remove(request_id),
+        }
+    })();
+    if let Some(Slot::Pending(Some(waiters))) = previous {
+        waiters.notify_waiters();
+    }
+}
+
+/// Frees an id this request claimed, unless its outcome is already known (in fleet mode the
+/// follower may have settled it meanwhile: the stream carried it after all). Wakes waiters.
+pub(super) fn release(requests: &Mutex<Requests>, tenant: &str, request_id: &str) {
     let previous = {
         let mut requests = lock(requests);
         let Some(scoped) = requests.by_tenant.get_mut(tenant) else {
             return;
         };
-        match record {
-            Some(record) => scoped.insert(request_id.to_owned(), Slot::Done(record)),
-            None => scoped.remove(request_id),
+        match scoped.get(request_id) {
+            Some(Slot::Pending(_)) => scoped.remove(request_id),
+            _ => None,
         }
     };
     if let Some(Slot::Pending(Some(waiters))) = previous {
         waiters.notify_waiters();
+    }
+}
+
+/// The outcome of a request id, once known.
+pub(super) fn done(
+    requests: &Mutex<Requests>,
+    tenant: &str,
+    request_id: &str,
+) -> Option<RequestRecord> {
+    match lock(requests).by_tenant.get(tenant)?.get(request_id)? {
+        Slot::Done(record) => Some(record.clone()),
+        Slot::Pending(_) => None,
     }
 }

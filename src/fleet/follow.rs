@@ -1,0 +1,152 @@
+//! The follower: this host's one path from the stream into its journal and overlays.
+//!
+//! Fetches batches from the host's durable consumer, opens and decodes each message (a message
+//! it cannot open or decode stops the follower, loudly: skipping it would drop an opt-out, so
+//! the host lags and fails closed instead), hands the batch to the [`Sink`] (the mutation
+//! service: one group commit, each record carrying its stream sequence), and acks after the
+//! fsync. A stream sequence at or below the applied one is skipped, so redeliveries change
+//! nothing. Knows when it was last caught up: an empty fetch, or a message with nothing
+//! pending behind it; [`super::Status`] turns that into the lag.
+
+use super::Fleet;
+use crate::store::Mutation;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::StreamExt;
+
+/// Messages asked for per fetch (a group commit of the journal takes them all at once).
+const BATCH: usize = 1000;
+/// How long one fetch waits for messages; an empty answer confirms this host caught up.
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+/// Pause after a failed connection, stream or consumer operation, or a failed journal write.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// A message of the stream, opened and decoded; `mutation.stream_seq` is set.
+pub struct Incoming {
+    pub mutation: Mutation,
+}
+
+/// Where the follower puts what it read: the mutation service.
+pub trait Sink: Send + Sync + 'static {
+    /// Journals `batch` (stream order, one group commit), applies each record once durable,
+    /// and returns how many of its messages, a prefix, are durable and applied (or were
+    /// deliberately not applied, such as a request id the stream already carried), with the
+    /// error that stopped the rest (a failed journal write). Blocking.
+    fn apply_blocking(&self, batch: &[Incoming]) -> (usize, Option<String>);
+}
+
+/// Follows the stream until `stop` changes, reconnecting and retrying after failures.
+pub async fn run(
+    fleet: Arc<Fleet>,
+    sink: Arc<dyn Sink>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last_error = String::new();
+    loop {
+        let result = tokio::select! {
+            result = follow(&fleet, &sink) => result,
+            _ = stop.changed() => return,
+        };
+        if let Err(error) = result {
+            // Logged when it changes, not on every retry of the same cause.
+            if error != last_error {
+                tracing::error!(%error, applied = fleet.status.applied(), "fleet: follower stopped; retrying");
+                last_error = error;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETRY) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    super::now_ms()
+}
+
+async fn follow(fleet: &Fleet, sink: &Arc<dyn Sink>) -> Result<(), String> {
+    let stream = fleet.ensure_stream().await?;
+    let consumer = fleet
+        .ensure_consumer(&stream, fleet.status.applied())
+        .await?;
+    let metrics = crate::metrics::fleet_metrics();
+    loop {
+        let asked_at = now_ms();
+        let mut messages = consumer
+            .fetch()
+            .max_messages(BATCH)
+            .expires(FETCH_WAIT)
+            .messages()
+            .await
+            .map_err(|e| format!("fetch: {e}"))?;
+        let mut received = Vec::new();
+        while let Some(message) = messages.next().await {
+            received.push(message.map_err(|e| format!("fetch: {e}"))?);
+        }
+        let Some(last) = received.last() else {
+            fleet.status.caught_up(asked_at);
+            continue;
+        };
+        let (last_seq, pending) = {
+            let info = last.info().map_err(|e| format!("message info: {e}"))?;
+            (info.stream_sequence, info.pending)
+        };
+        let applied = fleet.status.applied();
+        let mut batch = Vec::with_capacity(received.len());
+        let mut acks = Vec::with_capacity(received.len());
+        for message in &received {
+            let info = message.info().map_err(|e| format!("message info: {e}"))?;
+            let seq = info.stream_sequence;
+            if info.delivered > 1 {
+                metrics.fleet_redeliveries.increment(1);
+            }
+            if seq <= applied {
+                continue;
+            }
+            let plain = fleet
+                .sealer
+                .open(message.subject.as_str(), &message.payload)
+                .map_err(|e| format!("stream {} sequence {seq}: {e}", fleet.settings.stream))?;
+            let mut mutation = Mutation::decode(&plain)
+                .map_err(|e| format!("stream {} sequence {seq}: {e}", fleet.settings.stream))?;
+            mutation.stream_seq = seq;
+            batch.push(Incoming { mutation });
+            acks.push(message);
+        }
+        let mut done = 0;
+        while done < batch.len() {
+            let rest = std::mem::take(&mut batch);
+            let sink = sink.clone();
+            let (applied_now, error, rest) = tokio::task::spawn_blocking(move || {
+                let (count, error) = sink.apply_blocking(&rest[done..]);
+                (count, error, rest)
+            })
+            .await
+            .map_err(|e| format!("apply task: {e}"))?;
+            batch = rest;
+            if applied_now > 0 {
+                done += applied_now;
+                let seq = batch[done - 1].mutation.stream_seq;
+                fleet.status.advance(seq);
+                // "All" ack policy: one ack covers every earlier message. A lost ack only
+                // means a redelivery, which the sequence check skips.
+                let _ = acks[done - 1].ack().await;
+            }
+            if let Some(error) = error {
+                // A failed journal write (a full disk): keep the rest and retry it; the lag
+                // clock runs meanwhile, so checks fail closed if it lasts.
+                tracing::warn!(%error, "fleet: journal write failed; retrying the batch");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+        if batch.is_empty() {
+            // Everything in this fetch was applied before (a redelivery): ack it anyway.
+            let _ = last.ack().await;
+        }
+        fleet.status.saw_stream_last(last_seq + pending);
+        if pending == 0 {
+            fleet.status.caught_up(now_ms());
+        }
+    }
+}
