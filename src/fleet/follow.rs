@@ -47,6 +47,7 @@ pub async fn run(
             result = follow(&fleet, &sink) => result,
             _ = stop.changed() => return,
         };
+        fleet.status.set_following(false);
         if let Err(error) = result {
             // Logged when it changes, not on every retry of the same cause.
             if error != last_error {
@@ -70,6 +71,7 @@ async fn follow(fleet: &Fleet, sink: &Arc<dyn Sink>) -> Result<(), String> {
     let consumer = fleet
         .ensure_consumer(&stream, fleet.status.applied())
         .await?;
+    fleet.status.set_following(true);
     let metrics = crate::metrics::fleet_metrics();
     loop {
         let asked_at = now_ms();

@@ -75,6 +75,8 @@ pub struct Status {
     /// When this host last confirmed it had applied the whole stream (ms since the epoch).
     caught_up_at_ms: AtomicI64,
     connected: AtomicBool,
+    /// The follower has the stream and its consumer (so a publish has a stream to land in).
+    following: AtomicBool,
     lagging: AtomicBool,
     max_lag: Duration,
 }
@@ -88,6 +90,7 @@ impl Status {
             stream_last: AtomicU64::new(applied),
             caught_up_at_ms: AtomicI64::new(now_ms()),
             connected: AtomicBool::new(false),
+            following: AtomicBool::new(false),
             lagging: AtomicBool::new(false),
             max_lag,
         }
@@ -137,6 +140,16 @@ impl Status {
 
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    pub fn set_following(&self, following: bool) {
+        self.following.store(following, Ordering::Release);
+    }
+
+    /// Connected, and the follower holds the stream and its consumer: publishes can land and
+    /// be applied here.
+    pub fn following(&self) -> bool {
+        self.connected() && self.following.load(Ordering::Acquire)
     }
 
     /// Whether checks must answer FLEET_LAG: as of the last [`Status::refresh`].

@@ -14,7 +14,9 @@ use std::time::Instant;
 /// Why a mutation was not published.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("fleet: not connected to NATS; nothing was changed, retry with the same request id")]
+    #[error(
+        "fleet: not connected to NATS (or the fleet stream is not reachable); nothing was changed, retry with the same request id"
+    )]
     Disconnected,
     #[error(
         "fleet: JetStream did not acknowledge the mutation: {0}; retry with the same request id"
@@ -38,7 +40,7 @@ pub fn message_id(tenant: &str, request_id: &str) -> String {
 impl Fleet {
     /// Seals `mutation` and publishes it; waits for JetStream's ack at most `fleet.timeout_ms`.
     pub async fn publish(&self, mutation: &Mutation) -> Result<Published, PublishError> {
-        if !self.status.connected() {
+        if !self.status.following() {
             return Err(PublishError::Disconnected);
         }
         let subject = self.settings.subject(&mutation.tenant);

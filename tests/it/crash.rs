@@ -33,7 +33,7 @@ pub(crate) struct Daemon {
     log: std::path::PathBuf,
 }
 
-fn spawn(dir: &std::path::Path) -> Daemon {
+fn spawn(dir: &std::path::Path, extra_config: &str) -> Daemon {
     let (grpc, admin) = (free_port(), free_port());
     let config = CONFIG
         .replace(
@@ -45,7 +45,8 @@ fn spawn(dir: &std::path::Path) -> Daemon {
             &format!(
                 "[server]\nadmin_listen = \"127.0.0.1:{admin}\"\ncompact_max_age_seconds = 3600\n"
             ),
-        );
+        )
+        + extra_config;
     std::fs::write(dir.join("config.toml"), config).unwrap();
     let log = dir.join("daemon.log");
     let child = Command::new(env!("CARGO_BIN_EXE_suppressd"))
@@ -74,8 +75,20 @@ pub(crate) async fn start_ready(
     SuppressionClient<tonic::transport::Channel>,
     AdminClient<tonic::transport::Channel>,
 ) {
+    start_ready_with(dir, "").await
+}
+
+/// [`start_ready`] with `extra_config` appended to the config (a `[fleet]` section).
+pub(crate) async fn start_ready_with(
+    dir: &std::path::Path,
+    extra_config: &str,
+) -> (
+    Daemon,
+    SuppressionClient<tonic::transport::Channel>,
+    AdminClient<tonic::transport::Channel>,
+) {
     for _attempt in 0..5 {
-        let mut daemon = spawn(dir);
+        let mut daemon = spawn(dir, extra_config);
         match wait_ready(&mut daemon).await {
             Ok((client, admin)) => return (daemon, client, admin),
             Err(log) if log.contains("Address already in use") => continue,
@@ -116,7 +129,7 @@ async fn wait_ready(
     }
 }
 
-fn numbers_of(mutation: u64) -> Vec<u64> {
+pub(crate) fn numbers_of(mutation: u64) -> Vec<u64> {
     (0..PER_MUTATION)
         .map(|i| 13_105_000_000 + mutation * PER_MUTATION + i)
         .collect()
@@ -269,6 +282,49 @@ async fn verify(
         }
     }
     outcomes.iter().filter(|(_, a)| *a).count()
+}
+
+/// Whether every acknowledged mutation is in force (all its numbers blocked); every other one
+/// must be all-or-nothing. With `strict`, a missing acknowledged mutation panics.
+pub(crate) async fn verify_in_force(
+    client: &mut SuppressionClient<tonic::transport::Channel>,
+    outcomes: &Mutex<HashMap<u64, bool>>,
+    strict: bool,
+) -> bool {
+    let outcomes: Vec<(u64, bool)> = outcomes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(&m, &a)| (m, a))
+        .collect();
+    for chunk in outcomes.chunks(20) {
+        let numbers: Vec<u64> = chunk.iter().flat_map(|&(m, _)| numbers_of(m)).collect();
+        let response = client
+            .check_batch(CheckBatchRequest {
+                e164: numbers,
+                ..CheckBatchRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for (index, &(mutation, acknowledged)) in chunk.iter().enumerate() {
+            let verdicts = &response.verdicts
+                [index * PER_MUTATION as usize..(index + 1) * PER_MUTATION as usize];
+            let blocked = verdicts
+                .iter()
+                .filter(|&&v| v == Verdict::Block as u8)
+                .count();
+            assert!(
+                blocked == 0 || blocked == PER_MUTATION as usize,
+                "mutation {mutation} half-applied"
+            );
+            if acknowledged && blocked == 0 {
+                assert!(!strict, "acknowledged mutation {mutation} lost");
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Request id -> number of audit entries carrying it.

@@ -1,0 +1,432 @@
+//! A fleet that agrees: daemons on port 0 with their own data directories, real NATS
+//! JetStream servers (`nats.rs`), no mocks. An opt-out or erasure taken on one host is in force
+//! on every host; a daemon killed mid-stream catches up; losing one NATS node of three loses
+//! nothing; the same request id on two hosts at once is applied once; NATS going away fails
+//! closed after `max_lag_seconds`; the stream never carries a number in the clear.
+
+use crate::crash::{numbers_of, start_ready_with, verify_in_force};
+use crate::nats::{Nats, fleet_section, write_fleet_key};
+use crate::server::{CLEAN, CONFIG, CONSENTED, TestDaemon, check, e164, reasons, write_all_sets};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use suppressd::engine::date::Day;
+use suppressd::proto::admin::admin_client::AdminClient;
+use suppressd::proto::admin::{EraseRequest, SuppressRequest};
+use suppressd::proto::suppression_client::SuppressionClient;
+use suppressd::proto::{Reason, Verdict};
+use tonic::transport::Channel;
+
+fn fleet_config(nats: &Nats, host: &str, extra: &str) -> String {
+    CONFIG.replace(
+        "[server]\n",
+        "[server]\nadmin_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ncompact_max_age_seconds = 3600\n",
+    ) + &fleet_section(&nats.urls(), host, extra)
+}
+
+/// A fleet daemon in this process, with the test sets and the fleet key, connected to NATS.
+async fn host(nats: &Nats, name: &str, extra: &str) -> TestDaemon {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_all_sets(&data, Day(Day::today().0 - 1));
+    write_fleet_key(dir.path());
+    let daemon = TestDaemon::start_in(dir, &fleet_config(nats, name, extra)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon.handle.state.fleet.get().unwrap().following() {
+        assert!(
+            Instant::now() < deadline,
+            "host {name} never connected to NATS"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon
+}
+
+async fn admin(daemon: &TestDaemon) -> AdminClient<Channel> {
+    AdminClient::connect(format!("http://{}", daemon.handle.admin_addr.unwrap()))
+        .await
+        .unwrap()
+}
+
+fn suppress(request_id: &str, numbers: &[u64]) -> SuppressRequest {
+    SuppressRequest {
+        tenant: "acme".into(),
+        numbers: numbers.iter().map(|&n| e164(n)).collect(),
+        request_id: request_id.into(),
+        reason: "asked on the phone".into(),
+        ..SuppressRequest::default()
+    }
+}
+
+/// Waits until `number` gets `verdict` on `campaign`; returns how long that took.
+async fn wait_verdict(
+    client: &mut SuppressionClient<Channel>,
+    number: u64,
+    campaign: &str,
+    verdict: Verdict,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        if check(client, &e164(number), campaign).await.verdict == verdict as i32 {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{number} never became {verdict:?} on {campaign}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opt_outs_and_erasures_on_one_host_are_in_force_on_every_host() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let a = host(&nats, "a", "").await;
+    let b = host(&nats, "b", "").await;
+    let c = host(&nats, "c", "").await;
+    let mut others = [b.client().await, c.client().await];
+    for client in &mut others {
+        assert_eq!(
+            check(client, &e164(CLEAN), "outbound").await.verdict,
+            Verdict::Allow as i32
+        );
+    }
+    let acked = admin(&a)
+        .await
+        .suppress(suppress("fleet-opt-1", &[CLEAN]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((acked.applied, acked.duplicate), (1, false));
+    // In force on A when acknowledged, then on B and C.
+    let mut on_a = a.client().await;
+    let now = check(&mut on_a, &e164(CLEAN), "outbound").await;
+    assert_eq!(reasons(&now.reasons), [Reason::InternalDnc]);
+    for (client, name) in others.iter_mut().zip(["b", "c"]) {
+        let took = wait_verdict(client, CLEAN, "outbound", Verdict::Block).await;
+        eprintln!("opt-out on a -> BLOCK on {name}: {took:?} after the ack");
+        let answer = check(client, &e164(CLEAN), "outbound").await;
+        assert_eq!(reasons(&answer.reasons), [Reason::InternalDnc]);
+    }
+    let erased = admin(&a)
+        .await
+        .erase(EraseRequest {
+            tenant: "acme".into(),
+            number: e164(CONSENTED),
+            request_id: "fleet-erase-1".into(),
+            ..EraseRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!erased.duplicate);
+    for client in &mut others {
+        wait_verdict(client, CONSENTED, "outbound", Verdict::Block).await;
+        let answer = check(client, &e164(CONSENTED), "outbound").await;
+        assert_eq!(reasons(&answer.reasons), [Reason::Erased]);
+        let consent = check(client, &e164(CONSENTED), "consented").await;
+        assert_eq!(consent.verdict, Verdict::Block as i32, "consent removed");
+    }
+    // The request ledger is the fleet's: a retry through another host is a repeat, and the id
+    // reused for another number is refused there too.
+    let repeat = admin(&b)
+        .await
+        .suppress(suppress("fleet-opt-1", &[CLEAN]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(repeat.duplicate);
+    let reused = admin(&c)
+        .await
+        .suppress(suppress("fleet-opt-1", &[CLEAN + 100]))
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), tonic::Code::AlreadyExists, "{reused:?}");
+    for daemon in [a, b, c] {
+        daemon.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_subscriber_on_the_stream_sees_no_number_in_the_clear() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let a = host(&nats, "a", "").await;
+    let raw = async_nats::connect(nats.urls()[0].clone()).await.unwrap();
+    let mut messages = raw.subscribe("suppressd.test.>").await.unwrap();
+    raw.flush().await.unwrap();
+    let mut admin = admin(&a).await;
+    admin.suppress(suppress("clear-1", &[CLEAN])).await.unwrap();
+    admin
+        .erase(EraseRequest {
+            tenant: "acme".into(),
+            number: e164(CONSENTED),
+            request_id: "clear-2".into(),
+            ..EraseRequest::default()
+        })
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(10), futures_next(&mut messages))
+            .await
+            .expect("the raw subscriber saw both mutations")
+            .unwrap();
+        assert_eq!(message.subject.as_str(), "suppressd.test.acme");
+        let mut bytes = message.payload.to_vec();
+        for (name, values) in message.headers.iter().flat_map(|h| h.iter()) {
+            bytes.extend_from_slice(name.to_string().as_bytes());
+            for value in values {
+                bytes.extend_from_slice(value.as_str().as_bytes());
+            }
+        }
+        seen.push(bytes);
+    }
+    for bytes in &seen {
+        for number in [CLEAN, CONSENTED] {
+            let text = number.to_string();
+            let forms: [&[u8]; 4] = [
+                text.as_bytes(),
+                &text.as_bytes()[1..],
+                &number.to_le_bytes(),
+                &number.to_be_bytes(),
+            ];
+            for form in forms {
+                assert!(
+                    !bytes.windows(form.len()).any(|w| w == form),
+                    "a number's bytes are on the stream in the clear"
+                );
+            }
+        }
+    }
+    a.shutdown().await;
+}
+
+async fn futures_next(subscriber: &mut async_nats::Subscriber) -> Option<async_nats::Message> {
+    use tokio_stream::StreamExt;
+    subscriber.next().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_request_id_sent_to_two_hosts_at_once_is_applied_once() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let a = host(&nats, "a", "").await;
+    let b = host(&nats, "b", "").await;
+    let (admin_a, admin_b) = (admin(&a).await, admin(&b).await);
+    const IDS: u64 = 20;
+    let base = 13_205_000_000u64;
+    let mut calls = Vec::new();
+    for i in 0..IDS {
+        // Same id, other numbers: one wins everywhere, the other is refused.
+        let (mut to_a, mut to_b) = (admin_a.clone(), admin_b.clone());
+        let id = format!("twice-{i}");
+        let (x, y) = (base + 2 * i, base + 2 * i + 1);
+        calls.push(tokio::spawn(async move {
+            let (first, second) = tokio::join!(
+                to_a.suppress(suppress(&id, &[x])),
+                to_b.suppress(suppress(&id, &[y]))
+            );
+            (
+                first.map(|r| r.into_inner()),
+                second.map(|r| r.into_inner()),
+            )
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for call in calls {
+        outcomes.push(call.await.unwrap());
+    }
+    let (mut on_a, mut on_b) = (a.client().await, b.client().await);
+    for (i, (first, second)) in outcomes.into_iter().enumerate() {
+        let i = i as u64;
+        let (x, y) = (base + 2 * i, base + 2 * i + 1);
+        let winner = match (&first, &second) {
+            (Ok(_), Err(refused)) => {
+                assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+                x
+            }
+            (Err(refused), Ok(_)) => {
+                assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+                y
+            }
+            other => panic!("id twice-{i}: both or neither acknowledged: {other:?}"),
+        };
+        let loser = if winner == x { y } else { x };
+        for client in [&mut on_a, &mut on_b] {
+            wait_verdict(client, winner, "outbound", Verdict::Block).await;
+            assert_eq!(
+                check(client, &e164(loser), "outbound").await.verdict,
+                Verdict::Allow as i32,
+                "id twice-{i}: the refused request was applied"
+            );
+        }
+    }
+    // Same id, same request on both hosts at once: both answered, one of them as a repeat.
+    let (mut to_a, mut to_b) = (admin_a.clone(), admin_b.clone());
+    let (first, second) = tokio::join!(
+        to_a.suppress(suppress("same-payload", &[base + 99])),
+        to_b.suppress(suppress("same-payload", &[base + 99]))
+    );
+    let (first, second) = (first.unwrap().into_inner(), second.unwrap().into_inner());
+    assert!(first.duplicate ^ second.duplicate, "{first:?} {second:?}");
+    for daemon in [a, b] {
+        daemon.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_stream_catches_up_with_nothing_acknowledged_missing() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let follower = host(&nats, "follower", "").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("erased.key"), crate::server::KEY_TEXT).unwrap();
+    write_fleet_key(dir.path());
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write_all_sets(&dir.path().join("data"), Day::today());
+    let section = fleet_section(&nats.urls(), "killed", "");
+    let outcomes: Arc<Mutex<HashMap<u64, bool>>> = Arc::default();
+    let mut next = 0u64;
+    for cycle in 0..3u64 {
+        let (mut daemon, client, admin) = start_ready_with(dir.path(), &section).await;
+        let mut writers = Vec::new();
+        for writer in 0..4u64 {
+            let mut admin = admin.clone();
+            let outcomes = outcomes.clone();
+            let first = next + writer * 10_000;
+            writers.push(tokio::spawn(async move {
+                for mutation in first.. {
+                    outcomes.lock().unwrap().insert(mutation, false);
+                    let request = SuppressRequest {
+                        tenant: "acme".into(),
+                        numbers: numbers_of(mutation).iter().map(|&n| e164(n)).collect(),
+                        request_id: format!("kill-{mutation}"),
+                        ..SuppressRequest::default()
+                    };
+                    match admin.suppress(request).await {
+                        Ok(_) => {
+                            outcomes.lock().unwrap().insert(mutation, true);
+                        }
+                        // Refused while still connecting: try the next one.
+                        Err(status) if status.code() == tonic::Code::Unavailable => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        next += 4 * 10_000;
+        tokio::time::sleep(Duration::from_millis(700 + 300 * cycle)).await;
+        daemon.child.kill().unwrap();
+        daemon.child.wait().unwrap();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        // The killed host, restarted, and the other host hold every acknowledged mutation.
+        let (mut restarted, mut client_again, _) = start_ready_with(dir.path(), &section).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut on_follower = follower.client().await;
+        loop {
+            let complete = verify_in_force(&mut client_again, &outcomes, false).await
+                && verify_in_force(&mut on_follower, &outcomes, false).await;
+            if complete {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "acknowledged mutations missing after 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        verify_in_force(&mut client_again, &outcomes, true).await;
+        verify_in_force(&mut on_follower, &outcomes, true).await;
+        drop(client);
+        restarted.child.kill().unwrap();
+        restarted.child.wait().unwrap();
+    }
+    let acknowledged = outcomes.lock().unwrap().values().filter(|a| **a).count();
+    assert!(
+        acknowledged > 30,
+        "only {acknowledged} mutations acknowledged"
+    );
+    follower.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_one_nats_node_of_three_loses_no_acknowledged_mutation() {
+    let Some(mut nats) = Nats::cluster_of(3).await else {
+        return;
+    };
+    let a = host(&nats, "a", "replicas = 3\n").await;
+    let b = host(&nats, "b", "replicas = 3\n").await;
+    let outcomes: Arc<Mutex<HashMap<u64, bool>>> = Arc::default();
+    let acked_after_kill = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Writers run until 50 mutations were acknowledged after the kill (a new stream leader
+    // is elected within seconds), or 30 s.
+    let stop_at = Instant::now() + Duration::from_secs(30);
+    let mut writers = Vec::new();
+    for writer in 0..3u64 {
+        let mut admin = admin(&a).await;
+        let (outcomes, acked_after_kill, killed) =
+            (outcomes.clone(), acked_after_kill.clone(), killed.clone());
+        writers.push(tokio::spawn(async move {
+            for mutation in writer * 100_000.. {
+                if Instant::now() > stop_at
+                    || acked_after_kill.load(std::sync::atomic::Ordering::Acquire) >= 50
+                {
+                    return;
+                }
+                outcomes.lock().unwrap().insert(mutation, false);
+                let request = SuppressRequest {
+                    tenant: "acme".into(),
+                    numbers: numbers_of(mutation).iter().map(|&n| e164(n)).collect(),
+                    request_id: format!("quorum-{mutation}"),
+                    ..SuppressRequest::default()
+                };
+                match admin.suppress(request).await {
+                    Ok(_) => {
+                        outcomes.lock().unwrap().insert(mutation, true);
+                        if killed.load(std::sync::atomic::Ordering::Acquire) {
+                            acked_after_kill.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                        }
+                    }
+                    Err(status) => {
+                        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nats.nodes[1].kill();
+    killed.store(true, std::sync::atomic::Ordering::Release);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let after = acked_after_kill.load(std::sync::atomic::Ordering::Acquire);
+    assert!(
+        after > 10,
+        "only {after} mutations acknowledged after a node was killed"
+    );
+    for daemon in [&a, &b] {
+        let mut client = daemon.client().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !verify_in_force(&mut client, &outcomes, false).await {
+            assert!(Instant::now() < deadline, "acknowledged mutations missing");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for daemon in [a, b] {
+        daemon.shutdown().await;
+    }
+}
