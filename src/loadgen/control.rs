@@ -38,13 +38,18 @@ pub(super) struct Control {
 }
 
 impl Control {
+    /// Is the measured phase over at `at`?
+    pub(super) fn over(&self, at: Instant) -> bool {
+        self.measure_end.is_some_and(|end| at >= end)
+    }
+
     /// May a request due at `at` go out? `Some(true)`: measured; `Some(false)`: warm-up;
     /// `None`: the run is over for this worker.
     pub(super) fn admit(&self, at: Instant) -> Option<bool> {
         if at < self.measure_start {
             return Some(false);
         }
-        if self.measure_end.is_some_and(|end| at >= end) {
+        if self.over(at) {
             return None;
         }
         if let Some(remaining) = &self.remaining {

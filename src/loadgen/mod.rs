@@ -14,7 +14,8 @@
 //! - `control.rs`: phases, request budget, open-loop schedule; `timer.rs`: precise sleeps;
 //! - `workers.rs`: the check-mode senders; `suppress.rs`: suppress mode's sender;
 //! - `tally.rs`: what the senders count; `report.rs`: the figures and their text;
-//! - `run.rs`: the wiring of one run. This file holds only the command's entry point.
+//! - `run.rs`: the wiring of one run. This file holds only the command's entry point, and
+//!   the files under it never import from it.
 //!
 //! The load generator talks to the daemon only through its wire API: it imports the engine
 //! (numbers, snapshot files) and the proto types, never the server.
@@ -36,18 +37,9 @@ pub use control::{latency_origin, schedule_offset};
 pub use payloads::is_hit;
 pub use plan::{Plan, plan};
 pub use report::{Latency, MutationFigures, Report, format_report};
-pub use run::run;
+pub use run::{LoadgenError, run};
 use std::process::ExitCode;
 pub use tally::{Verdicts, code_name};
-
-/// Why a run could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadgenError {
-    #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
-    Setup(String),
-}
 
 /// `suppressd loadgen`: runs, prints the report (text or `--json`) on stdout. Exit status 0 when
 /// every request succeeded, 1 when any failed, none completed, an acknowledged mutation was

@@ -18,8 +18,19 @@ use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;
 
+/// The requests of a check-mode run: the present numbers' source loaded and sampled, then
+/// `plan.payloads` requests drawn and encoded. The message names the flag at fault.
+pub(super) fn generate(
+    args: &LoadgenArgs,
+    plan: &Plan,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Payload>, String> {
+    let source = load_source(args, rng)?;
+    build_payloads(args, plan, &source, rng)
+}
+
 /// Where present numbers come from, and how to tell that a drawn number is absent.
-pub(super) enum Members {
+enum Members {
     /// Synthetic US numbers only; nothing known to be present.
     None,
     Set(Box<SuppressionSet>),
@@ -27,9 +38,9 @@ pub(super) enum Members {
     Sorted(Vec<u64>),
 }
 
-pub(super) struct Source {
-    pub(super) sample: Vec<u64>,
-    pub(super) members: Members,
+struct Source {
+    sample: Vec<u64>,
+    members: Members,
 }
 
 impl Source {
@@ -43,11 +54,7 @@ impl Source {
 }
 
 /// Keeps a uniform sample of at most `keep` items of `items` (reservoir sampling).
-pub(super) fn reservoir(
-    items: impl Iterator<Item = u64>,
-    keep: usize,
-    rng: &mut ChaCha8Rng,
-) -> Vec<u64> {
+fn reservoir(items: impl Iterator<Item = u64>, keep: usize, rng: &mut ChaCha8Rng) -> Vec<u64> {
     let mut sample = Vec::with_capacity(keep.min(1 << 20));
     for (seen, item) in items.enumerate() {
         if sample.len() < keep {
@@ -62,7 +69,7 @@ pub(super) fn reservoir(
     sample
 }
 
-pub(super) fn load_source(args: &LoadgenArgs, rng: &mut ChaCha8Rng) -> Result<Source, String> {
+fn load_source(args: &LoadgenArgs, rng: &mut ChaCha8Rng) -> Result<Source, String> {
     if let Some(path) = &args.present {
         let set = SuppressionSet::open(path, None).map_err(|e| format!("--present: {e}"))?;
         if set.is_empty() {
@@ -93,7 +100,7 @@ pub(super) fn load_source(args: &LoadgenArgs, rng: &mut ChaCha8Rng) -> Result<So
     })
 }
 
-pub(super) fn read_list(path: &Path) -> Result<Vec<u64>, String> {
+fn read_list(path: &Path) -> Result<Vec<u64>, String> {
     let file =
         std::fs::File::open(path).map_err(|e| format!("--present-list {}: {e}", path.display()))?;
     let mut numbers = Vec::new();
@@ -122,7 +129,7 @@ pub fn is_hit(index: u64, ratio: f64) -> bool {
 }
 
 /// A random US number: +1, NPA and NXX in 200..=999, any line number.
-pub(super) fn random_us(rng: &mut ChaCha8Rng) -> u64 {
+fn random_us(rng: &mut ChaCha8Rng) -> u64 {
     let npa = rng.random_range(200..1000u64);
     let nxx = rng.random_range(200..1000u64);
     let line = rng.random_range(0..10_000u64);
@@ -130,7 +137,7 @@ pub(super) fn random_us(rng: &mut ChaCha8Rng) -> u64 {
 }
 
 /// A number absent from the source, in the range of its present numbers.
-pub(super) fn draw_absent(source: &Source, rng: &mut ChaCha8Rng) -> Result<u64, String> {
+fn draw_absent(source: &Source, rng: &mut ChaCha8Rng) -> Result<u64, String> {
     if source.sample.is_empty() {
         return Ok(random_us(rng));
     }
@@ -152,7 +159,7 @@ pub(super) struct Payload {
     pub(super) present: u32,
 }
 
-pub(super) fn build_payloads(
+fn build_payloads(
     args: &LoadgenArgs,
     plan: &Plan,
     source: &Source,

@@ -10,13 +10,13 @@ use crate::engine::number::Number;
 use std::time::Duration;
 
 /// Measured phase when neither `--duration` nor `--requests` is given.
-pub(super) const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Numbers per request in batch and stream modes unless `--batch-size` says otherwise.
-pub(super) const DEFAULT_BATCH: usize = 1000;
+const DEFAULT_BATCH: usize = 1000;
 /// Numbers pre-generated in total (the payload pool) unless `--payloads` says otherwise.
-pub(super) const POOL_NUMBERS: usize = 1_000_000;
+const POOL_NUMBERS: usize = 1_000_000;
 /// Most distinct payloads pre-generated.
-pub(super) const MAX_PAYLOADS: usize = 100_000;
+const MAX_PAYLOADS: usize = 100_000;
 
 /// Validated arguments: everything the run needs, resolved.
 #[derive(Clone, Debug, PartialEq)]

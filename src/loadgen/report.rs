@@ -117,7 +117,7 @@ impl Report {
     }
 }
 
-pub(super) fn rate_text(value: f64) -> String {
+fn rate_text(value: f64) -> String {
     if value >= 1e6 {
         format!("{:.2} M", value / 1e6)
     } else if value >= 1e3 {
@@ -125,6 +125,15 @@ pub(super) fn rate_text(value: f64) -> String {
     } else {
         format!("{value:.1} ")
     }
+}
+
+/// One line of percentiles, `label` first.
+fn latency_line(out: &mut String, label: &str, l: &Latency) {
+    let _ = writeln!(
+        out,
+        "{label} us p50 {} p90 {} p99 {} p99.9 {} max {} (min {}, mean {})",
+        l.p50, l.p90, l.p99, l.p999, l.max, l.min, l.mean
+    );
 }
 
 /// The human-readable report.
@@ -194,7 +203,6 @@ pub fn format_report(report: &Report) -> String {
             1 => "every mutation".to_owned(),
             n => format!("every {n}th"),
         };
-        let e = &m.ack_to_enforced_us;
         let _ = writeln!(
             out,
             "enforced   {} verified BLOCK INTERNAL_DNC right after the ack ({every}), {} VIOLATIONS (ALLOW after ack){}",
@@ -205,11 +213,7 @@ pub fn format_report(report: &Report) -> String {
                 .map(|x| format!(" first: {x}"))
                 .unwrap_or_default()
         );
-        let _ = writeln!(
-            out,
-            "ack->block us p50 {} p90 {} p99 {} p99.9 {} max {} (min {}, mean {})",
-            e.p50, e.p90, e.p99, e.p999, e.max, e.min, e.mean
-        );
+        latency_line(&mut out, "ack->block", &m.ack_to_enforced_us);
     }
     if report.mutations.is_none() {
         let _ = writeln!(
@@ -248,12 +252,7 @@ pub fn format_report(report: &Report) -> String {
     } else {
         let _ = writeln!(out, " (present numbers sent: {})", report.present_sent);
     }
-    let l = &report.latency_us;
-    let _ = writeln!(
-        out,
-        "latency us p50 {} p90 {} p99 {} p99.9 {} max {} (min {}, mean {})",
-        l.p50, l.p90, l.p99, l.p999, l.max, l.min, l.mean
-    );
+    latency_line(&mut out, "latency", &report.latency_us);
     if let Some(lag) = &report.schedule_lag_us {
         let _ = writeln!(
             out,

@@ -5,10 +5,9 @@
 //! Owns the wiring of a run, not its parts: never encodes a request, paces a send or formats
 //! a figure itself.
 
-use super::LoadgenError;
 use super::args::{LoadgenArgs, Mode};
 use super::control::Control;
-use super::payloads::{Payload, build_payloads, load_source};
+use super::payloads::{self, Payload};
 use super::plan::{Plan, plan};
 use super::report::{Latency, MutationFigures, Report};
 use super::suppress::{mutations_of, suppress_worker};
@@ -17,6 +16,7 @@ use super::wire::{BatchAnswer, UnaryAnswer};
 use super::workers::{Ctx, lock, pacer, stream_worker, unary_worker};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,32 +24,30 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
+/// Why a run could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadgenError {
+    /// Bad arguments (exit status 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The run could not be set up: a file, the runtime, a connection (exit status 1).
+    #[error("{0}")]
+    Setup(String),
+}
+
 /// Runs the load and returns what it measured. Blocking: builds its own tokio runtime.
 pub fn run(args: &LoadgenArgs) -> Result<Report, LoadgenError> {
     let plan = plan(args).map_err(LoadgenError::Usage)?;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let token = match &args.token_file {
         None => None,
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                LoadgenError::Usage(format!("--token-file {}: {e}", path.display()))
-            })?;
-            let value =
-                AsciiMetadataValue::try_from(format!("Bearer {}", text.trim())).map_err(|_| {
-                    LoadgenError::Usage(format!(
-                        "--token-file {}: holds characters a header cannot carry",
-                        path.display()
-                    ))
-                })?;
-            Some(value)
-        }
+        Some(path) => Some(read_token(path)?),
     };
     let payloads = if args.mode == Mode::Suppress {
         // Every mutation carries a fresh number: nothing to pre-encode.
         Vec::new()
     } else {
-        let source = load_source(args, &mut rng).map_err(LoadgenError::Setup)?;
-        build_payloads(args, &plan, &source, &mut rng).map_err(LoadgenError::Setup)?
+        payloads::generate(args, &plan, &mut rng).map_err(LoadgenError::Setup)?
     };
     // One thread: a current-thread runtime, so the channel's buffer task, the callers and the
     // connection never hand work to each other across threads (cheaper per call, which leaves
@@ -68,11 +66,19 @@ pub fn run(args: &LoadgenArgs) -> Result<Report, LoadgenError> {
     runtime.block_on(drive(args, &plan, payloads, token))
 }
 
-pub(super) async fn connect(
-    url: &str,
-    flag: &str,
-    count: usize,
-) -> Result<Vec<Channel>, LoadgenError> {
+/// `authorization: Bearer …` from `--token-file`.
+fn read_token(path: &Path) -> Result<AsciiMetadataValue, LoadgenError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LoadgenError::Usage(format!("--token-file {}: {e}", path.display())))?;
+    AsciiMetadataValue::try_from(format!("Bearer {}", text.trim())).map_err(|_| {
+        LoadgenError::Usage(format!(
+            "--token-file {}: holds characters a header cannot carry",
+            path.display()
+        ))
+    })
+}
+
+async fn connect(url: &str, flag: &str, count: usize) -> Result<Vec<Channel>, LoadgenError> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| LoadgenError::Usage(format!("{flag} '{url}': {e}")))?
         .tcp_nodelay(true)
@@ -88,7 +94,7 @@ pub(super) async fn connect(
     Ok(channels)
 }
 
-pub(super) async fn drive(
+async fn drive(
     args: &LoadgenArgs,
     plan: &Plan,
     payloads: Vec<Payload>,
@@ -98,7 +104,7 @@ pub(super) async fn drive(
     let (admin_channels, mutations) = if args.mode == Mode::Suppress {
         (
             connect(&args.admin, "--admin", args.connections).await?,
-            Some(Arc::new(mutations_of(args)?)),
+            Some(Arc::new(mutations_of(args).map_err(LoadgenError::Usage)?)),
         )
     } else {
         (Vec::new(), None)

@@ -12,10 +12,9 @@
 //! Latency is per Suppress, from its send to its ack. Closed loop only; never mutates a number
 //! outside its range.
 
-use super::LoadgenError;
 use super::args::LoadgenArgs;
 use super::payloads::Payload;
-use super::tally::{BAD_RESPONSE, Tally, Verdicts, code_name};
+use super::tally::{BAD_RESPONSE, Tally, Verdicts, code_name, record_time};
 use super::wire::UnaryAnswer;
 use super::workers::{Ctx, call_once, lock};
 use crate::engine::number::Number;
@@ -30,7 +29,7 @@ use tonic::transport::Channel;
 /// Suppress mode: what every worker shares.
 pub(super) struct Mutations {
     /// Mutations started so far (warm-up included): the index of the next fresh number.
-    pub(super) next: AtomicU64,
+    next: AtomicU64,
     pub(super) first: u64,
     pub(super) count: u64,
     pub(super) start: u64,
@@ -47,14 +46,14 @@ impl Mutations {
 }
 
 /// Error key of a verification Check that did not answer.
-pub(super) const VERIFY_FAILED: &str = "VERIFY_FAILED";
+const VERIFY_FAILED: &str = "VERIFY_FAILED";
 /// Error key of a number that was already blocked before its Suppress (not fresh).
-pub(super) const NOT_FRESH: &str = "NOT_FRESH";
+const NOT_FRESH: &str = "NOT_FRESH";
 /// Error key of an acknowledged mutation answered BLOCK, but not for INTERNAL_DNC.
-pub(super) const NOT_INTERNAL_DNC: &str = "NOT_INTERNAL_DNC";
+const NOT_INTERNAL_DNC: &str = "NOT_INTERNAL_DNC";
 
 /// A data-plane Check of `number` for the verification of a mutation.
-pub(super) async fn verify_check(
+async fn verify_check(
     grpc: &mut tonic::client::Grpc<Channel>,
     ctx: &Ctx,
     mutations: &Mutations,
@@ -148,12 +147,7 @@ pub(super) async fn suppress_worker(
             }
             Err(_) => {
                 if measured {
-                    lock(&tally).error(
-                        "DEADLINE_EXCEEDED",
-                        || format!("no answer within {:?} (loadgen --timeout)", ctx.timeout),
-                        1,
-                        acked,
-                    );
+                    lock(&tally).timed_out(ctx.timeout, 1, acked);
                 }
                 continue;
             }
@@ -183,13 +177,7 @@ pub(super) async fn suppress_worker(
         }
         if !verify {
             if measured {
-                let mut tally = lock(&tally);
-                tally.ok += 1;
-                tally.checks += 1;
-                tally
-                    .latency
-                    .saturating_record((acked - sent).as_nanos().max(1) as u64);
-                tally.done(acked);
+                lock(&tally).acknowledged(acked - sent, &Verdicts::default(), acked);
             }
             continue;
         }
@@ -201,9 +189,7 @@ pub(super) async fn suppress_worker(
             Ok(answer) if answer.verdict == block && answer.reasons.contains(&internal_dnc) => {
                 if measured {
                     tally.verified += 1;
-                    tally
-                        .ack_to_enforced
-                        .saturating_record((answered - acked).as_nanos().max(1) as u64);
+                    record_time(&mut tally.ack_to_enforced, answered - acked);
                 }
             }
             Ok(answer) if answer.verdict == proto::Verdict::Allow as i32 => {
@@ -249,13 +235,7 @@ pub(super) async fn suppress_worker(
                 verdicts.count(answer.verdict);
             }
             // The mutation itself was acknowledged: it counts, whatever its verification found.
-            tally.ok += 1;
-            tally.checks += 1;
-            tally.verdicts.merge(&verdicts);
-            tally
-                .latency
-                .saturating_record((acked - sent).as_nanos().max(1) as u64);
-            tally.done(answered);
+            tally.acknowledged(acked - sent, &verdicts, answered);
         }
     }
 }
@@ -263,9 +243,10 @@ pub(super) async fn suppress_worker(
 /// The shared state of a suppress-mode run: a request-id prefix and a starting point in the
 /// number range unique to this run (clock and process id), so reruns against the same daemon
 /// send fresh request ids and, unless the range is exhausted, fresh numbers.
-pub(super) fn mutations_of(args: &LoadgenArgs) -> Result<Mutations, LoadgenError> {
+/// The message is a usage error.
+pub(super) fn mutations_of(args: &LoadgenArgs) -> Result<Mutations, String> {
     let first = Number::parse_e164(&args.first_number)
-        .map_err(|e| LoadgenError::Usage(format!("--first-number: {e}")))?
+        .map_err(|e| format!("--first-number: {e}"))?
         .get();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -75,9 +75,20 @@ pub(super) struct Tally {
     pub(super) violation_example: Option<String>,
 }
 
-pub(super) fn histogram() -> Histogram<u64> {
+fn histogram() -> Histogram<u64> {
     // Nanoseconds, 1 ns .. 100 s, 3 significant digits.
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Records `time` in nanoseconds into one of the tally's histograms (at least 1 ns, their
+/// lowest value; over 100 s saturates).
+pub(super) fn record_time(histogram: &mut Histogram<u64>, time: Duration) {
+    histogram.saturating_record(time.as_nanos().max(1) as u64);
+}
+
+/// The example message of a request that got no answer within `--timeout`.
+pub(super) fn no_answer(timeout: Duration) -> String {
+    format!("no answer within {timeout:?} (loadgen --timeout)")
 }
 
 impl Tally {
@@ -103,6 +114,7 @@ impl Tally {
         self.last_done = Some(self.last_done.map_or(at, |last| last.max(at)));
     }
 
+    /// A check request answered OK and as expected.
     pub(super) fn success(
         &mut self,
         payload: &Payload,
@@ -110,12 +122,29 @@ impl Tally {
         verdicts: &Verdicts,
         at: Instant,
     ) {
+        let (numbers, present) = (payload.numbers.into(), payload.present.into());
+        self.answered(numbers, present, latency, verdicts, at);
+    }
+
+    /// A Suppress acknowledged as expected (one number); `verdicts` of the Check that verified
+    /// it, if any.
+    pub(super) fn acknowledged(&mut self, latency: Duration, verdicts: &Verdicts, at: Instant) {
+        self.answered(1, 0, latency, verdicts, at);
+    }
+
+    fn answered(
+        &mut self,
+        numbers: u64,
+        present: u64,
+        latency: Duration,
+        verdicts: &Verdicts,
+        at: Instant,
+    ) {
         self.ok += 1;
-        self.checks += u64::from(payload.numbers);
-        self.present += u64::from(payload.present);
+        self.checks += numbers;
+        self.present += present;
         self.verdicts.merge(verdicts);
-        self.latency
-            .saturating_record(latency.as_nanos().max(1) as u64);
+        record_time(&mut self.latency, latency);
         self.done(at);
     }
 
@@ -129,6 +158,11 @@ impl Tally {
         *self.errors.entry(code).or_default() += count;
         self.error_examples.entry(code).or_insert_with(message);
         self.done(at);
+    }
+
+    /// `count` requests without an answer within `timeout`.
+    pub(super) fn timed_out(&mut self, timeout: Duration, count: u64, at: Instant) {
+        self.error("DEADLINE_EXCEEDED", || no_answer(timeout), count, at);
     }
 
     pub(super) fn status(&mut self, status: &Status, count: u64, at: Instant) {
@@ -197,7 +231,6 @@ pub fn code_name(code: Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loadgen::report::Latency;
     use std::sync::Arc;
 
     #[test]
@@ -233,8 +266,10 @@ mod tests {
         assert_eq!((a.ok, a.checks, a.present), (2, 20, 2));
         assert_eq!(a.errors["UNAVAILABLE"], 2);
         assert_eq!(a.last_done, Some(now + Duration::from_secs(1)));
-        let latency = Latency::of(&a.latency);
-        assert_eq!(latency.p50, 10.0);
-        assert!((latency.max - 1000.0).abs() < 1.0, "{latency:?}");
+        // Nanoseconds, to 3 significant digits.
+        let p50 = a.latency.value_at_quantile(0.5);
+        assert!(a.latency.equivalent(p50, 10_000), "{p50}");
+        let max = a.latency.max();
+        assert!(a.latency.equivalent(max, 1_000_000), "{max}");
     }
 }

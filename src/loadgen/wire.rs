@@ -35,7 +35,7 @@ impl Encoder for RawEncoder {
     }
 }
 
-pub(super) fn write_outgoing(item: &Outgoing, dst: &mut impl BufMut) {
+fn write_outgoing(item: &Outgoing, dst: &mut impl BufMut) {
     dst.put_slice(&item.bytes);
     if item.batch_id != 0 {
         // CheckBatchRequest.batch_id = 5. Appending a field to an encoded message is valid

@@ -11,7 +11,7 @@
 
 use super::control::{Control, latency_origin, schedule_offset};
 use super::payloads::Payload;
-use super::tally::{BAD_RESPONSE, Tally, Verdicts};
+use super::tally::{BAD_RESPONSE, Tally, Verdicts, no_answer, record_time};
 use super::timer;
 use super::wire::{Answer, BatchAnswer, Outgoing, RawCodec};
 use std::collections::VecDeque;
@@ -43,6 +43,12 @@ impl Ctx {
         }
     }
 
+    /// Where worker `worker` starts in the payloads: the workers spread over them.
+    fn first_payload(&self, worker: usize) -> usize {
+        worker * self.payloads.len() / self.workers
+    }
+
+    /// The payload at `cursor`, which moves on round robin.
     pub(super) fn payload(&self, cursor: &mut usize) -> &Payload {
         let payload = &self.payloads[*cursor];
         *cursor += 1;
@@ -51,6 +57,24 @@ impl Ctx {
         }
         payload
     }
+
+    /// When request `k` of open-loop sender `worker` is due at `rate` requests per second.
+    fn due(&self, k: u64, worker: usize, rate: f64) -> Instant {
+        self.control.start + schedule_offset(k, worker, self.workers, rate)
+    }
+}
+
+fn not_ready(error: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("connection not ready: {error}"))
+}
+
+/// After a failed stream: a short pause before it is reopened, or false when the run is over.
+async fn pause_before_reopening(control: &Control, now: Instant) -> bool {
+    if control.over(now) {
+        return false;
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    true
 }
 
 pub(super) fn lock(tally: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
@@ -69,9 +93,7 @@ pub(super) async fn call_once<A: Answer>(
     });
     ctx.authorize(&mut request);
     let call = async {
-        grpc.ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
+        grpc.ready().await.map_err(not_ready)?;
         grpc.unary(request, ctx.path.clone(), RawCodec::<A>::default())
             .await
     };
@@ -79,7 +101,7 @@ pub(super) async fn call_once<A: Answer>(
 }
 
 /// Counts one measured answer: verdicts and latency, or the error by code.
-pub(super) fn record<A: Answer>(
+fn record<A: Answer>(
     tally: &Mutex<Tally>,
     ctx: &Ctx,
     payload: &Payload,
@@ -90,7 +112,7 @@ pub(super) fn record<A: Answer>(
 ) {
     let mut tally = lock(tally);
     if let Some(lag) = lag {
-        tally.lag.saturating_record(lag.as_nanos().max(1) as u64);
+        record_time(&mut tally.lag, lag);
     }
     match result {
         Ok(Ok(response)) => {
@@ -101,12 +123,7 @@ pub(super) fn record<A: Answer>(
             }
         }
         Ok(Err(status)) => tally.status(&status, 1, done),
-        Err(_) => tally.error(
-            "DEADLINE_EXCEEDED",
-            || format!("no answer within {:?} (loadgen --timeout)", ctx.timeout),
-            1,
-            done,
-        ),
+        Err(_) => tally.timed_out(ctx.timeout, 1, done),
     }
 }
 
@@ -118,7 +135,7 @@ pub(super) async fn unary_worker<A: Answer>(
     tally: Arc<Mutex<Tally>>,
 ) {
     let mut grpc = tonic::client::Grpc::new(channel);
-    let mut cursor = worker * ctx.payloads.len() / ctx.workers;
+    let mut cursor = ctx.first_payload(worker);
     loop {
         let sent = Instant::now();
         let Some(measured) = ctx.control.admit(sent) else {
@@ -146,10 +163,10 @@ pub(super) async fn pacer<A: Answer>(
     let rate = ctx.rate.unwrap_or(1.0);
     let grpc = tonic::client::Grpc::new(channel);
     let free = Arc::new(tokio::sync::Semaphore::new(slots));
-    let mut cursor = pacer * ctx.payloads.len() / ctx.workers;
+    let mut cursor = ctx.first_payload(pacer);
     let mut k = 0u64;
     loop {
-        let intended = ctx.control.start + schedule_offset(k, pacer, ctx.workers, rate);
+        let intended = ctx.due(k, pacer, rate);
         k += 1;
         let Some(measured) = ctx.control.admit(intended) else {
             break;
@@ -196,9 +213,9 @@ pub(super) async fn pacer<A: Answer>(
 }
 
 /// A message sent on a stream and not yet answered.
-pub(super) struct InFlight {
+struct InFlight {
     pub(super) batch_id: u64,
-    pub(super) origin: Instant,
+    origin: Instant,
     pub(super) sent: Instant,
     pub(super) payload: Payload,
     pub(super) measured: bool,
@@ -211,7 +228,7 @@ pub(super) async fn stream_worker(
     channel: Channel,
     tally: Arc<Mutex<Tally>>,
 ) {
-    let mut cursor = worker * ctx.payloads.len() / ctx.workers;
+    let mut cursor = ctx.first_payload(worker);
     let mut k = 0u64;
     let mut next_id = 1u64;
     let mut stopping = false;
@@ -219,9 +236,7 @@ pub(super) async fn stream_worker(
         let (tx, rx) = tokio::sync::mpsc::channel::<Outgoing>(ctx.pipeline + 1);
         let mut grpc = tonic::client::Grpc::new(channel.clone());
         let open = async {
-            grpc.ready()
-                .await
-                .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
+            grpc.ready().await.map_err(not_ready)?;
             let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
             ctx.authorize(&mut request);
             grpc.streaming(
@@ -247,10 +262,9 @@ pub(super) async fn stream_worker(
                         ),
                     }
                 }
-                if ctx.control.measure_end.is_some_and(|end| now >= end) {
+                if !pause_before_reopening(&ctx.control, now).await {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -264,8 +278,7 @@ pub(super) async fn stream_worker(
                 let (intended, origin) = match ctx.rate {
                     None => (now, now),
                     Some(rate) => {
-                        let intended =
-                            ctx.control.start + schedule_offset(k, worker, ctx.workers, rate);
+                        let intended = ctx.due(k, worker, rate);
                         if intended > now {
                             break;
                         }
@@ -292,8 +305,9 @@ pub(super) async fn stream_worker(
                     ));
                 }
                 if measured && ctx.rate.is_some() {
-                    lock(&tally).lag.saturating_record(
-                        now.saturating_duration_since(intended).as_nanos().max(1) as u64,
+                    record_time(
+                        &mut lock(&tally).lag,
+                        now.saturating_duration_since(intended),
                     );
                 }
                 in_flight.push_back(InFlight {
@@ -311,17 +325,14 @@ pub(super) async fn stream_worker(
                 // Open loop, nothing in flight, next send not due yet (closed loop never gets
                 // here: it fills the window or stops).
                 if let Some(rate) = ctx.rate {
-                    timer::sleep_until(
-                        ctx.control.start + schedule_offset(k, worker, ctx.workers, rate),
-                    )
-                    .await;
+                    timer::sleep_until(ctx.due(k, worker, rate)).await;
                 }
                 continue;
             }
             let oldest = in_flight.front().map_or_else(Instant::now, |f| f.sent);
             let due = match ctx.rate {
                 Some(rate) if !stopping && in_flight.len() < ctx.pipeline => {
-                    Some(ctx.control.start + schedule_offset(k, worker, ctx.workers, rate))
+                    Some(ctx.due(k, worker, rate))
                 }
                 _ => None,
             };
@@ -329,7 +340,7 @@ pub(super) async fn stream_worker(
                 biased;
                 answer = inbound.message() => answer,
                 () = tokio::time::sleep_until((oldest + ctx.timeout).into()) => {
-                    break Err(Status::deadline_exceeded(format!("no answer within {:?} (loadgen --timeout)", ctx.timeout)));
+                    break Err(Status::deadline_exceeded(no_answer(ctx.timeout)));
                 }
                 () = async {
                     match due {
@@ -381,10 +392,9 @@ pub(super) async fn stream_worker(
                 if lost > 0 {
                     lock(&tally).status(&status, lost, now);
                 }
-                if ctx.control.measure_end.is_some_and(|end| now >= end) {
+                if !pause_before_reopening(&ctx.control, now).await {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }
