@@ -10,7 +10,7 @@ use super::control::Control;
 use super::payloads::{self, Payload};
 use super::plan::{Plan, plan};
 use super::report::{Latency, MutationFigures, Report};
-use super::suppress::{mutations_of, suppress_worker};
+use super::suppress::{Mutations, mutations_of, suppress_worker};
 use super::tally::Tally;
 use super::wire::{BatchAnswer, UnaryAnswer};
 use super::workers::{Ctx, lock, pacer, stream_worker, unary_worker};
@@ -176,13 +176,31 @@ async fn drive(
     for tally in &tallies {
         total.merge(&lock(tally));
     }
+    Ok(report_of(
+        args,
+        plan,
+        &total,
+        measure_start,
+        mutations.as_deref(),
+    ))
+}
+
+/// The figures of a finished run from the merged tally; rates over the time from the start
+/// of the measured phase to the last answer.
+fn report_of(
+    args: &LoadgenArgs,
+    plan: &Plan,
+    total: &Tally,
+    measure_start: Instant,
+    mutations: Option<&Mutations>,
+) -> Report {
     let end = total
         .last_done
         .unwrap_or_else(Instant::now)
         .max(measure_start);
     let elapsed = (end - measure_start).as_secs_f64().max(1e-9);
     let errors: u64 = total.errors.values().sum();
-    Ok(Report {
+    Report {
         mode: args.mode,
         target: args.target.clone(),
         connections: args.connections,
@@ -231,5 +249,5 @@ async fn drive(
             first_number: args.first_number.clone(),
             number_count: m.count,
         }),
-    })
+    }
 }
