@@ -6,8 +6,8 @@
 //! unless `--show-numbers`; invalid inputs are answered, not fatal. It never modifies the
 //! snapshot.
 //!
-//! Client mode (`--server URL --tenant T --campaign C`, asking a running daemon) belongs to the
-//! daemon work; those flag names are reserved for it here.
+//! Client mode (`--server URL`, with `--tenant` and `--campaign`) asks a running daemon
+//! instead: the inputs are read by `input::read_numbers` and answered by `crate::client`.
 
 use super::input::{self, LineReader, is_skipped, trim};
 use super::{CliError, CliResult, load_key, parse_region};
