@@ -142,7 +142,8 @@ fn source(value: Option<SourceArg>) -> i32 {
 
 /// Numbers from arguments and an input file; at least one.
 fn numbers(arguments: &[String], input: Option<&PathBuf>) -> CliResult<Vec<String>> {
-    let numbers = input::read_numbers(arguments, input.map(PathBuf::as_path))?;
+    let numbers =
+        input::read_numbers(arguments, input.map(PathBuf::as_path)).map_err(CliError::runtime)?;
     if numbers.is_empty() {
         return Err(CliError::usage(
             "give numbers, or --input FILE ('-' for stdin)",

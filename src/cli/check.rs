@@ -241,7 +241,8 @@ fn check_all(checker: &Checker, args: &CheckArgs, out: &mut impl Write) -> Resul
 
 /// Client mode: the same inputs, answered by a running daemon with verdicts and reasons.
 fn run_remote(args: &CheckArgs, server: &str) -> CliResult<()> {
-    let inputs = input::read_numbers(&args.numbers, args.input.as_deref())?;
+    let inputs =
+        input::read_numbers(&args.numbers, args.input.as_deref()).map_err(CliError::runtime)?;
     let request = crate::client::RemoteCheck {
         server: server.to_owned(),
         tenant: args.tenant.clone().unwrap_or_default(),

@@ -22,7 +22,6 @@
 //! Numbers sent to a daemon (`check --server`, `admin`) are read by [`read_numbers`] as texts,
 //! not parsed here: the daemon parses and answers each one.
 
-use super::{CliError, CliResult};
 use crate::engine::number::{Number, NumberError, NumberParser};
 use clap::ValueEnum;
 use std::io::Read;
@@ -337,19 +336,17 @@ pub fn parse_lines_change(
 }
 
 /// Numbers for a daemon: those given as arguments, then one per line of `input` (`-` for
-/// stdin), trimmed, blank lines and `#` comments skipped. Texts are kept as given; errors name
-/// the file, never a line's content.
-pub fn read_numbers(arguments: &[String], input: Option<&Path>) -> CliResult<Vec<String>> {
+/// stdin), trimmed, blank lines and `#` comments skipped. Texts are kept as given; the error
+/// (the file cannot be read, or is not UTF-8) names the file, never a line's content.
+pub fn read_numbers(arguments: &[String], input: Option<&Path>) -> Result<Vec<String>, String> {
     let mut numbers = arguments.to_vec();
     let Some(path) = input else {
         return Ok(numbers);
     };
     let text = if path.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin())
-            .map_err(|e| CliError::runtime(format!("stdin: {e}")))?
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
     } else {
-        std::fs::read_to_string(path)
-            .map_err(|e| CliError::runtime(format!("{}: {e}", path.display())))?
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
     };
     numbers.extend(
         text.lines()
@@ -478,11 +475,6 @@ mod tests {
         assert_eq!(read_numbers(&given, None).unwrap(), given);
         let missing = dir.path().join("missing.txt");
         let error = read_numbers(&[], Some(&missing)).unwrap_err();
-        assert!(
-            error.message.starts_with(&missing.display().to_string()),
-            "{}",
-            error.message
-        );
-        assert_eq!(error.exit, super::super::EXIT_RUNTIME);
+        assert!(error.starts_with(&missing.display().to_string()), "{error}");
     }
 }
