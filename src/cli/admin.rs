@@ -140,30 +140,16 @@ fn source(value: Option<SourceArg>) -> i32 {
     }) as i32
 }
 
-/// Numbers from arguments and an input file.
+/// Numbers from arguments and an input file; at least one.
 fn numbers(arguments: &[String], input: Option<&PathBuf>) -> CliResult<Vec<String>> {
-    let mut out = arguments.to_vec();
-    if let Some(path) = input {
-        let text = if path.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin())
-                .map_err(|e| CliError::runtime(format!("stdin: {e}")))?
-        } else {
-            std::fs::read_to_string(path)
-                .map_err(|e| CliError::runtime(format!("{}: {e}", path.display())))?
-        };
-        out.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_owned),
-        );
-    }
-    if out.is_empty() {
+    let numbers =
+        input::read_numbers(arguments, input.map(PathBuf::as_path)).map_err(CliError::runtime)?;
+    if numbers.is_empty() {
         return Err(CliError::usage(
             "give numbers, or --input FILE ('-' for stdin)",
         ));
     }
-    Ok(out)
+    Ok(numbers)
 }
 
 fn request<T>(message: T, token: Option<&str>) -> CliResult<tonic::Request<T>> {

@@ -6,10 +6,10 @@
 //! unless `--show-numbers`; invalid inputs are answered, not fatal. It never modifies the
 //! snapshot.
 //!
-//! Client mode (`--server URL --tenant T --campaign C`, asking a running daemon) belongs to the
-//! daemon work; those flag names are reserved for it here.
+//! Client mode (`--server URL`, with `--tenant` and `--campaign`) asks a running daemon
+//! instead: the inputs are read by `input::read_numbers` and answered by `crate::client`.
 
-use super::input::{LineReader, is_skipped, trim};
+use super::input::{self, LineReader, is_skipped, trim};
 use super::{CliError, CliResult, load_key, parse_region};
 use crate::engine::date::Day;
 use crate::engine::number::{NumberParser, Region, mask_input};
@@ -241,22 +241,8 @@ fn check_all(checker: &Checker, args: &CheckArgs, out: &mut impl Write) -> Resul
 
 /// Client mode: the same inputs, answered by a running daemon with verdicts and reasons.
 fn run_remote(args: &CheckArgs, server: &str) -> CliResult<()> {
-    let mut inputs = args.numbers.clone();
-    if let Some(path) = &args.input {
-        let text = if path.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin())
-                .map_err(|e| CliError::runtime(format!("stdin: {e}")))?
-        } else {
-            std::fs::read_to_string(path)
-                .map_err(|e| CliError::runtime(format!("{}: {e}", path.display())))?
-        };
-        inputs.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_owned),
-        );
-    }
+    let inputs =
+        input::read_numbers(&args.numbers, args.input.as_deref()).map_err(CliError::runtime)?;
     let request = crate::client::RemoteCheck {
         server: server.to_owned(),
         tenant: args.tenant.clone().unwrap_or_default(),

@@ -1,5 +1,5 @@
-//! Input formats of `build` and `check`: number lists, CSV files, the US National Do-Not-Call
-//! flat file, and registry change lists.
+//! Input formats of `build`, `check` and `admin`: number lists, CSV files, the US National
+//! Do-Not-Call flat file, and registry change lists.
 //!
 //! Owns reading large files line by line without an allocation per line, and turning one
 //! record into a [`Number`] (plus an expiry or a change action) or a [`LineError`] that says
@@ -18,10 +18,14 @@
 //!
 //! Change lists (`build --base --changes`) add an action field, `A` (add) or `D` (delete):
 //! `AREA,NUMBER,A|D` for `us-registry` and `NUMBER,A|D` for `lines`.
+//!
+//! Numbers sent to a daemon (`check --server`, `admin`) are read by [`read_numbers`] as texts,
+//! not parsed here: the daemon parses and answers each one.
 
 use crate::engine::number::{Number, NumberError, NumberParser};
 use clap::ValueEnum;
 use std::io::Read;
+use std::path::Path;
 
 /// Input file formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -331,6 +335,28 @@ pub fn parse_lines_change(
     Ok((parse_number(parser, record, validate)?, action))
 }
 
+/// Numbers for a daemon: those given as arguments, then one per line of `input` (`-` for
+/// stdin), trimmed, blank lines and `#` comments skipped. Texts are kept as given; the error
+/// (the file cannot be read, or is not UTF-8) names the file, never a line's content.
+pub fn read_numbers(arguments: &[String], input: Option<&Path>) -> Result<Vec<String>, String> {
+    let mut numbers = arguments.to_vec();
+    let Some(path) = input else {
+        return Ok(numbers);
+    };
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+    } else {
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
+    };
+    numbers.extend(
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned),
+    );
+    Ok(numbers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,5 +460,21 @@ mod tests {
             assert!(!error.reason.contains("601234567"), "{}", error.reason);
             assert!(!error.reason.contains("1234567"), "{}", error.reason);
         }
+    }
+
+    #[test]
+    fn numbers_for_a_daemon_come_from_arguments_then_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("numbers.txt");
+        std::fs::write(&path, "# opt-outs\n +48600100200 \n\n600 100 200\r\n").unwrap();
+        let given = vec!["+12015550123".to_owned()];
+        assert_eq!(
+            read_numbers(&given, Some(&path)).unwrap(),
+            ["+12015550123", "+48600100200", "600 100 200"]
+        );
+        assert_eq!(read_numbers(&given, None).unwrap(), given);
+        let missing = dir.path().join("missing.txt");
+        let error = read_numbers(&[], Some(&missing)).unwrap_err();
+        assert!(error.starts_with(&missing.display().to_string()), "{error}");
     }
 }

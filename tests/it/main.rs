@@ -3,6 +3,7 @@
 mod admin;
 mod auth;
 mod cli;
+mod cli_remote;
 mod crash;
 mod disk;
 mod engine;
