@@ -1,4 +1,5 @@
-//! `suppressd keygen`: writes a new random fingerprint key file.
+//! `suppressd keygen`: writes a new random fingerprint key file, or (`--fleet`) a fleet key
+//! that seals the mutations a fleet publishes (`crate::fleet::seal`).
 //!
 //! Owns creating the file safely: readable by its owner only (0600) from the moment it exists,
 //! never replacing an existing file (a lost key makes every set built with it unreadable), and
@@ -17,9 +18,24 @@ pub struct KeygenArgs {
     /// Key file to create (refuses to overwrite)
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// A fleet key (256 bits, `[fleet] key_files`) instead of a fingerprint key
+    #[arg(long)]
+    pub fleet: bool,
 }
 
 pub fn run(args: KeygenArgs) -> CliResult<()> {
+    if args.fleet {
+        let (key, text) =
+            crate::fleet::seal::FleetKey::generate(&args.id).map_err(CliError::usage)?;
+        write_new(&args.out, text.as_bytes())?;
+        eprintln!(
+            "wrote fleet key '{}' to {} (mode 0600): copy it to every host of the fleet and list \
+             it first in [fleet] key_files there",
+            key.id(),
+            args.out.display()
+        );
+        return Ok(());
+    }
     let key = SecretKey::generate(&args.id).map_err(CliError::usage)?;
     write_new(&args.out, key.to_file_text().as_bytes())?;
     eprintln!(
