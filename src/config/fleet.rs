@@ -105,9 +105,18 @@ pub(super) fn settings(
             "must be 1-64 letters, digits, '_' or '-' (it names a NATS stream and subjects)",
         ));
     }
-    let host_id = match &raw.host_id {
-        Some(id) => id.clone(),
-        None => hostname().ok_or_else(|| e("host_id", "no hostname: set fleet.host_id"))?,
+    let host_id = match (&raw.host_id, &raw.host_id_env) {
+        (Some(_), Some(_)) => {
+            return Err(e("host_id_env", "give host_id or host_id_env, not both"));
+        }
+        (Some(id), None) => id.clone(),
+        (None, Some(variable)) => std::env::var(variable).map_err(|_| {
+            e(
+                "host_id_env",
+                &format!("environment variable {variable} is not set"),
+            )
+        })?,
+        (None, None) => hostname().ok_or_else(|| e("host_id", "no hostname: set fleet.host_id"))?,
     };
     if !token(&host_id) {
         return Err(e(

@@ -47,6 +47,9 @@ pub struct FleetConfig {
     pub name: String,
     /// This host's id (its durable consumer's name); default: the hostname.
     pub host_id: Option<String>,
+    /// An environment variable holding the host id instead (Kubernetes: the node name from
+    /// the downward API, since pod names change at every restart).
+    pub host_id_env: Option<String>,
     /// Stream name; default `suppressd-<name>`.
     pub stream: Option<String>,
     /// Subject prefix; default `suppressd.<name>`.

@@ -208,6 +208,9 @@ impl Fleet {
             ack_policy: consumer::AckPolicy::All,
             ack_wait: std::time::Duration::from_secs(30),
             max_ack_pending: 100_000,
+            // A host gone for a week leaves no consumer behind; when it comes back its
+            // consumer is made again after its journal (this function).
+            inactive_threshold: std::time::Duration::from_secs(7 * 86_400),
             ..Default::default()
         };
         stream.create_consumer(config).await.map_err(|e| failed(&e))
