@@ -62,6 +62,12 @@ pub struct LoadgenArgs {
     /// INTERNAL_DNC right after the ack); 1 = every mutation, 0 = none.
     #[arg(long, default_value_t = 10)]
     pub verify_every: u64,
+    /// Suppress mode against a fleet (`--admin` on one host, `--target` on another): a Check
+    /// after the ack that answers ALLOW is repeated until this much time has passed since the
+    /// ack, and only an ALLOW after it is a violation; ack -> enforced is then the propagation
+    /// time. 0 (default): one daemon, the first Check after the ack must BLOCK.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub propagation_bound: Duration,
     /// Suppress mode: first number of the dedicated range the fresh numbers come from.
     #[arg(long, default_value = "+15032000000")]
     pub first_number: String,

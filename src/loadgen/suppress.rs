@@ -10,7 +10,10 @@
 //! An ALLOW then is a violation (acknowledged but not enforced), counted even during warm-up.
 //! The time from the acknowledgement to that BLOCK answer is reported as ack -> enforced.
 //! Latency is per Suppress, from its send to its ack. Closed loop only; never mutates a number
-//! outside its range.
+//! outside its range. Fleet form (`--propagation-bound`): mutations to one host (`--admin`),
+//! checks against another (`--target`); an ALLOW after the ack is asked again until the bound
+//! has passed, so ack -> enforced is the propagation time and a violation is an ALLOW after
+//! the bound.
 
 use super::args::LoadgenArgs;
 use super::payloads::Payload;
@@ -34,6 +37,8 @@ pub(super) struct Mutations {
     pub(super) count: u64,
     pub(super) start: u64,
     pub(super) verify_every: u64,
+    /// Fleet form: how long after the ack another host may still answer ALLOW.
+    pub(super) propagation_bound: std::time::Duration,
     pub(super) prefix: String,
     pub(super) tenant: String,
     pub(super) campaign: String,
@@ -181,9 +186,16 @@ pub(super) async fn suppress_worker(
             }
             continue;
         }
-        // Enforcement: a Check that starts after the ack must see the mutation.
-        let after = verify_check(&mut grpc, &ctx, &mutations, number).await;
-        let answered = Instant::now();
+        // Enforcement: a Check that starts after the ack must see the mutation (fleet form: a
+        // Check on another host, within the propagation bound).
+        let (after, answered) = loop {
+            let after = verify_check(&mut grpc, &ctx, &mutations, number).await;
+            let answered = Instant::now();
+            let allowed = matches!(&after, Ok(a) if a.verdict == proto::Verdict::Allow as i32);
+            if !allowed || answered - acked >= mutations.propagation_bound {
+                break (after, answered);
+            }
+        };
         let mut tally = lock(&tally);
         match &after {
             Ok(answer) if answer.verdict == block && answer.reasons.contains(&internal_dnc) => {
@@ -259,6 +271,7 @@ pub(super) fn mutations_of(args: &LoadgenArgs) -> Result<Mutations, String> {
         count: args.number_count,
         start: rng.random_range(0..args.number_count),
         verify_every: args.verify_every,
+        propagation_bound: args.propagation_bound,
         prefix: format!("loadgen-{nanos:x}-{}", std::process::id()),
         tenant: args.tenant.clone(),
         campaign: args.campaign.clone(),
@@ -277,6 +290,7 @@ mod tests {
             count: 10,
             start: 7,
             verify_every: 1,
+            propagation_bound: std::time::Duration::ZERO,
             prefix: "p".into(),
             tenant: String::new(),
             campaign: String::new(),
