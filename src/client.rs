@@ -29,6 +29,7 @@ fn reason_name(value: i32) -> &'static str {
         Ok(Reason::InvalidNumber) => "INVALID_NUMBER",
         Ok(Reason::StaleList) => "STALE_LIST",
         Ok(Reason::NotReady) => "NOT_READY",
+        Ok(Reason::FleetLag) => "FLEET_LAG",
         _ => "UNKNOWN",
     }
 }

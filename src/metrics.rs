@@ -83,7 +83,7 @@ pub enum Counted {
 }
 
 const VERDICTS: [&str; 3] = ["allow", "block", "invalid"];
-const REASONS: [&str; 8] = [
+const REASONS: [&str; 9] = [
     "national_registry",
     "internal_dnc",
     "erased",
@@ -92,6 +92,7 @@ const REASONS: [&str; 8] = [
     "invalid_number",
     "stale_list",
     "not_ready",
+    "fleet_lag",
 ];
 const LATENCY_BUCKETS: [f64; 14] = [
     0.000_025, 0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.002, 0.003, 0.005,
@@ -110,7 +111,7 @@ const ERASURE_BUCKETS: [f64; 10] = [
 pub struct Metrics {
     handle: PrometheusHandle,
     checks: [[Counter; 3]; 3],
-    reasons: [[Counter; 8]; 3],
+    reasons: [[Counter; REASONS.len()]; 3],
     latency: [Histogram; 3],
     pub batch_size: Histogram,
     pub filter_hits: Counter,
@@ -478,7 +479,7 @@ impl Metrics {
 #[derive(Default)]
 pub struct Tally {
     verdicts: [u64; 3],
-    reasons: [u64; 8],
+    reasons: [u64; REASONS.len()],
 }
 
 impl Tally {

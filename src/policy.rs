@@ -29,10 +29,11 @@ pub enum Reason {
     InvalidNumber = 5,
     StaleList = 6,
     NotReady = 7,
+    FleetLag = 8,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::NationalRegistry,
         Reason::InternalDnc,
         Reason::Erased,
@@ -41,6 +42,7 @@ impl Reason {
         Reason::InvalidNumber,
         Reason::StaleList,
         Reason::NotReady,
+        Reason::FleetLag,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +55,7 @@ impl Reason {
             Reason::InvalidNumber => "INVALID_NUMBER",
             Reason::StaleList => "STALE_LIST",
             Reason::NotReady => "NOT_READY",
+            Reason::FleetLag => "FLEET_LAG",
         }
     }
 
@@ -114,6 +117,8 @@ pub struct Campaign {
     pub prefix_texts: Vec<String>,
     pub max_list_age_days: u32,
     pub stale_list: StalePolicy,
+    /// What a check answers while this host lags behind its fleet (FLEET_LAG or a warning).
+    pub fleet_lag: StalePolicy,
     /// Block sets then consent sets: the order answers index them. Fixed at compile time so
     /// a check walks a slice instead of collecting one.
     consulted: Vec<SetId>,
@@ -263,6 +268,7 @@ impl Policy {
                         prefix_texts: c.blocked_prefixes.clone(),
                         max_list_age_days: c.max_list_age_days,
                         stale_list: c.stale_list,
+                        fleet_lag: c.fleet_lag,
                     };
                     (name.clone(), Arc::new(campaign))
                 })
@@ -376,9 +382,18 @@ impl Policy {
         loaded: &'a LoadedSets,
         overlays: &'a [Overlay],
         today: Day,
+        fleet_lagging: bool,
     ) -> CampaignState<'a> {
         let mut common = Reasons::default();
         let mut warnings = Vec::new();
+        if fleet_lagging {
+            match campaign.fleet_lag {
+                StalePolicy::Block => common.insert(Reason::FleetLag),
+                StalePolicy::AllowWithWarning => warnings.push(
+                    "this host lags behind the fleet stream: opt-outs taken on other hosts may be missing".to_owned(),
+                ),
+            }
+        }
         let mut sets = Vec::with_capacity(campaign.consulted.len());
         let mut consent_ready = true;
         for (position, &id) in campaign.consulted().iter().enumerate() {

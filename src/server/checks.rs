@@ -171,9 +171,13 @@ impl State {
         self.charge(&found_tenant.name, 1)?;
         let sets = self.sets.load();
         let today = Day::today();
-        let view = self
-            .policy
-            .campaign_state(found_campaign, &sets, &self.overlays, today);
+        let view = self.policy.campaign_state(
+            found_campaign,
+            &sets,
+            &self.overlays,
+            today,
+            self.fleet_lagging(),
+        );
         let decision = view.decide(found_tenant.parser.parse_fast(number), today);
         Ok(CheckOutcome {
             reasons: decision.reasons,
@@ -198,9 +202,13 @@ impl State {
         self.charge(&found_tenant.name, texts.len() + e164.len())?;
         let sets = self.sets.load();
         let today = Day::today();
-        let view = self
-            .policy
-            .campaign_state(found_campaign, &sets, &self.overlays, today);
+        let view = self.policy.campaign_state(
+            found_campaign,
+            &sets,
+            &self.overlays,
+            today,
+            self.fleet_lagging(),
+        );
         let mut numbers: Vec<Result<Number, NumberError>> =
             Vec::with_capacity(texts.len() + e164.len());
         numbers.extend(

@@ -101,6 +101,7 @@ pub fn proto_reason(reason: Reason) -> proto::Reason {
         Reason::InvalidNumber => proto::Reason::InvalidNumber,
         Reason::StaleList => proto::Reason::StaleList,
         Reason::NotReady => proto::Reason::NotReady,
+        Reason::FleetLag => proto::Reason::FleetLag,
     }
 }
 

@@ -18,7 +18,12 @@ use suppressd::proto::{Reason, Verdict};
 use tonic::transport::Channel;
 
 fn fleet_config(nats: &Nats, host: &str, extra: &str) -> String {
-    CONFIG.replace(
+    // The lenient campaign allows with a warning while its host lags.
+    let lenient = "stale_list = \"allow_with_warning\"\n";
+    assert!(CONFIG.contains(lenient));
+    CONFIG
+        .replace(lenient, &format!("{lenient}fleet_lag = \"allow_with_warning\"\n"))
+        .replace(
         "[server]\n",
         "[server]\nadmin_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ncompact_max_age_seconds = 3600\n",
     ) + &fleet_section(&nats.urls(), host, extra)
@@ -425,6 +430,152 @@ async fn losing_one_nats_node_of_three_loses_no_acknowledged_mutation() {
             assert!(Instant::now() < deadline, "acknowledged mutations missing");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+    for daemon in [a, b] {
+        daemon.shutdown().await;
+    }
+}
+
+async fn health_of(daemon: &TestDaemon) -> i32 {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        Channel::from_shared(format!("http://{}", daemon.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "suppressd.v1.Suppression".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+/// The status line of `GET /readyz`.
+fn readyz(daemon: &TestDaemon) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(daemon.handle.http_addr.unwrap()).unwrap();
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_a_host_serves_until_max_lag_then_fails_closed_and_recovers() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let Some(mut nats) = Nats::single().await else {
+        return;
+    };
+    let a = host(&nats, "a", "max_lag_seconds = 2\n").await;
+    let b = host(&nats, "b", "max_lag_seconds = 2\n").await;
+    let (mut admin_a, mut admin_b) = (admin(&a).await, admin(&b).await);
+    let (mut on_a, mut on_b) = (a.client().await, b.client().await);
+    admin_a
+        .suppress(suppress("before-1", &[CLEAN]))
+        .await
+        .unwrap();
+    wait_verdict(&mut on_b, CLEAN, "outbound", Verdict::Block).await;
+    let serving = ServingStatus::Serving as i32;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while health_of(&a).await != serving {
+        assert!(Instant::now() < deadline, "never SERVING");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nats.nodes[0].kill();
+    let stopped = Instant::now();
+    // Within max_lag: checks answer from what the host has; mutations are refused.
+    let answer = check(&mut on_a, &e164(CONSENTED + 1000), "outbound").await;
+    if stopped.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(answer.verdict, Verdict::Allow as i32);
+    }
+    let refused = admin_a
+        .suppress(suppress("during-1", &[CLEAN + 1]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    // Past max_lag: BLOCK with FLEET_LAG, NOT_SERVING, /readyz 503, on both hosts.
+    for daemon in [&a, &b] {
+        let mut client = daemon.client().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = check(&mut client, &e164(CONSENTED + 1000), "outbound").await;
+            if answer.verdict == Verdict::Block as i32 {
+                assert_eq!(reasons(&answer.reasons), [Reason::FleetLag]);
+                let lenient = check(&mut client, &e164(CONSENTED + 1000), "lenient").await;
+                assert_eq!(lenient.verdict, Verdict::Allow as i32);
+                assert!(
+                    lenient
+                        .warnings
+                        .iter()
+                        .any(|w| w.contains("lags behind the fleet")),
+                    "{:?}",
+                    lenient.warnings
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "never FLEET_LAG");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(stopped.elapsed() >= Duration::from_secs(2));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while health_of(daemon).await != ServingStatus::NotServing as i32 {
+            assert!(
+                Instant::now() < deadline,
+                "health stayed SERVING while lagging"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(readyz(daemon).contains(" 503 "), "{}", readyz(daemon));
+        let refused = admin(daemon)
+            .await
+            .suppress(suppress("during-2", &[CLEAN + 2]))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    }
+    // NATS back: caught up, SERVING, nothing lost, mutations flow again.
+    nats.restart(0).await;
+    for daemon in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while health_of(daemon).await != serving {
+            assert!(Instant::now() < deadline, "never SERVING again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(readyz(daemon).contains(" 200 "), "{}", readyz(daemon));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let acked = loop {
+        match admin_b.suppress(suppress("after-1", &[CLEAN + 3])).await {
+            Ok(acked) => break acked.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                assert!(
+                    Instant::now() < deadline,
+                    "mutations still refused: {status:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    };
+    assert_eq!(acked.applied, 1);
+    for client in [&mut on_a, &mut on_b] {
+        wait_verdict(client, CLEAN + 3, "outbound", Verdict::Block).await;
+        assert_eq!(
+            reasons(&check(client, &e164(CLEAN), "outbound").await.reasons),
+            [Reason::InternalDnc]
+        );
+        assert_eq!(
+            check(client, &e164(CONSENTED + 1000), "outbound")
+                .await
+                .verdict,
+            Verdict::Allow as i32
+        );
     }
     for daemon in [a, b] {
         daemon.shutdown().await;
