@@ -18,6 +18,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["engine"]),
     ("policy", &["engine", "config", "store"]),
     ("metrics", &["engine", "config", "store", "policy"]),
+    // The fleet is server-side (tokio) but never the server's: the mutation service plugs in
+    // through `fleet::follow::Sink`; proto stays at the edges.
+    ("fleet", &["engine", "config", "store", "policy", "metrics"]),
     ("proto", &[]),
     ("client", &["engine", "proto"]),
     ("loadgen", &["engine", "proto", "client"]),
