@@ -4,8 +4,10 @@
 //! it cannot open or decode stops the follower, loudly: skipping it would drop an opt-out, so
 //! the host lags and fails closed instead), hands the batch to the [`Sink`] (the mutation
 //! service: one group commit, each record carrying its stream sequence), and acks after the
-//! fsync. A stream sequence at or below the applied one is skipped, so redeliveries change
-//! nothing. Knows when it was last caught up: an empty fetch, or a message with nothing
+//! fsync. Sequences are applied strictly one after the other: one at or below the last applied
+//! is skipped (a redelivery changes nothing), and one past the next expected (an earlier
+//! message's redelivery still pending) is never applied ahead of it: the follower starts again
+//! from the consumer made anew after its journal. Knows when it was last caught up: an empty fetch, or a message with nothing
 //! pending behind it; [`super::Status`] turns that into the lag.
 
 use super::Fleet;
@@ -68,9 +70,22 @@ fn now_ms() -> i64 {
 
 async fn follow(fleet: &Fleet, sink: &Arc<dyn Sink>) -> Result<(), String> {
     let stream = fleet.ensure_stream().await?;
-    let consumer = fleet
-        .ensure_consumer(&stream, fleet.status.applied())
-        .await?;
+    let state = stream
+        .get_info()
+        .await
+        .map_err(|e| format!("stream info: {e}"))?
+        .state;
+    let applied = fleet.status.applied();
+    if state.first_sequence > applied + 1 && applied > 0 {
+        tracing::error!(
+            applied,
+            first = state.first_sequence,
+            "fleet: the stream no longer holds every sequence after this host's journal (purged or expired); mutations in between cannot be replayed here"
+        );
+    }
+    // The next sequence this host must apply: nothing before the stream's first is delivered.
+    let mut expected = (applied + 1).max(state.first_sequence);
+    let consumer = fleet.ensure_consumer(&stream, applied).await?;
     fleet.status.set_following(true);
     let metrics = crate::metrics::fleet_metrics();
     loop {
@@ -94,18 +109,23 @@ async fn follow(fleet: &Fleet, sink: &Arc<dyn Sink>) -> Result<(), String> {
             let info = last.info().map_err(|e| format!("message info: {e}"))?;
             (info.stream_sequence, info.pending)
         };
-        let applied = fleet.status.applied();
         let mut batch = Vec::with_capacity(received.len());
         let mut acks = Vec::with_capacity(received.len());
+        let mut gap = None;
         for message in &received {
             let info = message.info().map_err(|e| format!("message info: {e}"))?;
             let seq = info.stream_sequence;
             if info.delivered > 1 {
                 metrics.fleet_redeliveries.increment(1);
             }
-            if seq <= applied {
+            if seq < expected {
                 continue;
             }
+            if seq > expected {
+                gap = Some((expected, seq));
+                break;
+            }
+            expected += 1;
             let plain = fleet
                 .sealer
                 .open(message.subject.as_str(), &message.payload)
@@ -141,6 +161,11 @@ async fn follow(fleet: &Fleet, sink: &Arc<dyn Sink>) -> Result<(), String> {
                 tracing::warn!(%error, "fleet: journal write failed; retrying the batch");
                 tokio::time::sleep(RETRY).await;
             }
+        }
+        if let Some((wanted, got)) = gap {
+            return Err(format!(
+                "stream sequence {got} arrived before {wanted} (a redelivery is pending); following again after the journal"
+            ));
         }
         if batch.is_empty() {
             // Everything in this fetch was applied before (a redelivery): ack it anyway.

@@ -178,9 +178,11 @@ impl Fleet {
         Ok(stream)
     }
 
-    /// This host's durable consumer, positioned right after `applied`. A consumer left from
-    /// before whose ack floor is not `applied` (a data directory restored or lost) is made
-    /// again, so the stream is replayed from exactly where this host's journal ends.
+    /// This host's durable consumer, made anew right after `applied` each time the follower
+    /// starts: one left from before may have delivered messages it never got acked (a crash
+    /// between delivery and fsync) and would hold them back until their ack wait passed, or
+    /// its position may be past a data directory restored from an older copy. Host ids must
+    /// be unique in a fleet: two daemons with one id would take each other's consumer.
     pub async fn ensure_consumer(
         &self,
         stream: &stream::Stream,
@@ -189,14 +191,11 @@ impl Fleet {
         let name = &self.settings.host_id;
         let failed = |e: &dyn std::fmt::Display| format!("fleet: consumer {name}: {e}");
         if let Ok(info) = stream.consumer_info(name).await {
-            if info.ack_floor.stream_sequence == applied {
-                return stream.get_consumer(name).await.map_err(|e| failed(&e));
-            }
-            tracing::info!(
+            tracing::debug!(
                 consumer = %name,
                 ack_floor = info.ack_floor.stream_sequence,
                 applied,
-                "fleet: consumer position differs from the journal; positioning it after the journal"
+                "fleet: consumer made anew after the journal"
             );
             stream.delete_consumer(name).await.map_err(|e| failed(&e))?;
         }

@@ -581,3 +581,58 @@ async fn without_nats_a_host_serves_until_max_lag_then_fails_closed_and_recovers
         daemon.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_delivered_but_never_acked_before_a_crash_are_not_skipped() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let a = host(&nats, "a", "").await;
+    let mut admin_a = admin(&a).await;
+    let numbers: Vec<u64> = (0..10).map(|i| 13_305_000_000 + i).collect();
+    for (i, &number) in numbers.iter().enumerate() {
+        admin_a
+            .suppress(suppress(&format!("crash-window-{i}"), &[number]))
+            .await
+            .unwrap();
+    }
+    // Host b's durable consumer as a crash leaves it: the first messages delivered, never
+    // acked (the process died before its fsync), so JetStream holds them back for ack_wait.
+    let raw =
+        async_nats::jetstream::new(async_nats::connect(nats.urls()[0].clone()).await.unwrap());
+    let stream = raw.get_stream("suppressd-test").await.unwrap();
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("b".into()),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::All,
+            ack_wait: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut delivered = consumer.fetch().max_messages(5).messages().await.unwrap();
+    let mut held = 0;
+    while futures_next_js(&mut delivered).await.is_some() {
+        held += 1;
+    }
+    assert_eq!(held, 5);
+    let b = host(&nats, "b", "").await;
+    let mut on_b = b.client().await;
+    for &number in &numbers {
+        let took = wait_verdict(&mut on_b, number, "outbound", Verdict::Block).await;
+        assert!(
+            took < Duration::from_secs(5),
+            "{number} took {took:?} to arrive"
+        );
+    }
+    for daemon in [a, b] {
+        daemon.shutdown().await;
+    }
+}
+
+async fn futures_next_js(
+    batch: &mut async_nats::jetstream::consumer::pull::Batch,
+) -> Option<async_nats::jetstream::Message> {
+    use tokio_stream::StreamExt;
+    batch.next().await.map(|message| message.unwrap())
+}
