@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod checks;
 pub mod codec;
+pub mod errors;
 pub mod grpc;
 pub mod http;
 pub mod limits;
