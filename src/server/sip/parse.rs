@@ -410,12 +410,9 @@ fn valid_uri(uri: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !b"<>\"".contains(&b))
 }
 
-/// The message split at its blank line: the head (request line and headers), the bytes after
-/// the blank line, and whether a blank line was found.
-type Split<'a> = (&'a [u8], &'a [u8], bool);
-
-/// Step 1: bounds, leading CRLFs (RFC 3261 §7.5), responses, and the split at the blank line.
-fn split_message(bytes: &[u8]) -> Result<Split<'_>, SipError<'static>> {
+/// Step 1: bounds, leading CRLFs (RFC 3261 §7.5), responses, and the split at the blank line
+/// into the head, the bytes after it, and whether there was a blank line.
+fn split_message(bytes: &[u8]) -> Result<(&[u8], &[u8], bool), SipError<'static>> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(SipError::fatal(SipErrorKind::TooLarge));
     }
@@ -494,10 +491,10 @@ impl<'a> Scan<'a> {
         };
         if memchr::memchr2(b'\r', 0, line).is_some() {
             self.note(SipErrorKind::BadLineEnding);
-            if first {
-                return Err(SipError::fatal(SipErrorKind::BadRequestLine));
-            }
-            return Ok(None);
+            return match first {
+                true => Err(SipError::fatal(SipErrorKind::BadRequestLine)),
+                false => Ok(None),
+            };
         }
         match std::str::from_utf8(line) {
             Ok(line) => Ok(Some(line)),
