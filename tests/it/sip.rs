@@ -535,3 +535,64 @@ async fn block_status_608_is_configurable() {
     .unwrap();
     daemon.shutdown().await;
 }
+
+/// The dip's checks count like every API's: verdicts, reasons and durations with `api="sip"`
+/// (the latency alert and its promtool test rely on `suppressd_check_duration_seconds{api="sip"}`),
+/// and every message in `suppressd_sip_messages_total` by transport and outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sip_checks_are_counted_like_every_api() {
+    let daemon = start(true).await;
+    let dip = daemon.handle.sip_udp_addr.unwrap();
+    let checks = |verdict: &str| {
+        metric(
+            "suppressd_checks_total",
+            &[("api", "sip"), ("verdict", verdict)],
+        )
+    };
+    let before = (
+        checks("allow"),
+        checks("block"),
+        checks("invalid"),
+        metric(
+            "suppressd_check_reasons_total",
+            &[("api", "sip"), ("reason", "national_registry")],
+        ),
+        metric("suppressd_check_duration_seconds_count", &[("api", "sip")]),
+        sip_messages("udp", "redirected"),
+        sip_messages("udp", "blocked"),
+    );
+    tokio::task::spawn_blocking(move || {
+        let udp = Udp::open(dip);
+        let via = udp.via();
+        assert_eq!(
+            udp.ask(&invite_to(&e164(CLEAN), &via, "c1", "")).status,
+            302
+        );
+        assert_eq!(
+            udp.ask(&invite_to(&e164(REGISTRY), &via, "c2", "")).status,
+            603
+        );
+        assert_eq!(udp.ask(&invite_to("12ab", &via, "c3", "")).status, 603);
+    })
+    .await
+    .unwrap();
+    assert!(checks("allow") > before.0, "no allow counted for api=sip");
+    assert!(checks("block") > before.1, "no block counted for api=sip");
+    assert!(
+        checks("invalid") > before.2,
+        "no invalid counted for api=sip"
+    );
+    assert!(
+        metric(
+            "suppressd_check_reasons_total",
+            &[("api", "sip"), ("reason", "national_registry")],
+        ) > before.3
+    );
+    assert!(
+        metric("suppressd_check_duration_seconds_count", &[("api", "sip")]) >= before.4 + 3.0,
+        "SIP check durations not recorded"
+    );
+    assert!(sip_messages("udp", "redirected") > before.5);
+    assert!(sip_messages("udp", "blocked") >= before.6 + 2.0);
+    daemon.shutdown().await;
+}

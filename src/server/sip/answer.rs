@@ -4,14 +4,15 @@
 //! mapping of error classes to SIP answers ([`sip_refusal`]), the dialled number in a
 //! Request-URI, and the wire rules of responses (echoed headers, `rport`/`received`, the
 //! derived To tag). `respond*` are pure functions of their inputs (fuzzed); [`decide`] asks the
-//! transport-neutral check and never reads a socket, never sends, never counts messages.
+//! transport-neutral check and counts it like every API's checks; nothing here reads a socket,
+//! sends, or counts messages (the transports do).
 
 use super::parse::{Echo, Method, SipError, SipErrorKind, SipRequest, TopVia};
 use super::parse::{TrimLws, find_unquoted, split_unquoted};
 use crate::config::{SipConfig, SipSource};
 use crate::metrics::{Api, Shed, metrics};
 use crate::policy::{Reason, Reasons};
-use crate::server::checks::{CheckError, CheckOutcome};
+use crate::server::checks::{CheckError, CheckOutcome, count_verdicts};
 use crate::server::errors::{Classify, ErrorClass};
 use crate::server::state::State;
 use std::io::Write as _;
@@ -218,9 +219,16 @@ pub fn decide(request: &SipRequest<'_>, state: &State, rule: Option<&SipSource>)
                     None,
                 ));
             };
+            let started = std::time::Instant::now();
             let mut buffer = [0u8; MAX_NUMBER_CHARS];
             let number = dialled_number(request.uri, &mut buffer);
-            answer_for(state.check_text(tenant, campaign, number))
+            let result = state.check_text(tenant, campaign, number);
+            if let Ok(outcome) = &result {
+                // Counted like every API's checks (verdicts, reasons, duration).
+                count_verdicts(Api::Sip, [(outcome.number.is_some(), outcome.reasons)]);
+                metrics().latency(Api::Sip, started);
+            }
+            answer_for(result)
         }
         Method::Cancel | Method::Bye | Method::Other => Answer::NotAllowed,
     })
