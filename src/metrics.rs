@@ -596,12 +596,10 @@ pub fn refresh_gauges(
     for (id, definition) in state.policy.sets.iter().enumerate() {
         let set = definition.id.clone();
         let slot = loaded.slots[id].as_deref();
-        let reason = match definition.reason {
-            Some(crate::config::BlockReason::NationalRegistry) => "national_registry",
-            Some(crate::config::BlockReason::InternalDnc) => "internal_dnc",
-            Some(crate::config::BlockReason::Erased) => "erased",
-            None => "none",
-        };
+        let reason = definition.reason.map_or_else(
+            || "none".to_owned(),
+            |r| Reason::from_block(r).label().to_ascii_lowercase(),
+        );
         gauge!("suppressd_set_info", "set" => set.clone(), "kind" => definition.kind.name(), "reason" => reason).set(1.0);
         gauge!("suppressd_set_loaded", "set" => set.clone()).set(if slot.is_some() {
             1.0
