@@ -555,10 +555,9 @@ impl<'a> Scan<'a> {
         self.headers.push((name, value));
         match known(name) {
             Known::Via => self.via_values(value),
-            Known::From => self.single("From", value),
-            Known::To => self.single("To", value),
-            Known::CallId => self.single("Call-ID", value),
-            Known::CSeq => self.single("CSeq", value),
+            single @ (Known::From | Known::To | Known::CallId | Known::CSeq) => {
+                self.single(single, value)
+            }
             Known::ContentLength => self.content_length(value),
             Known::Other => {}
         }
@@ -580,13 +579,13 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// A header that may appear once (From, To, Call-ID, CSeq), named by `label`.
-    fn single(&mut self, label: &'static str, value: &'a str) {
-        let slot = match label {
-            "From" => &mut self.from,
-            "To" => &mut self.to,
-            "Call-ID" => &mut self.call_id,
-            _ => &mut self.cseq,
+    /// A header that may appear once (From, To, Call-ID, CSeq).
+    fn single(&mut self, which: Known, value: &'a str) {
+        let (slot, label) = match which {
+            Known::From => (&mut self.from, "From"),
+            Known::To => (&mut self.to, "To"),
+            Known::CallId => (&mut self.call_id, "Call-ID"),
+            _ => (&mut self.cseq, "CSeq"),
         };
         if slot.is_some() {
             self.note(SipErrorKind::DuplicateHeader(label));
