@@ -504,10 +504,13 @@ where
                             limit: state.in_flight.limit,
                         })
                     }
-                    Gate::Every { in_flight, setting } => Status::resource_exhausted(format!(
-                        "overloaded: {} requests already in flight ({setting}); retry later",
-                        in_flight.limit
-                    )),
+                    Gate::Every { in_flight, setting } => Status::new(
+                        grpc_code(ErrorClass::ResourceExhausted),
+                        format!(
+                            "overloaded: {} requests already in flight ({setting}); retry later",
+                            in_flight.limit
+                        ),
+                    ),
                 };
                 return Box::pin(std::future::ready(Ok(status.into_http())));
             }
