@@ -24,7 +24,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 /// The gRPC status code of each error class: the one place gRPC maps errors.
-pub(crate) fn grpc_code(class: ErrorClass) -> tonic::Code {
+pub fn grpc_code(class: ErrorClass) -> tonic::Code {
     match class {
         ErrorClass::InvalidArgument => tonic::Code::InvalidArgument,
         ErrorClass::Unauthenticated => tonic::Code::Unauthenticated,

@@ -287,7 +287,7 @@ struct BatchAnswer<'a> {
 }
 
 /// The HTTP status of each error class: the one place HTTP maps errors.
-pub(crate) fn http_status(class: ErrorClass) -> StatusCode {
+pub fn http_status(class: ErrorClass) -> StatusCode {
     match class {
         ErrorClass::InvalidArgument => StatusCode::BAD_REQUEST,
         ErrorClass::Unauthenticated => StatusCode::UNAUTHORIZED,

@@ -64,7 +64,7 @@ const DECISIVE: [Reason; 5] = [
 /// The SIP answer of each error class: the one place SIP maps errors. `code` names the error
 /// in the `Reason` text; `retry_after` (1 s when unknown) goes in `Retry-After`. Never 404: a
 /// 404 relayed to a dialer reads as "this number does not exist" (module doc).
-pub(crate) fn sip_refusal(
+pub fn sip_refusal(
     class: ErrorClass,
     code: &'static str,
     retry_after: Option<Duration>,
@@ -281,7 +281,7 @@ pub fn respond_bad_request(
 }
 
 /// The status code of an answer (`block_status`: 603 or 608, `sip.block_status`).
-pub(crate) fn status_code(answer: &Answer, block_status: u16) -> u16 {
+pub fn status_code(answer: &Answer, block_status: u16) -> u16 {
     match answer {
         Answer::Redirect => 302,
         // Validated to be 603 or 608; anything else declines.
