@@ -157,6 +157,9 @@ pub enum PolicyError {
 #[derive(Debug)]
 pub struct Policy {
     pub sets: Vec<SetDefinition>,
+    /// Set id → index in `sets`, so a set named in a request or a journal record is found
+    /// without a scan.
+    set_ids: HashMap<String, SetId>,
     pub tenants: HashMap<String, Tenant>,
     pub default_tenant: Option<String>,
     pub default_campaign: Option<String>,
@@ -283,10 +286,19 @@ impl Policy {
         }
         Policy {
             sets: config.sets.clone(),
+            set_ids: index
+                .into_iter()
+                .map(|(id, at)| (id.to_owned(), at))
+                .collect(),
             tenants,
             default_tenant: config.defaults().tenant.clone(),
             default_campaign: config.defaults().campaign.clone(),
         }
+    }
+
+    /// The set with this id (`tenant/name`, or a global set's name).
+    pub fn set_id(&self, id: &str) -> Option<SetId> {
+        self.set_ids.get(id).copied()
     }
 
     /// The tenant and campaign a request means; empty names take the configured defaults.
