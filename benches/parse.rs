@@ -1,5 +1,6 @@
 //! Number parsing: the hot `+digits` path against `str::parse::<u64>` as a floor, and the full
-//! rlibphonenumber path on national input for scale.
+//! rlibphonenumber path on national input for scale. SIP: the dip's parser and response
+//! builder on INVITEs as SIPp and Kamailio send them (messages per second).
 //!
 //! Each iteration parses a whole pre-generated batch of varied inputs, so branch predictors
 //! cannot learn one string; criterion's throughput figure is parses per second.
@@ -115,5 +116,85 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse);
+/// An INVITE as SIPp's uac scenario sends it (with SDP), with the call number `n`.
+fn sipp_invite(n: u64) -> String {
+    let sdp = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    format!(
+        "INVITE sip:+1201555{:04}@127.0.0.1:5070 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-{n}-0\r\n\
+         From: sipp <sip:sipp@127.0.0.1:5061>;tag=4242SIPpTag00{n}\r\n\
+         To: <sip:+12015550123@127.0.0.1:5070>\r\n\
+         Call-ID: {n}-4242@127.0.0.1\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: sip:sipp@127.0.0.1:5061\r\n\
+         Max-Forwards: 70\r\n\
+         Subject: Performance Test\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        n % 10_000,
+        sdp.len()
+    )
+}
+
+/// An INVITE as Kamailio forwards it: its own Via on top of two more, Record-Route, rport.
+fn kamailio_invite(n: u64) -> String {
+    format!(
+        "INVITE sip:+1201555{:04};npdi@127.0.0.1:5090;user=phone SIP/2.0\r\n\
+         Record-Route: <sip:127.0.0.1:5060;lr>\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKcydz{n};rport\r\n\
+         Via: SIP/2.0/UDP 10.0.0.5:5061;received=10.0.0.5;rport=5061;branch=z9hG4bK-1, SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-0\r\n\
+         From: \"Dialer, Inc\" <sip:dialer@example.com>;tag=abc{n}\r\n\
+         To: <sip:+12015550199@example.com>\r\n\
+         Call-ID: a84b4c76e66710-{n}@pc33.example.com\r\n\
+         CSeq: 314159 INVITE\r\n\
+         Max-Forwards: 69\r\n\
+         X-Tenant: acme\r\n\
+         x-campaign: outbound\r\n\
+         Content-Length: 0\r\n\r\n",
+        n % 10_000
+    )
+}
+
+fn sip(c: &mut Criterion) {
+    use suppressd::server::sip;
+    const BATCH: u64 = 256;
+    let config = suppressd::config::SipConfig::default();
+    let source: std::net::SocketAddr = "127.0.0.1:5060".parse().unwrap();
+    let mut group = c.benchmark_group("sip");
+    group.throughput(Throughput::Elements(BATCH));
+    for (name, make) in [
+        ("sipp_invite", sipp_invite as fn(u64) -> String),
+        ("kamailio_invite", kamailio_invite),
+    ] {
+        let messages: Vec<String> = (0..BATCH).map(make).collect();
+        group.bench_function(format!("parse/{name}"), |b| {
+            b.iter(|| {
+                for message in &messages {
+                    black_box(sip::parse_request(black_box(message.as_bytes())).is_ok());
+                }
+            })
+        });
+        let mut out = Vec::with_capacity(2048);
+        group.bench_function(format!("parse_and_redirect/{name}"), |b| {
+            b.iter(|| {
+                for message in &messages {
+                    let request = sip::parse_request(black_box(message.as_bytes())).unwrap();
+                    out.clear();
+                    sip::respond_into(
+                        &mut out,
+                        &request.echo,
+                        &sip::Answer::Redirect,
+                        request.uri,
+                        &config,
+                        source,
+                    );
+                    black_box(out.len());
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse, sip);
 criterion_main!(benches);

@@ -19,18 +19,16 @@ pub struct RemoteCheck {
     pub show_numbers: bool,
 }
 
+/// A reason's name as the daemon's other answers print it: the proto value's name without its
+/// `REASON_` prefix (the daemon's list of names, `Reason::label`, is held equal to these by a
+/// test in `server::grpc`).
 fn reason_name(value: i32) -> &'static str {
     match Reason::try_from(value) {
-        Ok(Reason::NationalRegistry) => "NATIONAL_REGISTRY",
-        Ok(Reason::InternalDnc) => "INTERNAL_DNC",
-        Ok(Reason::Erased) => "ERASED",
-        Ok(Reason::NoConsent) => "NO_CONSENT",
-        Ok(Reason::BlockedPrefix) => "BLOCKED_PREFIX",
-        Ok(Reason::InvalidNumber) => "INVALID_NUMBER",
-        Ok(Reason::StaleList) => "STALE_LIST",
-        Ok(Reason::NotReady) => "NOT_READY",
-        Ok(Reason::FleetLag) => "FLEET_LAG",
-        _ => "UNKNOWN",
+        Ok(Reason::Unspecified) | Err(_) => "UNKNOWN",
+        Ok(reason) => {
+            let name = reason.as_str_name();
+            name.strip_prefix("REASON_").unwrap_or(name)
+        }
     }
 }
 

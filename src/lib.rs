@@ -31,15 +31,29 @@
 /// other write error is reported and exits 1.
 macro_rules! out {
     ($($arg:tt)*) => {
-        $crate::cli::write_stdout(format_args!($($arg)*))
+        $crate::write_stdout(format_args!($($arg)*))
     };
 }
 
 /// [`out!`] with a newline.
 macro_rules! outln {
     ($($arg:tt)*) => {
-        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+        $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
     };
+}
+
+/// Writes command output to stdout (see the `out!` macro): exits 141 when the reader has gone,
+/// 1 on any other write error, so a closed pipe is never a panic.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("suppressd: cannot write to stdout: {error}");
+        std::process::exit(1);
+    }
 }
 
 pub mod cli;

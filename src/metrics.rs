@@ -5,6 +5,7 @@
 //! buckets (25 µs to 10 ms), so they aggregate across daemons. The exporter is rendered on the
 //! HTTP plane's `/metrics`.
 
+use crate::policy::Reason;
 use crate::store::FailureKind;
 use metrics::{
     Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
@@ -83,17 +84,6 @@ pub enum Counted {
 }
 
 const VERDICTS: [&str; 3] = ["allow", "block", "invalid"];
-const REASONS: [&str; 9] = [
-    "national_registry",
-    "internal_dnc",
-    "erased",
-    "no_consent",
-    "blocked_prefix",
-    "invalid_number",
-    "stale_list",
-    "not_ready",
-    "fleet_lag",
-];
 const LATENCY_BUCKETS: [f64; 14] = [
     0.000_025, 0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.002, 0.003, 0.005,
     0.007_5, 0.01, 0.025,
@@ -111,7 +101,7 @@ const ERASURE_BUCKETS: [f64; 10] = [
 pub struct Metrics {
     handle: PrometheusHandle,
     checks: [[Counter; 3]; 3],
-    reasons: [[Counter; REASONS.len()]; 3],
+    reasons: [[Counter; Reason::ALL.len()]; 3],
     latency: [Histogram; 3],
     pub batch_size: Histogram,
     pub filter_hits: Counter,
@@ -235,8 +225,9 @@ fn install() -> Metrics {
             |verdict| counter!("suppressd_checks_total", "api" => api.name(), "verdict" => verdict),
         )
     });
+    // Label form of the one list of reason names (`Reason::label`), in lower case.
     let reasons = Api::ALL.map(|api| {
-        REASONS.map(|reason| counter!("suppressd_check_reasons_total", "api" => api.name(), "reason" => reason))
+        Reason::ALL.map(|reason| counter!("suppressd_check_reasons_total", "api" => api.name(), "reason" => reason.label().to_ascii_lowercase()))
     });
     let latency =
         Api::ALL.map(|api| histogram!("suppressd_check_duration_seconds", "api" => api.name()));
@@ -475,11 +466,122 @@ impl Metrics {
     }
 }
 
+/// The SIP dip's transports (label `transport` of the SIP metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SipTransport {
+    Udp = 0,
+    Tcp = 1,
+}
+
+const SIP_TRANSPORTS: [&str; 2] = ["udp", "tcp"];
+
+/// What the dip did with one message it read (label `outcome` of
+/// `suppressd_sip_messages_total`): every message read counts exactly once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SipOutcome {
+    /// 302: the number may be called.
+    Redirected = 0,
+    /// 603 or 608: the number must not be called.
+    Blocked = 1,
+    /// 503 without Retry-After: a set the campaign needs is not loaded.
+    Unavailable = 2,
+    /// 503 with Retry-After: refused by the in-flight limit or the tenant's rate.
+    Busy = 3,
+    /// 403, or 500: refused (unknown or unbound tenant or campaign).
+    Refused = 4,
+    /// 200 to OPTIONS.
+    Options = 5,
+    /// 405.
+    NotAllowed = 6,
+    /// An ACK, absorbed without an answer.
+    AckAbsorbed = 7,
+    /// Malformed, answered 400.
+    MalformedAnswered = 8,
+    /// Malformed, dropped (too little to answer, or too large).
+    MalformedDropped = 9,
+    /// A SIP response (the dip sends no requests): ignored.
+    ResponseIgnored = 10,
+}
+
+const SIP_OUTCOMES: [&str; 11] = [
+    "redirected",
+    "blocked",
+    "unavailable",
+    "busy",
+    "refused",
+    "options",
+    "not_allowed",
+    "ack_absorbed",
+    "malformed_answered",
+    "malformed_dropped",
+    "response_ignored",
+];
+
+/// The SIP dip's handles, built once (after the recorder, so they record into it).
+pub struct SipMetrics {
+    messages: [[Counter; 11]; 2],
+    send_errors: [Counter; 2],
+}
+
+static SIP_METRICS: OnceLock<SipMetrics> = OnceLock::new();
+
+/// The SIP dip's metrics (`suppressd_sip_*`); malformed messages and refused sources also
+/// count in [`Metrics::sip_malformed`] and [`Metrics::sip_source_refused`].
+pub fn sip_metrics() -> &'static SipMetrics {
+    SIP_METRICS.get_or_init(|| {
+        metrics();
+        describe_counter!(
+            "suppressd_sip_messages_total",
+            "SIP messages (datagrams or TCP frames) read from allowed sources, by transport and \
+             outcome: redirected (302), blocked (603/608), unavailable (503, a set not loaded), \
+             busy (503 with Retry-After, a limit), refused (403), options, not_allowed (405), \
+             ack_absorbed, malformed_answered (400), malformed_dropped, response_ignored."
+        );
+        describe_counter!(
+            "suppressd_sip_send_errors_total",
+            "SIP answers that could not be sent (UDP send or TCP write failed), by transport."
+        );
+        SipMetrics {
+            messages: SIP_TRANSPORTS.map(|transport| {
+                SIP_OUTCOMES.map(|outcome| {
+                    counter!("suppressd_sip_messages_total", "transport" => transport, "outcome" => outcome)
+                })
+            }),
+            send_errors: SIP_TRANSPORTS
+                .map(|transport| counter!("suppressd_sip_send_errors_total", "transport" => transport)),
+        }
+    })
+}
+
+impl SipMetrics {
+    #[inline]
+    pub fn message(&self, transport: SipTransport, outcome: SipOutcome) {
+        self.messages[transport as usize][outcome as usize].increment(1);
+        if matches!(
+            outcome,
+            SipOutcome::MalformedAnswered | SipOutcome::MalformedDropped
+        ) {
+            metrics().sip_malformed.increment(1);
+        }
+    }
+
+    #[inline]
+    pub fn send_error(&self, transport: SipTransport) {
+        self.send_errors[transport as usize].increment(1);
+    }
+
+    /// Messages from a source not in the source list: dropped (UDP) or closed at accept (TCP).
+    #[inline]
+    pub fn source_refused(&self, transport: SipTransport) {
+        metrics().sip_source_refused[transport as usize].increment(1);
+    }
+}
+
 /// Counts of one request's numbers, flushed to the counters once (not once per number).
 #[derive(Default)]
 pub struct Tally {
     verdicts: [u64; 3],
-    reasons: [u64; REASONS.len()],
+    reasons: [u64; Reason::ALL.len()],
 }
 
 impl Tally {

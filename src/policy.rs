@@ -45,7 +45,10 @@ impl Reason {
         Reason::FleetLag,
     ];
 
-    pub fn name(self) -> &'static str {
+    /// The reason's name: the one list of reason names. The wire form (HTTP JSON, SIP
+    /// `Reason` text, the client's output; the proto enum's value names are these with a
+    /// `REASON_` prefix, a test holds them together); metrics labels are it in lower case.
+    pub fn label(self) -> &'static str {
         match self {
             Reason::NationalRegistry => "NATIONAL_REGISTRY",
             Reason::InternalDnc => "INTERNAL_DNC",
@@ -59,7 +62,8 @@ impl Reason {
         }
     }
 
-    fn from_block(reason: BlockReason) -> Reason {
+    /// The reason a hit in a block set of this configured reason reports.
+    pub fn from_block(reason: BlockReason) -> Reason {
         match reason {
             BlockReason::NationalRegistry => Reason::NationalRegistry,
             BlockReason::InternalDnc => Reason::InternalDnc,
@@ -158,6 +162,9 @@ pub enum PolicyError {
 #[derive(Debug)]
 pub struct Policy {
     pub sets: Vec<SetDefinition>,
+    /// Set id → index in `sets`, so a set named in a request or a journal record is found
+    /// without a scan.
+    set_ids: HashMap<String, SetId>,
     pub tenants: HashMap<String, Tenant>,
     pub default_tenant: Option<String>,
     pub default_campaign: Option<String>,
@@ -222,7 +229,7 @@ impl Policy {
             .map(|(i, s)| (s.id.as_str(), i))
             .collect();
         let mut tenants = HashMap::new();
-        for (tenant_name, tenant) in &config.raw.tenants {
+        for (tenant_name, tenant) in config.tenants() {
             let region = Region::parse(&tenant.region).expect("validated region");
             let resolve = |name: &String| -> SetId {
                 let local = format!("{tenant_name}/{name}");
@@ -285,10 +292,19 @@ impl Policy {
         }
         Policy {
             sets: config.sets.clone(),
+            set_ids: index
+                .into_iter()
+                .map(|(id, at)| (id.to_owned(), at))
+                .collect(),
             tenants,
-            default_tenant: config.raw.defaults.tenant.clone(),
-            default_campaign: config.raw.defaults.campaign.clone(),
+            default_tenant: config.defaults().tenant.clone(),
+            default_campaign: config.defaults().campaign.clone(),
         }
+    }
+
+    /// The set with this id (`tenant/name`, or a global set's name).
+    pub fn set_id(&self, id: &str) -> Option<SetId> {
+        self.set_ids.get(id).copied()
     }
 
     /// The tenant and campaign a request means; empty names take the configured defaults.
@@ -457,54 +473,86 @@ impl CampaignState<'_> {
         })
     }
 
-    /// The decision for one number (already parsed, or the parse error).
-    pub fn decide(&self, number: Result<Number, NumberError>, today: Day) -> Decision {
+    /// The rules every number gets before any set is consulted: the reasons common to the
+    /// request, INVALID_NUMBER for a parse error, BLOCKED_PREFIX for a blocked prefix.
+    #[inline]
+    fn first_rules(&self, number: &Result<Number, NumberError>) -> Decision {
         let mut decision = Decision {
             reasons: self.common,
             ..Decision::default()
         };
-        let number = match number {
-            Ok(number) => number,
-            Err(_) => {
-                decision.reasons.insert(Reason::InvalidNumber);
-                return decision;
+        match number {
+            Ok(number) => {
+                decision.number = Some(*number);
+                if self.prefix_blocked(*number) {
+                    decision.reasons.insert(Reason::BlockedPrefix);
+                }
             }
-        };
-        decision.number = Some(number);
-        if self.prefix_blocked(number) {
-            decision.reasons.insert(Reason::BlockedPrefix);
+            Err(_) => decision.reasons.insert(Reason::InvalidNumber),
         }
+        decision
+    }
+
+    /// What the overlay (mutations since the snapshot) says of `number` in the set at
+    /// `position`; it overrides the snapshot when it says anything.
+    #[inline]
+    fn overlay_says(&self, position: usize, number: Number, today: Day) -> Option<bool> {
+        self.overlay(position)
+            .lookup(set_key(self.definition(position), number), today)
+    }
+
+    /// The rule of a hit in the block set at `position`: the set is named and its reason given.
+    #[inline]
+    fn block_hit(&self, decision: &mut Decision, position: usize) {
+        decision.matched |= 1 << position;
+        // Positions below block_sets.len() are block sets, whose reason is always set.
+        decision
+            .reasons
+            .insert(self.campaign.block_reasons[position]);
+    }
+
+    /// The consent rule, once every set was consulted for a valid number: a campaign that
+    /// requires consent blocks a number no consent set holds (unless a consent set is missing,
+    /// which NOT_READY already says).
+    #[inline]
+    fn consent_rule(&self, decision: &mut Decision, consented: bool) {
+        if self.campaign.require_consent && self.consent_ready && !consented {
+            decision.reasons.insert(Reason::NoConsent);
+        }
+    }
+
+    /// The decision for one number (already parsed, or the parse error).
+    pub fn decide(&self, number: Result<Number, NumberError>, today: Day) -> Decision {
+        let mut decision = self.first_rules(&number);
+        let Ok(number) = number else {
+            return decision;
+        };
         let blocks = self.campaign.block_sets.len();
         let mut consented = false;
         for (position, slot) in self.sets.iter().enumerate() {
             let Some(loaded) = slot else { continue };
-            let key = set_key(self.definition(position), number);
-            let hit = match self.overlay(position).lookup(key, today) {
-                Some(hit) => hit,
-                None => loaded.set.contains_key(key, today),
+            let hit = match self.overlay_says(position, number, today) {
+                Some(said) => said,
+                None => loaded
+                    .set
+                    .contains_key(set_key(self.definition(position), number), today),
             };
             if position < blocks {
                 if hit {
-                    decision.matched |= 1 << position;
-                    decision.reasons.insert(self.block_reason(position));
+                    self.block_hit(&mut decision, position);
                 }
             } else {
                 consented |= hit;
             }
         }
-        if self.campaign.require_consent && self.consent_ready && !consented {
-            decision.reasons.insert(Reason::NoConsent);
-        }
+        self.consent_rule(&mut decision, consented);
         decision
     }
 
-    fn block_reason(&self, position: usize) -> Reason {
-        // Positions below block_sets.len() are block sets, whose reason is always set.
-        self.campaign.block_reasons[position]
-    }
-
-    /// Decisions for many numbers, each set consulted once with a batched lookup.
-    /// Returns the filter counters summed over the sets consulted.
+    /// Decisions for many numbers, with the rules of [`CampaignState::decide`], each set
+    /// consulted once with a batched lookup (the loop runs per set, not per number, so the
+    /// engine can keep many lookups in flight). Returns the filter counters summed over the
+    /// sets consulted.
     pub fn decide_batch(
         &self,
         numbers: &[Result<Number, NumberError>],
@@ -516,22 +564,11 @@ impl CampaignState<'_> {
         let mut valid: Vec<Number> = Vec::with_capacity(numbers.len());
         let mut valid_at: Vec<usize> = Vec::with_capacity(numbers.len());
         for (index, number) in numbers.iter().enumerate() {
-            let mut decision = Decision {
-                reasons: self.common,
-                ..Decision::default()
-            };
-            match number {
-                Ok(number) => {
-                    decision.number = Some(*number);
-                    if self.prefix_blocked(*number) {
-                        decision.reasons.insert(Reason::BlockedPrefix);
-                    }
-                    valid.push(*number);
-                    valid_at.push(index);
-                }
-                Err(_) => decision.reasons.insert(Reason::InvalidNumber),
+            out.push(self.first_rules(number));
+            if let Ok(number) = number {
+                valid.push(*number);
+                valid_at.push(index);
             }
-            out.push(decision);
         }
         let blocks = self.campaign.block_sets.len();
         let mut hits = vec![false; valid.len()];
@@ -541,21 +578,17 @@ impl CampaignState<'_> {
             let counted = loaded.set.contains_batch(&valid, today, &mut hits);
             stats.filter_hits += counted.filter_hits;
             stats.confirmed += counted.confirmed;
-            let overlay = self.overlay(position);
-            if !overlay.is_empty() {
-                let definition = self.definition(position);
+            if !self.overlay(position).is_empty() {
                 for (hit, &number) in hits.iter_mut().zip(&valid) {
-                    if let Some(said) = overlay.lookup(set_key(definition, number), today) {
+                    if let Some(said) = self.overlay_says(position, number, today) {
                         *hit = said;
                     }
                 }
             }
             if position < blocks {
-                let reason = self.block_reason(position);
                 for (&hit, &index) in hits.iter().zip(&valid_at) {
                     if hit {
-                        out[index].matched |= 1 << position;
-                        out[index].reasons.insert(reason);
+                        self.block_hit(&mut out[index], position);
                     }
                 }
             } else {
@@ -564,12 +597,8 @@ impl CampaignState<'_> {
                 }
             }
         }
-        if self.campaign.require_consent && self.consent_ready {
-            for (&seen, &index) in consented.iter().zip(&valid_at) {
-                if !seen {
-                    out[index].reasons.insert(Reason::NoConsent);
-                }
-            }
+        for (&seen, &index) in consented.iter().zip(&valid_at) {
+            self.consent_rule(&mut out[index], seen);
         }
         stats
     }
@@ -581,5 +610,49 @@ pub fn set_key(definition: &SetDefinition, number: Number) -> u64 {
     match &definition.key {
         Some(key) => key.fingerprint(number),
         None => number.get(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_one_label_and_labels_are_unique() {
+        let labels: Vec<&str> = Reason::ALL.iter().map(|r| r.label()).collect();
+        for (index, reason) in Reason::ALL.iter().enumerate() {
+            // ALL lists every reason once, in discriminant order (bits and counters index it).
+            assert_eq!(*reason as usize, index);
+            let label = reason.label();
+            assert!(!label.is_empty(), "{reason:?}");
+            assert!(
+                label.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
+                "{label}: upper-case words joined by '_'"
+            );
+        }
+        let mut unique = labels.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), labels.len(), "{labels:?}");
+        // Lower case (the metrics label form) keeps them apart too.
+        let mut lower: Vec<String> = labels.iter().map(|l| l.to_ascii_lowercase()).collect();
+        lower.sort_unstable();
+        lower.dedup();
+        assert_eq!(lower.len(), labels.len());
+        // Every reason fits the bit set.
+        assert!(Reason::ALL.len() <= 16);
+    }
+
+    #[test]
+    fn block_reasons_map_to_their_reason() {
+        assert_eq!(
+            Reason::from_block(BlockReason::NationalRegistry).label(),
+            "NATIONAL_REGISTRY"
+        );
+        assert_eq!(
+            Reason::from_block(BlockReason::InternalDnc),
+            Reason::InternalDnc
+        );
+        assert_eq!(Reason::from_block(BlockReason::Erased), Reason::Erased);
     }
 }

@@ -312,20 +312,6 @@ pub fn per_key(bytes: u64, keys: u64) -> Option<f64> {
     (keys > 0).then(|| bytes as f64 / keys as f64)
 }
 
-/// Writes command output to stdout (see the `out!` macro): exits 141 when the reader has gone,
-/// 1 on any other write error, so a closed pipe is never a panic.
-pub fn write_stdout(args: std::fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    if let Err(error) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
-        if error.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(141);
-        }
-        eprintln!("suppressd: cannot write to stdout: {error}");
-        std::process::exit(1);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,10 +60,9 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: String,
-    /// The file as read. Read it through the accessors ([`Config::server`], [`Config::sip`],
-    /// ...): `raw` stays public only until the last direct reads outside `config` are
-    /// converted (issue 14).
-    pub raw: RawConfig,
+    /// The file as read; the rest of the crate reads it through the accessors
+    /// ([`Config::server`], [`Config::sip`], ...), so a setting's meaning has one home.
+    raw: RawConfig,
     pub grpc_listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
     pub http_listen: Option<SocketAddr>,

@@ -14,7 +14,7 @@ use crate::proto::admin::{
     ReloadResponse, SuppressRequest,
 };
 use crate::server::auth::{AuthError, Identity};
-use crate::server::grpc::{ServiceError, identity};
+use crate::server::errors::{ServiceError, identity};
 use crate::server::mutations::build::{self, Built, Origin, SetChange};
 use crate::server::mutations::{MutationError, Mutator, Receipt, Submitted};
 use crate::server::state::{State, now_ms};

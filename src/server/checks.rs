@@ -1,11 +1,22 @@
 //! Transport-neutral checks: what gRPC, HTTP and the SIP dip all ask, answered once.
 //!
-//! Resolves tenant and campaign, loads the sets in force once (one `ArcSwap` load), and returns
-//! plain Rust outcomes that each edge converts to its own wire format.
+//! Resolves tenant and campaign, charges the tenant's rate limit, loads the sets in force once
+//! (one `ArcSwap` load), and returns plain Rust outcomes that each edge converts to its own
+//! wire format; counts verdicts for the edges ([`count_verdicts`]). Never knows a wire format.
+//!
+//! What a check costs (the hot path, exactly): no mutex and no `await`. Resolving is two hash
+//! lookups; the rate limit, when the tenant has one, is a compare-and-swap on its bucket. The
+//! engine's lookups take no lock and allocate nothing. Around them a check allocates: the
+//! campaign state's list of consulted sets, a warning string per stale registry copy (allowed
+//! with a warning), the proof's version list, an error's strings, and for batches the parsed
+//! numbers and the decisions. A set whose overlay holds mutations since its snapshot is also
+//! asked through that overlay, a `DashMap` read: a shard read lock per number and set, held
+//! for one lookup and released before anything else (an empty overlay costs one atomic load).
 
 use crate::config::SetDefinition;
 use crate::engine::date::Day;
 use crate::engine::number::{Number, NumberError};
+use crate::metrics::{Api, Counted, Tally};
 use crate::policy::{Campaign, Decision, PolicyError, Reasons, SetId};
 use crate::server::limits::RateRefusal;
 use crate::server::state::State;
@@ -122,6 +133,26 @@ impl<'a> CheckOutcome<'a> {
     pub fn matched_sets(&self) -> impl Iterator<Item = &'a str> + '_ {
         self.proof.matched(self.matched)
     }
+}
+
+/// How a number's answer is counted: invalid input, else ALLOW when no reason applies.
+#[inline]
+pub fn counted(valid: bool, reasons: Reasons) -> Counted {
+    match (valid, reasons.is_empty()) {
+        (false, _) => Counted::Invalid,
+        (true, true) => Counted::Allow,
+        (true, false) => Counted::Block,
+    }
+}
+
+/// Counts the answers of one request (whether each number was valid, and its reasons) in the
+/// verdict and reason counters of `api`, flushed once per request.
+pub fn count_verdicts(api: Api, answers: impl IntoIterator<Item = (bool, Reasons)>) {
+    let mut tally = Tally::default();
+    for (valid, reasons) in answers {
+        tally.add(counted(valid, reasons), reasons);
+    }
+    tally.flush(api);
 }
 
 /// Answers for many numbers of one tenant and campaign.

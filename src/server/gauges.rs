@@ -3,7 +3,7 @@
 //! only. Lives in the server because it reads the server's state; `crate::metrics` owns the
 //! handles and knows nothing of the server.
 
-use crate::config::BlockReason;
+use crate::policy::Reason;
 use crate::server::mutations::Mutator;
 use crate::server::state::State;
 use metrics::gauge;
@@ -17,12 +17,10 @@ pub fn refresh(state: &State, mutator: Option<&Mutator>) {
     for (id, definition) in state.policy.sets.iter().enumerate() {
         let set = definition.id.clone();
         let slot = loaded.slots[id].as_deref();
-        let reason = match definition.reason {
-            Some(BlockReason::NationalRegistry) => "national_registry",
-            Some(BlockReason::InternalDnc) => "internal_dnc",
-            Some(BlockReason::Erased) => "erased",
-            None => "none",
-        };
+        let reason = definition.reason.map_or_else(
+            || "none".to_owned(),
+            |r| Reason::from_block(r).label().to_ascii_lowercase(),
+        );
         gauge!("suppressd_set_info", "set" => set.clone(), "kind" => definition.kind.name(), "reason" => reason).set(1.0);
         gauge!("suppressd_set_loaded", "set" => set.clone()).set(if slot.is_some() {
             1.0

@@ -1,108 +1,60 @@
 //! The gRPC data plane: converts between proto types and the policy, and nothing else.
 //!
-//! Every internal error becomes a gRPC status in one place ([`ServiceError`]'s `From` impl).
-//! Handlers read the sets in force with one `ArcSwap` load per request and never lock.
+//! Every internal error becomes a gRPC status in one place: its class
+//! ([`crate::server::errors`]) through [`grpc_code`]. Handlers read the sets in force with one
+//! `ArcSwap` load per request; what a check does beyond that is in `checks.rs`'s module doc.
+//! Never decides a verdict, never maps an error outside [`grpc_code`].
 
 use crate::engine::date::Day;
 use crate::engine::number::Number;
-use crate::metrics::{Api, Counted, Shed, Tally, metrics};
-use crate::policy::{PolicyError, Reason};
+use crate::metrics::{Api, Counted, Shed, metrics};
+use crate::policy::Reason;
 use crate::proto::suppression_server::Suppression;
 use crate::proto::{
     self, BlockedItem, CampaignStatus, CheckBatchRequest, CheckBatchResponse, CheckRequest,
     CheckResponse, SetStatus, SetVersion, StatusRequest, StatusResponse, TenantStatus, Verdict,
 };
 use crate::server::auth::{AuthError, Identity, Role};
-use crate::server::checks::{CheckError, Proof};
+use crate::server::checks::{CheckError, Proof, count_verdicts, counted};
+use crate::server::errors::{Classify, ErrorClass, ServiceError, identity};
 use crate::server::state::{State, now_ms};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-/// Internal failures of a request, mapped to gRPC codes in one place.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error(transparent)]
-    Policy(#[from] PolicyError),
-    #[error("batch of {count} numbers exceeds the limit of {limit} (server.max_batch)")]
-    BatchTooLarge { count: usize, limit: usize },
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    InvalidArgument(String),
-    /// A request id already used by this tenant for a different request.
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// The journal cannot make a mutation durable: nothing was acknowledged.
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    /// The tenant is over its rate limit, or asked for more than its burst at once.
-    #[error(transparent)]
-    RateLimited(crate::server::checks::CheckError),
-    /// `server.max_in_flight` check requests are already in flight: refused, not queued.
-    #[error(
-        "overloaded: {limit} check requests already in flight (server.max_in_flight); retry later"
-    )]
-    Overloaded { limit: usize },
-}
-
-impl From<CheckError> for ServiceError {
-    fn from(error: CheckError) -> ServiceError {
-        match error {
-            CheckError::Policy(policy) => ServiceError::Policy(policy),
-            limited => {
-                metrics().shed(Api::Grpc, Shed::RateLimit);
-                ServiceError::RateLimited(limited)
-            }
-        }
+/// The gRPC status code of each error class: the one place gRPC maps errors.
+pub fn grpc_code(class: ErrorClass) -> tonic::Code {
+    match class {
+        ErrorClass::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorClass::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorClass::PermissionDenied => tonic::Code::PermissionDenied,
+        ErrorClass::NotFound => tonic::Code::NotFound,
+        ErrorClass::AlreadyExists => tonic::Code::AlreadyExists,
+        ErrorClass::ResourceExhausted => tonic::Code::ResourceExhausted,
+        ErrorClass::Unavailable => tonic::Code::Unavailable,
+        ErrorClass::Internal => tonic::Code::Internal,
     }
 }
 
 impl From<ServiceError> for Status {
     fn from(error: ServiceError) -> Status {
-        let message = error.to_string();
-        match error {
-            ServiceError::Policy(
-                PolicyError::UnknownTenant(_) | PolicyError::UnknownCampaign { .. },
-            ) => Status::not_found(message),
-            ServiceError::Policy(PolicyError::NoTenant | PolicyError::NoCampaign) => {
-                Status::invalid_argument(message)
-            }
-            ServiceError::BatchTooLarge { .. } | ServiceError::InvalidArgument(_) => {
-                Status::invalid_argument(message)
-            }
-            ServiceError::NotFound(_) => Status::not_found(message),
-            ServiceError::AlreadyExists(_) => Status::already_exists(message),
-            ServiceError::Unavailable(_) => Status::unavailable(message),
-            ServiceError::Internal(_) => Status::internal(message),
-            ServiceError::Auth(AuthError::Unauthenticated) => Status::unauthenticated(message),
-            ServiceError::Auth(AuthError::PermissionDenied(_)) => {
-                Status::permission_denied(message)
-            }
-            ServiceError::RateLimited(_) | ServiceError::Overloaded { .. } => {
-                Status::resource_exhausted(message)
-            }
-        }
+        Status::new(grpc_code(error.classify()), error.to_string())
     }
 }
 
-pub fn proto_reason(reason: Reason) -> proto::Reason {
-    match reason {
-        Reason::NationalRegistry => proto::Reason::NationalRegistry,
-        Reason::InternalDnc => proto::Reason::InternalDnc,
-        Reason::Erased => proto::Reason::Erased,
-        Reason::NoConsent => proto::Reason::NoConsent,
-        Reason::BlockedPrefix => proto::Reason::BlockedPrefix,
-        Reason::InvalidNumber => proto::Reason::InvalidNumber,
-        Reason::StaleList => proto::Reason::StaleList,
-        Reason::NotReady => proto::Reason::NotReady,
-        Reason::FleetLag => proto::Reason::FleetLag,
+/// A check's refusal as a service error, counting the rate limit's refusals as shed.
+fn refused_check(error: CheckError) -> ServiceError {
+    if error.is_rate_limit() {
+        metrics().shed(Api::Grpc, Shed::RateLimit);
     }
+    ServiceError::from(error)
+}
+
+/// The proto value of a reason: the proto enum lists the reasons in [`Reason::ALL`]'s order
+/// after `REASON_UNSPECIFIED` (a test holds the two lists together, names included).
+pub fn proto_reason(reason: Reason) -> proto::Reason {
+    proto::Reason::try_from(reason as i32 + 1).unwrap_or(proto::Reason::Unspecified)
 }
 
 fn set_versions(proof: &Proof<'_>) -> Vec<SetVersion> {
@@ -135,15 +87,9 @@ impl SuppressionService {
         let tenant = Identity::tenant_for(identity, &request.tenant)?;
         let outcome = self
             .state
-            .check_text(tenant, &request.campaign, &request.number)?;
-        let mut tally = Tally::default();
-        let counted = match (outcome.number.is_some(), outcome.allowed()) {
-            (false, _) => Counted::Invalid,
-            (true, true) => Counted::Allow,
-            (true, false) => Counted::Block,
-        };
-        tally.add(counted, outcome.reasons);
-        tally.flush(Api::Grpc);
+            .check_text(tenant, &request.campaign, &request.number)
+            .map_err(refused_check)?;
+        count_verdicts(Api::Grpc, [(outcome.number.is_some(), outcome.reasons)]);
         metrics().latency(Api::Grpc, started);
         Ok(CheckResponse {
             verdict: if outcome.allowed() {
@@ -176,30 +122,24 @@ impl SuppressionService {
     ) -> Result<CheckBatchResponse, ServiceError> {
         let tenant = Identity::tenant_for(identity, &request.tenant)?;
         let count = request.numbers.len() + request.e164.len();
-        let limit = self.state.config.raw.server.max_batch;
+        let limit = self.state.config.server().max_batch;
         if count > limit {
             return Err(ServiceError::BatchTooLarge { count, limit });
         }
         let started = std::time::Instant::now();
-        let (outcome, numbers) =
-            self.state
-                .check_many(tenant, &request.campaign, &request.numbers, &request.e164)?;
-        let mut tally = Tally::default();
+        let (outcome, numbers) = self
+            .state
+            .check_many(tenant, &request.campaign, &request.numbers, &request.e164)
+            .map_err(refused_check)?;
         let mut verdicts = Vec::with_capacity(count);
         let mut blocked = Vec::new();
         for (index, (decision, number)) in outcome.decisions.iter().zip(&numbers).enumerate() {
-            let verdict = match (number, decision.allowed()) {
-                (Err(_), _) => Verdict::Invalid,
-                (Ok(_), true) => Verdict::Allow,
-                (Ok(_), false) => Verdict::Block,
+            let verdict = match counted(number.is_ok(), decision.reasons) {
+                Counted::Invalid => Verdict::Invalid,
+                Counted::Allow => Verdict::Allow,
+                Counted::Block => Verdict::Block,
             };
             verdicts.push(verdict as u8);
-            let counted = match verdict {
-                Verdict::Allow => Counted::Allow,
-                Verdict::Invalid => Counted::Invalid,
-                _ => Counted::Block,
-            };
-            tally.add(counted, decision.reasons);
             if verdict != Verdict::Allow {
                 blocked.push(BlockedItem {
                     index: index as u32,
@@ -214,7 +154,14 @@ impl SuppressionService {
                 });
             }
         }
-        tally.flush(Api::Grpc);
+        count_verdicts(
+            Api::Grpc,
+            outcome
+                .decisions
+                .iter()
+                .zip(&numbers)
+                .map(|(decision, number)| (number.is_ok(), decision.reasons)),
+        );
         let metrics = metrics();
         metrics.batch_size.record(count as f64);
         metrics.latency(Api::Grpc, started);
@@ -368,11 +315,6 @@ impl SuppressionService {
             started_at_unix_ms: state.started_at_ms,
         })
     }
-}
-
-/// The authenticated caller, if any (set by the interceptor).
-pub fn identity<T>(request: &Request<T>) -> Option<&Identity> {
-    request.extensions().get::<Arc<Identity>>().map(Arc::as_ref)
 }
 
 /// The gRPC interceptor: authenticates the `authorization` metadata and attaches the identity.
@@ -562,10 +504,13 @@ where
                             limit: state.in_flight.limit,
                         })
                     }
-                    Gate::Every { in_flight, setting } => Status::resource_exhausted(format!(
-                        "overloaded: {} requests already in flight ({setting}); retry later",
-                        in_flight.limit
-                    )),
+                    Gate::Every { in_flight, setting } => Status::new(
+                        grpc_code(ErrorClass::ResourceExhausted),
+                        format!(
+                            "overloaded: {} requests already in flight ({setting}); retry later",
+                            in_flight.limit
+                        ),
+                    ),
                 };
                 return Box::pin(std::future::ready(Ok(status.into_http())));
             }
@@ -621,6 +566,22 @@ mod tests {
             .get("grpc-status")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
+    }
+
+    /// The proto enum and the one list of reason names say the same, value for value.
+    #[test]
+    fn proto_reasons_are_the_reason_labels() {
+        for reason in Reason::ALL {
+            let value = proto_reason(reason);
+            assert_ne!(value, proto::Reason::Unspecified, "{reason:?}");
+            assert_eq!(
+                value.as_str_name(),
+                format!("REASON_{}", reason.label()),
+                "{reason:?}"
+            );
+        }
+        // And nothing more: the value after the last reason is not a reason.
+        assert!(proto::Reason::try_from(Reason::ALL.len() as i32 + 1).is_err());
     }
 
     #[tokio::test]

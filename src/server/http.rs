@@ -4,13 +4,16 @@
 //! `GET /v1/check?number=&tenant=&campaign=` answers one number; `POST /v1/check` a JSON batch.
 //! Same policy and proof fields as gRPC. Invalid number: 400 with verdict BLOCK; set not loaded:
 //! 503 with verdict BLOCK (fail closed); unknown tenant or campaign: 404. Errors are JSON and
-//! never echo a number in the clear.
+//! never echo a number in the clear. An error's HTTP status comes from its class
+//! ([`crate::server::errors`]) through [`http_status`], the one place HTTP maps errors; the
+//! statuses of HTTP's own faults (413, 415, 408) are written where they are found.
 
 use crate::engine::number::{NumberError, mask_input};
-use crate::metrics::{Api, Counted, Shed, Tally, metrics};
-use crate::policy::{PolicyError, Reason, Reasons};
+use crate::metrics::{Api, Shed, metrics};
+use crate::policy::{Reason, Reasons};
 use crate::server::auth::{AuthError, Identity};
-use crate::server::checks::{CheckError, CheckOutcome, Proof};
+use crate::server::checks::{CheckError, CheckOutcome, Proof, count_verdicts};
+use crate::server::errors::{Classify, ErrorClass};
 use crate::server::state::{State, now_ms};
 use axum::Json;
 use axum::extract::{Query, State as Shared};
@@ -68,7 +71,7 @@ fn clip(text: &str) -> String {
 }
 
 pub fn router(state: Arc<State>) -> axum::Router {
-    let body_limit = state.config.raw.server.max_message_bytes;
+    let body_limit = state.config.server().max_message_bytes;
     let checks = axum::Router::new()
         .route("/v1/check", get(check_one).post(check_batch))
         // Kamailio's http_connect joins its base URL and the path with '/': a base URL ending
@@ -119,14 +122,17 @@ fn metrics_for(state: &State, headers: &HeaderMap, anonymous_ok: bool) -> Respon
         _ => match state.secrets.authenticator.authenticate(header) {
             Ok(identity) => identity,
             Err(_) => {
-                return (StatusCode::UNAUTHORIZED, "a metrics credential is needed\n")
+                return (
+                    http_status(ErrorClass::Unauthenticated),
+                    "a metrics credential is needed\n",
+                )
                     .into_response();
             }
         },
     };
     if !Identity::may_read_metrics(identity.as_deref()) {
         return (
-            StatusCode::FORBIDDEN,
+            http_status(ErrorClass::PermissionDenied),
             "metrics need a metrics or operator credential\n",
         )
             .into_response();
@@ -164,7 +170,7 @@ async fn shed_overload(
     let Some(_permit) = state.in_flight.try_enter() else {
         metrics().shed(Api::Http, Shed::Overload);
         return refuse(
-            StatusCode::TOO_MANY_REQUESTS,
+            http_status(ErrorClass::ResourceExhausted),
             format!(
                 "overloaded: {} check requests already in flight (server.max_in_flight); retry later",
                 state.in_flight.limit
@@ -172,7 +178,7 @@ async fn shed_overload(
             Some(std::time::Duration::from_secs(1)),
         );
     };
-    let timeout = std::time::Duration::from_millis(state.config.raw.server.request_timeout_ms);
+    let timeout = std::time::Duration::from_millis(state.config.server().request_timeout_ms);
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => refuse(
@@ -193,7 +199,7 @@ impl Serialize for ReasonNames {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(None)?;
         for reason in self.0.iter() {
-            seq.serialize_element(reason.name())?;
+            seq.serialize_element(reason.label())?;
         }
         seq.end()
     }
@@ -280,29 +286,35 @@ struct BatchAnswer<'a> {
     warnings: &'a [String],
 }
 
-/// HTTP status and JSON for a check error: the one place HTTP maps errors.
+/// The HTTP status of each error class: the one place HTTP maps errors.
+pub fn http_status(class: ErrorClass) -> StatusCode {
+    match class {
+        ErrorClass::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorClass::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorClass::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorClass::NotFound => StatusCode::NOT_FOUND,
+        ErrorClass::AlreadyExists => StatusCode::CONFLICT,
+        ErrorClass::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The JSON refusal of a check error, counting the rate limit's refusals as shed.
 fn check_error(error: &CheckError) -> Response {
-    let status = match error {
-        CheckError::Policy(PolicyError::UnknownTenant(_) | PolicyError::UnknownCampaign { .. }) => {
-            StatusCode::NOT_FOUND
-        }
-        CheckError::Policy(PolicyError::NoTenant | PolicyError::NoCampaign) => {
-            StatusCode::BAD_REQUEST
-        }
-        CheckError::RateLimited { .. } | CheckError::OverBurst { .. } => {
-            metrics().shed(Api::Http, Shed::RateLimit);
-            StatusCode::TOO_MANY_REQUESTS
-        }
-    };
-    refuse(status, error.to_string(), error.retry_after())
+    if error.is_rate_limit() {
+        metrics().shed(Api::Http, Shed::RateLimit);
+    }
+    refuse(
+        http_status(error.classify()),
+        error.to_string(),
+        error.retry_after(),
+    )
 }
 
 /// A 401 or 403 refusal as JSON.
 fn auth_refusal(error: AuthError) -> Box<Response> {
-    let status = match error {
-        AuthError::Unauthenticated => StatusCode::UNAUTHORIZED,
-        AuthError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-    };
+    let status = http_status(error.classify());
     Box::new(
         (
             status,
@@ -347,7 +359,7 @@ async fn check_one(
     };
     let query = match parse_query(&uri) {
         Ok(query) => query,
-        Err(error) => return refuse(StatusCode::BAD_REQUEST, error, None),
+        Err(error) => return refuse(http_status(ErrorClass::InvalidArgument), error, None),
     };
     let tenant = match Identity::tenant_for(identity.as_deref(), &query.tenant) {
         Ok(tenant) => tenant.to_owned(),
@@ -358,14 +370,7 @@ async fn check_one(
         Ok(outcome) => outcome,
         Err(error) => return check_error(&error),
     };
-    let mut tally = Tally::default();
-    let counted = match (outcome.number.is_some(), outcome.allowed()) {
-        (false, _) => Counted::Invalid,
-        (true, true) => Counted::Allow,
-        (true, false) => Counted::Block,
-    };
-    tally.add(counted, outcome.reasons);
-    tally.flush(Api::Http);
+    count_verdicts(Api::Http, [(outcome.number.is_some(), outcome.reasons)]);
     let mut body = CheckAnswer::new(&outcome);
     let status = if outcome.reasons.contains(Reason::InvalidNumber) {
         let reason = crate::engine::number::NumberParser::new(None)
@@ -416,7 +421,7 @@ async fn check_batch(
     }
     // The body is bounded by what max_batch numbers can take; a declared length over it is
     // refused before waiting for the body.
-    let server = &state.config.raw.server;
+    let server = state.config.server();
     let limit = crate::server::limits::http_body_limit(server);
     let too_large = || {
         refuse(
@@ -441,7 +446,7 @@ async fn check_batch(
     };
     let body = match parse_batch(&bytes, server.max_batch) {
         Ok(body) => body,
-        Err(error) => return refuse(StatusCode::BAD_REQUEST, error, None),
+        Err(error) => return refuse(http_status(ErrorClass::InvalidArgument), error, None),
     };
     drop(bytes);
     let started = std::time::Instant::now();
@@ -466,21 +471,19 @@ async fn check_batch(
             },
             Err(error) => BatchResult::Invalid {
                 error: error.to_string(),
-                reasons: [Reason::InvalidNumber.name()],
+                reasons: [Reason::InvalidNumber.label()],
                 verdict: "INVALID",
             },
         })
         .collect();
-    let mut tally = Tally::default();
-    for (decision, number) in outcome.decisions.iter().zip(&numbers) {
-        let counted = match (number.is_ok(), decision.allowed()) {
-            (false, _) => Counted::Invalid,
-            (true, true) => Counted::Allow,
-            (true, false) => Counted::Block,
-        };
-        tally.add(counted, decision.reasons);
-    }
-    tally.flush(Api::Http);
+    count_verdicts(
+        Api::Http,
+        outcome
+            .decisions
+            .iter()
+            .zip(&numbers)
+            .map(|(decision, number)| (number.is_ok(), decision.reasons)),
+    );
     metrics().batch_size.record(numbers.len() as f64);
     metrics().latency(Api::Http, started);
     let not_ready = outcome

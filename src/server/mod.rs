@@ -12,6 +12,7 @@ pub mod admin;
 pub mod auth;
 pub mod checks;
 pub mod codec;
+pub mod errors;
 pub mod gauges;
 pub mod grpc;
 pub mod http;

@@ -8,12 +8,10 @@ use crate::server::{CLEAN, CONFIG, REGISTRY, TestDaemon, e164, write_all_sets};
 use http_body_util::BodyExt;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use suppressd::engine::date::Day;
 use suppressd::proto::suppression_client::SuppressionClient;
 use suppressd::proto::{CheckBatchRequest, CheckRequest, Verdict};
-use suppressd::server::sip::COUNTERS;
 use tonic::Code;
 use tonic::codegen::Service;
 
@@ -999,7 +997,7 @@ async fn sip_answers_only_allowed_sources() {
     let daemon = start(&text).await;
     let udp = daemon.handle.sip_udp_addr.unwrap();
     let tcp = daemon.handle.sip_tcp_addr.unwrap();
-    let refused_before = COUNTERS.sources_refused.load(Ordering::Relaxed);
+    let refused_before = crate::sip::metric("suppressd_sip_source_refused_total", &[]);
     tokio::task::spawn_blocking(move || {
         // Allowed: 127.0.0.1.
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -1034,8 +1032,8 @@ async fn sip_answers_only_allowed_sources() {
         .await
         .expect("the connection was neither answered nor closed");
     assert!(matches!(read, Ok(0) | Err(_)), "answered: {read:?}");
-    let refused = COUNTERS.sources_refused.load(Ordering::Relaxed) - refused_before;
-    assert!(refused >= 2, "refused {refused}");
+    let refused = crate::sip::metric("suppressd_sip_source_refused_total", &[]) - refused_before;
+    assert!(refused >= 2.0, "refused {refused}");
     let metrics = suppressd::metrics::metrics().render();
     for transport in ["udp", "tcp"] {
         let line = metrics
@@ -1340,8 +1338,8 @@ async fn memory_stays_under_the_in_flight_bound() {
     let text = std::fs::read_to_string(daemon._dir.path().join("config.toml")).unwrap();
     let server = suppressd::config::Config::parse(&text, "bound.toml", daemon._dir.path())
         .unwrap()
-        .raw
-        .server;
+        .server()
+        .clone();
     let bound = suppressd::server::limits::in_flight_memory_bound(&server) as u64;
     let pid = daemon.child.id();
     let (grpc, http) = (daemon.grpc, daemon.http);

@@ -6,10 +6,34 @@ use crate::server::{
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use suppressd::engine::date::Day;
-use suppressd::server::sip::COUNTERS;
+
+/// The value of one series of the daemon's metrics (0 when absent), summed over the series of
+/// `name` whose labels include every one of `labels`. The recorder is process-wide: compare
+/// before and after, never absolute values.
+pub fn metric(name: &str, labels: &[(&str, &str)]) -> f64 {
+    suppressd::metrics::metrics()
+        .render()
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                && labels
+                    .iter()
+                    .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Messages the dip counted with this transport and outcome.
+fn sip_messages(transport: &str, outcome: &str) -> f64 {
+    metric(
+        "suppressd_sip_messages_total",
+        &[("transport", transport), ("outcome", outcome)],
+    )
+}
 
 fn sip_config() -> String {
     format!("{CONFIG}\n[sip]\nlisten_udp = \"127.0.0.1:0\"\nlisten_tcp = \"127.0.0.1:0\"\n")
@@ -263,7 +287,8 @@ async fn udp_answers_every_case() {
         }
 
         // Malformed but answerable: 400 with a Warning. Unanswerable: dropped, counted.
-        let answered = COUNTERS.malformed_answered.load(Ordering::Relaxed);
+        let answered = sip_messages("udp", "malformed_answered");
+        let malformed = metric("suppressd_sip_malformed_total", &[]);
         let bad =
             invite_to(&e164(CLEAN), &via, "bad", "").replace("CSeq: 1 INVITE", "CSeq: one INVITE");
         let response = udp.ask(&bad);
@@ -271,8 +296,9 @@ async fn udp_answers_every_case() {
             (response.status, response.header("Warning")),
             (400, Some("399 suppressd \"malformed CSeq\""))
         );
-        assert!(COUNTERS.malformed_answered.load(Ordering::Relaxed) > answered);
-        let dropped = COUNTERS.malformed_dropped.load(Ordering::Relaxed);
+        assert!(sip_messages("udp", "malformed_answered") > answered);
+        let dropped = sip_messages("udp", "malformed_dropped");
+        let absorbed = sip_messages("udp", "ack_absorbed");
         udp.send("\u{1}\u{2} not SIP at all");
         udp.send(
             &invite_to(&e164(CLEAN), &via, "no-call-id", "")
@@ -290,7 +316,10 @@ async fn udp_answers_every_case() {
             udp.silent(Duration::from_millis(300)),
             "the dip answered an ACK or garbage"
         );
-        assert!(COUNTERS.malformed_dropped.load(Ordering::Relaxed) >= dropped + 2);
+        assert!(sip_messages("udp", "malformed_dropped") >= dropped + 2.0);
+        assert!(sip_messages("udp", "ack_absorbed") > absorbed);
+        // The dashboards' series counts both (it was described but never counted before).
+        assert!(metric("suppressd_sip_malformed_total", &[]) >= malformed + 3.0);
         // The dip still answers after all that.
         assert_eq!(
             udp.ask(&request("OPTIONS", "sip:127.0.0.1", &via, "after", ""))
@@ -504,5 +533,66 @@ async fn block_status_608_is_configurable() {
     })
     .await
     .unwrap();
+    daemon.shutdown().await;
+}
+
+/// The dip's checks count like every API's: verdicts, reasons and durations with `api="sip"`
+/// (the latency alert and its promtool test rely on `suppressd_check_duration_seconds{api="sip"}`),
+/// and every message in `suppressd_sip_messages_total` by transport and outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sip_checks_are_counted_like_every_api() {
+    let daemon = start(true).await;
+    let dip = daemon.handle.sip_udp_addr.unwrap();
+    let checks = |verdict: &str| {
+        metric(
+            "suppressd_checks_total",
+            &[("api", "sip"), ("verdict", verdict)],
+        )
+    };
+    let before = (
+        checks("allow"),
+        checks("block"),
+        checks("invalid"),
+        metric(
+            "suppressd_check_reasons_total",
+            &[("api", "sip"), ("reason", "national_registry")],
+        ),
+        metric("suppressd_check_duration_seconds_count", &[("api", "sip")]),
+        sip_messages("udp", "redirected"),
+        sip_messages("udp", "blocked"),
+    );
+    tokio::task::spawn_blocking(move || {
+        let udp = Udp::open(dip);
+        let via = udp.via();
+        assert_eq!(
+            udp.ask(&invite_to(&e164(CLEAN), &via, "c1", "")).status,
+            302
+        );
+        assert_eq!(
+            udp.ask(&invite_to(&e164(REGISTRY), &via, "c2", "")).status,
+            603
+        );
+        assert_eq!(udp.ask(&invite_to("12ab", &via, "c3", "")).status, 603);
+    })
+    .await
+    .unwrap();
+    assert!(checks("allow") > before.0, "no allow counted for api=sip");
+    assert!(checks("block") > before.1, "no block counted for api=sip");
+    assert!(
+        checks("invalid") > before.2,
+        "no invalid counted for api=sip"
+    );
+    assert!(
+        metric(
+            "suppressd_check_reasons_total",
+            &[("api", "sip"), ("reason", "national_registry")],
+        ) > before.3
+    );
+    assert!(
+        metric("suppressd_check_duration_seconds_count", &[("api", "sip")]) >= before.4 + 3.0,
+        "SIP check durations not recorded"
+    );
+    assert!(sip_messages("udp", "redirected") > before.5);
+    assert!(sip_messages("udp", "blocked") >= before.6 + 2.0);
     daemon.shutdown().await;
 }

@@ -109,8 +109,7 @@ fn tenant_set(
             .iter()
             .position(|d| mine(d) && d.kind == kind && (reason.is_none() || d.reason == reason))
     } else {
-        let id = format!("{tenant}/{name}");
-        policy.sets.iter().position(|d| d.id == id)
+        policy.set_id(&format!("{tenant}/{name}"))
     };
     let id = found.ok_or_else(|| {
         MutationError::NotFound(format!("tenant '{tenant}' has no such {} set", kind.name()))
@@ -247,9 +246,8 @@ pub fn change_list(
     origin: Origin,
 ) -> Result<Built, MutationError> {
     let id = policy
-        .sets
-        .iter()
-        .position(|d| d.id == set && d.tenant.is_none())
+        .set_id(set)
+        .filter(|&id| policy.sets[id].tenant.is_none())
         .ok_or_else(|| {
             MutationError::NotFound(format!(
                 "no global set '{}'",

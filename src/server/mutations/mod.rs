@@ -459,7 +459,7 @@ fn apply_ops(state: &State, mutation: &Mutation, seq: u64) {
         .sets
         .iter()
         .map(|name| {
-            let id = state.policy.sets.iter().position(|d| &d.id == name);
+            let id = state.policy.set_id(name);
             if id.is_none() {
                 tracing::warn!(set = %name, seq, "journal names a set the config no longer has; skipped");
             }
