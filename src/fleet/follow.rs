@@ -1,14 +1,16 @@
 //! The follower: this host's one path from the stream into its journal and overlays.
 //!
-//! Fetches batches from the host's durable consumer, opens and decodes each message (a message
-//! it cannot open or decode stops the follower, loudly: skipping it would drop an opt-out, so
-//! the host lags and fails closed instead), hands the batch to the [`Sink`] (the mutation
-//! service: one group commit, each record carrying its stream sequence), and acks after the
-//! fsync. Sequences are applied strictly one after the other: one at or below the last applied
-//! is skipped (a redelivery changes nothing), and one past the next expected (an earlier
-//! message's redelivery still pending) is never applied ahead of it: the follower starts again
-//! from the consumer made anew after its journal. Knows when it was last caught up: an empty fetch, or a message with nothing
-//! pending behind it; [`super::Status`] turns that into the lag.
+//! Pulls from the host's durable consumer (one pull stays open: nothing is polled), takes
+//! what has arrived as a batch, opens and decodes each message (a message it cannot open or
+//! decode stops the follower, loudly: skipping it would drop an opt-out, so the host lags and
+//! fails closed instead), hands the batch to the [`Sink`] (the mutation service: one group
+//! commit, each record carrying its stream sequence), and acks after the fsync. Sequences are
+//! applied strictly one after the other: one at or below the last applied is skipped (a
+//! redelivery changes nothing), and one past the next expected (an earlier message's
+//! redelivery still pending) is never applied ahead of it: the follower starts again from the
+//! consumer made anew after its journal. Knows when it was last caught up: a message with
+//! nothing pending behind it, or JetStream's answer, after a quiet spell, that nothing is
+//! pending; [`super::Status`] turns that into the lag.
 
 use super::Fleet;
 use crate::store::Mutation;
@@ -16,10 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::StreamExt;
 
-/// Messages asked for per fetch (a group commit of the journal takes them all at once).
+/// Messages applied in one group commit at most (and asked for per pull request).
 const BATCH: usize = 1000;
-/// How long one fetch waits for messages; an empty answer confirms this host caught up.
-const FETCH_WAIT: Duration = Duration::from_millis(500);
+/// Quiet this long: confirm with JetStream that nothing is pending (the lag clock).
+const IDLE: Duration = Duration::from_millis(500);
+/// JetStream's heartbeat on an idle pull: a missed one ends the pull with an error.
+const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Pause after a failed connection, stream or consumer operation, or a failed journal write.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -88,23 +92,43 @@ async fn follow(fleet: &Fleet, sink: &Arc<dyn Sink>) -> Result<(), String> {
     let consumer = fleet.ensure_consumer(&stream, applied).await?;
     fleet.status.set_following(true);
     let metrics = crate::metrics::fleet_metrics();
+    // A continuous pull: JetStream keeps a pull request open and delivers each message as it
+    // lands, so applying waits for no poll (a fetch loop would also spin while idle).
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(BATCH)
+        .heartbeat(HEARTBEAT)
+        .messages()
+        .await
+        .map_err(|e| format!("pull: {e}"))?;
     loop {
         let asked_at = now_ms();
-        let mut messages = consumer
-            .fetch()
-            .max_messages(BATCH)
-            .expires(FETCH_WAIT)
-            .messages()
-            .await
-            .map_err(|e| format!("fetch: {e}"))?;
-        let mut received = Vec::new();
-        while let Some(message) = messages.next().await {
-            received.push(message.map_err(|e| format!("fetch: {e}"))?);
-        }
-        let Some(last) = received.last() else {
-            fleet.status.caught_up(asked_at);
+        let Ok(first) = tokio::time::timeout(IDLE, messages.next()).await else {
+            // Nothing for a while: ask JetStream whether this host has everything. Delivered
+            // and applied through expected - 1, nothing pending: caught up as of the question.
+            let info = tokio::time::timeout(IDLE, consumer.get_info())
+                .await
+                .map_err(|_| "consumer info: timed out".to_owned())?
+                .map_err(|e| format!("consumer info: {e}"))?;
+            fleet
+                .status
+                .saw_stream_last(info.delivered.stream_sequence + info.num_pending);
+            if info.num_pending == 0 && info.delivered.stream_sequence < expected {
+                fleet.status.caught_up(asked_at);
+            }
             continue;
         };
+        let first = first.ok_or("pull: the message stream ended")?;
+        let mut received = vec![first.map_err(|e| format!("pull: {e}"))?];
+        // Whatever else has already arrived joins this batch (one group commit).
+        while received.len() < BATCH {
+            match tokio::time::timeout(Duration::ZERO, messages.next()).await {
+                Ok(Some(message)) => received.push(message.map_err(|e| format!("pull: {e}"))?),
+                Ok(None) => return Err("pull: the message stream ended".into()),
+                Err(_) => break,
+            }
+        }
+        let last = received.last().expect("one message at least");
         let (last_seq, pending) = {
             let info = last.info().map_err(|e| format!("message info: {e}"))?;
             (info.stream_sequence, info.pending)
