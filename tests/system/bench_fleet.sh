@@ -121,7 +121,7 @@ run_setup() { # LABEL NATS_NAME SIZE REPLICAS FIRST_NPA
     "$B" loadgen --target "http://127.0.0.1:$b" --admin "http://127.0.0.1:$((a + 1))" \
         --mode suppress --verify-every 1 --propagation-bound 1s \
         --concurrency "$PROPAGATION_CONCURRENCY" --connections 1 \
-        --duration "${SECONDS_EACH}s" --warmup 2s --first-number "+1${5}2000000" |
+        --duration "${SECONDS_EACH}s" --warmup 2s --number-count 900000 --first-number "+1${5}2000000" |
         grep -E '^(requests|mutations|latency|ack|enforced|errors)'
     echo "applied on A, B, C: $(metric $((a + 2)) suppressd_fleet_applied_sequence) $(metric $((b + 2)) suppressd_fleet_applied_sequence) $(metric $((c + 2)) suppressd_fleet_applied_sequence)"
     for round in 1 2; do
@@ -130,13 +130,13 @@ run_setup() { # LABEL NATS_NAME SIZE REPLICAS FIRST_NPA
         "$B" loadgen --target "http://127.0.0.1:$a" --admin "http://127.0.0.1:$((a + 1))" \
             --mode suppress --verify-every 100 \
             --concurrency "$THROUGHPUT_CONCURRENCY" --connections 2 \
-            --duration "${SECONDS_EACH}s" --warmup 2s --first-number "+1${5}$((round + 2))000000" |
+            --duration "${SECONDS_EACH}s" --warmup 2s --number-count 900000 --first-number "+1${5}$((round + 2))000000" |
             grep -E '^(requests|mutations|latency|enforced|errors)'
         echo "=== single host (no [fleet]), round $round (concurrency $THROUGHPUT_CONCURRENCY)"
         "$B" loadgen --target "http://127.0.0.1:$single" --admin "http://127.0.0.1:$((single + 1))" \
             --mode suppress --verify-every 100 \
             --concurrency "$THROUGHPUT_CONCURRENCY" --connections 2 \
-            --duration "${SECONDS_EACH}s" --warmup 2s --first-number "+1${5}$((round + 4))000000" |
+            --duration "${SECONDS_EACH}s" --warmup 2s --number-count 900000 --first-number "+1${5}$((round + 4))000000" |
             grep -E '^(requests|mutations|latency|enforced|errors)'
     done
     if [[ "$2" == r1 ]]; then
