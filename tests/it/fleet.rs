@@ -636,3 +636,69 @@ async fn futures_next_js(
     use tokio_stream::StreamExt;
     batch.next().await.map(|message| message.unwrap())
 }
+
+/// `[fleet]` is checked, and its key and credential files loaded, before any port is bound:
+/// each fault exits 64 naming the config file, the key and the file (no NATS server needed;
+/// the held gRPC port would exit 1 were it tried).
+#[test]
+fn fleet_config_faults_and_unreadable_fleet_files_exit_64_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("erased.key"), crate::server::KEY_TEXT).unwrap();
+    write_fleet_key(dir.path());
+    std::fs::write(
+        dir.path().join("short.key"),
+        crate::server::KEY_TEXT.replace("acme-erased-1", "fleet-short"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("garbage.creds"), "not a creds file\n").unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let base = CONFIG.replace(
+        "grpc_listen = \"127.0.0.1:0\"",
+        &format!("grpc_listen = \"127.0.0.1:{port}\""),
+    );
+    let fleet = |extra: &str| {
+        format!(
+            "\n[fleet]\nservers = [\"nats://127.0.0.1:1\"]\nname = \"t\"\nhost_id = \"h\"\n{extra}"
+        )
+    };
+    for (section, key, names) in [
+        (
+            fleet("key_files = [\"missing.key\"]\n"),
+            "fleet",
+            "missing.key",
+        ),
+        (fleet("key_files = [\"short.key\"]\n"), "fleet", "64 hex"),
+        (
+            fleet("key_files = [\"fleet.key\"]\ntoken_file = \"missing.token\"\n"),
+            "fleet",
+            "missing.token",
+        ),
+        (
+            fleet("key_files = [\"fleet.key\"]\ncreds_file = \"garbage.creds\"\n"),
+            "fleet",
+            "garbage.creds",
+        ),
+        (
+            fleet("key_files = [\"fleet.key\"]\nreplicas = 0\n"),
+            "fleet.replicas",
+            "1..=5",
+        ),
+        (fleet("key_files = []\n"), "fleet.key_files", "fleet key"),
+    ] {
+        std::fs::write(dir.path().join("fleet.toml"), format!("{base}{section}")).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_suppressd"))
+            .args(["serve", "--config"])
+            .arg(dir.path().join("fleet.toml"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{key}: {stderr}");
+        assert!(
+            stderr.contains("fleet.toml")
+                && stderr.contains(&format!(": {key}: "))
+                && stderr.contains(names),
+            "{stderr}"
+        );
+    }
+}
