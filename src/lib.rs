@@ -8,18 +8,21 @@
 //!   ([`engine::set`], [`engine::lines`]), and the snapshot file that carries one set version
 //!   ([`engine::snapshot`]). No tokio, no proto types, no I/O beyond reading and writing its
 //!   own files.
-//! - [`config`]: the TOML configuration and every check that can run before a port is bound.
+//! - [`config`]: the TOML configuration as data (paths and settings, never live objects) and
+//!   every check that can run before a port is bound. Imports only the engine.
 //! - [`policy`]: tenants, campaigns, the set catalogue, fail-closed decisions and the erasure
 //!   rule. Pure: no I/O, no proto types.
-//! - [`mutation`]: the journal's payloads (operations on sets, their keyed payload digest) and
-//!   the per-set overlay consulted with the snapshot on every check.
-//! - [`journal`]: the log format of the journal, audit log and ledger: checksummed records in
-//!   segments, a group-commit writer, torn-tail and damage handling, recovery from I/O errors.
-//! - [`server`]: the daemon: listeners and their limits, the gRPC, HTTP and SIP edges, the
-//!   admin plane, the sets in force and their reloader, mutations, compaction and receipts.
+//! - [`store`]: the durability core: the log format of the journal, audit log and ledger
+//!   (checksummed records in segments, a group-commit writer, torn-tail and damage handling,
+//!   recovery from I/O errors), the mutation payload codec and the per-set overlay. Imports
+//!   only the engine; records no metrics.
+//! - [`server`]: the daemon: listeners and their limits, secrets, the gRPC, HTTP and SIP edges
+//!   (one error classification, `server::errors`), the admin plane, the sets in force and
+//!   their reloader, the mutation service (`server::mutations`: requests, receipts, recorder,
+//!   compaction) and the gauges.
 //! - [`fleet`]: several daemons that agree through one NATS JetStream stream: sealed
 //!   publishes, the follower that applies the stream in order, the lag that fails closed.
-//! - [`metrics`]: Prometheus metrics, handles built once, bounded labels.
+//! - [`metrics`]: Prometheus metric handles, built once, bounded labels; no server types.
 //! - [`proto`]: the generated gRPC types (data plane and admin plane); they stay at the edges.
 //! - [`client`]: `suppressd check --server`, the client side of the data plane.
 //! - [`loadgen`]: `suppressd loadgen`, the load generator for benchmarks.

@@ -336,7 +336,7 @@ fn describe() {
     );
     describe_counter!(
         "suppressd_journal_appends_total",
-        "Mutations appended to the journal and fsynced."
+        "Mutations appended to the mutation journal and fsynced (the audit log's and ledger's writes are not counted here)."
     );
     describe_counter!(
         "suppressd_journal_written_bytes_total",
@@ -351,13 +351,14 @@ fn describe() {
     describe_histogram!(
         "suppressd_journal_fsync_seconds",
         metrics::Unit::Seconds,
-        "Time of one group-commit write and fsync."
+        "Time of one group-commit write and fsync of the mutation journal."
     );
     describe_counter!(
         "suppressd_journal_errors_total",
         "Failed group commits of the journal, audit log or ledger (one append file format), by \
          kind: no_space (ENOSPC, EDQUOT), fsync (the fsync failed), io (any other write error). \
-         Each failed the mutations of its group (UNAVAILABLE); the next append retries."
+         A failed journal group fails its mutations (UNAVAILABLE); a failed audit or ledger \
+         append is retried by the recorder; the next append retries."
     );
     describe_counter!(
         "suppressd_mutations_total",

@@ -841,4 +841,76 @@ mod tests {
             assert_ne!(scan, Scan::Clean, "flip at {at}");
         }
     }
+
+    /// Counts what the writer reports, as the daemon's metrics observer would.
+    #[derive(Default)]
+    struct Counting {
+        records: std::sync::atomic::AtomicUsize,
+        commits: std::sync::atomic::AtomicUsize,
+        no_space: std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::store::CommitObserver for Counting {
+        fn committed(&self, records: usize, _bytes: usize, _took: std::time::Duration) {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.records.fetch_add(records, Relaxed);
+            self.commits.fetch_add(1, Relaxed);
+        }
+        fn failed(&self, kind: crate::store::FailureKind) {
+            if kind == crate::store::FailureKind::NoSpace {
+                self.no_space
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[test]
+    fn each_log_reports_its_own_commits_and_failures_to_its_observer() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let (observer, other) = (Arc::new(Counting::default()), Arc::new(Counting::default()));
+        let (journal, _) = Log::open_with(
+            &dir.path().join("journal"),
+            false,
+            Box::new(FaultyIo(faults.clone())),
+            observer.clone(),
+        )
+        .unwrap();
+        // A second log (as the audit log is) reports to its own observer, never to the first.
+        let (audit, _) = Log::open_with(
+            &dir.path().join("audit"),
+            false,
+            Box::new(OsIo),
+            other.clone(),
+        )
+        .unwrap();
+        for i in 0..5 {
+            journal
+                .append_blocking(format!("m{i}").into_bytes())
+                .unwrap();
+        }
+        journal
+            .append_all_blocking(vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()])
+            .unwrap();
+        audit
+            .append_all_blocking(vec![b"x".to_vec(), b"y".to_vec()])
+            .unwrap();
+        assert_eq!(observer.records.load(Relaxed), 8);
+        assert_eq!(
+            observer.commits.load(Relaxed),
+            6,
+            "five single appends and one group"
+        );
+        assert_eq!(other.records.load(Relaxed), 2);
+        faults.lock().unwrap().full = true;
+        assert!(journal.append_blocking(b"full".to_vec()).is_err());
+        assert_eq!(observer.no_space.load(Relaxed), 1);
+        assert_eq!(
+            observer.records.load(Relaxed),
+            8,
+            "a failed group is not counted"
+        );
+        assert_eq!(other.no_space.load(Relaxed), 0);
+    }
 }
