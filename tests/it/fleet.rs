@@ -702,3 +702,86 @@ fn fleet_config_faults_and_unreadable_fleet_files_exit_64_before_binding() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_mutation_reaches_every_host_and_survives_compaction_and_restart() {
+    use suppressd::proto::admin::{ApplyChangesRequest, CompactRequest, ConsentRequest};
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let a = host(&nats, "a", "").await;
+    let b = host(&nats, "b", "").await;
+    let mut admin_a = admin(&a).await;
+    let consent = |id: &str| ConsentRequest {
+        tenant: "acme".into(),
+        numbers: vec![e164(CLEAN)],
+        request_id: id.into(),
+        ..ConsentRequest::default()
+    };
+    admin_a.grant_consent(consent("kind-grant")).await.unwrap();
+    // A registry change list has no tenant: it goes to the `_global` subject.
+    admin_a
+        .apply_changes(ApplyChangesRequest {
+            set: "us-dnc".into(),
+            additions: vec![CLEAN + 10],
+            deletions: vec![crate::server::REGISTRY],
+            request_id: "kind-changes".into(),
+            source_date: Day::today().to_string(),
+        })
+        .await
+        .unwrap();
+    admin_a
+        .suppress(suppress("kind-suppress", &[CLEAN + 20]))
+        .await
+        .unwrap();
+    let mut unsuppress = suppress("kind-unsuppress", &[crate::server::INTERNAL]);
+    unsuppress.reason = String::new();
+    admin_a.unsuppress(unsuppress).await.unwrap();
+    // Compaction on B folds what it applied into snapshots and deletes journal segments; the
+    // applied stream sequence survives in fleet.applied.
+    let mut admin_b = admin(&b).await;
+    let mut on_b = b.client().await;
+    wait_verdict(
+        &mut on_b,
+        crate::server::INTERNAL,
+        "outbound",
+        Verdict::Allow,
+    )
+    .await;
+    assert_eq!(
+        check(&mut on_b, &e164(CLEAN), "consented").await.verdict,
+        Verdict::Allow as i32,
+        "the grant reached B"
+    );
+    admin_b.compact(CompactRequest {}).await.unwrap();
+    let applied = b.handle.state.fleet.get().unwrap().applied();
+    assert!(b.data_dir().join("fleet.applied").exists());
+    let dir = b.stop().await;
+    admin_a
+        .revoke_consent(consent("kind-revoke"))
+        .await
+        .unwrap();
+    let b = TestDaemon::start_in(dir, &fleet_config(&nats, "b", "")).await;
+    assert!(b.handle.state.fleet.get().unwrap().applied() >= applied);
+    let mut on_b = b.client().await;
+    // Applied after the restart, from where it stopped: the revocation.
+    wait_verdict(&mut on_b, CLEAN, "consented", Verdict::Block).await;
+    for (number, campaign, verdict) in [
+        (CLEAN + 10, "outbound", Verdict::Block),
+        (crate::server::REGISTRY, "outbound", Verdict::Allow),
+        (CLEAN + 20, "outbound", Verdict::Block),
+        (crate::server::INTERNAL, "outbound", Verdict::Allow),
+    ] {
+        assert_eq!(
+            check(&mut on_b, &e164(number), campaign).await.verdict,
+            verdict as i32,
+            "{number} on {campaign}"
+        );
+    }
+    // Nothing applied twice: B's journal holds the revocation alone after the restart.
+    let status = b.handle.state.fleet.get().unwrap();
+    assert_eq!(status.applied(), applied + 1);
+    for daemon in [a, b] {
+        daemon.shutdown().await;
+    }
+}
