@@ -80,6 +80,16 @@ async fn follow(fleet: &Fleet, sink: &Arc<dyn Sink>) -> Result<(), String> {
         .map_err(|e| format!("stream info: {e}"))?
         .state;
     let applied = fleet.status.applied();
+    if state.last_sequence < applied {
+        // A stream shorter than what this host applied is another stream (deleted and made
+        // again, a NATS store wiped): its sequences would be skipped as applied. Fail closed:
+        // no following (mutations refused), the lag grows to FLEET_LAG. RUNBOOK: "stream
+        // replaced".
+        return Err(format!(
+            "the fleet stream {} ends at sequence {} but this host applied {applied}: it was deleted or replaced; not following it (RUNBOOK: stream replaced)",
+            fleet.settings.stream, state.last_sequence
+        ));
+    }
     if state.first_sequence > applied + 1 && applied > 0 {
         tracing::error!(
             applied,

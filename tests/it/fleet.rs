@@ -785,3 +785,48 @@ async fn every_kind_of_mutation_reaches_every_host_and_survives_compaction_and_r
         daemon.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_deleted_under_the_fleet_is_not_followed_and_fails_closed() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let a = host(&nats, "a", "max_lag_seconds = 2\n").await;
+    let mut admin_a = admin(&a).await;
+    for i in 0..3u64 {
+        admin_a
+            .suppress(suppress(&format!("old-stream-{i}"), &[CLEAN + i]))
+            .await
+            .unwrap();
+    }
+    // The stream goes away and comes back empty (an operator, a wiped store): its sequences
+    // 1, 2, 3 would look applied to this host.
+    let raw =
+        async_nats::jetstream::new(async_nats::connect(nats.urls()[0].clone()).await.unwrap());
+    raw.delete_stream("suppressd-test").await.unwrap();
+    let mut on_a = a.client().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = check(&mut on_a, &e164(CONSENTED + 1000), "outbound").await;
+        if answer.verdict == Verdict::Block as i32 {
+            assert_eq!(reasons(&answer.reasons), [Reason::FleetLag]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a replaced stream was followed as if applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = admin_a
+        .suppress(suppress("new-stream-1", &[CLEAN + 50]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    // What it had applied stays in force.
+    assert_eq!(
+        reasons(&check(&mut on_a, &e164(CLEAN), "outbound").await.reasons),
+        [Reason::InternalDnc, Reason::FleetLag]
+    );
+    a.shutdown().await;
+}
