@@ -753,8 +753,17 @@ async fn every_kind_of_mutation_reaches_every_host_and_survives_compaction_and_r
         Verdict::Allow as i32,
         "the grant reached B"
     );
+    // B applied all A acknowledged (A answers only once it applied each itself).
+    let stream_end = a.handle.state.fleet.get().unwrap().applied();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.handle.state.fleet.get().unwrap().applied() < stream_end
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     admin_b.compact(CompactRequest {}).await.unwrap();
     let applied = b.handle.state.fleet.get().unwrap().applied();
+    assert_eq!(applied, stream_end, "B applied what A acknowledged");
     assert!(b.data_dir().join("fleet.applied").exists());
     let dir = b.stop().await;
     admin_a
@@ -778,8 +787,14 @@ async fn every_kind_of_mutation_reaches_every_host_and_survives_compaction_and_r
             "{number} on {campaign}"
         );
     }
-    // Nothing applied twice: B's journal holds the revocation alone after the restart.
+    // Nothing applied twice: B's journal holds the revocation alone after the restart. The
+    // overlay (what the check above saw) changes in the journal's completion, a moment before
+    // the follower moves its applied sequence, so wait for the sequence, then compare.
     let status = b.handle.state.fleet.get().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status.applied() < applied + 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(status.applied(), applied + 1);
     for daemon in [a, b] {
         daemon.shutdown().await;
