@@ -11,6 +11,9 @@
 //! - [`config`]: the TOML configuration and every check that can run before a port is bound.
 //! - [`policy`]: tenants, campaigns, the set catalogue, fail-closed decisions and the erasure
 //!   rule. Pure: no I/O, no proto types.
+//! - [`rules`]: calling windows: rule packs (embedded data files citing their sources), where a
+//!   called party is (hints, then a generated prefix → time zones table), and whether an
+//!   instant is allowed, with `next_allowed_at`. Pure: no I/O, no clock, no proto types.
 //! - [`mutation`]: the journal's payloads (operations on sets, their keyed payload digest) and
 //!   the per-set overlay consulted with the snapshot on every check.
 //! - [`journal`]: the log format of the journal, audit log and ledger: checksummed records in
@@ -48,6 +51,7 @@ pub mod engine;
 pub mod loadgen;
 pub mod metrics;
 pub mod policy;
+pub mod rules;
 pub mod proto;
 pub mod server;
 pub mod store;

@@ -15,8 +15,9 @@ const MAX_LINES: usize = 800;
 const LAYERS: &[(&str, &[&str])] = &[
     ("engine", &[]),
     ("store", &["engine"]),
-    ("config", &["engine"]),
-    ("policy", &["engine", "config", "store"]),
+    ("rules", &["engine"]),
+    ("config", &["engine", "rules"]),
+    ("policy", &["engine", "config", "store", "rules"]),
     ("metrics", &["engine", "config", "store", "policy"]),
     ("proto", &[]),
     ("client", &["engine", "proto"]),
