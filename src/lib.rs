@@ -51,7 +51,7 @@ pub mod engine;
 pub mod loadgen;
 pub mod metrics;
 pub mod policy;
-pub mod rules;
 pub mod proto;
+pub mod rules;
 pub mod server;
 pub mod store;

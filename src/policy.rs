@@ -5,12 +5,12 @@
 //! older than the campaign allows gives STALE_LIST, and only when no reason applies is the
 //! verdict ALLOW. Pure: reads loaded sets, never loads them, knows no tokio and no proto types.
 
-use crate::config::{BlockReason, Config, SetDefinition, StalePolicy, parse_prefix};
 use crate::config::UnknownLocationPolicy;
-use crate::rules::{Answer, Hints, PlaceCache, Schedule};
+use crate::config::{BlockReason, Config, SetDefinition, StalePolicy, parse_prefix};
 use crate::engine::date::Day;
 use crate::engine::number::{Number, NumberError, NumberParser, Region};
 use crate::engine::set::{BatchStats, SuppressionSet};
+use crate::rules::{Answer, Hints, PlaceCache, Schedule};
 use crate::store::Overlay;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -605,7 +605,11 @@ impl CampaignState<'_> {
         out.clear();
         let mut valid: Vec<Number> = Vec::with_capacity(numbers.len());
         let mut valid_at: Vec<usize> = Vec::with_capacity(numbers.len());
-        let mut places = self.campaign.windows.as_ref().map(|_| PlaceCache::default());
+        let mut places = self
+            .campaign
+            .windows
+            .as_ref()
+            .map(|_| PlaceCache::default());
         for (index, number) in numbers.iter().enumerate() {
             out.push(self.first_rules(number));
             if let Ok(number) = number {

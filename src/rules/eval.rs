@@ -23,7 +23,9 @@ const DAY_MS: i64 = 86_400_000;
 pub enum Answer {
     Allowed,
     /// Outside the windows; the earliest allowed instant (unix ms) within the horizon.
-    Outside { next_allowed_at_ms: Option<i64> },
+    Outside {
+        next_allowed_at_ms: Option<i64>,
+    },
     /// No time zone could be found for the number: the campaign's policy decides.
     UnknownLocation,
 }
@@ -87,7 +89,11 @@ fn zone_check(
             if end <= at {
                 continue;
             }
-            return if start <= at { Ok(()) } else { Err(Some(start)) };
+            return if start <= at {
+                Ok(())
+            } else {
+                Err(Some(start))
+            };
         }
         date = date.tomorrow().map_err(|_| None)?;
         match instant(zone, date, 0) {

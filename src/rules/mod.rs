@@ -113,7 +113,11 @@ pub struct Schedule {
 
 impl Schedule {
     /// The schedule of `campaign` from its config: pack names and custom rows.
-    pub fn new(campaign: &str, packs: &[String], custom: &[String]) -> Result<Schedule, ScheduleError> {
+    pub fn new(
+        campaign: &str,
+        packs: &[String],
+        custom: &[String],
+    ) -> Result<Schedule, ScheduleError> {
         let mut found = Vec::new();
         for name in packs {
             let pack = builtin_packs()
@@ -127,7 +131,10 @@ impl Schedule {
         } else {
             Some(Pack::custom(campaign, custom)?)
         };
-        let mut versions: Vec<String> = found.iter().map(|p| format!("{} {}", p.name, p.version)).collect();
+        let mut versions: Vec<String> = found
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect();
         if custom.is_some() {
             versions.push("custom".into());
         }

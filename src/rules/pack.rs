@@ -245,7 +245,10 @@ impl Pack {
             }
         }
         if pack.name.is_empty() || pack.version.is_empty() || pack.country.is_none() {
-            return Err(fail(0, "a pack needs 'pack', 'version' and 'country'".into()));
+            return Err(fail(
+                0,
+                "a pack needs 'pack', 'version' and 'country'".into(),
+            ));
         }
         if pack.scopes.is_empty() {
             return Err(fail(0, "a pack needs at least one row".into()));

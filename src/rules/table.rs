@@ -70,9 +70,7 @@ impl Tables {
                     if id.parse::<usize>() != Ok(zones.len()) {
                         return Err(fail("zone ids must count up from 0".into()));
                     }
-                    zones.push(
-                        TimeZone::get(name).map_err(|e| fail(format!("zone {name}: {e}")))?,
-                    );
+                    zones.push(TimeZone::get(name).map_err(|e| fail(format!("zone {name}: {e}")))?);
                 }
                 ["place", id, country, state, list] => {
                     if id.parse::<usize>() != Ok(places.len()) {
@@ -81,11 +79,20 @@ impl Tables {
                     let mut place_zones = Vec::new();
                     for z in list.split(',') {
                         let z: usize = z.parse().map_err(|_| fail(format!("zone id '{z}'")))?;
-                        place_zones.push(zones.get(z).cloned().ok_or_else(|| fail("zone id".into()))?);
+                        place_zones.push(
+                            zones
+                                .get(z)
+                                .cloned()
+                                .ok_or_else(|| fail("zone id".into()))?,
+                        );
                     }
                     places.push(Place {
                         country: code(country).map_err(fail)?,
-                        state: if state == "-" { None } else { Some(code(state).map_err(fail)?) },
+                        state: if state == "-" {
+                            None
+                        } else {
+                            Some(code(state).map_err(fail)?)
+                        },
                         zones: place_zones,
                     });
                 }
@@ -132,7 +139,10 @@ impl Tables {
             let fail = || format!("holidays.txt line {}: 'REGION YEAR MMDD...'", index + 1);
             let mut fields = line.split(' ');
             let region = fields.next().ok_or_else(fail)?.to_owned();
-            let year: i16 = fields.next().and_then(|y| y.parse().ok()).ok_or_else(fail)?;
+            let year: i16 = fields
+                .next()
+                .and_then(|y| y.parse().ok())
+                .ok_or_else(fail)?;
             let mut list = fields
                 .map(|d| d.parse::<u16>().map_err(|_| fail()))
                 .collect::<Result<Vec<u16>, String>>()?;
@@ -188,7 +198,8 @@ mod tests {
 
     fn place(number: &str) -> Option<&'static Place> {
         let t = tables();
-        t.place_of(Number::parse_e164(number).unwrap()).map(|id| t.place(id))
+        t.place_of(Number::parse_e164(number).unwrap())
+            .map(|id| t.place(id))
     }
 
     fn zone_names(p: &Place) -> Vec<&str> {
@@ -217,10 +228,17 @@ mod tests {
         assert_eq!(boise.state, Some(*b"ID"));
         // ...an exchange it does not place resolves to every zone of the area code.
         let unknown_exchange = place("+12080000000").unwrap();
-        assert!(zone_names(unknown_exchange).len() >= 2, "{:?}", zone_names(unknown_exchange));
+        assert!(
+            zone_names(unknown_exchange).len() >= 2,
+            "{:?}",
+            zone_names(unknown_exchange)
+        );
         // Paris.
         let paris = place("+33142000000").unwrap();
-        assert_eq!((&paris.country, zone_names(paris)), (b"FR", vec!["Europe/Paris"]));
+        assert_eq!(
+            (&paris.country, zone_names(paris)),
+            (b"FR", vec!["Europe/Paris"])
+        );
         // A US number of no geographic area code: the country, every US zone.
         let toll_free = place("+18005550123").unwrap();
         assert_eq!((&toll_free.country, toll_free.state), (b"US", None));
@@ -242,7 +260,10 @@ mod tests {
     #[test]
     fn bad_data_is_refused_with_its_line() {
         let err = Tables::parse("zone 0 Not/AZone\n", "").unwrap_err();
-        assert!(err.starts_with("locations.txt line 1: zone Not/AZone"), "{err}");
+        assert!(
+            err.starts_with("locations.txt line 1: zone Not/AZone"),
+            "{err}"
+        );
         let err = Tables::parse("zone 0 UTC\nplace 0 US - 0\n2 0\n1 0\n", "").unwrap_err();
         assert!(err.contains("line 4: range starts must increase"), "{err}");
         let err = Tables::parse("1 3\n", "").unwrap_err();

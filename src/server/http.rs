@@ -479,10 +479,11 @@ async fn check_batch(
         Ok(moment) => moment,
         Err(error) => return refuse(http_status(ErrorClass::InvalidArgument), error, None),
     };
-    let (outcome, numbers) = match state.check_many(&tenant, &body.campaign, &body.numbers, &[], moment) {
-        Ok(result) => result,
-        Err(error) => return check_error(&error),
-    };
+    let (outcome, numbers) =
+        match state.check_many(&tenant, &body.campaign, &body.numbers, &[], moment) {
+            Ok(result) => result,
+            Err(error) => return check_error(&error),
+        };
     let results: Vec<BatchResult<'_>> = outcome
         .decisions
         .iter()

@@ -17,3 +17,4 @@ mod server;
 mod sip;
 mod tidy;
 mod tls;
+mod windows;
