@@ -71,14 +71,14 @@ fn instant(zone: &TimeZone, date: Date, minute: Minute) -> Option<Timestamp> {
     zone.to_ambiguous_timestamp(local).compatible().ok()
 }
 
-/// In one zone: `Ok(())` when `at` is allowed, else the zone's next opening after `at`
+/// In one zone: `Ok(end of the allowed interval)` when `at` is allowed, else the zone's next opening after `at`
 /// (`None` past `limit`).
 fn zone_check(
     zone: &TimeZone,
     weeks: &[&Week],
     at: Timestamp,
     limit: Timestamp,
-) -> Result<(), Option<Timestamp>> {
+) -> Result<Timestamp, Option<Timestamp>> {
     let mut date = zone.to_datetime(at).date();
     loop {
         for &(start, end) in &hours_on(weeks, date).0 {
@@ -90,7 +90,7 @@ fn zone_check(
                 continue;
             }
             return if start <= at {
-                Ok(())
+                Ok(end)
             } else {
                 Err(Some(start))
             };
@@ -103,17 +103,23 @@ fn zone_check(
     }
 }
 
-/// The answer for a call at `at_ms` to a number in every one of `zones`, under `weeks`.
-pub fn evaluate(zones: &[TimeZone], weeks: &[&Week], at_ms: i64) -> Answer {
+/// The answer for a call at `at_ms` to a number in every one of `zones`, under `weeks`, and
+/// until when (unix ms, exclusive) the same answer holds for any later instant: the end of
+/// the allowed interval, or the next allowed instant (nothing is allowed before it).
+pub fn evaluate(zones: &[TimeZone], weeks: &[&Week], at_ms: i64) -> (Answer, i64) {
     if weeks.is_empty() {
-        return Answer::Allowed;
+        return (Answer::Allowed, i64::MAX);
     }
     if zones.is_empty() {
-        return Answer::UnknownLocation;
+        return (Answer::UnknownLocation, i64::MAX);
     }
-    let outside_never = Answer::Outside {
-        next_allowed_at_ms: None,
-    };
+    // Nothing within the horizon: a later instant searches further, so hold it one minute.
+    let outside_never = (
+        Answer::Outside {
+            next_allowed_at_ms: None,
+        },
+        at_ms.saturating_add(60_000),
+    );
     let (Ok(at), Ok(limit)) = (
         Timestamp::from_millisecond(at_ms),
         Timestamp::from_millisecond(at_ms.saturating_add(HORIZON_DAYS * DAY_MS)),
@@ -125,9 +131,10 @@ pub fn evaluate(zones: &[TimeZone], weeks: &[&Week], at_ms: i64) -> Answer {
     // settle real data, the bound only guards against a pathological pack.
     for _ in 0..64 * zones.len() {
         let mut moved = false;
+        let mut until = i64::MAX;
         for zone in zones {
             match zone_check(zone, weeks, candidate, limit) {
-                Ok(()) => {}
+                Ok(end) => until = until.min(end.as_millisecond()),
                 Err(Some(next)) if next <= limit => {
                     candidate = next;
                     moved = true;
@@ -136,12 +143,16 @@ pub fn evaluate(zones: &[TimeZone], weeks: &[&Week], at_ms: i64) -> Answer {
             }
         }
         if !moved {
+            let next = candidate.as_millisecond();
             return if candidate == at {
-                Answer::Allowed
+                (Answer::Allowed, until)
             } else {
-                Answer::Outside {
-                    next_allowed_at_ms: Some(candidate.as_millisecond()),
-                }
+                (
+                    Answer::Outside {
+                        next_allowed_at_ms: Some(next),
+                    },
+                    next,
+                )
             };
         }
     }

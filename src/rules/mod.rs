@@ -18,6 +18,7 @@ pub use pack::{Pack, PackError};
 pub use table::{PlaceId, tables};
 
 use crate::engine::number::Number;
+use arc_swap::ArcSwapOption;
 use jiff::tz::TimeZone;
 use pack::{Scope, Week};
 use std::sync::LazyLock;
@@ -103,12 +104,26 @@ impl Hints {
 }
 
 /// A campaign's calling windows: the packs it names and its custom windows.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Schedule {
     packs: Vec<&'static Pack>,
     custom: Option<Pack>,
     /// "us-federal 2026.1, us-states 2026.1": the versions an answer was computed with.
     pub versions: String,
+    /// Per place of the prefix table, the last answer computed and the instants it holds
+    /// for. An answer holds over an interval (until the window closes, or until the next
+    /// opening), so checks of the same place reuse it: a lock-free load and two compares
+    /// instead of a time-zone evaluation. A miss computes and replaces the slot (the last
+    /// writer wins; each answer is right for its own interval).
+    answers: Box<[ArcSwapOption<Held>]>,
+}
+
+/// An answer and the instants `[from, until)` it holds for.
+#[derive(Debug)]
+struct Held {
+    from: i64,
+    until: i64,
+    answer: Answer,
 }
 
 impl Schedule {
@@ -142,6 +157,9 @@ impl Schedule {
             packs: found,
             custom,
             versions: versions.join(", "),
+            answers: (0..tables().places.len())
+                .map(|_| ArcSwapOption::empty())
+                .collect(),
         })
     }
 
@@ -175,11 +193,25 @@ impl Schedule {
     /// (`None`: no place known). Depends only on the place and the instant, so a batch asks
     /// once per place and instant.
     pub fn check_place(&self, place: Option<PlaceId>, at_ms: i64) -> Answer {
-        let Some(place) = place.map(|id| tables().place(id)) else {
+        let Some(id) = place else {
             return Answer::UnknownLocation;
         };
+        let slot = &self.answers[usize::from(id)];
+        if let Some(held) = &*slot.load()
+            && held.from <= at_ms
+            && at_ms < held.until
+        {
+            return held.answer;
+        }
+        let place = tables().place(id);
         let weeks = self.weeks(Some(place.country), place.state);
-        eval::evaluate(&place.zones, &weeks, at_ms)
+        let (answer, until) = eval::evaluate(&place.zones, &weeks, at_ms);
+        slot.store(Some(std::sync::Arc::new(Held {
+            from: at_ms,
+            until,
+            answer,
+        })));
+        answer
     }
 
     /// The answer for a call at `at_ms` to `number`, with the caller's hints: the zone from a
@@ -208,7 +240,7 @@ impl Schedule {
         if country.is_none() {
             return Answer::UnknownLocation;
         }
-        eval::evaluate(zones, &self.weeks(country, state), at_ms)
+        eval::evaluate(zones, &self.weeks(country, state), at_ms).0
     }
 }
 

@@ -299,11 +299,7 @@ fn custom_windows_and_hints() {
         next(local(NY, "2026-03-08T03:30"))
     );
     // No window at all: never, within the horizon.
-    let never = Schedule {
-        packs: Vec::new(),
-        custom: Some(Pack::custom("c", &[]).unwrap()),
-        versions: String::new(),
-    };
+    let never = schedule(&[], &["mon closed"]);
     assert_eq!(
         never.check(
             number(FLORIDA),
@@ -412,6 +408,27 @@ proptest! {
                 prop_assert_ne!(schedule.check(number, &Hints::default(), minute), Answer::Allowed, "{}", minute);
                 minute += 60_000;
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// The answers a schedule keeps per place (reused while they hold) are the answers a fresh
+    /// evaluation gives, whatever order instants come in.
+    #[test]
+    fn held_answers_equal_fresh_ones(
+        instants in prop::collection::vec(1_780_000_000_000i64..1_782_000_000_000, 1..40),
+        which in 0usize..NUMBERS.len(),
+    ) {
+        let held = schedule(&["us-federal", "us-states", "fr"], &[]);
+        let number = number(NUMBERS[which]);
+        for at in instants {
+            let fresh = schedule(&["us-federal", "us-states", "fr"], &[]);
+            prop_assert_eq!(
+                held.check(number, &Hints::default(), at),
+                fresh.check(number, &Hints::default(), at)
+            );
         }
     }
 }
