@@ -21,6 +21,16 @@ const NO_PLACE: u16 = u16::MAX;
 /// Buckets of the first-digits index: a number's first four digits (of 15, padded).
 const BUCKETS: usize = 10_000;
 const BUCKET_WIDTH: u64 = 10u64.pow(WIDTH - 4);
+/// `PAD[i]` = 10^i: what a number of `15 - i` digits is multiplied by to pad it.
+const PAD: [u64; 16] = {
+    let mut pad = [1u64; 16];
+    let mut i = 1;
+    while i < 16 {
+        pad[i] = pad[i - 1] * 10;
+        i += 1;
+    }
+    pad
+};
 
 /// Index of a place in [`Tables::places`].
 pub type PlaceId = u16;
@@ -176,8 +186,10 @@ impl Tables {
     /// country), or `None`.
     #[inline]
     pub fn place_of(&self, number: Number) -> Option<PlaceId> {
-        let digits = number.digit_count().min(WIDTH);
-        self.place_of_padded(number.get() * 10u64.pow(WIDTH - digits))
+        // ilog10 is a leading-zero count and a table read: no digit loop, no pow loop.
+        let value = number.get();
+        let digits = value.checked_ilog10().map_or(1, |d| d + 1).min(WIDTH);
+        self.place_of_padded(value * PAD[(WIDTH - digits) as usize])
     }
 
     /// [`Tables::place_of`] for a number padded with zeros to 15 digits.
