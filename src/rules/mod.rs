@@ -10,6 +10,7 @@
 //! from jiff's bundled tzdb). Never reads the clock: callers pass the instant.
 
 mod eval;
+mod held;
 mod pack;
 mod table;
 
@@ -18,7 +19,7 @@ pub use pack::{Pack, PackError};
 pub use table::{PlaceId, tables};
 
 use crate::engine::number::Number;
-use arc_swap::ArcSwapOption;
+use held::HeldAnswer;
 use jiff::tz::TimeZone;
 use pack::{Scope, Week};
 use std::sync::LazyLock;
@@ -112,18 +113,9 @@ pub struct Schedule {
     pub versions: String,
     /// Per place of the prefix table, the last answer computed and the instants it holds
     /// for. An answer holds over an interval (until the window closes, or until the next
-    /// opening), so checks of the same place reuse it: a lock-free load and two compares
-    /// instead of a time-zone evaluation. A miss computes and replaces the slot (the last
-    /// writer wins; each answer is right for its own interval).
-    answers: Box<[ArcSwapOption<Held>]>,
-}
-
-/// An answer and the instants `[from, until)` it holds for.
-#[derive(Debug)]
-struct Held {
-    from: i64,
-    until: i64,
-    answer: Answer,
+    /// opening), so checks of the same place reuse it: a few atomic loads and two compares
+    /// (`held.rs`, a sequence lock) instead of a time-zone evaluation.
+    answers: Box<[HeldAnswer]>,
 }
 
 impl Schedule {
@@ -158,7 +150,7 @@ impl Schedule {
             custom,
             versions: versions.join(", "),
             answers: (0..tables().places.len())
-                .map(|_| ArcSwapOption::empty())
+                .map(|_| HeldAnswer::default())
                 .collect(),
         })
     }
@@ -197,20 +189,13 @@ impl Schedule {
             return Answer::UnknownLocation;
         };
         let slot = &self.answers[usize::from(id)];
-        if let Some(held) = &*slot.load()
-            && held.from <= at_ms
-            && at_ms < held.until
-        {
-            return held.answer;
+        if let Some(answer) = slot.get(at_ms) {
+            return answer;
         }
         let place = tables().place(id);
         let weeks = self.weeks(Some(place.country), place.state);
         let (answer, until) = eval::evaluate(&place.zones, &weeks, at_ms);
-        slot.store(Some(std::sync::Arc::new(Held {
-            from: at_ms,
-            until,
-            answer,
-        })));
+        slot.set(at_ms, until, answer);
         answer
     }
 
