@@ -1,6 +1,8 @@
 //! The policy's rules over loaded sets: one number at a time (`CampaignState::decide`, what a
 //! single check runs) against the batched form (`decide_batch`, what batch checks run), with
-//! empty overlays and with mutations in force in every set's overlay.
+//! empty overlays and with mutations in force in every set's overlay; and the same batch for
+//! a campaign with calling windows (`us-federal` + `us-states`) beside the plain campaign, on
+//! the bench's numbers (one area code) and on numbers spread over every US area code.
 //!
 //! Two block sets (a 2 M-number registry and a 200 k internal list) and a consent set of
 //! 200 k, for a campaign that requires consent; batches of 1 000 numbers, one in ten on the
@@ -18,7 +20,7 @@ use suppressd::engine::fuse::FilterWidth;
 use suppressd::engine::number::{Number, NumberError};
 use suppressd::engine::set::{SetBuilder, SetSpec, SuppressionSet};
 use suppressd::engine::snapshot::SetKind;
-use suppressd::policy::{LoadedSet, LoadedSets, Policy};
+use suppressd::policy::{LoadedSet, LoadedSets, Moment, Policy};
 use suppressd::store::{Entry, Overlay};
 
 const CONFIG: &str = r#"
@@ -47,6 +49,12 @@ files = "acme-consent.*.snap"
 block_sets = ["registry", "dnc"]
 require_consent = true
 consent_sets = ["consent"]
+
+[tenants.acme.campaigns.windows]
+block_sets = ["registry", "dnc"]
+require_consent = true
+consent_sets = ["consent"]
+calling_windows = ["us-federal", "us-states"]
 "#;
 
 const BATCH: usize = 1_000;
@@ -154,6 +162,50 @@ fn policy(c: &mut Criterion) {
         let mut out = Vec::with_capacity(BATCH);
         group.bench_function(format!("decide_batch/{name}"), |b| {
             b.iter(|| black_box(view.decide_batch(black_box(&numbers), today, &mut out)))
+        });
+    }
+    group.finish();
+
+    // Calling windows beside the plain check, same sets, same batches, one instant per batch
+    // (a Monday noon in New York: most numbers allowed, so every rule runs to the end).
+    let (_, windowed) = policy.resolve("acme", "windows").unwrap();
+    let at_ms = 1_781_539_200_000; // 2026-06-15T16:00:00Z
+    let moment = || Moment {
+        at_ms,
+        ..Moment::default()
+    };
+    // Every US area code 201..=989, exchange and line varied.
+    let spread: Vec<Result<Number, NumberError>> = (0..BATCH)
+        .map(|_| {
+            let npa = 201 + mix(&mut state) % 789;
+            let rest = 2_000_000 + mix(&mut state) % 8_000_000;
+            Ok(Number::from_u64_unchecked(
+                10_000_000_000 + npa * 10_000_000 + rest,
+            ))
+        })
+        .collect();
+    let mut group = c.benchmark_group("windows");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (name, batch) in [("one_area_code", &numbers), ("all_area_codes", &spread)] {
+        let plain = policy
+            .campaign_state(campaign, &loaded, &empty, today, false)
+            .at(moment());
+        let with_windows = policy
+            .campaign_state(windowed, &loaded, &empty, today, false)
+            .at(moment());
+        let mut out = Vec::with_capacity(BATCH);
+        group.bench_function(format!("decide_batch/plain/{name}"), |b| {
+            b.iter(|| black_box(plain.decide_batch(black_box(batch), today, &mut out)))
+        });
+        group.bench_function(format!("decide_batch/windows/{name}"), |b| {
+            b.iter(|| black_box(with_windows.decide_batch(black_box(batch), today, &mut out)))
+        });
+        group.bench_function(format!("decide/windows/{name}"), |b| {
+            b.iter(|| {
+                for number in batch.iter() {
+                    black_box(with_windows.decide(black_box(number.clone()), today));
+                }
+            })
         });
     }
     group.finish();

@@ -122,6 +122,7 @@ pub fn run(request: &RemoteCheck) -> Result<(), String> {
                     number: input.clone(),
                     tenant: request.tenant.clone(),
                     campaign: request.campaign.clone(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|status| format!("{}: {}", request.server, status.message()))?

@@ -22,6 +22,9 @@
 //!   compaction) and the gauges.
 //! - [`fleet`]: several daemons that agree through one NATS JetStream stream: sealed
 //!   publishes, the follower that applies the stream in order, the lag that fails closed.
+//! - [`rules`]: calling windows: rule packs (embedded data files citing their sources), where a
+//!   called party is (hints, then a generated prefix → time zones table), and whether an
+//!   instant is allowed, with `next_allowed_at`. Pure: no I/O, no clock, no proto types.
 //! - [`metrics`]: Prometheus metric handles, built once, bounded labels; no server types.
 //! - [`proto`]: the generated gRPC types (data plane and admin plane); they stay at the edges.
 //! - [`client`]: `suppressd check --server`, the client side of the data plane.
@@ -69,5 +72,6 @@ pub mod loadgen;
 pub mod metrics;
 pub mod policy;
 pub mod proto;
+pub mod rules;
 pub mod server;
 pub mod store;

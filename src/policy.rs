@@ -5,10 +5,12 @@
 //! older than the campaign allows gives STALE_LIST, and only when no reason applies is the
 //! verdict ALLOW. Pure: reads loaded sets, never loads them, knows no tokio and no proto types.
 
+use crate::config::UnknownLocationPolicy;
 use crate::config::{BlockReason, Config, SetDefinition, StalePolicy, parse_prefix};
 use crate::engine::date::Day;
 use crate::engine::number::{Number, NumberError, NumberParser, Region};
 use crate::engine::set::{BatchStats, SuppressionSet};
+use crate::rules::{Answer, Hints, PlaceCache, Schedule};
 use crate::store::Overlay;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,10 +32,12 @@ pub enum Reason {
     StaleList = 6,
     NotReady = 7,
     FleetLag = 8,
+    OutsideCallingWindow = 9,
+    UnknownLocation = 10,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 11] = [
         Reason::NationalRegistry,
         Reason::InternalDnc,
         Reason::Erased,
@@ -43,6 +47,8 @@ impl Reason {
         Reason::StaleList,
         Reason::NotReady,
         Reason::FleetLag,
+        Reason::OutsideCallingWindow,
+        Reason::UnknownLocation,
     ];
 
     /// The reason's name: the one list of reason names. The wire form (HTTP JSON, SIP
@@ -59,6 +65,8 @@ impl Reason {
             Reason::StaleList => "STALE_LIST",
             Reason::NotReady => "NOT_READY",
             Reason::FleetLag => "FLEET_LAG",
+            Reason::OutsideCallingWindow => "OUTSIDE_CALLING_WINDOW",
+            Reason::UnknownLocation => "UNKNOWN_LOCATION",
         }
     }
 
@@ -116,6 +124,9 @@ pub struct Campaign {
     pub block_sets: Vec<SetId>,
     pub consent_sets: Vec<SetId>,
     pub require_consent: bool,
+    /// Calling windows (packs and custom windows); `None` when the campaign has none.
+    pub windows: Option<Schedule>,
+    pub unknown_location: UnknownLocationPolicy,
     /// (prefix digits as an integer, digit count).
     pub prefixes: Vec<(u64, u32)>,
     pub prefix_texts: Vec<String>,
@@ -196,6 +207,9 @@ pub struct Decision {
     /// Bit i: the campaign's i-th consulted set matched (a block set holding the number).
     pub matched: u64,
     pub number: Option<Number>,
+    /// With OUTSIDE_CALLING_WINDOW: the earliest instant (unix ms) the windows allow the call,
+    /// `None` when none is within the search horizon.
+    pub next_allowed_at_ms: Option<i64>,
 }
 
 impl Decision {
@@ -218,6 +232,16 @@ pub struct CampaignState<'a> {
     definitions: &'a [SetDefinition],
     pub warnings: Vec<String>,
     consent_ready: bool,
+    /// The instant checked for and the caller's location hints ([`CampaignState::at`]).
+    moment: Option<Moment>,
+}
+
+/// The instant a check is for (unix ms; the edges default it to now) and where the caller
+/// says the called party is. Only calling windows read it.
+#[derive(Clone, Debug, Default)]
+pub struct Moment {
+    pub at_ms: i64,
+    pub hints: Hints,
 }
 
 impl Policy {
@@ -267,6 +291,12 @@ impl Policy {
                         block_sets,
                         consent_sets,
                         require_consent: c.require_consent,
+                        windows: (!c.calling_windows.is_empty() || !c.custom_windows.is_empty())
+                            .then(|| {
+                                Schedule::new(name, &c.calling_windows, &c.custom_windows)
+                                    .expect("validated calling windows")
+                            }),
+                        unknown_location: c.unknown_location,
                         prefixes: c
                             .blocked_prefixes
                             .iter()
@@ -453,11 +483,49 @@ impl Policy {
             sets,
             warnings,
             consent_ready,
+            moment: None,
         }
     }
 }
 
 impl CampaignState<'_> {
+    /// The instant and hints the campaign's calling windows are checked with. Without it a
+    /// campaign with windows fails closed (OUTSIDE_CALLING_WINDOW, no next instant).
+    pub fn at(mut self, moment: Moment) -> Self {
+        self.moment = Some(moment);
+        self
+    }
+
+    /// The calling-window rule for a valid number. A batch passes its cache: one evaluation
+    /// per place of the prefix table for the batch's instant (hints are per request, so a
+    /// request with hints evaluates them directly).
+    #[inline]
+    fn window_rule(&self, decision: &mut Decision, number: Number, cache: Option<&mut PlaceCache>) {
+        let Some(schedule) = &self.campaign.windows else {
+            return;
+        };
+        let answer = match (&self.moment, cache) {
+            (Some(moment), Some(cache)) if moment.hints.is_empty() => {
+                cache.check(schedule, number, moment.at_ms)
+            }
+            (Some(moment), _) => schedule.check(number, &moment.hints, moment.at_ms),
+            (None, _) => Answer::Outside {
+                next_allowed_at_ms: None,
+            },
+        };
+        match answer {
+            Answer::Allowed => {}
+            Answer::Outside { next_allowed_at_ms } => {
+                decision.reasons.insert(Reason::OutsideCallingWindow);
+                decision.next_allowed_at_ms = next_allowed_at_ms;
+            }
+            Answer::UnknownLocation => match self.campaign.unknown_location {
+                UnknownLocationPolicy::Block => decision.reasons.insert(Reason::UnknownLocation),
+                UnknownLocationPolicy::Allow => {}
+            },
+        }
+    }
+
     fn definition(&self, position: usize) -> &SetDefinition {
         &self.definitions[self.campaign.consulted[position]]
     }
@@ -527,6 +595,7 @@ impl CampaignState<'_> {
         let Ok(number) = number else {
             return decision;
         };
+        self.window_rule(&mut decision, number, None);
         let blocks = self.campaign.block_sets.len();
         let mut consented = false;
         for (position, slot) in self.sets.iter().enumerate() {
@@ -563,9 +632,15 @@ impl CampaignState<'_> {
         out.clear();
         let mut valid: Vec<Number> = Vec::with_capacity(numbers.len());
         let mut valid_at: Vec<usize> = Vec::with_capacity(numbers.len());
+        let mut places = self
+            .campaign
+            .windows
+            .as_ref()
+            .map(|_| PlaceCache::default());
         for (index, number) in numbers.iter().enumerate() {
             out.push(self.first_rules(number));
             if let Ok(number) = number {
+                self.window_rule(&mut out[index], *number, places.as_mut());
                 valid.push(*number);
                 valid_at.push(index);
             }

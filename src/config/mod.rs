@@ -20,7 +20,7 @@ pub use network::{IpNetwork, SipSource};
 pub use raw::{
     AuditConfig, AuthConfig, BlockReason, CampaignConfig, ClientMapping, Defaults, LogConfig,
     LogFormat, RawConfig, Role, ServerConfig, SetConfig, SetKindConfig, SipConfig, SipSourceConfig,
-    StalePolicy, TenantConfig, TlsConfig,
+    StalePolicy, TenantConfig, TlsConfig, UnknownLocationPolicy,
 };
 pub use validate::parse_prefix;
 

@@ -395,6 +395,16 @@ impl StalePolicy {
     }
 }
 
+/// `unknown_location`: BLOCK with UNKNOWN_LOCATION (default, fail closed), or allow the call
+/// without applying the windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownLocationPolicy {
+    #[default]
+    Block,
+    Allow,
+}
+
 fn default_max_age() -> u32 {
     31
 }
@@ -407,6 +417,17 @@ pub struct CampaignConfig {
     pub block_sets: Vec<String>,
     #[serde(default)]
     pub require_consent: bool,
+    /// Calling-window packs that apply (`us-federal`, `us-states`, `fr`); the most
+    /// restrictive of them and of `custom_windows` wins. Empty (and no custom windows): none.
+    #[serde(default)]
+    pub calling_windows: Vec<String>,
+    /// Custom windows, rows 'DAYS HOURS' in the called party's local time
+    /// ("mon-fri 09:00-17:00"); a day no row names is closed.
+    #[serde(default)]
+    pub custom_windows: Vec<String>,
+    /// What a number whose location cannot be resolved gets when the campaign has windows.
+    #[serde(default)]
+    pub unknown_location: UnknownLocationPolicy,
     #[serde(default)]
     pub consent_sets: Vec<String>,
     /// E.164 prefixes never to call, e.g. "+1900" (premium rate), "+48112" (emergency).

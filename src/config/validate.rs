@@ -12,6 +12,7 @@ use super::raw::{CampaignConfig, RawConfig, ServerConfig, TenantConfig, TlsConfi
 use super::{Config, ConfigError, err, resolve, valid_name};
 use crate::engine::number::Region;
 use crate::engine::snapshot::SetKind;
+use crate::rules::{Schedule, ScheduleError};
 use std::path::Path;
 
 impl Config {
@@ -211,6 +212,7 @@ fn campaigns(
             ));
         }
         campaign_sets(file, &at, tenant_name, campaign, catalogue)?;
+        calling_windows(file, &at, campaign_name, campaign)?;
         for prefix in &campaign.blocked_prefixes {
             if parse_prefix(prefix).is_none() {
                 return Err(err(
@@ -229,6 +231,24 @@ fn campaigns(
         }
     }
     Ok(())
+}
+
+/// A campaign's calling windows name packs this build has and custom rows that parse.
+fn calling_windows(
+    file: &str,
+    at: &str,
+    name: &str,
+    campaign: &CampaignConfig,
+) -> Result<(), ConfigError> {
+    match Schedule::new(name, &campaign.calling_windows, &campaign.custom_windows) {
+        Ok(_) => Ok(()),
+        Err(e @ ScheduleError::UnknownPack(_)) => {
+            Err(err(file, format!("{at}.calling_windows"), e.to_string()))
+        }
+        Err(e @ ScheduleError::Custom(_)) => {
+            Err(err(file, format!("{at}.custom_windows"), e.to_string()))
+        }
+    }
 }
 
 /// A campaign's block and consent sets exist and are of their kind.

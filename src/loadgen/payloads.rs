@@ -201,6 +201,7 @@ fn build_payloads(
                 number: Number::from_u64_unchecked(values[0]).to_e164_string(),
                 tenant: args.tenant.clone(),
                 campaign: args.campaign.clone(),
+                ..Default::default()
             };
             prost::Message::encode_to_vec(&request)
         };

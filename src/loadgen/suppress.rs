@@ -68,6 +68,7 @@ async fn verify_check(
         number: Number::from_u64_unchecked(number).to_e164_string(),
         tenant: mutations.tenant.clone(),
         campaign: mutations.campaign.clone(),
+        ..Default::default()
     };
     let payload = Payload {
         bytes: prost::Message::encode_to_vec(&request).into(),

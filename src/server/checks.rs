@@ -17,7 +17,8 @@ use crate::config::SetDefinition;
 use crate::engine::date::Day;
 use crate::engine::number::{Number, NumberError};
 use crate::metrics::{Api, Counted, Tally};
-use crate::policy::{Campaign, Decision, PolicyError, Reasons, SetId};
+use crate::policy::{Campaign, Decision, Moment, PolicyError, Reasons, SetId};
+use crate::rules::Hints;
 use crate::server::limits::RateRefusal;
 use crate::server::state::State;
 use std::time::Duration;
@@ -122,6 +123,31 @@ pub struct CheckOutcome<'a> {
     pub warnings: Vec<String>,
     pub tenant: &'a str,
     pub campaign: &'a str,
+    /// With OUTSIDE_CALLING_WINDOW: the earliest instant (unix ms) the windows allow.
+    pub next_allowed_at_ms: Option<i64>,
+}
+
+/// The moment a request checks for, from its wire fields: `at_ms` 0 is now; hints name a
+/// known time zone and US state or the request is refused (the message says which).
+pub fn moment(at_ms: i64, time_zone: &str, state: &str) -> Result<Moment, String> {
+    if at_ms < 0 {
+        return Err(format!("at_unix_ms {at_ms} is before 1970"));
+    }
+    let hints = Hints::parse(time_zone, state).map_err(|e| e.to_string())?;
+    let at_ms = if at_ms == 0 {
+        crate::server::state::now_ms()
+    } else {
+        at_ms
+    };
+    Ok(Moment { at_ms, hints })
+}
+
+/// Now, without hints (the SIP dip's checks).
+pub fn now_moment() -> Moment {
+    Moment {
+        at_ms: crate::server::state::now_ms(),
+        hints: Hints::default(),
+    }
 }
 
 impl<'a> CheckOutcome<'a> {
@@ -197,23 +223,28 @@ impl State {
         tenant: &str,
         campaign: &str,
         number: &str,
+        moment: Moment,
     ) -> Result<CheckOutcome<'_>, CheckError> {
         let (found_tenant, found_campaign) = self.policy.resolve(tenant, campaign)?;
         self.charge(&found_tenant.name, 1)?;
         let sets = self.sets.load();
         let today = Day::today();
-        let view = self.policy.campaign_state(
-            found_campaign,
-            &sets,
-            &self.overlays,
-            today,
-            self.fleet_lagging(),
-        );
+        let view = self
+            .policy
+            .campaign_state(
+                found_campaign,
+                &sets,
+                &self.overlays,
+                today,
+                self.fleet_lagging(),
+            )
+            .at(moment);
         let decision = view.decide(found_tenant.parser.parse_fast(number), today);
         Ok(CheckOutcome {
             reasons: decision.reasons,
             matched: decision.matched,
             number: decision.number,
+            next_allowed_at_ms: decision.next_allowed_at_ms,
             proof: self.proof(found_campaign, &view.sets),
             warnings: view.warnings,
             tenant: &found_tenant.name,
@@ -228,18 +259,22 @@ impl State {
         campaign: &str,
         texts: &[String],
         e164: &[u64],
+        moment: Moment,
     ) -> Result<(BatchOutcome<'_>, Vec<Result<Number, NumberError>>), CheckError> {
         let (found_tenant, found_campaign) = self.policy.resolve(tenant, campaign)?;
         self.charge(&found_tenant.name, texts.len() + e164.len())?;
         let sets = self.sets.load();
         let today = Day::today();
-        let view = self.policy.campaign_state(
-            found_campaign,
-            &sets,
-            &self.overlays,
-            today,
-            self.fleet_lagging(),
-        );
+        let view = self
+            .policy
+            .campaign_state(
+                found_campaign,
+                &sets,
+                &self.overlays,
+                today,
+                self.fleet_lagging(),
+            )
+            .at(moment);
         let mut numbers: Vec<Result<Number, NumberError>> =
             Vec::with_capacity(texts.len() + e164.len());
         numbers.extend(

@@ -175,6 +175,8 @@ mod tests {
             numbers: vec![String::new(), "+12015550127".into(), "x".repeat(300)],
             e164: vec![12015550127; 7],
             batch_id: 99,
+            // A field after the numbers (calling windows' instant) is skipped by the scan.
+            at_unix_ms: 1_790_000_000_000,
         };
         let bytes = request.encode_to_vec();
         assert_eq!(batch_count(&bytes), Some(10));

@@ -15,7 +15,7 @@ use crate::proto::{
     CheckResponse, SetStatus, SetVersion, StatusRequest, StatusResponse, TenantStatus, Verdict,
 };
 use crate::server::auth::{AuthError, Identity, Role};
-use crate::server::checks::{CheckError, Proof, count_verdicts, counted};
+use crate::server::checks::{CheckError, Proof, count_verdicts, counted, moment};
 use crate::server::errors::{Classify, ErrorClass, ServiceError, identity};
 use crate::server::state::{State, now_ms};
 use std::pin::Pin;
@@ -85,9 +85,12 @@ impl SuppressionService {
     ) -> Result<CheckResponse, ServiceError> {
         let started = std::time::Instant::now();
         let tenant = Identity::tenant_for(identity, &request.tenant)?;
+        let hints = request.location.clone().unwrap_or_default();
+        let moment = moment(request.at_unix_ms, &hints.time_zone, &hints.us_state)
+            .map_err(ServiceError::InvalidArgument)?;
         let outcome = self
             .state
-            .check_text(tenant, &request.campaign, &request.number)
+            .check_text(tenant, &request.campaign, &request.number, moment)
             .map_err(refused_check)?;
         count_verdicts(Api::Grpc, [(outcome.number.is_some(), outcome.reasons)]);
         metrics().latency(Api::Grpc, started);
@@ -112,6 +115,7 @@ impl SuppressionService {
             campaign: outcome.campaign.to_owned(),
             warnings: outcome.warnings,
             checked_at_unix_ms: now_ms(),
+            next_allowed_at_unix_ms: outcome.next_allowed_at_ms.unwrap_or(0),
         })
     }
 
@@ -127,9 +131,16 @@ impl SuppressionService {
             return Err(ServiceError::BatchTooLarge { count, limit });
         }
         let started = std::time::Instant::now();
+        let moment = moment(request.at_unix_ms, "", "").map_err(ServiceError::InvalidArgument)?;
         let (outcome, numbers) = self
             .state
-            .check_many(tenant, &request.campaign, &request.numbers, &request.e164)
+            .check_many(
+                tenant,
+                &request.campaign,
+                &request.numbers,
+                &request.e164,
+                moment,
+            )
             .map_err(refused_check)?;
         let mut verdicts = Vec::with_capacity(count);
         let mut blocked = Vec::new();
@@ -151,6 +162,7 @@ impl SuppressionService {
                     matched_sets: (0..64u32)
                         .filter(|bit| decision.matched & (1 << bit) != 0)
                         .collect(),
+                    next_allowed_at_unix_ms: decision.next_allowed_at_ms.unwrap_or(0),
                 });
             }
         }

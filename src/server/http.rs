@@ -12,7 +12,7 @@ use crate::engine::number::{NumberError, mask_input};
 use crate::metrics::{Api, Shed, metrics};
 use crate::policy::{Reason, Reasons};
 use crate::server::auth::{AuthError, Identity};
-use crate::server::checks::{CheckError, CheckOutcome, Proof, count_verdicts};
+use crate::server::checks::{CheckError, CheckOutcome, Proof, count_verdicts, moment};
 use crate::server::errors::{Classify, ErrorClass};
 use crate::server::state::{State, now_ms};
 use axum::Json;
@@ -33,6 +33,14 @@ pub struct CheckQuery {
     pub tenant: String,
     #[serde(default)]
     pub campaign: String,
+    /// Calling windows: the instant to check for (unix ms), 0 or absent for now; where the
+    /// called party is (IANA time zone, US state).
+    #[serde(default)]
+    pub at_unix_ms: i64,
+    #[serde(default)]
+    pub time_zone: String,
+    #[serde(default)]
+    pub us_state: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,6 +51,9 @@ pub struct BatchBody {
     #[serde(default)]
     pub campaign: String,
     pub numbers: Vec<String>,
+    /// Calling windows: the instant to check every number for (unix ms), 0 or absent for now.
+    #[serde(default)]
+    pub at_unix_ms: i64,
 }
 
 /// The query of `GET /v1/check`, exactly as the handler reads it (pure: fuzzed).
@@ -232,6 +243,9 @@ struct CheckAnswer<'a> {
     checked_at_unix_ms: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// With OUTSIDE_CALLING_WINDOW: the earliest instant (unix ms) the windows allow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_allowed_at_unix_ms: Option<i64>,
     number: Option<String>,
     reasons: ReasonNames,
     sets: Vec<&'a str>,
@@ -247,6 +261,7 @@ impl<'a> CheckAnswer<'a> {
             campaign: outcome.campaign,
             checked_at_unix_ms: now_ms(),
             error: None,
+            next_allowed_at_unix_ms: outcome.next_allowed_at_ms,
             number: outcome.number.map(|n| n.to_e164_string()),
             reasons: ReasonNames(outcome.reasons),
             sets: outcome.matched_sets().collect(),
@@ -263,6 +278,8 @@ impl<'a> CheckAnswer<'a> {
 #[serde(untagged)]
 enum BatchResult<'a> {
     Checked {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_allowed_at_unix_ms: Option<i64>,
         number: String,
         reasons: ReasonNames,
         sets: Vec<&'a str>,
@@ -365,8 +382,12 @@ async fn check_one(
         Ok(tenant) => tenant.to_owned(),
         Err(error) => return *auth_refusal(error),
     };
+    let moment = match moment(query.at_unix_ms, &query.time_zone, &query.us_state) {
+        Ok(moment) => moment,
+        Err(error) => return refuse(http_status(ErrorClass::InvalidArgument), error, None),
+    };
     let started = std::time::Instant::now();
-    let outcome = match state.check_text(&tenant, &query.campaign, &query.number) {
+    let outcome = match state.check_text(&tenant, &query.campaign, &query.number, moment) {
         Ok(outcome) => outcome,
         Err(error) => return check_error(&error),
     };
@@ -454,16 +475,22 @@ async fn check_batch(
         Ok(tenant) => tenant.to_owned(),
         Err(error) => return *auth_refusal(error),
     };
-    let (outcome, numbers) = match state.check_many(&tenant, &body.campaign, &body.numbers, &[]) {
-        Ok(result) => result,
-        Err(error) => return check_error(&error),
+    let moment = match moment(body.at_unix_ms, "", "") {
+        Ok(moment) => moment,
+        Err(error) => return refuse(http_status(ErrorClass::InvalidArgument), error, None),
     };
+    let (outcome, numbers) =
+        match state.check_many(&tenant, &body.campaign, &body.numbers, &[], moment) {
+            Ok(result) => result,
+            Err(error) => return check_error(&error),
+        };
     let results: Vec<BatchResult<'_>> = outcome
         .decisions
         .iter()
         .zip(&numbers)
         .map(|(decision, number)| match number {
             Ok(number) => BatchResult::Checked {
+                next_allowed_at_unix_ms: decision.next_allowed_at_ms,
                 number: number.to_e164_string(),
                 reasons: ReasonNames(decision.reasons),
                 sets: outcome.proof.matched(decision.matched).collect(),

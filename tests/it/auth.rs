@@ -74,6 +74,7 @@ async fn tenants_are_isolated_on_every_interface() {
                 number: e164(CLEAN),
                 tenant: tenant.into(),
                 campaign: String::new(),
+                ..Default::default()
             },
             token,
         )
@@ -342,6 +343,7 @@ async fn status_shows_a_tenant_only_its_own_metadata() {
             number: e164(CLEAN),
             tenant: "acme".into(),
             campaign: String::new(),
+            ..Default::default()
         },
         METRICS,
     );

@@ -113,6 +113,7 @@ async fn campaign_reasons(
             number: e164(number),
             tenant: tenant.into(),
             campaign: campaign.into(),
+            ..Default::default()
         })
         .await
         .unwrap()

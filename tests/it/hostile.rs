@@ -281,6 +281,7 @@ async fn malformed_grpc_inputs_get_clear_answers() {
                 number: number.clone(),
                 tenant: tenant.into(),
                 campaign: String::new(),
+                ..Default::default()
             })
             .await;
         match (expect, result) {
@@ -627,6 +628,7 @@ async fn a_tenant_over_its_rate_is_refused_and_others_are_not() {
         number,
         tenant: "other".into(),
         campaign: "only".into(),
+        ..Default::default()
     };
     // A batch larger than the burst can never pass.
     let status = client

@@ -13,19 +13,24 @@ fn http_config() -> String {
 }
 
 /// Sends requests on one connection and reads each response (status, JSON body).
-struct Connection {
+pub(crate) struct Connection {
     reader: BufReader<std::net::TcpStream>,
 }
 
 impl Connection {
-    fn open(addr: std::net::SocketAddr) -> Connection {
+    pub(crate) fn open(addr: std::net::SocketAddr) -> Connection {
         let stream = std::net::TcpStream::connect(addr).unwrap();
         Connection {
             reader: BufReader::new(stream),
         }
     }
 
-    fn send(&mut self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    pub(crate) fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()

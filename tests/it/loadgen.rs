@@ -424,6 +424,7 @@ fn check_now(daemon: &Daemon, number: u64, campaign: &str) -> (i32, Vec<i32>) {
                 number: format!("+{number}"),
                 tenant: "acme".into(),
                 campaign: campaign.into(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -19,3 +19,4 @@ mod server;
 mod sip;
 mod tidy;
 mod tls;
+mod windows;

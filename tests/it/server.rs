@@ -274,6 +274,7 @@ pub(crate) async fn check(
             number: number.into(),
             tenant: String::new(),
             campaign: campaign.into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -371,6 +372,7 @@ async fn unknown_tenant_or_campaign_is_not_found() {
                 number: e164(CLEAN),
                 tenant: tenant.into(),
                 campaign: campaign.into(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -382,6 +384,7 @@ async fn unknown_tenant_or_campaign_is_not_found() {
             number: e164(REGISTRY),
             tenant: "other".into(),
             campaign: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -534,6 +537,7 @@ async fn batches_mix_text_and_packed_numbers() {
             numbers: vec![e164(CLEAN), "garbage".into(), e164(INTERNAL)],
             e164: vec![REGISTRY, CLEAN, 7, PREMIUM],
             batch_id: 42,
+            ..Default::default()
         })
         .await
         .unwrap()

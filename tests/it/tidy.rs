@@ -15,8 +15,9 @@ const MAX_LINES: usize = 800;
 const LAYERS: &[(&str, &[&str])] = &[
     ("engine", &[]),
     ("store", &["engine"]),
-    ("config", &["engine"]),
-    ("policy", &["engine", "config", "store"]),
+    ("rules", &["engine"]),
+    ("config", &["engine", "rules"]),
+    ("policy", &["engine", "config", "store", "rules"]),
     ("metrics", &["engine", "config", "store", "policy"]),
     // The fleet is server-side (tokio) but never the server's: the mutation service plugs in
     // through `fleet::follow::Sink`; proto stays at the edges.

@@ -86,6 +86,7 @@ async fn mutual_tls_maps_certificates_to_tenants_and_reloads() {
         number: e164(CLEAN),
         tenant: tenant.into(),
         campaign: String::new(),
+        ..Default::default()
     };
     let answer = acme.check(request("")).await.unwrap().into_inner();
     assert_eq!(answer.tenant, "acme");
@@ -321,6 +322,7 @@ async fn client_certificates_map_by_san_on_grpc_and_http() {
         number: e164(CLEAN),
         tenant: tenant.into(),
         campaign: String::new(),
+        ..Default::default()
     };
     // URI SAN wins over the CN "dialer-acme": this certificate is tenant "other".
     let uri = pki.leaf_with_sans(

@@ -12,7 +12,7 @@ use super::parse::{TrimLws, find_unquoted, split_unquoted};
 use crate::config::{SipConfig, SipSource};
 use crate::metrics::{Api, Shed, metrics};
 use crate::policy::{Reason, Reasons};
-use crate::server::checks::{CheckError, CheckOutcome, count_verdicts};
+use crate::server::checks::{CheckError, CheckOutcome, count_verdicts, now_moment};
 use crate::server::errors::{Classify, ErrorClass};
 use crate::server::state::State;
 use std::io::Write as _;
@@ -218,7 +218,7 @@ pub fn decide(request: &SipRequest<'_>, state: &State, rule: Option<&SipSource>)
             let started = std::time::Instant::now();
             let mut buffer = [0u8; MAX_NUMBER_CHARS];
             let number = dialled_number(request.uri, &mut buffer);
-            let result = state.check_text(tenant, campaign, number);
+            let result = state.check_text(tenant, campaign, number, now_moment());
             if let Ok(outcome) = &result {
                 // Counted like every API's checks (verdicts, reasons, duration).
                 count_verdicts(Api::Sip, [(outcome.number.is_some(), outcome.reasons)]);
@@ -729,6 +729,7 @@ mod tests {
             warnings: vec![],
             tenant: "t",
             campaign: "c",
+            next_allowed_at_ms: None,
         }
     }
 

@@ -1,0 +1,259 @@
+//! Calling windows: may this number be called at this instant, and if not, when?
+//!
+//! Owns the rule packs (`data/*.pack`: versioned, each row citing its source, embedded),
+//! custom windows from config, where a called party is (request hints, then the generated
+//! prefix table: NPA-NXX, NPA, country; `table.rs`), and the evaluation (`eval.rs`): a call is
+//! allowed only if it is allowed in every candidate time zone under every pack that applies,
+//! and `next_allowed_at` is the earliest instant allowed by all of them.
+//!
+//! Pure: no tokio, no proto, no I/O (its data is embedded at build time; time-zone rules come
+//! from jiff's bundled tzdb). Never reads the clock: callers pass the instant.
+
+mod eval;
+mod held;
+mod pack;
+mod table;
+
+pub use eval::{Answer, HORIZON_DAYS};
+pub use pack::{Pack, PackError};
+pub use table::{PlaceId, tables};
+
+use crate::engine::number::Number;
+use held::HeldAnswer;
+use jiff::tz::TimeZone;
+use pack::{Scope, Week};
+use std::sync::LazyLock;
+
+/// The packs this build embeds, by name.
+const BUILTIN: [(&str, &str); 3] = [
+    ("us-federal", include_str!("data/us-federal.pack")),
+    ("us-states", include_str!("data/us-states.pack")),
+    ("fr", include_str!("data/fr.pack")),
+];
+
+/// The embedded packs, parsed on first use (a unit test parses them, so this cannot fail in a
+/// tested build).
+pub fn builtin_packs() -> &'static [Pack] {
+    static PACKS: LazyLock<Vec<Pack>> = LazyLock::new(|| {
+        BUILTIN
+            .iter()
+            .map(|(name, text)| {
+                let pack = Pack::parse(name, text).expect("embedded pack");
+                assert_eq!(pack.name, *name, "pack file name");
+                pack
+            })
+            .collect()
+    });
+    &PACKS
+}
+
+/// Names of the embedded packs (what a campaign's `calling_windows` may name).
+pub fn pack_names() -> impl Iterator<Item = &'static str> {
+    BUILTIN.iter().map(|(name, _)| *name)
+}
+
+/// Why a campaign's windows are not usable (a config error).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("unknown calling-window pack '{0}' (this build has: {known})", known = pack_names().collect::<Vec<_>>().join(", "))]
+    UnknownPack(String),
+    #[error(transparent)]
+    Custom(#[from] PackError),
+}
+
+/// Where the caller says the called party is (a dialer often knows the contact's address).
+#[derive(Clone, Debug, Default)]
+pub struct Hints {
+    pub time_zone: Option<TimeZone>,
+    /// A US state (USPS code).
+    pub state: Option<[u8; 2]>,
+}
+
+/// A hint that cannot be used: the request is refused rather than the hint ignored.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HintError {
+    #[error("unknown time zone '{0}' (an IANA name, e.g. America/New_York)")]
+    TimeZone(String),
+    #[error("unknown US state '{0}' (a two-letter USPS code, e.g. FL)")]
+    State(String),
+}
+
+impl Hints {
+    /// Hints from request fields; empty fields are absent.
+    pub fn parse(time_zone: &str, state: &str) -> Result<Hints, HintError> {
+        let clip = |s: &str| s.chars().take(64).collect::<String>();
+        let time_zone = match time_zone {
+            "" => None,
+            name => Some(TimeZone::get(name).map_err(|_| HintError::TimeZone(clip(name)))?),
+        };
+        let state = match state {
+            "" => None,
+            code => {
+                let upper = code.to_ascii_uppercase();
+                let found = <[u8; 2]>::try_from(upper.as_bytes())
+                    .ok()
+                    .filter(|c| tables().state_zones(*c).is_some());
+                Some(found.ok_or_else(|| HintError::State(clip(code)))?)
+            }
+        };
+        Ok(Hints { time_zone, state })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.time_zone.is_none() && self.state.is_none()
+    }
+}
+
+/// A campaign's calling windows: the packs it names and its custom windows.
+#[derive(Debug)]
+pub struct Schedule {
+    packs: Vec<&'static Pack>,
+    custom: Option<Pack>,
+    /// "us-federal 2026.1, us-states 2026.1": the versions an answer was computed with.
+    pub versions: String,
+    /// Per place of the prefix table, the last answer computed and the instants it holds
+    /// for. An answer holds over an interval (until the window closes, or until the next
+    /// opening), so checks of the same place reuse it: a few atomic loads and two compares
+    /// (`held.rs`, a sequence lock) instead of a time-zone evaluation.
+    answers: Box<[HeldAnswer]>,
+}
+
+impl Schedule {
+    /// The schedule of `campaign` from its config: pack names and custom rows.
+    pub fn new(
+        campaign: &str,
+        packs: &[String],
+        custom: &[String],
+    ) -> Result<Schedule, ScheduleError> {
+        let mut found = Vec::new();
+        for name in packs {
+            let pack = builtin_packs()
+                .iter()
+                .find(|p| p.name == *name)
+                .ok_or_else(|| ScheduleError::UnknownPack(name.chars().take(64).collect()))?;
+            found.push(pack);
+        }
+        let custom = if custom.is_empty() {
+            None
+        } else {
+            Some(Pack::custom(campaign, custom)?)
+        };
+        let mut versions: Vec<String> = found
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect();
+        if custom.is_some() {
+            versions.push("custom".into());
+        }
+        Ok(Schedule {
+            packs: found,
+            custom,
+            versions: versions.join(", "),
+            answers: (0..tables().places.len())
+                .map(|_| HeldAnswer::default())
+                .collect(),
+        })
+    }
+
+    /// The weeks that apply to a number in `country` and `state`: every `*` scope of a pack of
+    /// that country, the state's scope, or every state's scope when the state is not known
+    /// (the most restrictive), and the custom windows.
+    fn weeks(&self, country: Option<[u8; 2]>, state: Option<[u8; 2]>) -> Vec<&Week> {
+        let mut weeks = Vec::new();
+        for pack in &self.packs {
+            if country.is_none_or(|c| pack.country.as_deref().map(str::as_bytes) != Some(&c[..])) {
+                continue;
+            }
+            for (scope, week) in &pack.scopes {
+                let applies = match (scope, state) {
+                    (Scope::All, _) => true,
+                    (Scope::State(s), Some(state)) => s.as_bytes() == state,
+                    (Scope::State(_), None) => true,
+                };
+                if applies {
+                    weeks.push(week);
+                }
+            }
+        }
+        if let Some(custom) = &self.custom {
+            weeks.extend(custom.scopes.iter().map(|(_, w)| w));
+        }
+        weeks
+    }
+
+    /// The answer for a call at `at_ms` to the numbers of a place of the prefix table
+    /// (`None`: no place known). Depends only on the place and the instant, so a batch asks
+    /// once per place and instant.
+    pub fn check_place(&self, place: Option<PlaceId>, at_ms: i64) -> Answer {
+        let Some(id) = place else {
+            return Answer::UnknownLocation;
+        };
+        let slot = &self.answers[usize::from(id)];
+        if let Some(answer) = slot.get(at_ms) {
+            return answer;
+        }
+        let place = tables().place(id);
+        let weeks = self.weeks(Some(place.country), place.state);
+        let (answer, until) = eval::evaluate(&place.zones, &weeks, at_ms);
+        slot.set(at_ms, until, answer);
+        answer
+    }
+
+    /// The answer for a call at `at_ms` to `number`, with the caller's hints: the zone from a
+    /// time-zone hint, else a state hint's zones, else the number's place; the state from the
+    /// hint, else the place; the country from the place (a state hint means the US).
+    pub fn check(&self, number: Number, hints: &Hints, at_ms: i64) -> Answer {
+        let place_id = tables().place_of(number);
+        if hints.is_empty() {
+            return self.check_place(place_id, at_ms);
+        }
+        let place = place_id.map(|id| tables().place(id));
+        let country = match hints.state {
+            Some(_) => Some(*b"US"),
+            None => place.map(|p| p.country),
+        };
+        let state = hints.state.or(place.and_then(|p| p.state));
+        let hinted_zone;
+        let zones: &[TimeZone] = match (&hints.time_zone, hints.state) {
+            (Some(zone), _) => {
+                hinted_zone = [zone.clone()];
+                &hinted_zone
+            }
+            (None, Some(state)) => tables().state_zones(state).unwrap_or(&[]),
+            (None, None) => place.map_or(&[], |p| &p.zones[..]),
+        };
+        if country.is_none() {
+            return Answer::UnknownLocation;
+        }
+        eval::evaluate(zones, &self.weeks(country, state), at_ms).0
+    }
+}
+
+/// Answers of one batch instant per place, computed on first use: with it a number costs a
+/// range search and an array read, whatever the packs.
+#[derive(Debug)]
+pub struct PlaceCache {
+    answers: Vec<Option<Answer>>,
+}
+
+impl Default for PlaceCache {
+    fn default() -> PlaceCache {
+        // One slot per place and one for "no place".
+        PlaceCache {
+            answers: vec![None; tables().places.len() + 1],
+        }
+    }
+}
+
+impl PlaceCache {
+    /// The answer for `number` at `at_ms` (the same instant for every call on one cache).
+    #[inline]
+    pub fn check(&mut self, schedule: &Schedule, number: Number, at_ms: i64) -> Answer {
+        let place = tables().place_of(number);
+        let slot = place.map_or(self.answers.len() - 1, usize::from);
+        *self.answers[slot].get_or_insert_with(|| schedule.check_place(place, at_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests;
