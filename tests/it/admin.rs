@@ -33,13 +33,13 @@ async fn fresh() -> TestDaemon {
     start(dir).await
 }
 
-async fn admin_client(daemon: &TestDaemon) -> AdminClient<Channel> {
+pub(crate) async fn admin_client(daemon: &TestDaemon) -> AdminClient<Channel> {
     AdminClient::connect(format!("http://{}", daemon.handle.admin_addr.unwrap()))
         .await
         .unwrap()
 }
 
-fn suppress(request_id: &str, numbers: &[u64]) -> SuppressRequest {
+pub(crate) fn suppress(request_id: &str, numbers: &[u64]) -> SuppressRequest {
     SuppressRequest {
         tenant: "acme".into(),
         numbers: numbers.iter().map(|&n| e164(n)).collect(),

@@ -4,6 +4,7 @@
 //! nothing; the same request id on two hosts at once is applied once; NATS going away fails
 //! closed after `max_lag_seconds`; the stream never carries a number in the clear.
 
+use crate::admin::{admin_client as admin, suppress};
 use crate::crash::{numbers_of, start_ready_with, verify_in_force};
 use crate::nats::{Nats, fleet_section, write_fleet_key};
 use crate::server::{CLEAN, CONFIG, CONSENTED, TestDaemon, check, e164, reasons, write_all_sets};
@@ -11,7 +12,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use suppressd::engine::date::Day;
-use suppressd::proto::admin::admin_client::AdminClient;
 use suppressd::proto::admin::{EraseRequest, SuppressRequest};
 use suppressd::proto::suppression_client::SuppressionClient;
 use suppressd::proto::{Reason, Verdict};
@@ -46,22 +46,6 @@ async fn host(nats: &Nats, name: &str, extra: &str) -> TestDaemon {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     daemon
-}
-
-async fn admin(daemon: &TestDaemon) -> AdminClient<Channel> {
-    AdminClient::connect(format!("http://{}", daemon.handle.admin_addr.unwrap()))
-        .await
-        .unwrap()
-}
-
-fn suppress(request_id: &str, numbers: &[u64]) -> SuppressRequest {
-    SuppressRequest {
-        tenant: "acme".into(),
-        numbers: numbers.iter().map(|&n| e164(n)).collect(),
-        request_id: request_id.into(),
-        reason: "asked on the phone".into(),
-        ..SuppressRequest::default()
-    }
 }
 
 /// Waits until `number` gets `verdict` on `campaign`; returns how long that took.
