@@ -30,6 +30,47 @@ pub enum Answer {
     UnknownLocation,
 }
 
+/// Markers of [`Answer::code`] (an OUTSIDE answer with a next instant is that instant, kept
+/// above every marker).
+const CODE_ALLOWED: i64 = i64::MIN;
+const CODE_NEVER: i64 = i64::MIN + 1;
+const CODE_UNKNOWN: i64 = i64::MIN + 2;
+/// A code no answer has: an empty cache slot.
+pub(super) const CODE_NONE: i64 = i64::MIN + 3;
+
+impl Answer {
+    /// The answer as one i64, so caches hold it in a word: the next allowed instant, or a
+    /// marker (instants at or below the markers are 292 million years ago).
+    #[inline]
+    pub(super) fn code(self) -> i64 {
+        match self {
+            Answer::Allowed => CODE_ALLOWED,
+            Answer::Outside {
+                next_allowed_at_ms: None,
+            } => CODE_NEVER,
+            Answer::Outside {
+                next_allowed_at_ms: Some(next),
+            } => next.max(CODE_NONE + 1),
+            Answer::UnknownLocation => CODE_UNKNOWN,
+        }
+    }
+
+    /// The answer of a [`Answer::code`] other than [`CODE_NONE`].
+    #[inline]
+    pub(super) fn from_code(code: i64) -> Answer {
+        match code {
+            CODE_ALLOWED => Answer::Allowed,
+            CODE_NEVER => Answer::Outside {
+                next_allowed_at_ms: None,
+            },
+            CODE_UNKNOWN => Answer::UnknownLocation,
+            next => Answer::Outside {
+                next_allowed_at_ms: Some(next),
+            },
+        }
+    }
+}
+
 /// The hours every week allows on `date`. A holiday row replaces the weekday's row on the
 /// scope's holidays; a year the holiday data does not cover counts as a holiday (fail closed).
 fn hours_on(weeks: &[&Week], date: Date) -> Hours {

@@ -10,18 +10,13 @@
 use super::eval::Answer;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering, fence};
 
-/// What `next` holds for an answer that is not OUTSIDE with a next instant.
-const ALLOWED: i64 = i64::MIN;
-const NEVER: i64 = i64::MIN + 1;
-const UNKNOWN: i64 = i64::MIN + 2;
-
 #[derive(Debug, Default)]
 pub struct HeldAnswer {
     sequence: AtomicU64,
     from: AtomicI64,
     until: AtomicI64,
-    /// The answer: the next allowed instant, or one of the markers above.
-    next: AtomicI64,
+    /// The answer, as [`Answer::code`].
+    code: AtomicI64,
 }
 
 impl HeldAnswer {
@@ -34,35 +29,17 @@ impl HeldAnswer {
         }
         let from = self.from.load(Ordering::Relaxed);
         let until = self.until.load(Ordering::Relaxed);
-        let next = self.next.load(Ordering::Relaxed);
+        let code = self.code.load(Ordering::Relaxed);
         fence(Ordering::Acquire);
         if self.sequence.load(Ordering::Relaxed) != before || at_ms < from || at_ms >= until {
             return None;
         }
-        Some(match next {
-            ALLOWED => Answer::Allowed,
-            NEVER => Answer::Outside {
-                next_allowed_at_ms: None,
-            },
-            UNKNOWN => Answer::UnknownLocation,
-            next => Answer::Outside {
-                next_allowed_at_ms: Some(next),
-            },
-        })
+        Some(Answer::from_code(code))
     }
 
     /// Holds `answer` for `[from, until)`, unless another writer is storing right now.
     pub fn set(&self, from: i64, until: i64, answer: Answer) {
-        let next = match answer {
-            Answer::Allowed => ALLOWED,
-            Answer::Outside {
-                next_allowed_at_ms: None,
-            } => NEVER,
-            Answer::Outside {
-                next_allowed_at_ms: Some(next),
-            } => next.max(UNKNOWN + 1),
-            Answer::UnknownLocation => UNKNOWN,
-        };
+        let code = answer.code();
         let current = self.sequence.load(Ordering::Relaxed);
         if current & 1 == 1
             || self
@@ -75,7 +52,7 @@ impl HeldAnswer {
         fence(Ordering::Release);
         self.from.store(from, Ordering::Relaxed);
         self.until.store(until, Ordering::Relaxed);
-        self.next.store(next, Ordering::Relaxed);
+        self.code.store(code, Ordering::Relaxed);
         self.sequence.store(current + 2, Ordering::Release);
     }
 }

@@ -230,17 +230,21 @@ impl Schedule {
 }
 
 /// Answers of one batch instant per place, computed on first use: with it a number costs a
-/// range search and an array read, whatever the packs.
+/// range search and a read of one word, whatever the packs. Slots are [`Answer::code`]s, 8
+/// bytes each, so the cache of every place stays in a few kilobytes of L1.
 #[derive(Debug)]
 pub struct PlaceCache {
-    answers: Vec<Option<Answer>>,
+    tables: &'static table::Tables,
+    codes: Vec<i64>,
 }
 
 impl Default for PlaceCache {
     fn default() -> PlaceCache {
+        let tables = tables();
         // One slot per place and one for "no place".
         PlaceCache {
-            answers: vec![None; tables().places.len() + 1],
+            tables,
+            codes: vec![eval::CODE_NONE; tables.places.len() + 1],
         }
     }
 }
@@ -249,9 +253,26 @@ impl PlaceCache {
     /// The answer for `number` at `at_ms` (the same instant for every call on one cache).
     #[inline]
     pub fn check(&mut self, schedule: &Schedule, number: Number, at_ms: i64) -> Answer {
-        let place = tables().place_of(number);
-        let slot = place.map_or(self.answers.len() - 1, usize::from);
-        *self.answers[slot].get_or_insert_with(|| schedule.check_place(place, at_ms))
+        let place = self.tables.place_of(number);
+        let slot = place.map_or(self.codes.len() - 1, usize::from);
+        match self.codes[slot] {
+            eval::CODE_NONE => self.fill(slot, schedule, place, at_ms),
+            code => Answer::from_code(code),
+        }
+    }
+
+    /// The first number of a place in this batch: the schedule's answer, kept for the rest.
+    #[inline(never)]
+    fn fill(
+        &mut self,
+        slot: usize,
+        schedule: &Schedule,
+        place: Option<PlaceId>,
+        at_ms: i64,
+    ) -> Answer {
+        let answer = schedule.check_place(place, at_ms);
+        self.codes[slot] = answer.code();
+        answer
     }
 }
 
