@@ -1,8 +1,8 @@
 //! Calling windows: may this number be called at this instant, and if not, when?
 //!
 //! Owns the rule packs (`data/*.pack`: versioned, each row citing its source, embedded),
-//! custom windows from config, where a called party is (request hints, then the generated
-//! prefix table: NPA-NXX, NPA, country; `table.rs`), and the evaluation (`eval.rs`): a call is
+//! custom windows from config, where a called party is (request hints: time zone, US ZIP code
+//! (`zips.rs`), state; then the generated prefix table: NPA-NXX, NPA, country; `table.rs`), and the evaluation (`eval.rs`): a call is
 //! allowed only if it is allowed in every candidate time zone under every pack that applies,
 //! and `next_allowed_at` is the earliest instant allowed by all of them.
 //!
@@ -13,6 +13,7 @@ mod eval;
 mod held;
 mod pack;
 mod table;
+mod zips;
 
 pub use eval::{Answer, HORIZON_DAYS};
 pub use pack::{Pack, PackError};
@@ -76,17 +77,28 @@ pub enum HintError {
     TimeZone(String),
     #[error("unknown US state '{0}' (a two-letter USPS code, e.g. FL)")]
     State(String),
+    #[error(
+        "unknown US postal code '{0}' (a ZIP code the data lists: 5 digits, e.g. 33101 or 33101-1234)"
+    )]
+    PostalCode(String),
+    #[error("US postal code '{postal_code}' is in {found}, not in the state hinted ({hinted})")]
+    PostalCodeState {
+        postal_code: String,
+        found: String,
+        hinted: String,
+    },
 }
 
 impl Hints {
-    /// Hints from request fields; empty fields are absent.
-    pub fn parse(time_zone: &str, state: &str) -> Result<Hints, HintError> {
+    /// Hints from request fields; empty fields are absent. A US ZIP code gives its state and
+    /// time zone: a time-zone hint still wins over its zone, and a state hint must agree.
+    pub fn parse(time_zone: &str, state: &str, postal_code: &str) -> Result<Hints, HintError> {
         let clip = |s: &str| s.chars().take(64).collect::<String>();
-        let time_zone = match time_zone {
+        let mut time_zone = match time_zone {
             "" => None,
             name => Some(TimeZone::get(name).map_err(|_| HintError::TimeZone(clip(name)))?),
         };
-        let state = match state {
+        let mut state = match state {
             "" => None,
             code => {
                 let upper = code.to_ascii_uppercase();
@@ -96,6 +108,20 @@ impl Hints {
                 Some(found.ok_or_else(|| HintError::State(clip(code)))?)
             }
         };
+        if !postal_code.is_empty() {
+            let (zip_state, zone) = zips::zip5(postal_code)
+                .and_then(|zip| zips::zips().find(zip))
+                .ok_or_else(|| HintError::PostalCode(clip(postal_code)))?;
+            if let Some(hinted) = state.filter(|s| *s != zip_state) {
+                return Err(HintError::PostalCodeState {
+                    postal_code: clip(postal_code),
+                    found: String::from_utf8_lossy(&zip_state).into_owned(),
+                    hinted: String::from_utf8_lossy(&hinted).into_owned(),
+                });
+            }
+            state = Some(zip_state);
+            time_zone = time_zone.or_else(|| Some(zone.clone()));
+        }
         Ok(Hints { time_zone, state })
     }
 

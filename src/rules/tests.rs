@@ -312,23 +312,67 @@ fn custom_windows_and_hints() {
     );
     // A time-zone hint replaces the number's zone (a Florida number living in California).
     let states = schedule(&["us-federal", "us-states"], &[]);
-    let hints = Hints::parse("America/Los_Angeles", "").unwrap();
+    let hints = Hints::parse("America/Los_Angeles", "", "").unwrap();
     let at = local(NY, "2026-06-15T20:30");
     assert_eq!(states.check(number(FLORIDA), &hints, at), Answer::Allowed);
     // A state hint brings that state's rules and zones: a Texas hint on a Sunday morning.
-    let hints = Hints::parse("", "tx").unwrap();
+    let hints = Hints::parse("", "tx", "").unwrap();
     assert_eq!(
         states.check(number(FLORIDA), &hints, local(CHI, "2026-06-14T11:00")),
         next(local("America/Denver", "2026-06-14T12:00").max(local(CHI, "2026-06-14T12:00")))
     );
     // Hints name real things or the request is refused.
     assert_eq!(
-        Hints::parse("Mars/Olympus", "").unwrap_err(),
+        Hints::parse("Mars/Olympus", "", "").unwrap_err(),
         HintError::TimeZone("Mars/Olympus".into())
     );
     assert_eq!(
-        Hints::parse("", "ZZ").unwrap_err(),
+        Hints::parse("", "ZZ", "").unwrap_err(),
         HintError::State("ZZ".into())
+    );
+}
+
+#[test]
+fn a_postal_code_gives_the_state_and_zone() {
+    let states = schedule(&["us-federal", "us-states"], &[]);
+    let at = local(NY, "2026-06-15T20:30");
+    // A Florida number whose contact lives in Beverly Hills: 17:30 there, allowed.
+    let beverly_hills = Hints::parse("", "", "90210").unwrap();
+    assert_eq!(
+        states.check(number(FLORIDA), &beverly_hills, at),
+        Answer::Allowed
+    );
+    // A Californian number whose contact lives in Miami: Florida's 20:00 rule, Eastern time.
+    let miami = Hints::parse("", "", "33101-1234").unwrap();
+    assert_eq!(
+        states.check(number("+12135550123"), &miami, at),
+        next(local(NY, "2026-06-16T08:00"))
+    );
+    // Pensacola is Florida on Central time: 19:30 there, allowed until 20:00.
+    let pensacola = Hints::parse("", "FL", "32501").unwrap();
+    assert_eq!(
+        states.check(number(FLORIDA), &pensacola, at),
+        Answer::Allowed
+    );
+    assert_eq!(
+        states.check(number(FLORIDA), &pensacola, local(CHI, "2026-06-15T20:00")),
+        next(local(CHI, "2026-06-16T08:00"))
+    );
+    // A time-zone hint still wins over the postal code's zone; the state rules stay Florida's.
+    let hinted = Hints::parse(CHI, "", "33101").unwrap();
+    assert_eq!(states.check(number(FLORIDA), &hinted, at), Answer::Allowed);
+    // A code the data does not list, or one that contradicts the state hint, is refused.
+    assert_eq!(
+        Hints::parse("", "", "00000").unwrap_err(),
+        HintError::PostalCode("00000".into())
+    );
+    assert_eq!(
+        Hints::parse("", "", "3310").unwrap_err(),
+        HintError::PostalCode("3310".into())
+    );
+    assert_eq!(
+        Hints::parse("", "GA", "33101").unwrap_err().to_string(),
+        "US postal code '33101' is in FL, not in the state hinted (GA)"
     );
 }
 

@@ -128,12 +128,18 @@ pub struct CheckOutcome<'a> {
 }
 
 /// The moment a request checks for, from its wire fields: `at_ms` 0 is now; hints name a
-/// known time zone and US state or the request is refused (the message says which).
-pub fn moment(at_ms: i64, time_zone: &str, state: &str) -> Result<Moment, String> {
+/// known time zone, US state and US postal code or the request is refused (the message says
+/// which).
+pub fn moment(
+    at_ms: i64,
+    time_zone: &str,
+    state: &str,
+    postal_code: &str,
+) -> Result<Moment, String> {
     if at_ms < 0 {
         return Err(format!("at_unix_ms {at_ms} is before 1970"));
     }
-    let hints = Hints::parse(time_zone, state).map_err(|e| e.to_string())?;
+    let hints = Hints::parse(time_zone, state, postal_code).map_err(|e| e.to_string())?;
     let at_ms = if at_ms == 0 {
         crate::server::state::now_ms()
     } else {

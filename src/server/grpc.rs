@@ -86,8 +86,13 @@ impl SuppressionService {
         let started = std::time::Instant::now();
         let tenant = Identity::tenant_for(identity, &request.tenant)?;
         let hints = request.location.clone().unwrap_or_default();
-        let moment = moment(request.at_unix_ms, &hints.time_zone, &hints.us_state)
-            .map_err(ServiceError::InvalidArgument)?;
+        let moment = moment(
+            request.at_unix_ms,
+            &hints.time_zone,
+            &hints.us_state,
+            &hints.postal_code,
+        )
+        .map_err(ServiceError::InvalidArgument)?;
         let outcome = self
             .state
             .check_text(tenant, &request.campaign, &request.number, moment)
@@ -131,7 +136,8 @@ impl SuppressionService {
             return Err(ServiceError::BatchTooLarge { count, limit });
         }
         let started = std::time::Instant::now();
-        let moment = moment(request.at_unix_ms, "", "").map_err(ServiceError::InvalidArgument)?;
+        let moment =
+            moment(request.at_unix_ms, "", "", "").map_err(ServiceError::InvalidArgument)?;
         let (outcome, numbers) = self
             .state
             .check_many(

@@ -41,6 +41,9 @@ pub struct CheckQuery {
     pub time_zone: String,
     #[serde(default)]
     pub us_state: String,
+    /// A US ZIP code ("33101", "33101-1234"): its state and time zone.
+    #[serde(default)]
+    pub postal_code: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -382,7 +385,12 @@ async fn check_one(
         Ok(tenant) => tenant.to_owned(),
         Err(error) => return *auth_refusal(error),
     };
-    let moment = match moment(query.at_unix_ms, &query.time_zone, &query.us_state) {
+    let moment = match moment(
+        query.at_unix_ms,
+        &query.time_zone,
+        &query.us_state,
+        &query.postal_code,
+    ) {
         Ok(moment) => moment,
         Err(error) => return refuse(http_status(ErrorClass::InvalidArgument), error, None),
     };
@@ -475,7 +483,7 @@ async fn check_batch(
         Ok(tenant) => tenant.to_owned(),
         Err(error) => return *auth_refusal(error),
     };
-    let moment = match moment(body.at_unix_ms, "", "") {
+    let moment = match moment(body.at_unix_ms, "", "", "") {
         Ok(moment) => moment,
         Err(error) => return refuse(http_status(ErrorClass::InvalidArgument), error, None),
     };

@@ -104,6 +104,37 @@ async fn grpc_refuses_outside_the_window_and_says_when() {
     });
     let answer = client.check(hinted.clone()).await.unwrap().into_inner();
     assert_eq!(answer.verdict, Verdict::Allow as i32);
+    // A ZIP code does the same (Beverly Hills), and one in Pensacola keeps Florida's rules on
+    // Central time: 19:30 there, allowed.
+    for zip in ["90210", "32501-0001"] {
+        hinted.location = Some(LocationHints {
+            postal_code: zip.into(),
+            ..Default::default()
+        });
+        let answer = client.check(hinted.clone()).await.unwrap().into_inner();
+        assert_eq!(answer.verdict, Verdict::Allow as i32, "{zip}");
+    }
+    // A ZIP code in Miami for a Californian number: Florida's 20:00 rule applies.
+    let mut moved = request("+12135550123", "windows", evening);
+    moved.location = Some(LocationHints {
+        postal_code: "33101".into(),
+        ..Default::default()
+    });
+    let answer = client.check(moved).await.unwrap().into_inner();
+    assert_eq!(reasons(&answer.reasons), [Reason::OutsideCallingWindow]);
+    // A ZIP code that contradicts the state hint is refused.
+    hinted.location = Some(LocationHints {
+        us_state: "GA".into(),
+        postal_code: "33101".into(),
+        ..Default::default()
+    });
+    let status = client.check(hinted.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("is in FL"),
+        "{}",
+        status.message()
+    );
     // A hint that names nothing is refused, not ignored.
     hinted.location = Some(LocationHints {
         us_state: "XX".into(),
@@ -181,6 +212,20 @@ async fn http_answers_carry_next_allowed_at() {
         );
         assert_eq!(body["verdict"], "ALLOW");
         assert!(body.get("next_allowed_at_unix_ms").is_none(), "{body}");
+        let (_, body) = connection.send(
+            "GET",
+            &format!(
+                "/v1/check?number=%2B13055550123&campaign=windows&at_unix_ms={evening}&postal_code=90210"
+            ),
+            "",
+        );
+        assert_eq!(body["verdict"], "ALLOW", "{body}");
+        let (status, body) = connection.send(
+            "GET",
+            "/v1/check?number=%2B13055550123&campaign=windows&postal_code=00000",
+            "",
+        );
+        assert_eq!(status, 400, "{body}");
         let (status, body) = connection.send(
             "GET",
             "/v1/check?number=%2B13055550123&campaign=windows&time_zone=Mars/Olympus",
