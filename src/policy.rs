@@ -10,7 +10,7 @@ use crate::config::{BlockReason, Config, SetDefinition, StalePolicy, parse_prefi
 use crate::engine::date::Day;
 use crate::engine::number::{Number, NumberError, NumberParser, Region};
 use crate::engine::set::{BatchStats, SuppressionSet};
-use crate::rules::{Answer, Hints, PlaceCache, Schedule};
+use crate::rules::{Answer, Hints, Located, PlaceCache, Schedule};
 use crate::store::Overlay;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -242,6 +242,8 @@ pub struct CampaignState<'a> {
 pub struct Moment {
     pub at_ms: i64,
     pub hints: Hints,
+    /// A batch's hints for each number (one per number, in batch order), over `hints`.
+    pub each: Option<Located>,
 }
 
 impl Policy {
@@ -496,19 +498,43 @@ impl CampaignState<'_> {
         self
     }
 
-    /// The calling-window rule for a valid number. A batch passes its cache: one evaluation
-    /// per place of the prefix table for the batch's instant (hints are per request, so a
-    /// request with hints evaluates them directly).
+    /// The calling-window rule for the valid number at `index` of a request. A batch passes
+    /// its cache: one evaluation per place of the prefix table for the batch's instant, or per
+    /// (hints, place) for numbers with hints of their own; a single request with hints
+    /// evaluates them directly.
     #[inline]
-    fn window_rule(&self, decision: &mut Decision, number: Number, cache: Option<&mut PlaceCache>) {
+    fn window_rule(
+        &self,
+        decision: &mut Decision,
+        number: Number,
+        index: usize,
+        cache: Option<&mut PlaceCache>,
+    ) {
         let Some(schedule) = &self.campaign.windows else {
             return;
         };
         let answer = match (&self.moment, cache) {
-            (Some(moment), Some(cache)) if moment.hints.is_empty() => {
-                cache.check(schedule, number, moment.at_ms)
-            }
-            (Some(moment), _) => schedule.check(number, &moment.hints, moment.at_ms),
+            (Some(moment), Some(cache)) => match &moment.each {
+                Some(each) => {
+                    let found = each
+                        .of_number
+                        .get(index)
+                        .and_then(|&id| Some((id, each.hints.get(usize::try_from(id).ok()?)?)));
+                    match found {
+                        Some((id, hints)) => {
+                            cache.check_hinted(schedule, number, id, hints, moment.at_ms)
+                        }
+                        // Hints that do not match the batch (the edges check the count):
+                        // fail closed.
+                        None => Answer::Outside {
+                            next_allowed_at_ms: None,
+                        },
+                    }
+                }
+                None if moment.hints.is_empty() => cache.check(schedule, number, moment.at_ms),
+                None => schedule.check(number, &moment.hints, moment.at_ms),
+            },
+            (Some(moment), None) => schedule.check(number, &moment.hints, moment.at_ms),
             (None, _) => Answer::Outside {
                 next_allowed_at_ms: None,
             },
@@ -595,7 +621,7 @@ impl CampaignState<'_> {
         let Ok(number) = number else {
             return decision;
         };
-        self.window_rule(&mut decision, number, None);
+        self.window_rule(&mut decision, number, 0, None);
         let blocks = self.campaign.block_sets.len();
         let mut consented = false;
         for (position, slot) in self.sets.iter().enumerate() {
@@ -640,7 +666,7 @@ impl CampaignState<'_> {
         for (index, number) in numbers.iter().enumerate() {
             out.push(self.first_rules(number));
             if let Ok(number) = number {
-                self.window_rule(&mut out[index], *number, places.as_mut());
+                self.window_rule(&mut out[index], *number, index, places.as_mut());
                 valid.push(*number);
                 valid_at.push(index);
             }

@@ -23,6 +23,7 @@ use crate::engine::number::Number;
 use held::HeldAnswer;
 use jiff::tz::TimeZone;
 use pack::{Scope, Week};
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 /// The packs this build embeds, by name.
@@ -127,6 +128,40 @@ impl Hints {
 
     pub fn is_empty(&self) -> bool {
         self.time_zone.is_none() && self.state.is_none()
+    }
+}
+
+/// Hints for each number of a batch: the distinct hints, parsed once, and for each number the
+/// index of its hints (a list of contacts mostly repeats a few zones, states and ZIP codes).
+#[derive(Clone, Debug, Default)]
+pub struct Located {
+    pub hints: Vec<Hints>,
+    pub of_number: Vec<u32>,
+}
+
+impl Located {
+    /// Parses `(time_zone, us_state, postal_code)` of each number, each distinct spelling
+    /// once; the first hint that cannot be used is refused with its position.
+    pub fn parse<'a>(
+        each: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+    ) -> Result<Located, (usize, HintError)> {
+        let mut seen: HashMap<(&str, &str, &str), u32> = HashMap::new();
+        let mut located = Located::default();
+        for (index, fields) in each.into_iter().enumerate() {
+            let id = match seen.get(&fields) {
+                Some(&id) => id,
+                None => {
+                    let (zone, state, postal) = fields;
+                    let hints = Hints::parse(zone, state, postal).map_err(|e| (index, e))?;
+                    let id = located.hints.len() as u32;
+                    located.hints.push(hints);
+                    seen.insert(fields, id);
+                    id
+                }
+            };
+            located.of_number.push(id);
+        }
+        Ok(located)
     }
 }
 
@@ -262,6 +297,8 @@ impl Schedule {
 pub struct PlaceCache {
     tables: &'static table::Tables,
     codes: Vec<i64>,
+    /// Numbers with hints of their own ([`Located`]): answers by (hints, place).
+    hinted: HashMap<(u32, Option<PlaceId>), Answer>,
 }
 
 impl Default for PlaceCache {
@@ -271,6 +308,7 @@ impl Default for PlaceCache {
         PlaceCache {
             tables,
             codes: vec![eval::CODE_NONE; tables.places.len() + 1],
+            hinted: HashMap::new(),
         }
     }
 }
@@ -285,6 +323,26 @@ impl PlaceCache {
             eval::CODE_NONE => self.fill(slot, schedule, place, at_ms),
             code => Answer::from_code(code),
         }
+    }
+
+    /// The answer for `number` with hints of its own (`id`: their index in the batch's
+    /// [`Located`]), once per distinct hints and place in the batch.
+    pub fn check_hinted(
+        &mut self,
+        schedule: &Schedule,
+        number: Number,
+        id: u32,
+        hints: &Hints,
+        at_ms: i64,
+    ) -> Answer {
+        if hints.is_empty() {
+            return self.check(schedule, number, at_ms);
+        }
+        let place = self.tables.place_of(number);
+        *self
+            .hinted
+            .entry((id, place))
+            .or_insert_with(|| schedule.check(number, hints, at_ms))
     }
 
     /// The first number of a place in this batch: the schedule's answer, kept for the rest.

@@ -145,7 +145,36 @@ pub fn moment(
     } else {
         at_ms
     };
-    Ok(Moment { at_ms, hints })
+    Ok(Moment {
+        at_ms,
+        hints,
+        each: None,
+    })
+}
+
+/// The moment a batch of `count` numbers checks for: no hints, one set of hints for every
+/// number, or one per number in batch order (`(time_zone, us_state, postal_code)` each). Any
+/// other count, or a hint that names nothing known, is refused with its position.
+pub fn batch_moment<'a>(
+    at_ms: i64,
+    locations: &[(&'a str, &'a str, &'a str)],
+    count: usize,
+) -> Result<Moment, String> {
+    match locations {
+        [] => moment(at_ms, "", "", ""),
+        [(zone, state, postal)] => moment(at_ms, zone, state, postal),
+        each if each.len() == count => {
+            let located = crate::rules::Located::parse(each.iter().copied())
+                .map_err(|(index, error)| format!("locations[{index}]: {error}"))?;
+            let mut moment = moment(at_ms, "", "", "")?;
+            moment.each = Some(located);
+            Ok(moment)
+        }
+        each => Err(format!(
+            "{} locations for {count} numbers: send none, one for every number, or one per number in batch order",
+            each.len()
+        )),
+    }
 }
 
 /// Now, without hints (the SIP dip's checks).
@@ -153,6 +182,7 @@ pub fn now_moment() -> Moment {
     Moment {
         at_ms: crate::server::state::now_ms(),
         hints: Hints::default(),
+        each: None,
     }
 }
 

@@ -91,7 +91,7 @@ impl<U: Message + Default + 'static> Decoder for BoundedDecoder<U> {
                     && count > limit
                 {
                     return Err(Status::invalid_argument(format!(
-                        "batch of {count} numbers exceeds the limit of {limit} (server.max_batch)"
+                        "batch of {count} numbers or locations exceeds the limit of {limit} (server.max_batch)"
                     )));
                 }
             }
@@ -117,11 +117,13 @@ fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
 }
 
 /// How many numbers a wire-format `CheckBatchRequest` carries (`numbers`, field 3, one per
-/// occurrence; `e164`, field 4, fixed64 packed or not), without allocating. None when the
-/// bytes are malformed: prost then reports the fault.
+/// occurrence; `e164`, field 4, fixed64 packed or not), or how many locations (field 7) if
+/// that is more, without allocating: both become vectors of decoded values, so both are
+/// bounded by `max_batch`. None when the bytes are malformed: prost then reports the fault.
 pub fn batch_count(bytes: &[u8]) -> Option<usize> {
     let mut at = 0;
     let mut count = 0usize;
+    let mut locations = 0usize;
     // Open groups (deprecated wire types 3 and 4): prost skips them as unknown fields, so
     // what they hold is not the message's and is not counted.
     let mut groups: Vec<u64> = Vec::new();
@@ -145,6 +147,7 @@ pub fn batch_count(bytes: &[u8]) -> Option<usize> {
                 match field {
                     3 if top => count += 1,
                     4 if top => count += length / 8,
+                    7 if top => locations += 1,
                     _ => {}
                 }
             }
@@ -160,7 +163,7 @@ pub fn batch_count(bytes: &[u8]) -> Option<usize> {
             _ => return None,
         }
     }
-    groups.is_empty().then_some(count)
+    groups.is_empty().then_some(count.max(locations))
 }
 
 #[cfg(test)]
@@ -177,9 +180,18 @@ mod tests {
             batch_id: 99,
             // A field after the numbers (calling windows' instant) is skipped by the scan.
             at_unix_ms: 1_790_000_000_000,
+            locations: vec![Default::default(); 4],
         };
         let bytes = request.encode_to_vec();
         assert_eq!(batch_count(&bytes), Some(10));
+        // Locations count when they are more than the numbers (each empty one is two bytes
+        // on the wire and a vector entry once decoded).
+        let hinted = CheckBatchRequest {
+            e164: vec![12015550127; 2],
+            locations: vec![Default::default(); 50],
+            ..Default::default()
+        };
+        assert_eq!(batch_count(&hinted.encode_to_vec()), Some(50));
         // Unpacked fixed64 (wire type 1), as an old encoder may send.
         let mut unpacked = Vec::new();
         for _ in 0..3 {

@@ -15,7 +15,7 @@ use crate::proto::{
     CheckResponse, SetStatus, SetVersion, StatusRequest, StatusResponse, TenantStatus, Verdict,
 };
 use crate::server::auth::{AuthError, Identity, Role};
-use crate::server::checks::{CheckError, Proof, count_verdicts, counted, moment};
+use crate::server::checks::{CheckError, Proof, batch_moment, count_verdicts, counted, moment};
 use crate::server::errors::{Classify, ErrorClass, ServiceError, identity};
 use crate::server::state::{State, now_ms};
 use std::pin::Pin;
@@ -136,8 +136,13 @@ impl SuppressionService {
             return Err(ServiceError::BatchTooLarge { count, limit });
         }
         let started = std::time::Instant::now();
-        let moment =
-            moment(request.at_unix_ms, "", "", "").map_err(ServiceError::InvalidArgument)?;
+        let locations: Vec<(&str, &str, &str)> = request
+            .locations
+            .iter()
+            .map(|l| (&l.time_zone[..], &l.us_state[..], &l.postal_code[..]))
+            .collect();
+        let moment = batch_moment(request.at_unix_ms, &locations, count)
+            .map_err(ServiceError::InvalidArgument)?;
         let (outcome, numbers) = self
             .state
             .check_many(

@@ -12,7 +12,9 @@ use crate::engine::number::{NumberError, mask_input};
 use crate::metrics::{Api, Shed, metrics};
 use crate::policy::{Reason, Reasons};
 use crate::server::auth::{AuthError, Identity};
-use crate::server::checks::{CheckError, CheckOutcome, Proof, count_verdicts, moment};
+use crate::server::checks::{
+    CheckError, CheckOutcome, Proof, batch_moment, count_verdicts, moment,
+};
 use crate::server::errors::{Classify, ErrorClass};
 use crate::server::state::{State, now_ms};
 use axum::Json;
@@ -46,17 +48,82 @@ pub struct CheckQuery {
     pub postal_code: String,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The body of `POST /v1/check`.
+#[derive(Debug)]
 pub struct BatchBody {
-    #[serde(default)]
     pub tenant: String,
-    #[serde(default)]
     pub campaign: String,
     pub numbers: Vec<String>,
-    /// Calling windows: the instant to check every number for (unix ms), 0 or absent for now.
-    #[serde(default)]
+    /// Calling windows: the instant to check every number for (unix ms), 0 for now.
     pub at_unix_ms: i64,
+    /// Calling windows: none, one for every number, or one per number in batch order.
+    pub locations: Vec<LocationBody>,
+}
+
+/// Where one called party is (fields as in `GET /v1/check`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationBody {
+    #[serde(default)]
+    pub time_zone: String,
+    #[serde(default)]
+    pub us_state: String,
+    #[serde(default)]
+    pub postal_code: String,
+}
+
+/// The body as JSON reads it: `locations` is kept as text and parsed with a count limit, so a
+/// body of many tiny `{}` never becomes a long vector of empty hints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatchBody {
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    campaign: String,
+    numbers: Vec<String>,
+    #[serde(default)]
+    at_unix_ms: i64,
+    #[serde(default)]
+    locations: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// A JSON array of [`LocationBody`] holding at most `limit` of them.
+struct BoundedLocations {
+    limit: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for BoundedLocations {
+    type Value = Vec<LocationBody>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for BoundedLocations {
+    type Value = Vec<LocationBody>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "an array of at most {} locations", self.limit)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(location) = seq.next_element::<LocationBody>()? {
+            if out.len() == self.limit {
+                return Err(serde::de::Error::custom(format!(
+                    "more than {} locations (server.max_batch)",
+                    self.limit
+                )));
+            }
+            out.push(location);
+        }
+        Ok(out)
+    }
 }
 
 /// The query of `GET /v1/check`, exactly as the handler reads it (pure: fuzzed).
@@ -69,15 +136,33 @@ pub fn parse_query(uri: &axum::http::Uri) -> Result<CheckQuery, String> {
 /// The body of `POST /v1/check`, exactly as the handler reads it, with the batch limit
 /// (pure: fuzzed). Errors never echo more than 200 characters of the input's description.
 pub fn parse_batch(bytes: &[u8], max_batch: usize) -> Result<BatchBody, String> {
-    let Json(body) = Json::<BatchBody>::from_bytes(bytes)
+    let Json(raw) = Json::<RawBatchBody>::from_bytes(bytes)
         .map_err(|rejection| format!("bad JSON body: {}", clip(&rejection.body_text())))?;
-    if body.numbers.len() > max_batch {
+    if raw.numbers.len() > max_batch {
         return Err(format!(
             "batch of {} numbers exceeds the limit of {max_batch} (server.max_batch)",
-            body.numbers.len()
+            raw.numbers.len()
         ));
     }
-    Ok(body)
+    let locations = match raw.locations {
+        None => Vec::new(),
+        Some(text) => {
+            use serde::de::DeserializeSeed;
+            let mut reader = serde_json::Deserializer::from_str(text.get());
+            BoundedLocations { limit: max_batch }
+                .deserialize(&mut reader)
+                .map_err(|error| {
+                    format!("bad JSON body: locations: {}", clip(&error.to_string()))
+                })?
+        }
+    };
+    Ok(BatchBody {
+        tenant: raw.tenant,
+        campaign: raw.campaign,
+        numbers: raw.numbers,
+        at_unix_ms: raw.at_unix_ms,
+        locations,
+    })
 }
 
 fn clip(text: &str) -> String {
@@ -483,7 +568,12 @@ async fn check_batch(
         Ok(tenant) => tenant.to_owned(),
         Err(error) => return *auth_refusal(error),
     };
-    let moment = match moment(body.at_unix_ms, "", "", "") {
+    let locations: Vec<(&str, &str, &str)> = body
+        .locations
+        .iter()
+        .map(|l| (&l.time_zone[..], &l.us_state[..], &l.postal_code[..]))
+        .collect();
+    let moment = match batch_moment(body.at_unix_ms, &locations, body.numbers.len()) {
         Ok(moment) => moment,
         Err(error) => return refuse(http_status(ErrorClass::InvalidArgument), error, None),
     };

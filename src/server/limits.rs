@@ -22,12 +22,20 @@ pub const MAX_NUMBER_TEXT: usize = 64;
 /// Room in a message for everything but the numbers (tenant and campaign names of up to 64
 /// bytes, batch id, field keys).
 const FIXED_BYTES: usize = 1024;
+/// Longest text of one number's location hints a batch is sized for: an IANA zone name (the
+/// longest is 32 bytes), a state code and a ZIP+4 code, with room to spare.
+pub const MAX_HINT_TEXT: usize = 64;
 /// Wire bytes one number may take in a gRPC batch: the key and length of a string field plus
-/// [`MAX_NUMBER_TEXT`] (a packed fixed64 takes 8).
-const GRPC_BYTES_PER_NUMBER: usize = MAX_NUMBER_TEXT + 3;
+/// [`MAX_NUMBER_TEXT`] (a packed fixed64 takes 8), and its location hints (a message of three
+/// string fields: keys and lengths plus [`MAX_HINT_TEXT`]).
+const GRPC_BYTES_PER_NUMBER: usize = MAX_NUMBER_TEXT + 3 + MAX_HINT_TEXT + 9;
 /// JSON bytes one number may take in an HTTP batch: quotes, comma, and room for whitespace
-/// (pretty-printed bodies put each number on a line of its own).
-const JSON_BYTES_PER_NUMBER: usize = MAX_NUMBER_TEXT + 32;
+/// (pretty-printed bodies put each number on a line of its own), and its location
+/// (`{"time_zone":"","us_state":"","postal_code":""},` and whitespace, plus the texts).
+const JSON_BYTES_PER_NUMBER: usize = MAX_NUMBER_TEXT + 32 + MAX_HINT_TEXT + 64;
+/// Heap one number's location hints take once decoded: three `String`s and their text, the
+/// edge's borrowed view of them, and at worst one parsed `Hints` with its dedup entry.
+const HINT_MEMORY: usize = 72 + MAX_HINT_TEXT + 48 + 4 + 32 + 64;
 
 /// The largest gRPC data-plane message decoded: what `server.max_batch` numbers can take,
 /// capped by `server.max_message_bytes`. A bigger message is refused (OUT_OF_RANGE) from its
@@ -44,11 +52,12 @@ pub fn http_body_limit(server: &ServerConfig) -> usize {
 
 /// Heap one check request of the largest allowed size may hold at once, in bytes: its wire
 /// bytes three times (the HTTP/2 or HTTP/1 receive buffer, the decode buffer, a decompression
-/// buffer), each number decoded (a `String` of up to [`MAX_NUMBER_TEXT`] bytes) and its result
-/// (a verdict, a blocked item or a JSON result of up to 96 bytes).
+/// buffer), each number decoded (a `String` of up to [`MAX_NUMBER_TEXT`] bytes), its location
+/// hints ([`HINT_MEMORY`]) and its result (a verdict, a blocked item or a JSON result of up to
+/// 96 bytes).
 pub fn request_memory_bound(server: &ServerConfig) -> usize {
     let wire = grpc_decode_limit(server).max(http_body_limit(server));
-    3 * wire + server.max_batch * (24 + MAX_NUMBER_TEXT + 96)
+    3 * wire + server.max_batch * (24 + MAX_NUMBER_TEXT + HINT_MEMORY + 96)
 }
 
 /// The bound on what check requests in flight hold: `server.max_in_flight` requests of the

@@ -1165,6 +1165,11 @@ fn empty_strings(count: usize) -> Vec<u8> {
     [0x1a, 0x00].repeat(count)
 }
 
+/// `count` empty `LocationHints` (field 7): two wire bytes each, a vector entry once decoded.
+fn empty_locations(count: usize) -> Vec<u8> {
+    [0x3a, 0x00].repeat(count)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_batches_are_bounded_by_max_batch_before_decoding() {
     let daemon = start(&config("", "")).await;
@@ -1187,6 +1192,16 @@ async fn grpc_batches_are_bounded_by_max_batch_before_decoding() {
     )
     .await;
     assert_eq!(code, Code::InvalidArgument);
+    // One number and 101 empty locations: over the count too (locations are vectors too).
+    let mut message = empty_strings(1);
+    message.extend(empty_locations(101));
+    let code = grpc_raw(
+        daemon.addr,
+        "CheckBatch",
+        frame(message.len() as u32, &message),
+    )
+    .await;
+    assert_eq!(code, Code::InvalidArgument);
     // Packed E.164 (fixed64) of 101 numbers: over the count too.
     let mut packed = vec![0x22, 0xa8, 0x06]; // field 4, length 808
     for _ in 0..101 {
@@ -1199,7 +1214,8 @@ async fn grpc_batches_are_bounded_by_max_batch_before_decoding() {
     )
     .await;
     assert_eq!(code, Code::InvalidArgument);
-    // The largest allowed batch passes: 100 numbers of 64 characters.
+    // The largest allowed batch passes: 100 numbers of 64 characters, each with the longest
+    // location hints.
     let long = format!("+1{}", "2".repeat(62));
     let mut client = daemon.client().await;
     let answer = client
@@ -1207,6 +1223,7 @@ async fn grpc_batches_are_bounded_by_max_batch_before_decoding() {
             tenant: "acme".repeat(16),
             campaign: "outbound".repeat(8),
             numbers: vec![long; 100],
+            locations: vec![longest_location(); 100],
             ..Default::default()
         })
         .await;
@@ -1325,6 +1342,16 @@ pub(crate) fn rss_of(pid: u32) -> u64 {
     kb * 1024
 }
 
+/// The longest location hints a number may carry (sizes the batch limits): the longest IANA
+/// zone name, a state and a ZIP+4 code that agree.
+fn longest_location() -> suppressd::proto::LocationHints {
+    suppressd::proto::LocationHints {
+        time_zone: "America/Argentina/ComodRivadavia".into(),
+        us_state: "FL".into(),
+        postal_code: "33101-1234".into(),
+    }
+}
+
 /// With `max_in_flight` requests of the largest allowed size in flight (gRPC and HTTP), and
 /// hostile ones beside them (messages of empty strings up to 2 MB, under max_message_bytes but
 /// over what max_batch numbers take), the daemon's RSS grows less than the bound it computes
@@ -1346,21 +1373,39 @@ async fn memory_stays_under_the_in_flight_bound() {
     let pid = daemon.child.id();
     let (grpc, http) = (daemon.grpc, daemon.http);
     let long = format!("+1{}", "2".repeat(62));
+    // The largest allowed batches: every number of the longest text, with the longest hints.
     let grpc_batch = CheckBatchRequest {
         numbers: vec![long.clone(); server.max_batch],
+        locations: vec![longest_location(); server.max_batch],
         ..Default::default()
     };
+    let location = longest_location();
     let json = format!(
-        "{{\"numbers\": [{}]}}",
-        vec![format!("\"{long}\""); server.max_batch].join(",")
+        "{{\"numbers\": [{}], \"locations\": [{}]}}",
+        vec![format!("\"{long}\""); server.max_batch].join(","),
+        vec![
+            format!(
+                "{{\"time_zone\": \"{}\", \"us_state\": \"{}\", \"postal_code\": \"{}\"}}",
+                location.time_zone, location.us_state, location.postal_code
+            );
+            server.max_batch
+        ]
+        .join(",")
     );
     let hostile = frame(2 << 20, &empty_strings(1 << 20));
+    let hostile_locations = frame(2 << 20, &empty_locations(1 << 20));
     let round = |rounds: usize| {
-        let (grpc_batch, json, hostile) = (grpc_batch.clone(), json.clone(), hostile.clone());
+        let (grpc_batch, json) = (grpc_batch.clone(), json.clone());
+        let (hostile, hostile_locations) = (hostile.clone(), hostile_locations.clone());
         async move {
             let mut tasks = tokio::task::JoinSet::new();
             for worker in 0..48 {
-                let (batch, json, hostile) = (grpc_batch.clone(), json.clone(), hostile.clone());
+                let (batch, json) = (grpc_batch.clone(), json.clone());
+                let hostile = if worker % 2 == 0 {
+                    hostile.clone()
+                } else {
+                    hostile_locations.clone()
+                };
                 tasks.spawn(async move {
                     let mut client = SuppressionClient::connect(format!("http://{grpc}"))
                         .await

@@ -182,6 +182,65 @@ async fn grpc_refuses_outside_the_window_and_says_when() {
         reasons(&batch.blocked[1].reasons),
         [Reason::UnknownLocation]
     );
+    // Hints per number, in batch order (text numbers, then E.164): a Florida number living in
+    // Los Angeles, one without hints, a Californian number living in Miami (packed E.164).
+    let hint = |time_zone: &str, postal_code: &str| LocationHints {
+        time_zone: time_zone.into(),
+        postal_code: postal_code.into(),
+        ..Default::default()
+    };
+    let hinted = CheckBatchRequest {
+        campaign: "windows".into(),
+        numbers: vec![FLORIDA.into(), FLORIDA.into()],
+        e164: vec![12135550123],
+        at_unix_ms: evening,
+        locations: vec![
+            hint("America/Los_Angeles", ""),
+            hint("", ""),
+            hint("", "33101"),
+        ],
+        ..Default::default()
+    };
+    let batch = client
+        .check_batch(hinted.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        batch.verdicts,
+        [
+            Verdict::Allow as u8,
+            Verdict::Block as u8,
+            Verdict::Block as u8
+        ]
+    );
+    for item in &batch.blocked {
+        assert_eq!(reasons(&item.reasons), [Reason::OutsideCallingWindow]);
+    }
+    // One location applies to every number: all three in Los Angeles, 17:30 there.
+    let mut everyone = hinted.clone();
+    everyone.locations = vec![hint("America/Los_Angeles", "")];
+    let batch = client.check_batch(everyone).await.unwrap().into_inner();
+    assert_eq!(batch.verdicts, [Verdict::Allow as u8; 3]);
+    // Any other count, or a hint that names nothing, is refused with its position.
+    let mut short = hinted.clone();
+    short.locations.pop();
+    let status = client.check_batch(short).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("2 locations for 3 numbers"),
+        "{}",
+        status.message()
+    );
+    let mut wrong = hinted.clone();
+    wrong.locations[2].postal_code = "00000".into();
+    let status = client.check_batch(wrong).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("locations[2]"),
+        "{}",
+        status.message()
+    );
     daemon.shutdown().await;
 }
 
@@ -241,6 +300,26 @@ async fn http_answers_carry_next_allowed_at() {
         assert_eq!(status, 200);
         assert_eq!(body["results"][0]["next_allowed_at_unix_ms"], next, "{body}");
         assert_eq!(body["results"][0]["reasons"], serde_json::json!(["OUTSIDE_CALLING_WINDOW"]));
+        // Hints per number: the first in Los Angeles, the second where its number says.
+        let (status, body) = connection.send(
+            "POST",
+            "/v1/check",
+            &format!(
+                r#"{{"campaign":"windows","numbers":["+13055550123","+13055550123"],"at_unix_ms":{evening},"locations":[{{"postal_code":"90210"}},{{}}]}}"#
+            ),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["results"][0]["verdict"], "ALLOW", "{body}");
+        assert_eq!(body["results"][1]["verdict"], "BLOCK", "{body}");
+        // More locations than max_batch numbers: refused while parsing, before any is kept.
+        let many = vec!["{}"; 150].join(","); // max_batch is 100 here
+        let (status, body) = connection.send(
+            "POST",
+            "/v1/check",
+            &format!(r#"{{"campaign":"windows","numbers":["+13055550123"],"locations":[{many}]}}"#),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(body.to_string().contains("locations (server.max_batch)"), "{body}");
     })
     .await
     .unwrap();
