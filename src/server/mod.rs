@@ -300,10 +300,7 @@ fn spawn_background(
     stop: &watch::Receiver<bool>,
 ) {
     if let Some(fleet) = fleet {
-        let sink = Arc::new(mutations::FleetSink {
-            mutator: mutator.clone(),
-            state: state.clone(),
-        });
+        let sink = Arc::new(mutations::FleetSink::new(mutator.clone(), state.clone()));
         tokio::spawn(crate::fleet::follow::run(fleet, sink, stop.clone()));
         tokio::spawn(fleet_health(state.clone(), health.clone(), stop.clone()));
     }

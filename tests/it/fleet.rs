@@ -5,7 +5,7 @@
 //! closed after `max_lag_seconds`; the stream never carries a number in the clear.
 
 use crate::admin::{admin_client as admin, suppress};
-use crate::crash::{numbers_of, start_ready_with, verify_in_force};
+use crate::crash::{numbers_of, start_ready_env, start_ready_with, verify_in_force};
 use crate::nats::{Nats, fleet_section, write_fleet_key};
 use crate::server::{CLEAN, CONFIG, CONSENTED, TestDaemon, check, e164, reasons, write_all_sets};
 use std::collections::HashMap;
@@ -828,4 +828,98 @@ async fn a_stream_deleted_under_the_fleet_is_not_followed_and_fails_closed() {
         [Reason::InternalDnc, Reason::FleetLag]
     );
     a.shutdown().await;
+}
+
+/// A follower puts a message in force before its journal fsync (the stream is the durable
+/// copy) and acks it only after: killed in between, it restarts, is redelivered what it had
+/// not made durable, and holds every acknowledged mutation, a suppress then unsuppress of one
+/// number included. The follower's fsync is held 3 s (a debug-build test hook), so on code
+/// that applies only after the fsync the first assertion fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_killed_between_overlay_apply_and_fsync_loses_nothing() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let a = host(&nats, "a", "").await;
+    let mut admin_a = admin(&a).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("erased.key"), crate::server::KEY_TEXT).unwrap();
+    write_fleet_key(dir.path());
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write_all_sets(&dir.path().join("data"), Day::today());
+    let section = fleet_section(&nats.urls(), "slow", "");
+    let slow_fsync = [("SUPPRESSD_TEST_JOURNAL_FSYNC_DELAY_MS", "3000")];
+    let (mut follower, mut on_follower, _) =
+        start_ready_env(dir.path(), &section, &slow_fsync).await;
+    // The follower has its consumer once a first mutation reaches it.
+    admin_a
+        .suppress(suppress("before-fsync-warmup", &[CLEAN + 900]))
+        .await
+        .unwrap();
+    wait_verdict(&mut on_follower, CLEAN + 900, "outbound", Verdict::Block).await;
+    let numbers: Vec<u64> = (0..5).map(|i| 13_306_000_000 + i).collect();
+    for (i, &number) in numbers.iter().enumerate() {
+        admin_a
+            .suppress(suppress(&format!("before-fsync-{i}"), &[number]))
+            .await
+            .unwrap();
+        // In force on the follower long before its 3 s fsync could have finished.
+        let took = wait_verdict(&mut on_follower, number, "outbound", Verdict::Block).await;
+        assert!(
+            took < Duration::from_millis(1500),
+            "{number} took {took:?} to be in force on the follower (waited for its fsync)"
+        );
+    }
+    // Suppressed and then unsuppressed while neither record is durable on the follower.
+    let undone = numbers[4];
+    admin_a
+        .unsuppress(suppress("before-fsync-undo", &[undone]))
+        .await
+        .unwrap();
+    let took = wait_verdict(&mut on_follower, undone, "outbound", Verdict::Allow).await;
+    assert!(
+        took < Duration::from_millis(1500),
+        "unsuppress took {took:?}"
+    );
+    follower.child.kill().unwrap();
+    follower.child.wait().unwrap();
+    // Restarted (fsync no longer held): what it had only in force comes back from the stream.
+    let (mut restarted, mut on_restarted, _) = start_ready_with(dir.path(), &section).await;
+    for &number in &numbers[..4] {
+        wait_verdict(&mut on_restarted, number, "outbound", Verdict::Block).await;
+    }
+    wait_verdict(&mut on_restarted, CLEAN + 900, "outbound", Verdict::Block).await;
+    // The unsuppress, last in the stream, wins here as on host a.
+    let mut on_a = a.client().await;
+    for client in [&mut on_restarted, &mut on_a] {
+        assert_eq!(
+            check(client, &e164(undone), "outbound").await.verdict,
+            Verdict::Allow as i32
+        );
+        for &number in &numbers[..4] {
+            assert_eq!(
+                check(client, &e164(number), "outbound").await.verdict,
+                Verdict::Block as i32
+            );
+        }
+    }
+    // Restarted again without NATS: all of it is in its own journal (its fsync, no longer
+    // held, takes milliseconds; the second is margin), served within max_lag_seconds.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    restarted.child.kill().unwrap();
+    restarted.child.wait().unwrap();
+    a.shutdown().await;
+    drop(nats);
+    let (mut offline, mut on_offline, _) = start_ready_with(dir.path(), &section).await;
+    for &number in &numbers[..4] {
+        assert_eq!(
+            check(&mut on_offline, &e164(number), "outbound")
+                .await
+                .verdict,
+            Verdict::Block as i32,
+            "{number} not in the follower's own journal"
+        );
+    }
+    offline.child.kill().unwrap();
+    offline.child.wait().unwrap();
 }
