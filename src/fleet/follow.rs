@@ -99,22 +99,29 @@ fn now_ms() -> i64 {
 
 async fn follow(fleet: &Fleet, sink: &Arc<dyn Sink>) -> Result<(), String> {
     let stream = fleet.ensure_stream().await?;
-    let state = stream
+    let info = stream
         .get_info()
         .await
-        .map_err(|e| format!("stream info: {e}"))?
-        .state;
+        .map_err(|e| format!("stream info: {e}"))?;
+    check_identity(fleet, &info)?;
+    let state = info.state;
     let applied = fleet.status.applied();
     if state.last_sequence < applied {
         // A stream shorter than what this host applied is another stream (deleted and made
         // again, a NATS store wiped): its sequences would be skipped as applied. Fail closed:
         // no following (mutations refused), the lag grows to FLEET_LAG. RUNBOOK: "stream
         // replaced".
+        crate::metrics::fleet_metrics()
+            .fleet_stream_replaced
+            .set(1.0);
         return Err(format!(
             "the fleet stream {} ends at sequence {} but this host applied {applied}: it was deleted or replaced; not following it (RUNBOOK: stream replaced)",
             fleet.settings.stream, state.last_sequence
         ));
     }
+    crate::metrics::fleet_metrics()
+        .fleet_stream_replaced
+        .set(0.0);
     if state.first_sequence > applied + 1 && applied > 0 {
         tracing::error!(
             applied,
@@ -247,6 +254,44 @@ async fn follow(fleet: &Fleet, sink: &Arc<dyn Sink>) -> Result<(), String> {
         failed = failed || settle(fleet, &batch, applied).await.is_err();
     }
     result
+}
+
+/// Is this the stream this host applied? Its creation time, recorded in `fleet.stream` when
+/// the host first followed it, must match: a stream deleted and made again (by an operator,
+/// or a NATS store lost and the stream re-created by any host) numbers from 1 again, and
+/// once it has grown past this host's applied sequence nothing else tells it apart. Fail
+/// closed on a mismatch: no following, mutations refused, FLEET_LAG after `max_lag`.
+fn check_identity(fleet: &Fleet, info: &async_nats::jetstream::stream::Info) -> Result<(), String> {
+    let created = info.created.unix_timestamp_nanos() as i64;
+    let shown = |ns: i64| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| ns.to_string())
+    };
+    match super::applied::read_stream(&fleet.data_dir)? {
+        Some(known) if known == created => Ok(()),
+        Some(known) => {
+            crate::metrics::fleet_metrics()
+                .fleet_stream_replaced
+                .set(1.0);
+            Err(format!(
+                "the fleet stream {} was created at {} but this host applied the one created at {}: it was deleted and made again; not following it (RUNBOOK: stream replaced)",
+                fleet.settings.stream,
+                shown(created),
+                shown(known)
+            ))
+        }
+        // The first stream this data directory follows (or one from before fleet.stream
+        // existed, checked by its length alone): this one, from now on.
+        None => {
+            tracing::info!(stream = %fleet.settings.stream, created = %shown(created), "fleet: recording the stream this host follows");
+            super::applied::write_stream(&fleet.data_dir, created)
+        }
+    }
 }
 
 /// The oldest batch's outcome; never ready when nothing is in flight.

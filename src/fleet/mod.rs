@@ -197,6 +197,8 @@ impl Status {
 /// A fleet member's link to the stream: settings, keys, the NATS client and the status.
 pub struct Fleet {
     pub settings: FleetSettings,
+    /// Where `fleet.applied` and `fleet.stream` live.
+    pub data_dir: std::path::PathBuf,
     pub sealer: seal::Sealer,
     pub status: Arc<Status>,
     pub client: async_nats::Client,

@@ -73,6 +73,7 @@ impl Fleet {
         settings: FleetSettings,
         secrets: FleetSecrets,
         applied: u64,
+        data_dir: std::path::PathBuf,
     ) -> Result<Arc<Fleet>, String> {
         let status = Arc::new(Status::new(settings.max_lag, applied));
         let events = status.clone();
@@ -137,6 +138,7 @@ impl Fleet {
             .build(client.clone());
         Ok(Arc::new(Fleet {
             settings,
+            data_dir,
             sealer: secrets.sealer,
             status,
             client,

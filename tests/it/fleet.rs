@@ -923,3 +923,86 @@ async fn a_follower_killed_between_overlay_apply_and_fsync_loses_nothing() {
     offline.child.kill().unwrap();
     offline.child.wait().unwrap();
 }
+
+/// A stream deleted and made again, then grown past what a host applied (another host, new
+/// to the fleet, follows it and takes mutations), is told apart by its creation time: the
+/// host that applied the old one does not follow it (FLEET_LAG, mutations refused) instead
+/// of applying its sequences 4 and 5 and skipping 1 to 3. The RUNBOOK's re-seed (compact,
+/// stop, remove fleet.applied and fleet.stream, start) then follows the new stream from 1,
+/// keeping what the old one carried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_made_again_and_grown_past_a_host_is_not_followed_until_reseeded() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let a = host(&nats, "a", "max_lag_seconds = 2\n").await;
+    let mut admin_a = admin(&a).await;
+    for i in 0..3u64 {
+        admin_a
+            .suppress(suppress(&format!("old-stream-{i}"), &[CLEAN + i]))
+            .await
+            .unwrap();
+    }
+    let raw =
+        async_nats::jetstream::new(async_nats::connect(nats.urls()[0].clone()).await.unwrap());
+    raw.delete_stream("suppressd-test").await.unwrap();
+    // A new host follows whatever stream it finds (making it if it is missing) and takes
+    // five mutations: the new stream's sequences 1 to 5, past a's 3.
+    let b = host(&nats, "b", "").await;
+    let mut admin_b = admin(&b).await;
+    let new_numbers: Vec<u64> = (0..5).map(|i| 13_307_000_000 + i).collect();
+    for (i, &number) in new_numbers.iter().enumerate() {
+        admin_b
+            .suppress(suppress(&format!("new-stream-{i}"), &[number]))
+            .await
+            .unwrap();
+    }
+    // Followed, a would apply the new stream's 4 and 5 (past its 3) within a second; it must
+    // not, and must fail closed once max_lag_seconds has passed.
+    let mut on_a = a.client().await;
+    let watched = Instant::now();
+    loop {
+        let last = check(&mut on_a, &e164(new_numbers[4]), "outbound").await;
+        assert!(
+            !reasons(&last.reasons).contains(&Reason::InternalDnc),
+            "a replaced stream grown past this host was followed from its sequence 4"
+        );
+        if watched.elapsed() > Duration::from_secs(4) {
+            let first = check(&mut on_a, &e164(new_numbers[0]), "outbound").await;
+            assert_eq!(first.verdict, Verdict::Block as i32);
+            assert_eq!(reasons(&first.reasons), [Reason::FleetLag]);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!a.handle.state.fleet.get().unwrap().following());
+    let refused = admin_a
+        .suppress(suppress("on-a-meanwhile", &[CLEAN + 50]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    // Re-seed a (RUNBOOK "stream replaced"): compact, stop, remove the two files, start.
+    admin_a
+        .compact(suppressd::proto::admin::CompactRequest {})
+        .await
+        .unwrap();
+    let dir = a.stop().await;
+    for file in ["fleet.applied", "fleet.stream"] {
+        std::fs::remove_file(dir.path().join("data").join(file)).unwrap();
+    }
+    let a = TestDaemon::start_in(dir, &fleet_config(&nats, "a", "max_lag_seconds = 2\n")).await;
+    let mut on_a = a.client().await;
+    for &number in &new_numbers {
+        wait_verdict(&mut on_a, number, "outbound", Verdict::Block).await;
+    }
+    for i in 0..3u64 {
+        assert_eq!(
+            reasons(&check(&mut on_a, &e164(CLEAN + i), "outbound").await.reasons),
+            [Reason::InternalDnc],
+            "the old stream's mutations kept through the re-seed"
+        );
+    }
+    for daemon in [a, b] {
+        daemon.shutdown().await;
+    }
+}
