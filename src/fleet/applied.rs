@@ -54,6 +54,25 @@ pub fn write_stream(data_dir: &Path, created_ns: i64) -> Result<(), String> {
     )
 }
 
+/// A u64 kept in a 16-byte `magic, value, crc` file (`fleet.instance`); `None` if absent.
+pub(super) fn read_u64_file(
+    data_dir: &Path,
+    name: &str,
+    magic: &[u8; 4],
+) -> Result<Option<u64>, String> {
+    Ok(read_file(data_dir, name, magic)?.map(u64::from_le_bytes))
+}
+
+/// Writes a u64 in a 16-byte `magic, value, crc` file (atomic replace).
+pub(super) fn write_u64_file(
+    data_dir: &Path,
+    name: &str,
+    magic: &[u8; 4],
+    value: u64,
+) -> Result<(), String> {
+    write_file(data_dir, name, magic, value.to_le_bytes())
+}
+
 /// The 8 bytes of a 16-byte `magic, value, crc` file; `None` when it does not exist.
 fn read_file(data_dir: &Path, name: &str, magic: &[u8; 4]) -> Result<Option<[u8; 8]>, String> {
     let path = data_dir.join(name);

