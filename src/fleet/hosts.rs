@@ -155,6 +155,28 @@ impl Fleet {
         Ok(())
     }
 
+    /// Every entry of the host register (for Admin Status), read within `timeout`.
+    pub async fn hosts_seen(&self, timeout: Duration) -> Result<Vec<HostRecord>, String> {
+        use tokio_stream::StreamExt;
+        let read = async {
+            let store = self.hosts_bucket().await?;
+            let mut keys = store.keys().await.map_err(|e| e.to_string())?;
+            let mut hosts = Vec::new();
+            while let Some(key) = keys.next().await {
+                let key = key.map_err(|e| e.to_string())?;
+                if let Some(value) = store.get(&key).await.map_err(|e| e.to_string())? {
+                    hosts.push(serde_json::from_slice(&value).map_err(|e| {
+                        format!("host register entry {key}: not a host record: {e}")
+                    })?);
+                }
+            }
+            Ok(hosts)
+        };
+        tokio::time::timeout(timeout, read)
+            .await
+            .map_err(|_| "fleet: the host register did not answer in time".to_owned())?
+    }
+
     /// Frees the claim (a daemon stopping); best effort.
     pub async fn release_host(&self, claim: Claim) {
         let key = &self.settings.host_id;

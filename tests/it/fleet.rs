@@ -1054,6 +1054,45 @@ async fn a_second_daemon_with_the_same_host_id_waits_until_the_first_stops() {
         .suppress(suppress("twin-3", &[CLEAN + 3]))
         .await
         .unwrap();
+    // Admin Status shows each side of it.
+    let status = |admin: &mut suppressd::proto::admin::admin_client::AdminClient<Channel>| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .status(suppressd::proto::admin::AdminStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .fleet
+                .expect("a fleet host reports its fleet")
+        }
+    };
+    let on_first = status(&mut admin_first).await;
+    assert_eq!(
+        (on_first.name.as_str(), on_first.host_id.as_str()),
+        ("test", "twin")
+    );
+    assert!(on_first.connected && on_first.following && !on_first.refusing && !on_first.lagging);
+    assert!(on_first.applied_sequence >= 2, "{on_first:?}");
+    assert!(
+        on_first.stream_last_sequence >= on_first.applied_sequence - 1,
+        "{on_first:?}"
+    );
+    assert_eq!(on_first.hosts_error, "");
+    let listed: Vec<_> = on_first
+        .hosts
+        .iter()
+        .map(|h| (h.host_id.as_str(), h.instance.as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        [("twin", on_first.instance.as_str())],
+        "{on_first:?}"
+    );
+    assert!(on_first.hosts[0].heartbeat_unix_ms > 0 && !on_first.hosts[0].versions.is_empty());
+    let of_second = status(&mut admin(&second).await).await;
+    assert!(of_second.connected && !of_second.following && of_second.refusing && of_second.lagging);
+    assert_ne!(of_second.instance, on_first.instance);
     // The bucket names the holder (record format 1).
     let raw =
         async_nats::jetstream::new(async_nats::connect(nats.urls()[0].clone()).await.unwrap());

@@ -83,6 +83,11 @@ impl Mutator {
         self.shared.durable_stream_seq.load(Ordering::Acquire)
     }
 
+    /// The fleet this mutator publishes to (fleet mode).
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.get()
+    }
+
     /// Makes this mutator publish to `fleet` (once, at start, before serving).
     pub fn attach_fleet(&self, fleet: Arc<Fleet>) {
         let _ = self.fleet.set(fleet);
