@@ -41,7 +41,7 @@ const STREAM_MAGIC: &[u8; 4] = b"SFS1";
 /// The creation time (ns since the epoch) of the stream this host follows; `None` when no
 /// stream was recorded yet.
 pub fn read_stream(data_dir: &Path) -> Result<Option<i64>, String> {
-    Ok(read_file(data_dir, STREAM_FILE, STREAM_MAGIC)?.map(|bytes| i64::from_le_bytes(bytes)))
+    Ok(read_file(data_dir, STREAM_FILE, STREAM_MAGIC)?.map(i64::from_le_bytes))
 }
 
 /// Records the stream this host follows, by its creation time (atomic replace).

@@ -410,7 +410,8 @@ struct Batch {
 enum Taken {
     Batch(Batch),
     Redelivered {
-        last: async_nats::jetstream::Message,
+        // Boxed: a message is far larger than the batch's vectors.
+        last: Box<async_nats::jetstream::Message>,
         last_seq: u64,
         pending: u64,
         gap: Option<String>,
@@ -469,7 +470,7 @@ fn take_batch(
     if batch.incoming.is_empty() {
         return match last {
             Some(last) => Ok(Taken::Redelivered {
-                last,
+                last: Box::new(last),
                 last_seq,
                 pending,
                 gap: batch.gap,
