@@ -143,6 +143,7 @@ async fn follow(
         crate::metrics::fleet_metrics()
             .fleet_stream_replaced
             .set(1.0);
+        fleet.status.set_refusing(true);
         return Err(format!(
             "the fleet stream {} ends at sequence {} but this host applied {applied}: it was deleted or replaced; not following it (RUNBOOK: stream replaced)",
             fleet.settings.stream, state.last_sequence
