@@ -149,6 +149,8 @@ pub struct FleetMetrics {
     pub fleet_connected: Gauge,
     /// 1 while checks answer FLEET_LAG (lagging past `fleet.max_lag_seconds`), else 0.
     pub fleet_lagging: Gauge,
+    /// 1 while the follower refuses a stream that is not the one this host applied.
+    pub fleet_stream_replaced: Gauge,
 }
 
 static FLEET: OnceLock<FleetMetrics> = OnceLock::new();
@@ -166,6 +168,7 @@ pub fn fleet_metrics() -> &'static FleetMetrics {
             fleet_redeliveries: counter!("suppressd_fleet_redeliveries_total"),
             fleet_connected: gauge!("suppressd_fleet_connected"),
             fleet_lagging: gauge!("suppressd_fleet_lagging"),
+            fleet_stream_replaced: gauge!("suppressd_fleet_stream_replaced"),
         }
     })
 }
@@ -642,5 +645,9 @@ fn describe_fleet() {
     describe_gauge!(
         "suppressd_fleet_lagging",
         "1 while this host lags past fleet.max_lag_seconds (checks answer FLEET_LAG, health NOT_SERVING)."
+    );
+    describe_gauge!(
+        "suppressd_fleet_stream_replaced",
+        "1 while this host refuses the fleet stream because it is not the one it applied (deleted and made again)."
     );
 }

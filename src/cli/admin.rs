@@ -313,6 +313,21 @@ pub fn run(args: AdminArgs) -> CliResult<()> {
                     "journal_last_sequence": r.journal_last_sequence, "erasures_pending": r.erasures_pending,
                     "last_compaction_unix_ms": r.last_compaction_unix_ms, "last_compaction_error": r.last_compaction_error,
                     "journal_error": r.journal_error,
+                    "fleet": r.fleet.map(|f| serde_json::json!({
+                        "name": f.name, "host_id": f.host_id, "instance": f.instance,
+                        "connected": f.connected, "following": f.following, "refusing": f.refusing,
+                        "lagging": f.lagging, "applied_sequence": f.applied_sequence,
+                        "stream_last_sequence": f.stream_last_sequence, "lag_messages": f.lag_messages,
+                        "lag_seconds": f.lag_seconds, "hosts_error": f.hosts_error,
+                        "hosts": f.hosts.iter().map(|h| serde_json::json!({
+                            "host_id": h.host_id, "instance": h.instance,
+                            "applied_sequence": h.applied_sequence,
+                            "stream_last_sequence": h.stream_last_sequence,
+                            "lag_messages": h.lag_messages, "lag_seconds": h.lag_seconds,
+                            "heartbeat_unix_ms": h.heartbeat_unix_ms, "build": h.build,
+                            "versions": h.versions,
+                        })).collect::<Vec<_>>(),
+                    })),
                 }));
             }
         }

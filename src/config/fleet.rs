@@ -29,6 +29,8 @@ pub struct FleetSettings {
     pub host_id: String,
     pub stream: String,
     pub subject_prefix: String,
+    /// The key-value bucket where each host claims its host id.
+    pub hosts_bucket: String,
     pub replicas: usize,
     pub duplicate_window: Duration,
     pub timeout: Duration,
@@ -141,6 +143,16 @@ pub(super) fn settings(
             "must be '.'-separated tokens of letters, digits, '_' or '-' (no wildcards)",
         ));
     }
+    let hosts_bucket = raw
+        .hosts_bucket
+        .clone()
+        .unwrap_or_else(|| format!("suppressd-{}-hosts", raw.name));
+    if !token(&hosts_bucket) {
+        return Err(e(
+            "hosts_bucket",
+            "must be 1-64 letters, digits, '_' or '-'",
+        ));
+    }
     if !(1..=5).contains(&raw.replicas) {
         return Err(e("replicas", "must be 1..=5 (3 in production)"));
     }
@@ -208,6 +220,7 @@ pub(super) fn settings(
         host_id,
         stream,
         subject_prefix,
+        hosts_bucket,
         replicas: raw.replicas,
         duplicate_window: Duration::from_secs(raw.duplicate_window_seconds),
         timeout: Duration::from_millis(raw.timeout_ms),
@@ -253,6 +266,7 @@ key_files = ["fleet.key"]
         let config = parse("").unwrap();
         let fleet = config.fleet().unwrap();
         assert_eq!(fleet.stream, "suppressd-prod");
+        assert_eq!(fleet.hosts_bucket, "suppressd-prod-hosts");
         assert_eq!(fleet.subject("acme"), "suppressd.prod.acme");
         assert_eq!(fleet.subject(""), "suppressd.prod._global");
         assert_eq!(fleet.key_files, vec![Path::new("/etc/s/fleet.key")]);
@@ -274,6 +288,7 @@ key_files = ["fleet.key"]
             ("tls_ca_file = \"ca.pem\"\n", "fleet.servers"),
             ("max_lag_seconds = 0\n", "fleet.max_lag_seconds"),
             ("subject_prefix = \"a.*\"\n", "fleet.subject_prefix"),
+            ("hosts_bucket = \"a.b\"\n", "fleet.hosts_bucket"),
             ("stream = \"a.b\"\n", "fleet.stream"),
         ] {
             let error = parse(extra).unwrap_err();

@@ -54,6 +54,9 @@ pub struct FleetConfig {
     pub stream: Option<String>,
     /// Subject prefix; default `suppressd.<name>`.
     pub subject_prefix: Option<String>,
+    /// Key-value bucket of the fleet's hosts (one claim per host id); default
+    /// `suppressd-<name>-hosts`.
+    pub hosts_bucket: Option<String>,
     /// Stream replicas: 1 for tests, 3 (a quorum of 2) in production.
     #[serde(default = "default_replicas")]
     pub replicas: usize,

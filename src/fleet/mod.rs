@@ -11,13 +11,17 @@
 //! - [`nats`]: connection (credentials from files, TLS), the stream and this host's consumer.
 //! - [`publish`]: one mutation to the stream, de-duplicated by `Nats-Msg-Id`.
 //! - [`follow`]: the follower, the applied stream sequence and the lag.
-//! - [`applied`]: the `fleet.applied` file that keeps the applied sequence across compaction.
+//! - [`applied`]: the `fleet.applied` file that keeps the applied sequence across compaction,
+//!   and `fleet.stream`, the identity of the stream it belongs to.
+//! - [`hosts`]: the host register (a key-value bucket): one daemon per host id, and what
+//!   each host reports of itself.
 //!
 //! Server-side (tokio allowed); imports config, store and engine, never `server`, `cli` or
 //! proto: the mutation service plugs in through [`follow::Sink`].
 
 pub mod applied;
 pub mod follow;
+pub mod hosts;
 pub mod nats;
 pub mod publish;
 pub mod seal;
@@ -78,6 +82,9 @@ pub struct Status {
     /// The follower has the stream and its consumer (so a publish has a stream to land in).
     following: AtomicBool,
     lagging: AtomicBool,
+    /// The follower refuses to follow (a replaced stream, a host id held by another
+    /// daemon): checks answer FLEET_LAG at once, not after `max_lag`.
+    refusing: AtomicBool,
     max_lag: Duration,
 }
 
@@ -92,6 +99,7 @@ impl Status {
             connected: AtomicBool::new(false),
             following: AtomicBool::new(false),
             lagging: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
             max_lag,
         }
     }
@@ -152,6 +160,15 @@ impl Status {
         self.connected() && self.following.load(Ordering::Acquire)
     }
 
+    /// The follower refuses to follow (`true`), or follows again (`false`).
+    pub fn set_refusing(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::Release);
+    }
+
+    pub fn refusing(&self) -> bool {
+        self.refusing.load(Ordering::Acquire)
+    }
+
     /// Whether checks must answer FLEET_LAG: as of the last [`Status::refresh`].
     pub fn lagging(&self) -> bool {
         self.lagging.load(Ordering::Relaxed)
@@ -160,6 +177,11 @@ impl Status {
     /// Seconds since this host was last caught up.
     pub fn lag_seconds(&self) -> f64 {
         (now_ms() - self.caught_up_at_ms.load(Ordering::Acquire)).max(0) as f64 / 1000.0
+    }
+
+    /// The stream's last sequence, as last seen.
+    pub fn stream_last(&self) -> u64 {
+        self.stream_last.load(Ordering::Acquire)
     }
 
     /// Messages of the stream not applied yet, as last seen.
@@ -172,7 +194,7 @@ impl Status {
     /// Recomputes whether this host lags past `max_lag` and the lag gauges; returns it.
     pub fn refresh(&self) -> bool {
         let seconds = self.lag_seconds();
-        let lagging = seconds > self.max_lag.as_secs_f64();
+        let lagging = seconds > self.max_lag.as_secs_f64() || self.refusing();
         let was = self.lagging.swap(lagging, Ordering::AcqRel);
         if lagging != was {
             if lagging {
@@ -197,6 +219,10 @@ impl Status {
 /// A fleet member's link to the stream: settings, keys, the NATS client and the status.
 pub struct Fleet {
     pub settings: FleetSettings,
+    /// Where `fleet.applied`, `fleet.stream` and `fleet.instance` live.
+    pub data_dir: std::path::PathBuf,
+    /// This data directory's instance id (`hosts`).
+    pub instance: String,
     pub sealer: seal::Sealer,
     pub status: Arc<Status>,
     pub client: async_nats::Client,

@@ -73,8 +73,10 @@ impl Fleet {
         settings: FleetSettings,
         secrets: FleetSecrets,
         applied: u64,
+        data_dir: std::path::PathBuf,
     ) -> Result<Arc<Fleet>, String> {
         let status = Arc::new(Status::new(settings.max_lag, applied));
+        let instance = super::hosts::instance_id(&data_dir)?;
         let events = status.clone();
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("suppressd {}", settings.host_id))
@@ -137,6 +139,8 @@ impl Fleet {
             .build(client.clone());
         Ok(Arc::new(Fleet {
             settings,
+            data_dir,
+            instance,
             sealer: secrets.sealer,
             status,
             client,

@@ -120,8 +120,9 @@ pub struct LoadgenArgs {
     /// Present numbers sampled into memory from --present / --present-list.
     #[arg(long, default_value_t = 1_000_000)]
     pub present_sample: usize,
-    /// Open loop: total requests (stream mode: messages) per second, sent on a fixed schedule
-    /// (one pacer per connection; stream mode: per stream) with at most --concurrency in
+    /// Open loop: total requests (stream mode: messages; suppress mode: mutations) per second,
+    /// sent on a fixed schedule (one pacer per connection; stream mode: per stream) with at
+    /// most --concurrency in
     /// flight; latency counts from the intended send time whenever the daemon held a send up.
     /// Without it the load is closed loop.
     #[arg(long)]

@@ -75,9 +75,6 @@ pub fn plan(args: &LoadgenArgs) -> Result<Plan, String> {
         return Err("--threads must be 1..=64".into());
     }
     if args.mode == Mode::Suppress {
-        if args.rate.is_some() {
-            return Err("--rate is not supported in suppress mode (closed loop only)".into());
-        }
         if args.present.is_some() || args.present_list.is_some() || args.hit_ratio.is_some() {
             return Err(
                 "--present, --present-list and --hit-ratio apply to check modes, not suppress"
@@ -287,10 +284,19 @@ mod tests {
     }
 
     #[test]
-    fn suppress_mode_is_closed_loop_over_a_valid_range() {
+    fn suppress_mode_over_a_valid_range_closed_or_open_loop() {
         let plan = plan_for(&["--mode", "suppress", "--concurrency", "64"]);
         assert_eq!((plan.workers, plan.batch_size), (64, 1));
-        assert!(plan_error(&["--mode", "suppress", "--rate", "100"]).contains("closed loop"));
+        let paced = plan_for(&[
+            "--mode",
+            "suppress",
+            "--rate",
+            "1000",
+            "--concurrency",
+            "64",
+        ]);
+        assert!(paced.paced);
+        assert_eq!(paced.workers, 2, "one pacer per connection");
         assert!(plan_error(&["--mode", "suppress", "--present", "a.snap"]).contains("--present"));
         assert!(plan_error(&["--mode", "suppress", "--batch-size", "2"]).contains("batch"));
         assert!(

@@ -10,7 +10,7 @@ use super::control::Control;
 use super::payloads::{self, Payload};
 use super::plan::{Plan, plan};
 use super::report::{Latency, MutationFigures, Report};
-use super::suppress::{Mutations, mutations_of, suppress_worker};
+use super::suppress::{Mutations, mutations_of, suppress_pacer, suppress_worker};
 use super::tally::Tally;
 use super::wire::{BatchAnswer, UnaryAnswer};
 use super::workers::{Ctx, lock, pacer, stream_worker, unary_worker};
@@ -160,7 +160,16 @@ async fn drive(
                 tasks.spawn(pacer::<BatchAnswer>(ctx, worker, slots, channel, tally))
             }
             (Mode::Stream, _) => tasks.spawn(stream_worker(ctx, worker, channel, tally)),
-            (Mode::Suppress, _) => tasks.spawn(suppress_worker(
+            (Mode::Suppress, true) => tasks.spawn(suppress_pacer(
+                ctx,
+                worker,
+                slots,
+                mutations.clone().expect("suppress mode has its mutations"),
+                admin_channels[connection].clone(),
+                channel,
+                tally,
+            )),
+            (Mode::Suppress, false) => tasks.spawn(suppress_worker(
                 ctx,
                 mutations.clone().expect("suppress mode has its mutations"),
                 admin_channels[connection].clone(),

@@ -9,24 +9,29 @@
 //! sent), and immediately after the acknowledgement it must be BLOCK with reason INTERNAL_DNC.
 //! An ALLOW then is a violation (acknowledged but not enforced), counted even during warm-up.
 //! The time from the acknowledgement to that BLOCK answer is reported as ack -> enforced.
-//! Latency is per Suppress, from its send to its ack. Closed loop only; never mutates a number
-//! outside its range. Fleet form (`--propagation-bound`): mutations to one host (`--admin`),
+//! Latency is per Suppress, from its send to its ack. Closed loop, or open loop with `--rate`
+//! (each Suppress sent at its scheduled instant, its freshness Check just before; latency from
+//! the intended time when the daemon held a send up). Never mutates a number outside its
+//! range. Fleet form (`--propagation-bound`): mutations to one host (`--admin`),
 //! checks against another (`--target`); an ALLOW after the ack is asked again until the bound
 //! has passed, so ack -> enforced is the propagation time and a violation is an ALLOW after
 //! the bound.
 
 use super::args::LoadgenArgs;
+use super::control::latency_origin;
 use super::payloads::Payload;
 use super::tally::{BAD_RESPONSE, Tally, Verdicts, code_name, record_time};
+use super::timer;
 use super::wire::UnaryAnswer;
 use super::workers::{Ctx, call_once, lock};
 use crate::engine::number::Number;
 use crate::proto;
+use proto::admin::admin_client::AdminClient;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 /// Suppress mode: what every worker shares.
@@ -95,21 +100,101 @@ pub(super) async fn suppress_worker(
     data: Channel,
     tally: Arc<Mutex<Tally>>,
 ) {
-    use proto::admin::admin_client::AdminClient;
     let mut admin = AdminClient::new(admin);
     let mut grpc = tonic::client::Grpc::new(data);
-    let block = proto::Verdict::Block as i32;
-    let internal_dnc = proto::Reason::InternalDnc as i32;
     loop {
         let Some(measured) = ctx.control.admit(Instant::now()) else {
             return;
         };
+        mutate(
+            &ctx, &mutations, &mut admin, &mut grpc, &tally, measured, None,
+        )
+        .await;
+    }
+}
+
+/// How long before its send time an open-loop mutation starts, so that the Check proving its
+/// number fresh is done when the Suppress is due.
+const FRESHNESS_LEAD: Duration = Duration::from_millis(20);
+
+/// Open loop, suppress mode (`--rate`): one pacer per connection; each mutation's Suppress is
+/// sent at its scheduled instant (its freshness Check just before), as its own task, at most
+/// `slots` in flight. Latency runs from the intended time when the daemon held a send up.
+pub(super) async fn suppress_pacer(
+    ctx: Arc<Ctx>,
+    pacer: usize,
+    slots: usize,
+    mutations: Arc<Mutations>,
+    admin: Channel,
+    data: Channel,
+    tally: Arc<Mutex<Tally>>,
+) {
+    let rate = ctx.rate.unwrap_or(1.0);
+    let admin = AdminClient::new(admin);
+    let grpc = tonic::client::Grpc::new(data);
+    let free = Arc::new(tokio::sync::Semaphore::new(slots));
+    let mut k = 0u64;
+    loop {
+        let intended = ctx.due(k, pacer, rate);
+        k += 1;
+        let Some(measured) = ctx.control.admit(intended) else {
+            break;
+        };
+        let (permit, ready_at) = match free.clone().try_acquire_owned() {
+            Ok(permit) => (permit, None),
+            Err(_) => match free.clone().acquire_owned().await {
+                Ok(permit) => (permit, Some(Instant::now())),
+                Err(_) => break,
+            },
+        };
+        timer::sleep_until(intended.checked_sub(FRESHNESS_LEAD).unwrap_or(intended)).await;
+        let (mut admin, mut grpc) = (admin.clone(), grpc.clone());
+        let (ctx, mutations, tally) = (ctx.clone(), mutations.clone(), tally.clone());
+        tokio::spawn(async move {
+            let at = Scheduled { intended, ready_at };
+            mutate(
+                &ctx,
+                &mutations,
+                &mut admin,
+                &mut grpc,
+                &tally,
+                measured,
+                Some(at),
+            )
+            .await;
+            drop(permit);
+        });
+    }
+    // Every mutation sent has been answered (or timed out) once all slots are free again.
+    let _ = free.acquire_many(slots as u32).await;
+}
+
+/// An open-loop mutation's send time, and when its slot came free if it had to wait for one.
+struct Scheduled {
+    intended: Instant,
+    ready_at: Option<Instant>,
+}
+
+/// One mutation: the freshness Check (every `verify_every`th), the Suppress (at its scheduled
+/// instant in open loop), and the Checks until it is enforced.
+async fn mutate(
+    ctx: &Ctx,
+    mutations: &Mutations,
+    admin: &mut AdminClient<Channel>,
+    grpc: &mut tonic::client::Grpc<Channel>,
+    tally: &Mutex<Tally>,
+    measured: bool,
+    scheduled: Option<Scheduled>,
+) {
+    let block = proto::Verdict::Block as i32;
+    let internal_dnc = proto::Reason::InternalDnc as i32;
+    {
         let k = mutations.next.fetch_add(1, Ordering::Relaxed);
         let number = mutations.number(k);
         let verify = mutations.verify_every > 0 && k.is_multiple_of(mutations.verify_every);
         if verify {
             // The number must not be blocked yet, or the check after the ack proves nothing.
-            let before = verify_check(&mut grpc, &ctx, &mutations, number).await;
+            let before = verify_check(grpc, ctx, mutations, number).await;
             let problem = match before {
                 Ok(answer) if answer.verdict == proto::Verdict::Allow as i32 => None,
                 Ok(answer) => Some((
@@ -125,9 +210,9 @@ pub(super) async fn suppress_worker(
             };
             if let Some((code, message)) = problem {
                 if measured {
-                    lock(&tally).error(code, || message, 1, Instant::now());
+                    lock(tally).error(code, || message, 1, Instant::now());
                 }
-                continue;
+                return;
             }
         }
         let request_id = format!("{}-{k}", mutations.prefix);
@@ -140,22 +225,41 @@ pub(super) async fn suppress_worker(
             request_id: request_id.clone(),
         });
         ctx.authorize(&mut request);
+        if let Some(at) = &scheduled {
+            timer::sleep_until(at.intended).await;
+        }
         let sent = Instant::now();
+        // Open loop: latency from the intended time when the daemon held the send up.
+        let origin = match &scheduled {
+            Some(Scheduled {
+                intended,
+                ready_at: Some(ready_at),
+            }) => latency_origin(*intended, *ready_at, sent),
+            _ => sent,
+        };
+        if let Some(at) = &scheduled
+            && measured
+        {
+            record_time(
+                &mut lock(tally).lag,
+                sent.saturating_duration_since(at.intended),
+            );
+        }
         let result = tokio::time::timeout(ctx.timeout, admin.suppress(request)).await;
         let acked = Instant::now();
         let response = match result {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => {
                 if measured {
-                    lock(&tally).status(&status, 1, acked);
+                    lock(tally).status(&status, 1, acked);
                 }
-                continue;
+                return;
             }
             Err(_) => {
                 if measured {
-                    lock(&tally).timed_out(ctx.timeout, 1, acked);
+                    lock(tally).timed_out(ctx.timeout, 1, acked);
                 }
-                continue;
+                return;
             }
         };
         if response.request_id != request_id
@@ -164,7 +268,7 @@ pub(super) async fn suppress_worker(
             || !response.invalid.is_empty()
         {
             if measured {
-                lock(&tally).error(
+                lock(tally).error(
                     BAD_RESPONSE,
                     || {
                         format!(
@@ -179,25 +283,25 @@ pub(super) async fn suppress_worker(
                     acked,
                 );
             }
-            continue;
+            return;
         }
         if !verify {
             if measured {
-                lock(&tally).acknowledged(acked - sent, &Verdicts::default(), acked);
+                lock(tally).acknowledged(acked - origin, &Verdicts::default(), acked);
             }
-            continue;
+            return;
         }
         // Enforcement: a Check that starts after the ack must see the mutation (fleet form: a
         // Check on another host, within the propagation bound).
         let (after, answered) = loop {
-            let after = verify_check(&mut grpc, &ctx, &mutations, number).await;
+            let after = verify_check(grpc, ctx, mutations, number).await;
             let answered = Instant::now();
             let allowed = matches!(&after, Ok(a) if a.verdict == proto::Verdict::Allow as i32);
             if !allowed || answered - acked >= mutations.propagation_bound {
                 break (after, answered);
             }
         };
-        let mut tally = lock(&tally);
+        let mut tally = lock(tally);
         match &after {
             Ok(answer) if answer.verdict == block && answer.reasons.contains(&internal_dnc) => {
                 if measured {
@@ -248,7 +352,7 @@ pub(super) async fn suppress_worker(
                 verdicts.count(answer.verdict);
             }
             // The mutation itself was acknowledged: it counts, whatever its verification found.
-            tally.acknowledged(acked - sent, &verdicts, answered);
+            tally.acknowledged(acked - origin, &verdicts, answered);
         }
     }
 }

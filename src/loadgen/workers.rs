@@ -59,7 +59,7 @@ impl Ctx {
     }
 
     /// When request `k` of open-loop sender `worker` is due at `rate` requests per second.
-    fn due(&self, k: u64, worker: usize, rate: f64) -> Instant {
+    pub(super) fn due(&self, k: u64, worker: usize, rate: f64) -> Instant {
         self.control.start + schedule_offset(k, worker, self.workers, rate)
     }
 }

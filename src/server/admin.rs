@@ -6,6 +6,7 @@
 //! gRPC status codes through `ServiceError`, the same single place as the data plane.
 
 use crate::engine::date::Day;
+use crate::proto;
 use crate::proto::admin::admin_server::Admin;
 use crate::proto::admin::{
     AdminStatusRequest, AdminStatusResponse, ApplyChangesRequest, Channel, CompactRequest,
@@ -19,6 +20,7 @@ use crate::server::mutations::build::{self, Built, Origin, SetChange};
 use crate::server::mutations::{MutationError, Mutator, Receipt, Submitted};
 use crate::server::state::{State, now_ms};
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
@@ -386,6 +388,47 @@ impl Admin for AdminService {
             last_compaction_unix_ms: last_at,
             last_compaction_error: last_error.unwrap_or_default(),
             journal_error: self.mutator.write_error().unwrap_or_default(),
+            fleet: match self.mutator.fleet() {
+                Some(fleet) => Some(fleet_status(fleet).await),
+                None => None,
+            },
         }))
+    }
+}
+
+/// Admin Status's fleet part: this host's status and the host register (read within 1 s).
+async fn fleet_status(fleet: &crate::fleet::Fleet) -> proto::admin::FleetStatus {
+    let status = &fleet.status;
+    let (hosts, hosts_error) = match fleet.hosts_seen(Duration::from_secs(1)).await {
+        Ok(hosts) => (hosts, String::new()),
+        Err(error) => (Vec::new(), error),
+    };
+    proto::admin::FleetStatus {
+        name: fleet.settings.name.clone(),
+        host_id: fleet.settings.host_id.clone(),
+        connected: status.connected(),
+        following: status.following(),
+        refusing: status.refusing(),
+        lagging: status.lagging(),
+        applied_sequence: status.applied(),
+        stream_last_sequence: status.stream_last(),
+        lag_messages: status.lag_messages(),
+        lag_seconds: status.lag_seconds(),
+        instance: fleet.instance.clone(),
+        hosts: hosts
+            .into_iter()
+            .map(|host| proto::admin::FleetHost {
+                host_id: host.host_id,
+                instance: host.instance,
+                applied_sequence: host.applied,
+                stream_last_sequence: host.stream_last,
+                lag_messages: host.lag_messages,
+                lag_seconds: host.lag_seconds,
+                heartbeat_unix_ms: host.heartbeat_unix_ms,
+                build: host.build,
+                versions: host.versions.into_iter().collect(),
+            })
+            .collect(),
+        hosts_error,
     }
 }

@@ -204,7 +204,13 @@ async fn join_fleet(
         return Ok(None);
     };
     let applied = mutator.replayed_stream_seq();
-    let fleet = crate::fleet::Fleet::connect(settings.clone(), secrets, applied).await?;
+    let fleet = crate::fleet::Fleet::connect(
+        settings.clone(),
+        secrets,
+        applied,
+        state.config.data_dir.clone(),
+    )
+    .await?;
     tracing::info!(host = %settings.host_id, stream = %settings.stream, applied, "fleet: following the stream");
     let _ = state.fleet.set(fleet.status.clone());
     mutator.attach_fleet(fleet.clone());
@@ -300,10 +306,7 @@ fn spawn_background(
     stop: &watch::Receiver<bool>,
 ) {
     if let Some(fleet) = fleet {
-        let sink = Arc::new(mutations::FleetSink {
-            mutator: mutator.clone(),
-            state: state.clone(),
-        });
+        let sink = Arc::new(mutations::FleetSink::new(mutator.clone(), state.clone()));
         tokio::spawn(crate::fleet::follow::run(fleet, sink, stop.clone()));
         tokio::spawn(fleet_health(state.clone(), health.clone(), stop.clone()));
     }

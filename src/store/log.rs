@@ -223,6 +223,36 @@ impl Log {
         Some(seq)
     }
 
+    /// [`Log::append`], but only as sequence number `seq`: refused (`done` runs with the
+    /// error, `None` returned) when the next record would carry another. A failed group commit
+    /// gives its sequence numbers out again, so a caller that queues records behind others
+    /// still in flight and needs them durable in its order (the fleet follower) must never
+    /// have a later record written in place of an earlier failed one. Checked under the queue
+    /// lock the writer gives the numbers back under.
+    pub fn append_as(&self, seq: u64, payload: Vec<u8>, done: Completion) -> Option<u64> {
+        if payload.len() > MAX_PAYLOAD {
+            done(Err(LogError::TooLarge(payload.len()).to_string()));
+            return None;
+        }
+        let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.next_seq != seq {
+            let next = queue.next_seq;
+            drop(queue);
+            done(Err(format!(
+                "the record would be {next}, not {seq}: an earlier group commit failed"
+            )));
+            return None;
+        }
+        queue.next_seq += 1;
+        queue.jobs.push_back(Job::Append(payload, seq, done));
+        let waiting = queue.writer_waiting;
+        drop(queue);
+        if waiting {
+            self.shared.wake.notify_one();
+        }
+        Some(seq)
+    }
+
     /// Appends and waits until durable.
     pub fn append_blocking(&self, payload: Vec<u8>) -> Result<u64, LogError> {
         let (send, receive) = std::sync::mpsc::channel();
@@ -618,6 +648,38 @@ mod tests {
             .into_iter()
             .map(|r| (r.seq, r.payload))
             .collect()
+    }
+
+    /// A record queued behind a failed group as the sequence it was meant to carry is refused
+    /// (the number was given out again), so it is never durable in place of the failed one.
+    #[test]
+    fn append_as_refuses_a_sequence_given_out_again_after_a_failed_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(Mutex::new(Faults::default()));
+        let (journal, _) =
+            Log::open_with_io(dir.path(), false, Box::new(FaultyIo(faults.clone()))).unwrap();
+        let outcome = |journal: &Log, seq: u64, text: &str| {
+            let (send, receive) = std::sync::mpsc::channel();
+            let queued = journal.append_as(
+                seq,
+                text.as_bytes().to_vec(),
+                Box::new(move |result| send.send(result).unwrap()),
+            );
+            (queued, receive.recv().unwrap())
+        };
+        assert_eq!(outcome(&journal, 1, "first"), (Some(1), Ok(1)));
+        faults.lock().unwrap().full = true;
+        assert!(outcome(&journal, 2, "second").1.is_err());
+        faults.lock().unwrap().full = false;
+        // 2 failed and is given out again: "third", queued as 3, must not become 2.
+        let (queued, result) = outcome(&journal, 3, "third");
+        assert_eq!(queued, None);
+        assert!(result.unwrap_err().contains("would be 2, not 3"));
+        assert_eq!(outcome(&journal, 2, "second").1, Ok(2));
+        drop(journal);
+        let (_, replay) = Log::open(dir.path(), false).unwrap();
+        let payloads: Vec<&[u8]> = replay.records.iter().map(|r| &r.payload[..]).collect();
+        assert_eq!(payloads, [&b"first"[..], b"second"]);
     }
 
     #[test]

@@ -21,4 +21,4 @@ pub use log::{Log, Replay};
 pub use overlay::{Entry, Overlay};
 pub use payload::{DecodeError, Mutation, MutationKind, Op, PayloadDigest};
 pub use segment::{LogError, MAX_PAYLOAD, Record, Scan, encode_record, scan_segment};
-pub use writer::{CommitObserver, FailureKind, OsIo, SegmentIo, Stats, Unobserved};
+pub use writer::{CommitObserver, Completion, FailureKind, OsIo, SegmentIo, Stats, Unobserved};

@@ -33,7 +33,7 @@ pub(crate) struct Daemon {
     log: std::path::PathBuf,
 }
 
-fn spawn(dir: &std::path::Path, extra_config: &str) -> Daemon {
+fn spawn(dir: &std::path::Path, extra_config: &str, env: &[(&str, &str)]) -> Daemon {
     let (grpc, admin) = (free_port(), free_port());
     let config = CONFIG
         .replace(
@@ -53,6 +53,7 @@ fn spawn(dir: &std::path::Path, extra_config: &str) -> Daemon {
         .args(["serve", "--config"])
         .arg(dir.join("config.toml"))
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -87,8 +88,21 @@ pub(crate) async fn start_ready_with(
     SuppressionClient<tonic::transport::Channel>,
     AdminClient<tonic::transport::Channel>,
 ) {
+    start_ready_env(dir, extra_config, &[]).await
+}
+
+/// [`start_ready_with`] with environment variables for the daemon (test hooks).
+pub(crate) async fn start_ready_env(
+    dir: &std::path::Path,
+    extra_config: &str,
+    env: &[(&str, &str)],
+) -> (
+    Daemon,
+    SuppressionClient<tonic::transport::Channel>,
+    AdminClient<tonic::transport::Channel>,
+) {
     for _attempt in 0..5 {
-        let mut daemon = spawn(dir, extra_config);
+        let mut daemon = spawn(dir, extra_config, env);
         match wait_ready(&mut daemon).await {
             Ok((client, admin)) => return (daemon, client, admin),
             Err(log) if log.contains("Address already in use") => continue,

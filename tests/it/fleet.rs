@@ -5,7 +5,7 @@
 //! closed after `max_lag_seconds`; the stream never carries a number in the clear.
 
 use crate::admin::{admin_client as admin, suppress};
-use crate::crash::{numbers_of, start_ready_with, verify_in_force};
+use crate::crash::{numbers_of, start_ready_env, start_ready_with, verify_in_force};
 use crate::nats::{Nats, fleet_section, write_fleet_key};
 use crate::server::{CLEAN, CONFIG, CONSENTED, TestDaemon, check, e164, reasons, write_all_sets};
 use std::collections::HashMap;
@@ -828,4 +828,330 @@ async fn a_stream_deleted_under_the_fleet_is_not_followed_and_fails_closed() {
         [Reason::InternalDnc, Reason::FleetLag]
     );
     a.shutdown().await;
+}
+
+/// A follower puts a message in force before its journal fsync (the stream is the durable
+/// copy) and acks it only after: killed in between, it restarts, is redelivered what it had
+/// not made durable, and holds every acknowledged mutation, a suppress then unsuppress of one
+/// number included. The follower's fsync is held 3 s (a debug-build test hook), so on code
+/// that applies only after the fsync the first assertion fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_killed_between_overlay_apply_and_fsync_loses_nothing() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let a = host(&nats, "a", "").await;
+    let mut admin_a = admin(&a).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("erased.key"), crate::server::KEY_TEXT).unwrap();
+    write_fleet_key(dir.path());
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write_all_sets(&dir.path().join("data"), Day::today());
+    let section = fleet_section(&nats.urls(), "slow", "");
+    let slow_fsync = [("SUPPRESSD_TEST_JOURNAL_FSYNC_DELAY_MS", "3000")];
+    let (mut follower, mut on_follower, _) =
+        start_ready_env(dir.path(), &section, &slow_fsync).await;
+    // The follower has its consumer once a first mutation reaches it.
+    admin_a
+        .suppress(suppress("before-fsync-warmup", &[CLEAN + 900]))
+        .await
+        .unwrap();
+    wait_verdict(&mut on_follower, CLEAN + 900, "outbound", Verdict::Block).await;
+    let numbers: Vec<u64> = (0..5).map(|i| 13_306_000_000 + i).collect();
+    for (i, &number) in numbers.iter().enumerate() {
+        admin_a
+            .suppress(suppress(&format!("before-fsync-{i}"), &[number]))
+            .await
+            .unwrap();
+        // In force on the follower long before its 3 s fsync could have finished.
+        let took = wait_verdict(&mut on_follower, number, "outbound", Verdict::Block).await;
+        assert!(
+            took < Duration::from_millis(1500),
+            "{number} took {took:?} to be in force on the follower (waited for its fsync)"
+        );
+    }
+    // Suppressed and then unsuppressed while neither record is durable on the follower.
+    let undone = numbers[4];
+    admin_a
+        .unsuppress(suppress("before-fsync-undo", &[undone]))
+        .await
+        .unwrap();
+    let took = wait_verdict(&mut on_follower, undone, "outbound", Verdict::Allow).await;
+    assert!(
+        took < Duration::from_millis(1500),
+        "unsuppress took {took:?}"
+    );
+    follower.child.kill().unwrap();
+    follower.child.wait().unwrap();
+    // Restarted (fsync no longer held): what it had only in force comes back from the stream.
+    let (mut restarted, mut on_restarted, _) = start_ready_with(dir.path(), &section).await;
+    for &number in &numbers[..4] {
+        wait_verdict(&mut on_restarted, number, "outbound", Verdict::Block).await;
+    }
+    wait_verdict(&mut on_restarted, CLEAN + 900, "outbound", Verdict::Block).await;
+    // The unsuppress, last in the stream, wins here as on host a.
+    let mut on_a = a.client().await;
+    for client in [&mut on_restarted, &mut on_a] {
+        assert_eq!(
+            check(client, &e164(undone), "outbound").await.verdict,
+            Verdict::Allow as i32
+        );
+        for &number in &numbers[..4] {
+            assert_eq!(
+                check(client, &e164(number), "outbound").await.verdict,
+                Verdict::Block as i32
+            );
+        }
+    }
+    // Restarted again without NATS: all of it is in its own journal (its fsync, no longer
+    // held, takes milliseconds; the second is margin), served within max_lag_seconds.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    restarted.child.kill().unwrap();
+    restarted.child.wait().unwrap();
+    a.shutdown().await;
+    drop(nats);
+    let (mut offline, mut on_offline, _) = start_ready_with(dir.path(), &section).await;
+    for &number in &numbers[..4] {
+        assert_eq!(
+            check(&mut on_offline, &e164(number), "outbound")
+                .await
+                .verdict,
+            Verdict::Block as i32,
+            "{number} not in the follower's own journal"
+        );
+    }
+    offline.child.kill().unwrap();
+    offline.child.wait().unwrap();
+}
+
+/// A stream deleted and made again, then grown past what a host applied (another host, new
+/// to the fleet, follows it and takes mutations), is told apart by its creation time: the
+/// host that applied the old one does not follow it (FLEET_LAG, mutations refused) instead
+/// of applying its sequences 4 and 5 and skipping 1 to 3. The RUNBOOK's re-seed (compact,
+/// stop, remove fleet.applied and fleet.stream, start) then follows the new stream from 1,
+/// keeping what the old one carried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_made_again_and_grown_past_a_host_is_not_followed_until_reseeded() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let a = host(&nats, "a", "max_lag_seconds = 2\n").await;
+    let mut admin_a = admin(&a).await;
+    for i in 0..3u64 {
+        admin_a
+            .suppress(suppress(&format!("old-stream-{i}"), &[CLEAN + i]))
+            .await
+            .unwrap();
+    }
+    let raw =
+        async_nats::jetstream::new(async_nats::connect(nats.urls()[0].clone()).await.unwrap());
+    raw.delete_stream("suppressd-test").await.unwrap();
+    // A new host follows whatever stream it finds (making it if it is missing) and takes
+    // five mutations: the new stream's sequences 1 to 5, past a's 3.
+    let b = host(&nats, "b", "").await;
+    let mut admin_b = admin(&b).await;
+    let new_numbers: Vec<u64> = (0..5).map(|i| 13_307_000_000 + i).collect();
+    for (i, &number) in new_numbers.iter().enumerate() {
+        admin_b
+            .suppress(suppress(&format!("new-stream-{i}"), &[number]))
+            .await
+            .unwrap();
+    }
+    // Followed, a would apply the new stream's 4 and 5 (past its 3) within a second; it must
+    // not, and must fail closed once max_lag_seconds has passed.
+    let mut on_a = a.client().await;
+    let watched = Instant::now();
+    loop {
+        let last = check(&mut on_a, &e164(new_numbers[4]), "outbound").await;
+        assert!(
+            !reasons(&last.reasons).contains(&Reason::InternalDnc),
+            "a replaced stream grown past this host was followed from its sequence 4"
+        );
+        if watched.elapsed() > Duration::from_secs(4) {
+            let first = check(&mut on_a, &e164(new_numbers[0]), "outbound").await;
+            assert_eq!(first.verdict, Verdict::Block as i32);
+            assert_eq!(reasons(&first.reasons), [Reason::FleetLag]);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!a.handle.state.fleet.get().unwrap().following());
+    let refused = admin_a
+        .suppress(suppress("on-a-meanwhile", &[CLEAN + 50]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    // Re-seed a (RUNBOOK "stream replaced"): compact, stop, remove the two files, start.
+    admin_a
+        .compact(suppressd::proto::admin::CompactRequest {})
+        .await
+        .unwrap();
+    let dir = a.stop().await;
+    for file in ["fleet.applied", "fleet.stream"] {
+        std::fs::remove_file(dir.path().join("data").join(file)).unwrap();
+    }
+    let a = TestDaemon::start_in(dir, &fleet_config(&nats, "a", "max_lag_seconds = 2\n")).await;
+    let mut on_a = a.client().await;
+    for &number in &new_numbers {
+        wait_verdict(&mut on_a, number, "outbound", Verdict::Block).await;
+    }
+    for i in 0..3u64 {
+        assert_eq!(
+            reasons(&check(&mut on_a, &e164(CLEAN + i), "outbound").await.reasons),
+            [Reason::InternalDnc],
+            "the old stream's mutations kept through the re-seed"
+        );
+    }
+    for daemon in [a, b] {
+        daemon.shutdown().await;
+    }
+}
+
+/// Two daemons with one host id would share one durable consumer (each seeing part of the
+/// stream). The second, with its own data directory, finds the id claimed in the hosts
+/// bucket: it does not follow, answers FLEET_LAG at once and refuses mutations, while the
+/// first carries on; when the first stops (and frees its claim) the second takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_with_the_same_host_id_waits_until_the_first_stops() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let first = host(&nats, "twin", "").await;
+    let mut admin_first = admin(&first).await;
+    admin_first
+        .suppress(suppress("twin-1", &[CLEAN]))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_all_sets(&data, Day(Day::today().0 - 1));
+    write_fleet_key(dir.path());
+    let second = TestDaemon::start_in(dir, &fleet_config(&nats, "twin", "")).await;
+    let mut on_second = second.client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = check(&mut on_second, &e164(CLEAN + 1), "outbound").await;
+        if answer.verdict == Verdict::Block as i32 {
+            assert_eq!(reasons(&answer.reasons), [Reason::FleetLag]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a second daemon with a host id already held served as that host"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!second.handle.state.fleet.get().unwrap().following());
+    let refused = admin(&second)
+        .await
+        .suppress(suppress("twin-2", &[CLEAN + 2]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    // The first carries on.
+    admin_first
+        .suppress(suppress("twin-3", &[CLEAN + 3]))
+        .await
+        .unwrap();
+    // Admin Status shows each side of it.
+    let status = |admin: &mut suppressd::proto::admin::admin_client::AdminClient<Channel>| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .status(suppressd::proto::admin::AdminStatusRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .fleet
+                .expect("a fleet host reports its fleet")
+        }
+    };
+    let on_first = status(&mut admin_first).await;
+    assert_eq!(
+        (on_first.name.as_str(), on_first.host_id.as_str()),
+        ("test", "twin")
+    );
+    assert!(on_first.connected && on_first.following && !on_first.refusing && !on_first.lagging);
+    assert!(on_first.applied_sequence >= 2, "{on_first:?}");
+    assert!(
+        on_first.stream_last_sequence >= on_first.applied_sequence - 1,
+        "{on_first:?}"
+    );
+    assert_eq!(on_first.hosts_error, "");
+    let listed: Vec<_> = on_first
+        .hosts
+        .iter()
+        .map(|h| (h.host_id.as_str(), h.instance.as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        [("twin", on_first.instance.as_str())],
+        "{on_first:?}"
+    );
+    assert!(on_first.hosts[0].heartbeat_unix_ms > 0 && !on_first.hosts[0].versions.is_empty());
+    let of_second = status(&mut admin(&second).await).await;
+    assert!(of_second.connected && !of_second.following && of_second.refusing && of_second.lagging);
+    assert_ne!(of_second.instance, on_first.instance);
+    // The bucket names the holder (record format 1).
+    let raw =
+        async_nats::jetstream::new(async_nats::connect(nats.urls()[0].clone()).await.unwrap());
+    let bucket = raw.get_key_value("suppressd-test-hosts").await.unwrap();
+    let entry = bucket.get("twin").await.unwrap().unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&entry).unwrap();
+    assert_eq!(record["format"], 1, "{record}");
+    assert_eq!(record["host_id"], "twin", "{record}");
+    assert_eq!(record["instance"].as_str().unwrap().len(), 16, "{record}");
+    first.shutdown().await;
+    // Freed: the second takes the id and catches up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = check(&mut on_second, &e164(CLEAN + 3), "outbound").await;
+        if reasons(&answer.reasons) == [Reason::InternalDnc] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second daemon never took the freed host id"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    second.shutdown().await;
+}
+
+/// The same host restarted after a crash (SIGKILL: its claim not freed, its heartbeat fresh)
+/// takes its own entry back at once, by the instance id kept in its data directory, instead
+/// of waiting for the claim to expire (30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_restarted_after_a_crash_takes_its_claim_back_at_once() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("erased.key"), crate::server::KEY_TEXT).unwrap();
+    write_fleet_key(dir.path());
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write_all_sets(&dir.path().join("data"), Day::today());
+    let section = fleet_section(&nats.urls(), "phoenix", "");
+    for life in 0..2u64 {
+        let started = Instant::now();
+        let (mut daemon, _, mut admin) = start_ready_with(dir.path(), &section).await;
+        loop {
+            match admin
+                .suppress(suppress(&format!("phoenix-{life}"), &[CLEAN + life]))
+                .await
+            {
+                Ok(_) => break,
+                Err(status) if status.code() == tonic::Code::Unavailable => {}
+                Err(status) => panic!("{status:?}"),
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "life {life}: mutations refused for 15 s (its own claim not taken back)"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        daemon.child.kill().unwrap();
+        daemon.child.wait().unwrap();
+    }
 }

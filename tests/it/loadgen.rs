@@ -492,6 +492,34 @@ fn suppress_mode_mutations_are_acknowledged_verified_and_in_force_afterwards() {
     assert_eq!(sampled.mutations.as_ref().unwrap().verified, 10);
 }
 
+/// Open loop (`--rate`): the Suppresses follow the schedule (200 at 250/s cannot finish in
+/// less than 0.8 s), every one verified, and the send lag is reported.
+#[test]
+fn suppress_mode_open_loop_follows_its_schedule() {
+    let daemon = Daemon::start_with(MUTATION_CONFIG);
+    let started = std::time::Instant::now();
+    let report = daemon.mutate(&[
+        "--rate",
+        "250",
+        "--requests",
+        "200",
+        "--concurrency",
+        "16",
+        "--verify-every",
+        "1",
+        "--first-number",
+        "+15036000000",
+    ]);
+    let took = started.elapsed();
+    assert!(report.clean(), "{report:#?}");
+    assert_eq!(report.requests, 200, "{report:#?}");
+    let m = report.mutations.as_ref().unwrap();
+    assert_eq!((m.verified, m.violations), (200, 0), "{report:#?}");
+    assert!(report.schedule_lag_us.is_some(), "{report:#?}");
+    assert!(took >= std::time::Duration::from_millis(790), "{took:?}");
+    assert_eq!(daemon.handle.mutator.journal().stats().last_seq, 200);
+}
+
 #[test]
 fn suppress_mode_counts_failures_and_violations() {
     let daemon = Daemon::start_with(MUTATION_CONFIG);

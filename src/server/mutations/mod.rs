@@ -140,6 +140,32 @@ pub struct Mutator {
     fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
 }
 
+/// The journal's file operations. Debug builds only (the integration tests' binary):
+/// `SUPPRESSD_TEST_JOURNAL_FSYNC_DELAY_MS` holds every journal fsync that long, so a test can
+/// kill a daemon between a fleet follower's overlay apply and its fsync. Release builds
+/// never read it.
+fn journal_io() -> Box<dyn crate::store::SegmentIo> {
+    #[cfg(debug_assertions)]
+    if let Some(delay) = std::env::var("SUPPRESSD_TEST_JOURNAL_FSYNC_DELAY_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+    {
+        struct SlowSync(Duration);
+        impl crate::store::SegmentIo for SlowSync {
+            fn sync_data(&mut self, file: &std::fs::File) -> std::io::Result<()> {
+                std::thread::sleep(self.0);
+                file.sync_data()
+            }
+        }
+        tracing::warn!(
+            delay_ms = delay,
+            "test hook: every journal fsync is delayed (debug build)"
+        );
+        return Box::new(SlowSync(Duration::from_millis(delay)));
+    }
+    Box::new(OsIo)
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -164,7 +190,7 @@ impl Mutator {
         let (journal, replay) = Log::open_with(
             &data_dir.join("journal"),
             repair,
-            Box::new(OsIo),
+            journal_io(),
             Arc::new(observers::JournalMetrics),
         )
         .map_err(|e| e.to_string())?;
@@ -453,8 +479,33 @@ impl Shared {
 }
 
 /// Puts a mutation's operations into the overlays. Unknown sets (config changed since) are
-/// skipped with a warning.
+/// skipped with a warning. A fleet record (`stream_seq` set) also settles what the follower
+/// put in force ahead of it, after the journal entry is in (a check never misses both).
 fn apply_ops(state: &State, mutation: &Mutation, seq: u64) {
+    for_each_op(state, mutation, seq, |overlay, key, entry| {
+        overlay.apply(key, entry);
+        if mutation.stream_seq > 0 {
+            overlay.settle_ahead(key, mutation.stream_seq);
+        }
+    });
+}
+
+/// Fleet mode: puts a stream message's operations in force ahead of its journal record
+/// (`store::overlay`); [`apply_ops`] settles them once the record is durable.
+pub(crate) fn apply_ops_ahead(state: &State, mutation: &Mutation) {
+    let stream_seq = mutation.stream_seq;
+    for_each_op(state, mutation, stream_seq, |overlay, key, entry| {
+        overlay.apply_ahead(key, entry);
+    });
+}
+
+/// Each operation of `mutation` as an overlay entry numbered `seq`, with its set's overlay.
+fn for_each_op(
+    state: &State,
+    mutation: &Mutation,
+    seq: u64,
+    mut each: impl FnMut(&crate::store::Overlay, u64, Entry),
+) {
     let ids: Vec<Option<SetId>> = mutation
         .sets
         .iter()
@@ -470,12 +521,12 @@ fn apply_ops(state: &State, mutation: &Mutation, seq: u64) {
         match *op {
             Op::Add { set, key, expires } => {
                 if let Some(id) = ids[usize::from(set)] {
-                    state.overlays[id].apply(key, Entry::Present { expires, seq });
+                    each(&state.overlays[id], key, Entry::Present { expires, seq });
                 }
             }
             Op::Remove { set, key } => {
                 if let Some(id) = ids[usize::from(set)] {
-                    state.overlays[id].apply(key, Entry::Absent { seq });
+                    each(&state.overlays[id], key, Entry::Absent { seq });
                 }
             }
         }
