@@ -12,15 +12,21 @@
 //! - [`publish`]: one mutation to the stream, de-duplicated by `Nats-Msg-Id`.
 //! - [`follow`]: the follower, the applied stream sequence and the lag.
 //! - [`applied`]: the `fleet.applied` file that keeps the applied sequence across compaction.
+//! - [`heads`], [`objects`], [`snapshots`]: snapshot versions through the object store, the
+//!   heads every host follows; [`lease`]: one compactor at a time.
 //!
 //! Server-side (tokio allowed); imports config, store and engine, never `server`, `cli` or
 //! proto: the mutation service plugs in through [`follow::Sink`].
 
 pub mod applied;
 pub mod follow;
+pub mod heads;
+pub mod lease;
 pub mod nats;
+pub mod objects;
 pub mod publish;
 pub mod seal;
+pub mod snapshots;
 
 use crate::config::FleetSettings;
 use std::sync::Arc;

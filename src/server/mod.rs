@@ -304,7 +304,16 @@ fn spawn_background(
             mutator: mutator.clone(),
             state: state.clone(),
         });
-        tokio::spawn(crate::fleet::follow::run(fleet, sink, stop.clone()));
+        tokio::spawn(crate::fleet::follow::run(fleet.clone(), sink, stop.clone()));
+        let snapshots = Arc::new(mutations::FleetSnapshots {
+            mutator: mutator.clone(),
+            state: state.clone(),
+        });
+        tokio::spawn(crate::fleet::snapshots::follow_heads(
+            fleet,
+            snapshots,
+            stop.clone(),
+        ));
         tokio::spawn(fleet_health(state.clone(), health.clone(), stop.clone()));
     }
     tokio::spawn(reloader(
@@ -709,6 +718,9 @@ async fn compactor(
         let (state, mutator) = (state.clone(), mutator.clone());
         match tokio::task::spawn_blocking(move || mutator.compact(&state)).await {
             Ok(Ok(_)) => {}
+            Ok(Err(error)) if mutations::quiet_compaction_error(&error) => {
+                tracing::debug!(%error, "fleet: not compacting now");
+            }
             Ok(Err(error)) => {
                 tracing::error!(%error, "compaction failed; the overlay keeps the mutations in force")
             }
