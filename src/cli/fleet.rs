@@ -144,7 +144,10 @@ async fn heads(args: HeadsArgs) -> CliResult<()> {
                 head.through_seq,
                 head.published_by
             ),
-            Ok(None) => outln!("{}: no head (each host serves its own files)", definition.id),
+            Ok(None) => outln!(
+                "{}: no head (each host serves its own files)",
+                definition.id
+            ),
             Err(error) => outln!("{}: {error}", definition.id),
         }
     }

@@ -175,13 +175,15 @@ pub async fn move_head(
 ) -> Result<u64, MoveError> {
     let value = head.encode().into();
     match expected {
-        Some(revision) => heads
-            .update(&head.set, value, revision)
-            .await
-            .map_err(|e| match e.kind() {
-                kv::UpdateErrorKind::WrongLastRevision => MoveError::Lost,
-                _ => MoveError::Failed(format!("fleet: snapshot head {}: {e}", head.set)),
-            }),
+        Some(revision) => {
+            heads
+                .update(&head.set, value, revision)
+                .await
+                .map_err(|e| match e.kind() {
+                    kv::UpdateErrorKind::WrongLastRevision => MoveError::Lost,
+                    _ => MoveError::Failed(format!("fleet: snapshot head {}: {e}", head.set)),
+                })
+        }
         None => heads
             .create(&head.set, value)
             .await

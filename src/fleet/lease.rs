@@ -118,9 +118,7 @@ impl Lease {
     /// Renews the lease (its TTL starts again). An error: it was lost (expired and taken,
     /// or NATS unreachable); stop before publishing anything more.
     pub async fn renew(&mut self) -> Result<(), String> {
-        let value = serde_json::to_vec(&self.holder)
-            .expect("serialises")
-            .into();
+        let value = serde_json::to_vec(&self.holder).expect("serialises").into();
         let revision = self
             .store
             .update(KEY, value, self.revision)

@@ -154,10 +154,7 @@ async fn download_into(store: &ObjectStore, head: &Head, dest: &Path) -> Result<
     let mut buffer = vec![0u8; 1 << 20];
     for index in 0..head.parts {
         let name = part_name(&head.object, index);
-        let expected = head
-            .size
-            .saturating_sub(offset)
-            .min(head.part_bytes.max(1));
+        let expected = head.size.saturating_sub(offset).min(head.part_bytes.max(1));
         let mut object = store.get(&name).await.map_err(|e| {
             use async_nats::jetstream::object_store::GetErrorKind;
             match e.kind() {
@@ -172,10 +169,7 @@ async fn download_into(store: &ObjectStore, head: &Head, dest: &Path) -> Result<
             // The object store checks its own digest at the end of a part: a mismatch there
             // is an error here, so a damaged part never completes.
             let read = object.read(&mut buffer).await.map_err(|e| {
-                FetchError::Bad(format!(
-                    "object {name}: offset {}: {e}",
-                    offset + read_part
-                ))
+                FetchError::Bad(format!("object {name}: offset {}: {e}", offset + read_part))
             })?;
             if read == 0 {
                 break;

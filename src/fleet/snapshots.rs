@@ -134,13 +134,15 @@ pub struct Publication<'a> {
 }
 
 /// Validates, uploads and moves the head (compare-and-set). Returns the new head.
-pub async fn publish(buckets: &Buckets, publication: Publication<'_>) -> Result<Head, PublishError> {
+pub async fn publish(
+    buckets: &Buckets,
+    publication: Publication<'_>,
+) -> Result<Head, PublishError> {
     let definition = publication.definition;
     let file = publication.file.to_path_buf();
     let checked = definition.clone();
     let (version, key_id) = tokio::task::spawn_blocking(move || {
-        let set = SuppressionSet::open(&file, checked.key.as_ref())
-            .map_err(|e| format!("{e}"))?;
+        let set = SuppressionSet::open(&file, checked.key.as_ref()).map_err(|e| format!("{e}"))?;
         check_identity(&file, &set, &checked)?;
         Ok::<_, String>((set.version(), set.header().key_id.clone()))
     })
@@ -391,9 +393,10 @@ impl Follower {
             let started = Instant::now();
             objects::download(&buckets.objects, head, &temporary).await?;
             let (checked, check_head) = (temporary.clone(), head.clone());
-            let valid = tokio::task::spawn_blocking(move || validate(&checked, &definition, &check_head))
-                .await
-                .map_err(|e| FetchError::Unreachable(format!("validation task: {e}")))?;
+            let valid =
+                tokio::task::spawn_blocking(move || validate(&checked, &definition, &check_head))
+                    .await
+                    .map_err(|e| FetchError::Unreachable(format!("validation task: {e}")))?;
             if let Err(error) = valid {
                 let _ = tokio::fs::remove_file(&temporary).await;
                 return Err(FetchError::Bad(error));

@@ -36,7 +36,8 @@ impl Tool {
         let dir = tempfile::tempdir().unwrap();
         write_fleet_key(dir.path());
         std::fs::write(dir.path().join("erased.key"), KEY_TEXT).unwrap();
-        let config = Config::parse(&fleet_config(nats, name, extra), "tool.toml", dir.path()).unwrap();
+        let config =
+            Config::parse(&fleet_config(nats, name, extra), "tool.toml", dir.path()).unwrap();
         let settings = config.fleet().unwrap().clone();
         let secrets = FleetSecrets::load(&settings).unwrap();
         let fleet = Fleet::connect(settings, secrets, 0).await.unwrap();
@@ -83,7 +84,9 @@ async fn empty_host(nats: &Nats, name: &str, extra: &str) -> TestDaemon {
 fn version_of(daemon: &TestDaemon, id: &str) -> Option<u64> {
     let state = &daemon.handle.state;
     let index = state.policy.sets.iter().position(|d| d.id == id).unwrap();
-    state.sets.load().slots[index].as_ref().map(|l| l.set.version())
+    state.sets.load().slots[index]
+        .as_ref()
+        .map(|l| l.set.version())
 }
 
 fn overlay_len(daemon: &TestDaemon, id: &str) -> usize {
@@ -135,12 +138,11 @@ fn check_continuously(
         .map(|daemon| {
             let (addr, stop) = (daemon.addr, stop.clone());
             tokio::spawn(async move {
-                let mut client =
-                    suppressd::proto::suppression_client::SuppressionClient::connect(format!(
-                        "http://{addr}"
-                    ))
-                    .await
-                    .unwrap();
+                let mut client = suppressd::proto::suppression_client::SuppressionClient::connect(
+                    format!("http://{addr}"),
+                )
+                .await
+                .unwrap();
                 let (mut done, mut failed) = (0, 0);
                 while !stop.load(Ordering::Relaxed) {
                     let answer = client
@@ -200,13 +202,19 @@ async fn a_published_registry_version_is_served_by_every_host_with_no_failed_che
     for daemon in [&a, &b, &c] {
         wait_version(daemon, "us-dnc", 2).await;
     }
-    eprintln!("publish command -> version 2 served by 3 hosts: {:?}", started.elapsed());
+    eprintln!(
+        "publish command -> version 2 served by 3 hosts: {:?}",
+        started.elapsed()
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     for checker in checkers {
         let (done, failed) = checker.await.unwrap();
         assert!(done > 10, "only {done} checks ran");
-        assert_eq!(failed, 0, "{failed} of {done} checks failed during the swap");
+        assert_eq!(
+            failed, 0,
+            "{failed} of {done} checks failed during the swap"
+        );
     }
     for daemon in [&a, &b, &c] {
         let mut client = daemon.client().await;
@@ -291,7 +299,15 @@ async fn corrupt_truncated_and_mismatched_objects_are_refused_everywhere() {
     // 4. The right bytes of another set's file under this set's head.
     let other = files.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
-    write_set(&other, "acme-dnc.5.snap", SetKind::Block, &[CLEAN], 5, None, false);
+    write_set(
+        &other,
+        "acme-dnc.5.snap",
+        SetKind::Block,
+        &[CLEAN],
+        5,
+        None,
+        false,
+    );
     let uploaded = objects::upload(
         &tool.buckets.objects,
         "us-dnc",
@@ -400,7 +416,10 @@ async fn an_empty_host_bootstraps_from_the_object_store_and_the_stream() {
     // The opt-out from the stream may land a moment after the sets.
     let deadline = Instant::now() + Duration::from_secs(10);
     while check(&mut client, &e164(CLEAN), "outbound").await.verdict != Verdict::Block as i32 {
-        assert!(Instant::now() < deadline, "the stream's opt-out never applied");
+        assert!(
+            Instant::now() < deadline,
+            "the stream's opt-out never applied"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     eprintln!("empty host ready and caught up: {:?}", started.elapsed());
@@ -436,10 +455,17 @@ async fn an_empty_host_bootstraps_from_the_object_store_and_the_stream() {
         assert_eq!(reasons(&answer.reasons), [reason], "{number}");
     }
     assert_eq!(
-        check(&mut client, &e164(CONSENTED), "consented").await.verdict,
+        check(&mut client, &e164(CONSENTED), "consented")
+            .await
+            .verdict,
         Verdict::Allow as i32
     );
-    for file in ["us-dnc.1.snap", "acme-dnc.1.snap", "acme-erased.1.snap", "acme-consent.1.snap"] {
+    for file in [
+        "us-dnc.1.snap",
+        "acme-dnc.1.snap",
+        "acme-erased.1.snap",
+        "acme-consent.1.snap",
+    ] {
         assert!(e.data_dir().join(file).exists(), "{file} not fetched");
     }
     for daemon in [a, e] {
@@ -464,7 +490,8 @@ async fn two_publishers_never_both_move_a_head() {
     for version in 1..=5u64 {
         let file_x = registry(&dir_x, version, &[REGISTRY, CLEAN]);
         let file_y = registry(&dir_y, version, &[REGISTRY, CLEAN + 1]);
-        let (from_x, from_y) = tokio::join!(x.publish("us-dnc", &file_x), y.publish("us-dnc", &file_y));
+        let (from_x, from_y) =
+            tokio::join!(x.publish("us-dnc", &file_x), y.publish("us-dnc", &file_y));
         let (head, _) = x.head("us-dnc").await.unwrap();
         assert_eq!(head.version, version);
         match (from_x, from_y) {
@@ -489,7 +516,11 @@ async fn two_publishers_never_both_move_a_head() {
         heads::move_head(&x.buckets.heads, &next, Some(revision - 1)).await,
         Err(heads::MoveError::Lost)
     );
-    assert!(heads::move_head(&x.buckets.heads, &next, None).await.is_err());
+    assert!(
+        heads::move_head(&x.buckets.heads, &next, None)
+            .await
+            .is_err()
+    );
 }
 
 /// `count` numbers no test set holds.
@@ -554,7 +585,15 @@ async fn two_hosts_compacting_at_once_exactly_one_publishes() {
         .await
         .unwrap();
     let seq = b.handle.state.fleet.get().unwrap().applied();
-    assert!(a.handle.state.fleet.get().unwrap().wait_applied(seq, Duration::from_secs(10)).await);
+    assert!(
+        a.handle
+            .state
+            .fleet
+            .get()
+            .unwrap()
+            .wait_applied(seq, Duration::from_secs(10))
+            .await
+    );
     let (on_a, on_b) = tokio::join!(compact(&a), compact(&b));
     eprintln!("compactions at once: a {on_a:?}, b {on_b:?}");
     let published = head_history(&x, "acme/dnc").await;
@@ -566,21 +605,37 @@ async fn two_hosts_compacting_at_once_exactly_one_publishes() {
     assert!(["a", "b"].contains(&head.published_by.as_str()));
     let other = if head.published_by == "a" { &b } else { &a };
     assert!(
-        if head.published_by == "a" { on_a.is_ok() } else { on_b.is_ok() },
+        if head.published_by == "a" {
+            on_a.is_ok()
+        } else {
+            on_b.is_ok()
+        },
         "the publisher's compaction succeeded"
     );
     wait_version(other, "acme/dnc", 2).await;
     for daemon in [holder, other] {
         let deadline = Instant::now() + Duration::from_secs(10);
         while overlay_len(daemon, "acme/dnc") != 0 {
-            assert!(Instant::now() < deadline, "the overlay kept what the version carries");
+            assert!(
+                Instant::now() < deadline,
+                "the overlay kept what the version carries"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         all_blocked(daemon, &numbers).await;
         let state = &daemon.handle.state;
-        let index = state.policy.sets.iter().position(|d| d.id == "acme/dnc").unwrap();
+        let index = state
+            .policy
+            .sets
+            .iter()
+            .position(|d| d.id == "acme/dnc")
+            .unwrap();
         let set = state.sets.load().slots[index].clone().unwrap();
-        assert_eq!(set.set.len(), 1 + numbers.len() as u64, "no duplicate, none lost");
+        assert_eq!(
+            set.set.len(),
+            1 + numbers.len() as u64,
+            "no duplicate, none lost"
+        );
     }
     for daemon in [a, b] {
         daemon.shutdown().await;
@@ -602,9 +657,22 @@ async fn a_compactor_dying_mid_way_is_replaced_after_the_lease_ttl() {
         .unwrap();
     // A compactor that took the lease, uploaded its version and died before moving the head.
     let dead = Tool::new(&nats, "dead", extra).await;
-    let lease = dead.fleet.try_lease().await.unwrap().expect("the lease is free");
+    let lease = dead
+        .fleet
+        .try_lease()
+        .await
+        .unwrap()
+        .expect("the lease is free");
     let files = tempfile::tempdir().unwrap();
-    write_set(files.path(), "acme-dnc.2.snap", SetKind::Block, &[INTERNAL], 2, None, false);
+    write_set(
+        files.path(),
+        "acme-dnc.2.snap",
+        SetKind::Block,
+        &[INTERNAL],
+        2,
+        None,
+        false,
+    );
     objects::upload(
         &dead.buckets.objects,
         "acme/dnc",
@@ -623,22 +691,39 @@ async fn a_compactor_dying_mid_way_is_replaced_after_the_lease_ttl() {
     let refused = compact(&b).await.unwrap_err();
     assert!(refused.contains("another host holds"), "{refused}");
     let seq = a.handle.state.fleet.get().unwrap().applied();
-    assert!(b.handle.state.fleet.get().unwrap().wait_applied(seq, Duration::from_secs(10)).await);
+    assert!(
+        b.handle
+            .state
+            .fleet
+            .get()
+            .unwrap()
+            .wait_applied(seq, Duration::from_secs(10))
+            .await
+    );
     // After the TTL, b takes the lease and finishes the job.
     loop {
         match compact(&b).await {
             Ok(()) => break,
             Err(error) => {
                 assert!(error.contains("another host holds"), "{error}");
-                assert!(taken_at.elapsed() < Duration::from_secs(20), "the lease never expired");
+                assert!(
+                    taken_at.elapsed() < Duration::from_secs(20),
+                    "the lease never expired"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
-    assert!(taken_at.elapsed() >= Duration::from_secs(2), "taken before the TTL");
+    assert!(
+        taken_at.elapsed() >= Duration::from_secs(2),
+        "taken before the TTL"
+    );
     eprintln!("lease taken over after {:?}", taken_at.elapsed());
     let (head, _) = tool.head("acme/dnc").await.unwrap();
-    assert_eq!((head.version, head.published_by.as_str(), head.through_seq), (2, "b", seq));
+    assert_eq!(
+        (head.version, head.published_by.as_str(), head.through_seq),
+        (2, "b", seq)
+    );
     wait_version(&a, "acme/dnc", 2).await;
     for daemon in [&a, &b] {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -648,16 +733,29 @@ async fn a_compactor_dying_mid_way_is_replaced_after_the_lease_ttl() {
         }
         all_blocked(daemon, &numbers).await;
         let state = &daemon.handle.state;
-        let index = state.policy.sets.iter().position(|d| d.id == "acme/dnc").unwrap();
+        let index = state
+            .policy
+            .sets
+            .iter()
+            .position(|d| d.id == "acme/dnc")
+            .unwrap();
         let set = state.sets.load().slots[index].clone().unwrap();
         assert_eq!(set.set.len(), 1 + numbers.len() as u64);
     }
     // Mutations after the compaction still reach every host, on top of version 2.
     let later = fresh_numbers(400, 1);
-    admin(&b).await.suppress(suppress("after-1", &later)).await.unwrap();
+    admin(&b)
+        .await
+        .suppress(suppress("after-1", &later))
+        .await
+        .unwrap();
     let mut client = a.client().await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while check(&mut client, &e164(later[0]), "outbound").await.verdict != Verdict::Block as i32 {
+    while check(&mut client, &e164(later[0]), "outbound")
+        .await
+        .verdict
+        != Verdict::Block as i32
+    {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

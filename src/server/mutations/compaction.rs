@@ -96,8 +96,16 @@ impl Mutator {
                 None => rebuild(state, definition, base.as_deref(), &entries, None)?,
                 Some((held, fleet)) => {
                     let staging = crate::fleet::snapshots::staging_dir(&state.config.data_dir);
-                    let staged = rebuild(state, definition, base.as_deref(), &entries, Some(&staging))?;
-                    fleet.publish(state, held, definition, base.as_deref(), staged, through_seq)?
+                    let staged =
+                        rebuild(state, definition, base.as_deref(), &entries, Some(&staging))?;
+                    fleet.publish(
+                        state,
+                        held,
+                        definition,
+                        base.as_deref(),
+                        staged,
+                        through_seq,
+                    )?
                 }
             };
             report

@@ -34,8 +34,8 @@ mod requests;
 mod stream;
 
 pub use compaction::{CompactionReport, create_initial_empty};
-pub use receipts::Receipt;
 pub use fleet_snapshots::{FleetSnapshots, quiet as quiet_compaction_error};
+pub use receipts::Receipt;
 pub use stream::FleetSink;
 
 use crate::policy::SetId;
