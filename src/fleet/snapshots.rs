@@ -29,6 +29,8 @@ use tokio_stream::StreamExt;
 
 /// Pause before retrying after NATS was unreachable.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often the heads are settled again without a change.
+const RESETTLE: Duration = Duration::from_secs(5);
 /// A refused version is fetched again at most this often (a repaired object under the same
 /// head is picked up; a bad one is not downloaded in a loop).
 const REFUSED_RETRY: Duration = Duration::from_secs(60);
@@ -318,13 +320,12 @@ impl Follower {
             .map_err(|e| format!("watch heads: {e}"))?;
         loop {
             let pending = self.settle(&buckets).await;
-            let next = if pending {
-                match tokio::time::timeout(RETRY, watch.next()).await {
-                    Ok(next) => next,
-                    Err(_) => continue,
-                }
-            } else {
-                watch.next().await
+            // Settled again now and then even without a change: stream messages a version
+            // already carries may be applied after it was loaded (a host bootstrapping), and
+            // their overlay entries are dropped then.
+            let wait = if pending { RETRY } else { RESETTLE };
+            let Ok(next) = tokio::time::timeout(wait, watch.next()).await else {
+                continue;
             };
             let entry = next
                 .ok_or("the heads watch ended")?
