@@ -20,6 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Largest part of a version (see the module doc and BENCHMARKS.md).
 pub const PART_BYTES: u64 = 64 << 20;
+/// Parts uploaded at once.
+const PARALLEL_PARTS: usize = 4;
 
 /// What an upload stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,27 +80,39 @@ pub async fn upload(
     let object = object_name(set, version, &digest);
     let parts = size.div_ceil(part_bytes).max(1);
     let parts = u32::try_from(parts).map_err(|_| "too many parts".to_owned())?;
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // Parts go up a few at a time: the object store acknowledges each chunk of a put before
+    // the next is sent, so one put is bound by the round trip (a quorum's at R3), not bandwidth.
+    let mut uploads = tokio::task::JoinSet::new();
     for index in 0..parts {
-        let start = u64::from(index) * part_bytes;
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut part = (&mut file).take(part_bytes);
-        let name = part_name(&object, index);
-        store
-            .put(
-                ObjectMetadata {
-                    name: name.clone(),
-                    description: Some(format!("{set} version {version} part {index}")),
-                    ..Default::default()
-                },
-                &mut part,
-            )
-            .await
-            .map_err(|e| format!("fleet: upload of {name}: {e}"))?;
+        if uploads.len() >= PARALLEL_PARTS {
+            join_one(&mut uploads).await?;
+        }
+        let (store, path, name) = (store.clone(), path.to_path_buf(), part_name(&object, index));
+        let description = format!("{set} version {version} part {index}");
+        uploads.spawn(async move {
+            let mut file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            file.seek(std::io::SeekFrom::Start(u64::from(index) * part_bytes))
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut part = file.take(part_bytes);
+            store
+                .put(
+                    ObjectMetadata {
+                        name: name.clone(),
+                        description: Some(description),
+                        ..Default::default()
+                    },
+                    &mut part,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("fleet: upload of {name}: {e}"))
+        });
+    }
+    while !uploads.is_empty() {
+        join_one(&mut uploads).await?;
     }
     Ok(Uploaded {
         object,
@@ -107,6 +121,14 @@ pub async fn upload(
         size,
         digest,
     })
+}
+
+async fn join_one(uploads: &mut tokio::task::JoinSet<Result<(), String>>) -> Result<(), String> {
+    match uploads.join_next().await {
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(format!("upload task: {e}")),
+        None => Ok(()),
+    }
 }
 
 /// Deletes every part of `object` (best effort: a missing part is already gone).

@@ -55,6 +55,15 @@ impl Tool {
     }
 
     async fn publish(&self, id: &str, file: &Path) -> Result<Head, PublishError> {
+        self.publish_in_parts(id, file, objects::PART_BYTES).await
+    }
+
+    async fn publish_in_parts(
+        &self,
+        id: &str,
+        file: &Path,
+        part_bytes: u64,
+    ) -> Result<Head, PublishError> {
         snapshots::publish(
             &self.buckets,
             Publication {
@@ -63,7 +72,7 @@ impl Tool {
                 through_seq: None,
                 base_version: None,
                 publisher: "test",
-                part_bytes: objects::PART_BYTES,
+                part_bytes,
             },
         )
         .await
@@ -321,8 +330,10 @@ async fn corrupt_truncated_and_mismatched_objects_are_refused_everywhere() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Then a good version 6: served, so every bad head before it was seen and refused.
     let v6 = registry(files.path(), 6, &[REGISTRY, CLEAN]);
-    let head = tool.publish(&dnc.id, &v6).await.unwrap();
+    // In small parts: one logical version, one digest over all of them.
+    let head = tool.publish_in_parts(&dnc.id, &v6, 100).await.unwrap();
     assert_eq!(head.version, 6);
+    assert!(head.parts > 2, "{} parts", head.parts);
     for daemon in &hosts {
         wait_version(daemon, "us-dnc", 6).await;
         for version in 2..=5 {

@@ -178,6 +178,13 @@ impl FleetCompaction {
     /// A holder compacts only sets whose version in force is the fleet's head (or that
     /// have none): what it builds must be the head plus the stream, never a fork of it.
     pub fn wait_for_heads(&self, state: &State) -> Result<(), String> {
+        // What a holder that died left in staging was never published: gone.
+        let staging = crate::fleet::snapshots::staging_dir(&state.config.data_dir);
+        if let Err(error) = std::fs::remove_dir_all(&staging)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(format!("cannot clear {}: {error}", staging.display()));
+        }
         let in_force = state.sets.load_full();
         for (id, definition) in state.policy.sets.iter().enumerate() {
             if state.overlays[id].is_empty() {
