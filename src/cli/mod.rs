@@ -8,12 +8,13 @@
 //! never panic on bad input.
 //!
 //! Submodules: [`input`] (input formats and change lists), [`build`], [`inspect`], [`check`],
-//! [`gen_sample`], [`keygen`], [`admin`] and [`serve`] (the daemon's process main), one per
-//! command.
+//! [`gen_sample`], [`keygen`], [`admin`], [`fleet`] and [`serve`] (the daemon's process main),
+//! one per command.
 
 pub mod admin;
 pub mod build;
 pub mod check;
+pub mod fleet;
 pub mod gen_sample;
 pub mod input;
 pub mod inspect;
@@ -70,6 +71,8 @@ pub enum Command {
     Loadgen(crate::loadgen::LoadgenArgs),
     /// Create a bearer token: prints the token once, and the tokens-file entry with its hash
     Token(TokenArgs),
+    /// Fleet snapshots: publish a version to every daemon, show the heads
+    Fleet(fleet::FleetArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -238,6 +241,7 @@ pub fn run(cli: Cli) -> CliResult<()> {
         Command::Keygen(args) => keygen::run(args),
         Command::Admin(args) => admin::run(args),
         Command::Token(args) => token(args),
+        Command::Fleet(args) => fleet::run(args),
         Command::Serve(_) | Command::Loadgen(_) => {
             Err(CliError::usage("serve and loadgen run from main"))
         }

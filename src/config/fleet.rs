@@ -40,6 +40,8 @@ pub struct FleetSettings {
     pub auth: FleetAuth,
     pub tls_ca_file: Option<PathBuf>,
     pub tls_client: Option<(PathBuf, PathBuf)>,
+    /// The compaction lease's time to live (`fleet::lease`).
+    pub lease_ttl: Duration,
 }
 
 impl FleetSettings {
@@ -165,6 +167,9 @@ pub(super) fn settings(
     if !(1..=86_400).contains(&raw.max_lag_seconds) {
         return Err(e("max_lag_seconds", "must be 1..=86400"));
     }
+    if !(2..=3600).contains(&raw.compaction_lease_seconds) {
+        return Err(e("compaction_lease_seconds", "must be 2..=3600"));
+    }
     if raw.key_files.is_empty() {
         return Err(e(
             "key_files",
@@ -229,6 +234,7 @@ pub(super) fn settings(
         auth,
         tls_ca_file: raw.tls_ca_file.as_ref().map(path),
         tls_client,
+        lease_ttl: Duration::from_secs(raw.compaction_lease_seconds),
     })
 }
 

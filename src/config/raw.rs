@@ -88,6 +88,14 @@ pub struct FleetConfig {
     /// Client certificate and key, for NATS servers that verify clients.
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// Seconds the compaction lease lives without renewal: a compactor that died is replaced
+    /// after this long (its holder renews it every third of it while compacting).
+    #[serde(default = "default_lease")]
+    pub compaction_lease_seconds: u64,
+}
+
+fn default_lease() -> u64 {
+    30
 }
 
 fn default_replicas() -> usize {

@@ -15,16 +15,22 @@
 //!   and `fleet.stream`, the identity of the stream it belongs to.
 //! - [`hosts`]: the host register (a key-value bucket): one daemon per host id, and what
 //!   each host reports of itself.
+//! - [`heads`], [`objects`], [`snapshots`]: snapshot versions through the object store, the
+//!   heads every host follows; [`lease`]: one compactor at a time.
 //!
 //! Server-side (tokio allowed); imports config, store and engine, never `server`, `cli` or
 //! proto: the mutation service plugs in through [`follow::Sink`].
 
 pub mod applied;
 pub mod follow;
+pub mod heads;
 pub mod hosts;
+pub mod lease;
 pub mod nats;
+pub mod objects;
 pub mod publish;
 pub mod seal;
+pub mod snapshots;
 
 use crate::config::FleetSettings;
 use std::sync::Arc;

@@ -68,15 +68,20 @@ impl Credentials {
 
 impl Fleet {
     /// Connects (in the background: the daemon serves what it has while NATS is away, and
-    /// the client keeps reconnecting). `applied`: the stream sequence replay found.
+    /// the client keeps reconnecting). `applied`: the stream sequence replay found;
+    /// `data_dir`: a daemon's, where its instance id is kept (`None` for a command-line
+    /// client such as `fleet publish`, which claims no host id and gets a passing one).
     pub async fn connect(
         settings: FleetSettings,
         secrets: FleetSecrets,
         applied: u64,
-        data_dir: std::path::PathBuf,
+        data_dir: Option<std::path::PathBuf>,
     ) -> Result<Arc<Fleet>, String> {
         let status = Arc::new(Status::new(settings.max_lag, applied));
-        let instance = super::hosts::instance_id(&data_dir)?;
+        let instance = match &data_dir {
+            Some(data_dir) => super::hosts::instance_id(data_dir)?,
+            None => format!("client-{:016x}", rand::random::<u64>()),
+        };
         let events = status.clone();
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("suppressd {}", settings.host_id))
@@ -139,7 +144,8 @@ impl Fleet {
             .build(client.clone());
         Ok(Arc::new(Fleet {
             settings,
-            data_dir,
+            // A client never follows, so it never reads the stream identity kept here.
+            data_dir: data_dir.unwrap_or_default(),
             instance,
             sealer: secrets.sealer,
             status,

@@ -208,7 +208,7 @@ async fn join_fleet(
         settings.clone(),
         secrets,
         applied,
-        state.config.data_dir.clone(),
+        Some(state.config.data_dir.clone()),
     )
     .await?;
     tracing::info!(host = %settings.host_id, stream = %settings.stream, applied, "fleet: following the stream");
@@ -307,7 +307,16 @@ fn spawn_background(
 ) {
     if let Some(fleet) = fleet {
         let sink = Arc::new(mutations::FleetSink::new(mutator.clone(), state.clone()));
-        tokio::spawn(crate::fleet::follow::run(fleet, sink, stop.clone()));
+        tokio::spawn(crate::fleet::follow::run(fleet.clone(), sink, stop.clone()));
+        let snapshots = Arc::new(mutations::FleetSnapshots {
+            mutator: mutator.clone(),
+            state: state.clone(),
+        });
+        tokio::spawn(crate::fleet::snapshots::follow_heads(
+            fleet,
+            snapshots,
+            stop.clone(),
+        ));
         tokio::spawn(fleet_health(state.clone(), health.clone(), stop.clone()));
     }
     tokio::spawn(reloader(
@@ -712,6 +721,9 @@ async fn compactor(
         let (state, mutator) = (state.clone(), mutator.clone());
         match tokio::task::spawn_blocking(move || mutator.compact(&state)).await {
             Ok(Ok(_)) => {}
+            Ok(Err(error)) if mutations::quiet_compaction_error(&error) => {
+                tracing::debug!(%error, "fleet: not compacting now");
+            }
             Ok(Err(error)) => {
                 tracing::error!(%error, "compaction failed; the overlay keeps the mutations in force")
             }

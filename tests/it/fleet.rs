@@ -17,7 +17,7 @@ use suppressd::proto::suppression_client::SuppressionClient;
 use suppressd::proto::{Reason, Verdict};
 use tonic::transport::Channel;
 
-fn fleet_config(nats: &Nats, host: &str, extra: &str) -> String {
+pub(crate) fn fleet_config(nats: &Nats, host: &str, extra: &str) -> String {
     // The lenient campaign allows with a warning while its host lags.
     let lenient = "stale_list = \"allow_with_warning\"\n";
     assert!(CONFIG.contains(lenient));
@@ -30,7 +30,7 @@ fn fleet_config(nats: &Nats, host: &str, extra: &str) -> String {
 }
 
 /// A fleet daemon in this process, with the test sets and the fleet key, connected to NATS.
-async fn host(nats: &Nats, name: &str, extra: &str) -> TestDaemon {
+pub(crate) async fn host(nats: &Nats, name: &str, extra: &str) -> TestDaemon {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();

@@ -9,6 +9,7 @@ mod disk;
 mod engine;
 mod erasure;
 mod fleet;
+mod fleet_snapshots;
 mod hostile;
 mod http;
 mod identity;

@@ -3,6 +3,7 @@
 //! remaining file holds what it removed), and only then drops journal segments and marks
 //! receipts COMPLETE. Blocking: runs off the async workers, one at a time.
 
+use super::fleet_snapshots::{FleetCompaction, HeldLease, take_lease};
 use super::ledger::Item;
 use super::{Mutator, Receipt, lock, request_cutoff_ms};
 use crate::config::SetDefinition;
@@ -41,8 +42,13 @@ impl Mutator {
     /// Folds the overlays into new snapshot versions. Blocking: run off the async workers.
     pub fn compact(&self, state: &State) -> Result<CompactionReport, String> {
         let _one = lock(&self.compacting);
+        // Fleet mode: only the lease holder compacts (not holding it is no failure).
+        let lease = match self.fleet.get() {
+            Some(fleet) => Some(take_lease(fleet)?),
+            None => None,
+        };
         let started = Instant::now();
-        let result = self.compact_inner(state);
+        let result = self.compact_inner(state, lease.as_ref());
         let metrics = crate::metrics::metrics();
         metrics
             .compaction_duration
@@ -53,16 +59,26 @@ impl Mutator {
                 metrics::gauge!("suppressd_compaction_last_success_timestamp_seconds")
                     .set(now_ms() as f64 / 1000.0);
             }
+            Err(error) if super::fleet_snapshots::quiet(error) => {}
             Err(_) => metrics.compactions_failed.increment(1),
         }
         *lock(&self.last_compaction) = (now_ms(), result.as_ref().err().cloned());
         result
     }
 
-    fn compact_inner(&self, state: &State) -> Result<CompactionReport, String> {
+    fn compact_inner(
+        &self,
+        state: &State,
+        lease: Option<&(HeldLease, FleetCompaction)>,
+    ) -> Result<CompactionReport, String> {
+        if let Some((_, fleet)) = lease {
+            fleet.wait_for_heads(state)?;
+        }
         // Completions (overlay updates) run on the writer thread before it rotates, so every
         // record through `through` is in the overlays once this returns.
         let through = self.journal.rotate_blocking().map_err(|e| e.to_string())?;
+        // Fleet mode: the last stream sequence the new versions carry.
+        let through_seq = self.stream_through_journal(through);
         let mut report = CompactionReport {
             journal_through: through,
             ..CompactionReport::default()
@@ -76,7 +92,22 @@ impl Mutator {
             }
             let definition = &state.policy.sets[id];
             let base = current.slots[id].clone();
-            let loaded = rebuild(state, definition, base.as_deref(), &entries)?;
+            let loaded = match lease {
+                None => rebuild(state, definition, base.as_deref(), &entries, None)?,
+                Some((held, fleet)) => {
+                    let staging = crate::fleet::snapshots::staging_dir(&state.config.data_dir);
+                    let staged =
+                        rebuild(state, definition, base.as_deref(), &entries, Some(&staging))?;
+                    fleet.publish(
+                        state,
+                        held,
+                        definition,
+                        base.as_deref(),
+                        staged,
+                        through_seq,
+                    )?
+                }
+            };
             report
                 .written
                 .push(format!("{}@{}", definition.id, loaded.set.version()));
@@ -140,6 +171,7 @@ impl Mutator {
         self.journal
             .drop_through(through)
             .map_err(|e: LogError| e.to_string())?;
+        self.prune_marks(through);
         let completed_at = now_ms();
         let mut completed = Vec::new();
         {
@@ -185,6 +217,7 @@ fn rebuild(
     definition: &SetDefinition,
     base: Option<&LoadedSet>,
     entries: &[(u64, Entry)],
+    staging: Option<&Path>,
 ) -> Result<LoadedSet, String> {
     let changes: HashMap<u64, Entry> = entries.iter().copied().collect();
     let (name, filter, source, source_date, version) = match base {
@@ -230,7 +263,10 @@ fn rebuild(
         }
     }
     let built = builder.build(1).map_err(|e| e.to_string())?;
-    let path = state.config.data_dir.join(definition.file_name(version));
+    // Fleet mode writes outside the set's pattern until the head has moved.
+    let dir = staging.unwrap_or(&state.config.data_dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(definition.file_name(version));
     built.image.write_atomic(&path).map_err(|e| e.to_string())?;
     let set = crate::engine::set::SuppressionSet::open(&path, definition.key.as_ref())
         .map_err(|e| e.to_string())?;

@@ -25,6 +25,7 @@
 pub mod audit;
 pub mod build;
 pub mod compaction;
+mod fleet_snapshots;
 pub mod ledger;
 mod observers;
 pub mod receipts;
@@ -33,6 +34,7 @@ mod requests;
 mod stream;
 
 pub use compaction::{CompactionReport, create_initial_empty};
+pub use fleet_snapshots::{FleetSnapshots, quiet as quiet_compaction_error};
 pub use receipts::Receipt;
 pub use stream::FleetSink;
 
@@ -125,6 +127,9 @@ struct Shared {
     /// Fleet mode: every stream sequence through this is durable here (in the journal, or in
     /// snapshots and `fleet.applied` after compaction). Raised on the writer thread.
     durable_stream_seq: AtomicU64,
+    /// Fleet mode: (journal sequence, stream sequence) of each record applied from the
+    /// stream, in order, so a snapshot's `through_seq` maps to journal sequences (`fleet_snapshots`).
+    stream_marks: Mutex<std::collections::VecDeque<(u64, u64)>>,
     stop: AtomicBool,
 }
 
@@ -207,6 +212,7 @@ impl Mutator {
         let (audit_through, ledger_through) = (audit.through_at_open(), loaded.through);
         let mut backlog = Vec::new();
         let mut oldest = 0;
+        let mut stream_marks = std::collections::VecDeque::new();
         let mut stream_seq = match state.config.fleet() {
             Some(_) => crate::fleet::applied::read(data_dir)?,
             None => 0,
@@ -222,6 +228,9 @@ impl Mutator {
             })?;
             apply_ops(state, &mutation, record.seq);
             stream_seq = stream_seq.max(mutation.stream_seq);
+            if mutation.stream_seq != 0 {
+                stream_marks.push_back((record.seq, mutation.stream_seq));
+            }
             if oldest == 0 {
                 oldest = mutation.at_ms;
             }
@@ -269,6 +278,7 @@ impl Mutator {
             record_failure: Mutex::new(None),
             record_attempts: AtomicU64::new(0),
             durable_stream_seq: AtomicU64::new(stream_seq),
+            stream_marks: Mutex::new(stream_marks),
             stop: AtomicBool::new(false),
         });
         let recorder = Arc::new(Recorder {

@@ -224,6 +224,7 @@ impl Sink for FleetSink {
                     shared
                         .durable_stream_seq
                         .fetch_max(stream_seq, Ordering::AcqRel);
+                    super::lock(&shared.stream_marks).push_back((seq, stream_seq));
                 });
                 {
                     let mut pipe = lock(&pipe_done);
