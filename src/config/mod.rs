@@ -108,6 +108,12 @@ impl Config {
         &self.raw.server
     }
 
+    /// The rules of the attempt-cap rule sets a campaign names (built in, or
+    /// `[attempt_rules]`); an unknown name is an error naming it.
+    pub fn attempt_rules(&self, names: &[String]) -> Result<Vec<crate::rules::attempts::Rule>, String> {
+        attempt_rules(&self.raw, names)
+    }
+
     /// `[sip]`: the SIP redirect dip.
     pub fn sip(&self) -> &SipConfig {
         &self.raw.sip
@@ -185,6 +191,44 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
     } else {
         base.join(path)
     }
+}
+
+/// The rules of the named attempt-cap rule sets, built in or custom.
+fn attempt_rules(
+    raw: &RawConfig,
+    names: &[String],
+) -> Result<Vec<crate::rules::attempts::Rule>, String> {
+    use crate::rules::attempts::{Outcome, Rule, builtin_rule_sets, parse_duration};
+    let builtin = builtin_rule_sets();
+    let mut rules = Vec::new();
+    for name in names {
+        if let Some(custom) = raw.attempt_rules.get(name) {
+            let mut cooldowns = Vec::new();
+            for (outcome, text) in [
+                (Outcome::NoContact, &custom.after_no_contact),
+                (Outcome::Contact, &custom.after_contact),
+                (Outcome::Refusal, &custom.after_refusal),
+                (Outcome::OptOut, &custom.after_opt_out),
+            ] {
+                if let Some(text) = text {
+                    cooldowns.push((outcome, parse_duration(text)?));
+                }
+            }
+            rules.push(Rule {
+                cap: custom.cap,
+                window_ms: parse_duration(&custom.window)?,
+                cooldowns,
+            });
+        } else if let Some(set) = builtin.iter().find(|s| &s.name == name) {
+            rules.extend(set.rules.iter().cloned());
+        } else {
+            return Err(format!(
+                "unknown attempt rule set '{name}' (built in: {}; or define [attempt_rules.{name}])",
+                builtin.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    Ok(rules)
 }
 
 #[cfg(test)]

@@ -158,7 +158,7 @@ pub async fn start_prepared(
     let drained = async move {
         let _ = drain_rx.await;
     };
-    let router = data_plane(&state, health_service)?;
+    let router = data_plane(&state, &mutator, health_service)?;
     let serving = admission.serve(
         "gRPC data plane",
         listener,
@@ -523,6 +523,7 @@ fn serve_admin(
 /// speaks only v1alpha) and the check service behind authentication and the overload gate.
 fn data_plane(
     state: &Arc<State>,
+    mutator: &Arc<mutations::Mutator>,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
@@ -545,7 +546,7 @@ fn data_plane(
     // a batch over the limit is refused from its length (and its count, `codec`) before it is
     // allocated.
     codec::register_max_batch(server.max_batch);
-    let checks = SuppressionServer::new(SuppressionService::new(state.clone()))
+    let checks = SuppressionServer::new(SuppressionService::new(state.clone(), mutator.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(limits::grpc_decode_limit(server))

@@ -13,7 +13,7 @@ use super::{MutationError, Mutator, Shared, Submitted, requests};
 use crate::fleet::Fleet;
 use crate::fleet::follow::{Incoming, Sink};
 use crate::server::state::{State, now_ms};
-use crate::store::Mutation;
+use crate::store::{Mutation, MutationKind};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -119,7 +119,12 @@ impl Sink for FleetSink {
                 Box::new(move |result| {
                     let outcome = result.map(|seq| {
                         let stream_seq = mutation.stream_seq;
-                        shared.durable(&state, mutation, seq, digest);
+                        if mutation.kind.is_some_and(MutationKind::is_attempt) {
+                            // Decided here, in stream order, as on every other host.
+                            let _ = shared.durable_attempt(&state, mutation, seq);
+                        } else {
+                            shared.durable(&state, mutation, seq, digest);
+                        }
                         shared
                             .durable_stream_seq
                             .fetch_max(stream_seq, Ordering::AcqRel);

@@ -730,6 +730,7 @@ mod tests {
             tenant: "t",
             campaign: "c",
             next_allowed_at_ms: None,
+            attempts: None,
         }
     }
 
