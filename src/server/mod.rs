@@ -149,7 +149,7 @@ pub async fn start_prepared(
         sip_udp,
         sip_tcp,
     } = listeners;
-    serve_http_planes(&state, &admission, http, metrics, &stop_rx);
+    serve_http_planes(&state, &mutator, &admission, http, metrics, &stop_rx);
     sip::spawn(state.clone(), sip_udp, sip_tcp, stop_rx.clone());
     if let Some(admin) = admin {
         serve_admin(&state, &mutator, &admission, admin, stop_rx.clone());
@@ -442,6 +442,7 @@ impl PlaneServer for Http {
 /// hyper's header-read timeout bounds silent connections, so no first-bytes wait here.
 fn serve_http_planes(
     state: &Arc<State>,
+    mutator: &Arc<mutations::Mutator>,
     admission: &Admission,
     http: Option<TcpListener>,
     metrics: Option<TcpListener>,
@@ -454,7 +455,7 @@ fn serve_http_planes(
     for (what, listener, checks) in planes {
         let Some(listener) = listener else { continue };
         let app = if checks {
-            http::router(state.clone())
+            http::router(state.clone(), mutator.clone())
         } else {
             let loopback = listener
                 .local_addr()
