@@ -74,7 +74,7 @@ pub fn plan(args: &LoadgenArgs) -> Result<Plan, String> {
     if !(1..=64).contains(&args.threads) {
         return Err("--threads must be 1..=64".into());
     }
-    if args.mode == Mode::Suppress {
+    if args.mode.mutates() {
         if args.rate.is_some() {
             return Err("--rate is not supported in suppress mode (closed loop only)".into());
         }
