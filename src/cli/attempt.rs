@@ -83,7 +83,11 @@ fn print(response: &AttemptResponse) {
     let outcome = AttemptOutcome::try_from(response.outcome)
         .ok()
         .filter(|o| *o != AttemptOutcome::Unspecified)
-        .map(|o| o.as_str_name().trim_start_matches("ATTEMPT_OUTCOME_").to_ascii_lowercase());
+        .map(|o| {
+            o.as_str_name()
+                .trim_start_matches("ATTEMPT_OUTCOME_")
+                .to_ascii_lowercase()
+        });
     let reasons: Vec<&str> = response
         .reasons
         .iter()

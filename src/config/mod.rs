@@ -110,7 +110,10 @@ impl Config {
 
     /// The rules of the attempt-cap rule sets a campaign names (built in, or
     /// `[attempt_rules]`); an unknown name is an error naming it.
-    pub fn attempt_rules(&self, names: &[String]) -> Result<Vec<crate::rules::attempts::Rule>, String> {
+    pub fn attempt_rules(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<crate::rules::attempts::Rule>, String> {
         attempt_rules(&self.raw, names)
     }
 
@@ -224,7 +227,11 @@ fn attempt_rules(
         } else {
             return Err(format!(
                 "unknown attempt rule set '{name}' (built in: {}; or define [attempt_rules.{name}])",
-                builtin.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                builtin
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }

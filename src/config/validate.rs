@@ -240,7 +240,11 @@ fn attempt_caps(file: &str, raw: &RawConfig) -> Result<(), ConfigError> {
     for (name, rule) in &raw.attempt_rules {
         let at = format!("attempt_rules.{name}");
         if !valid_name(name) {
-            return Err(err(file, &at, "rule set names are 1-64 letters, digits, '_', '-' or '.'"));
+            return Err(err(
+                file,
+                &at,
+                "rule set names are 1-64 letters, digits, '_', '-' or '.'",
+            ));
         }
         if rule.cap == 0 || rule.cap > 1000 {
             return Err(err(file, format!("{at}.cap"), "must be 1..=1000"));
@@ -254,9 +258,7 @@ fn attempt_caps(file: &str, raw: &RawConfig) -> Result<(), ConfigError> {
             super::attempt_rules(raw, &campaign.attempt_rules)
                 .map_err(|reason| err(file, format!("{at}.attempt_rules"), reason))?;
             if let Some(scope) = &campaign.attempt_scope {
-                let purpose_ok = scope
-                    .strip_prefix("purpose:")
-                    .is_some_and(valid_name);
+                let purpose_ok = scope.strip_prefix("purpose:").is_some_and(valid_name);
                 if scope != "campaign" && scope != "tenant" && !purpose_ok {
                     return Err(err(
                         file,
@@ -266,7 +268,11 @@ fn attempt_caps(file: &str, raw: &RawConfig) -> Result<(), ConfigError> {
                 }
             }
             if !(1..=86_400).contains(&campaign.attempt_ttl_seconds) {
-                return Err(err(file, format!("{at}.attempt_ttl_seconds"), "must be 1..=86400"));
+                return Err(err(
+                    file,
+                    format!("{at}.attempt_ttl_seconds"),
+                    "must be 1..=86400",
+                ));
             }
         }
     }

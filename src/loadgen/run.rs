@@ -103,7 +103,12 @@ async fn drive(
     let channels = connect(&args.target, "--target", args.connections).await?;
     let (admin_channels, mutations) = if args.mode.mutates() {
         (
-            connect(&args.admin, "--admin", args.connections).await?,
+            // Reserve mode stays on the data plane: its "admin" channels are the target's.
+            if args.mode == Mode::Reserve {
+                channels.clone()
+            } else {
+                connect(&args.admin, "--admin", args.connections).await?
+            },
             Some(Arc::new(mutations_of(args).map_err(LoadgenError::Usage)?)),
         )
     } else {

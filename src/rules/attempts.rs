@@ -193,14 +193,20 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
         "m" => MINUTE_MS,
         "h" => HOUR_MS,
         "d" => DAY_MS,
-        _ => return Err(format!("'{text}': a duration is a number and m, h or d (\"24h\")")),
+        _ => {
+            return Err(format!(
+                "'{text}': a duration is a number and m, h or d (\"24h\")"
+            ));
+        }
     };
     let value: i64 = digits
         .parse()
         .map_err(|_| format!("'{text}': a duration is a number and m, h or d (\"24h\")"))?;
     let ms = value.saturating_mul(unit_ms);
     if value <= 0 || ms > 400 * DAY_MS {
-        return Err(format!("'{text}': must be more than 0 and at most 400 days"));
+        return Err(format!(
+            "'{text}': must be more than 0 and at most 400 days"
+        ));
     }
     Ok(ms)
 }
@@ -288,7 +294,10 @@ mod tests {
     /// lie in `(t - window, ∞)` and no outcome's cooldown covers `t`.
     fn model_allows(rules: &[Rule], attempts: &[Attempt], t: i64) -> bool {
         rules.iter().all(|rule| {
-            let count = attempts.iter().filter(|a| a.at_ms > t - rule.window_ms).count();
+            let count = attempts
+                .iter()
+                .filter(|a| a.at_ms > t - rule.window_ms)
+                .count();
             let cooled = attempts.iter().all(|a| match a.outcome {
                 None => true,
                 Some((o, at)) => rule

@@ -245,7 +245,8 @@ impl State {
             )
             .at(moment);
         let mut decision = view.decide(found_tenant.parser.parse_fast(number), today);
-        let attempts = self.attempt_budget(&found_tenant.name, found_campaign, decision.number, at_ms);
+        let attempts =
+            self.attempt_budget(&found_tenant.name, found_campaign, decision.number, at_ms);
         if let Some(budget) = attempts.filter(|b| !b.granted) {
             decision.reasons.insert(Reason::AttemptLimit);
             decision.next_allowed_at_ms = Some(

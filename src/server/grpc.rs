@@ -101,7 +101,11 @@ impl SuppressionService {
             Ok(proto::AttemptOutcome::OptOut) => Some(Outcome::OptOut),
             Ok(proto::AttemptOutcome::Unspecified) => None,
             Err(_) => {
-                return Err(ServiceError::InvalidArgument(format!("unknown outcome {}", r.outcome)).into());
+                return Err(ServiceError::InvalidArgument(format!(
+                    "unknown outcome {}",
+                    r.outcome
+                ))
+                .into());
             }
         };
         let ask = crate::server::mutations::attempts::AttemptAsk {

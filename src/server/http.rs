@@ -81,10 +81,7 @@ fn clip(text: &str) -> String {
     text.chars().take(200).collect()
 }
 
-pub fn router(
-    state: Arc<State>,
-    mutator: Arc<crate::server::mutations::Mutator>,
-) -> axum::Router {
+pub fn router(state: Arc<State>, mutator: Arc<crate::server::mutations::Mutator>) -> axum::Router {
     let body_limit = state.config.server().max_message_bytes;
     let checks = axum::Router::new()
         .route("/v1/check", get(check_one).post(check_batch))

@@ -104,6 +104,7 @@ pub struct Book {
     counters: DashMap<CounterKey, Vec<String>>,
     calls: DashMap<(String, String), Call>,
     len: AtomicUsize,
+    /// Records applied since the last sweep.
     applied: AtomicU64,
 }
 
@@ -167,7 +168,11 @@ impl Book {
         record: &AttemptRecord,
         at_ms: i64,
     ) -> Result<Applied, AttemptError> {
-        if self.applied.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+        // A sweep walks every call: run one after as many records as there are calls (and at
+        // least SWEEP_EVERY), so its cost per record stays constant as the book grows.
+        let since = self.applied.fetch_add(1, Ordering::Relaxed) + 1;
+        if since >= SWEEP_EVERY.max(self.len() as u64) {
+            self.applied.store(0, Ordering::Relaxed);
             self.sweep(at_ms);
         }
         let key = call_key(tenant, &record.call_id);
@@ -349,8 +354,12 @@ impl Book {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(format!("attempt state {}: {e}", path.display())),
         };
-        let calls = decode_state(&bytes)
-            .map_err(|(offset, reason)| format!("attempt state {}: corrupt at offset {offset}: {reason}", path.display()))?;
+        let calls = decode_state(&bytes).map_err(|(offset, reason)| {
+            format!(
+                "attempt state {}: corrupt at offset {offset}: {reason}",
+                path.display()
+            )
+        })?;
         for (key, call) in calls {
             if matches!(call.stage, Stage::Reserved { .. } | Stage::Committed) {
                 let mut ids = self.counters.entry(call.counter.clone()).or_default();
@@ -426,10 +435,14 @@ impl Cursor<'_> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32, (usize, String)> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn i64(&mut self) -> Result<i64, (usize, String)> {
-        Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn text(&mut self) -> Result<String, (usize, String)> {
         let at = self.at;
@@ -443,7 +456,10 @@ type StateCalls = Vec<((String, String), Call)>;
 
 fn decode_state(bytes: &[u8]) -> Result<StateCalls, (usize, String)> {
     if bytes.len() < MAGIC.len() + 12 || &bytes[..MAGIC.len()] != MAGIC {
-        return Err((0, "not an attempt state file (bad magic or too short)".into()));
+        return Err((
+            0,
+            "not an attempt state file (bad magic or too short)".into(),
+        ));
     }
     let body = bytes.len() - 4;
     let stored = u32::from_le_bytes(bytes[body..].try_into().expect("4 bytes"));
@@ -556,7 +572,12 @@ mod tests {
         assert_eq!(granted.iter().filter(|g| **g).count(), 3);
         assert!(granted[..3].iter().all(|g| *g));
         let retry = book
-            .apply("acme", MutationKind::ReserveAttempt, &record("c1", 7), T0 + 99)
+            .apply(
+                "acme",
+                MutationKind::ReserveAttempt,
+                &record("c1", 7),
+                T0 + 99,
+            )
             .unwrap();
         assert!(retry.repeat && retry.call.decision.granted && retry.call.at_ms == T0 + 1);
         // The same call id for another number: a conflict, nothing changes.
@@ -580,18 +601,33 @@ mod tests {
         for i in 0..3 {
             assert!(reserve(&book, &format!("c{i}"), T0).decision.granted);
         }
-        book.apply("acme", MutationKind::CommitAttempt, &record("c0", 7), T0 + 1)
-            .unwrap();
+        book.apply(
+            "acme",
+            MutationKind::CommitAttempt,
+            &record("c0", 7),
+            T0 + 1,
+        )
+        .unwrap();
         assert!(!reserve(&book, "d0", T0 + 1000).decision.granted);
-        book.apply("acme", MutationKind::ReleaseAttempt, &record("c1", 7), T0 + 1001)
-            .unwrap();
+        book.apply(
+            "acme",
+            MutationKind::ReleaseAttempt,
+            &record("c1", 7),
+            T0 + 1001,
+        )
+        .unwrap();
         assert!(reserve(&book, "d1", T0 + 1002).decision.granted);
         // c2 expires after the TTL (60 s): its slot is free, c0 (committed) still counts.
         assert!(!reserve(&book, "d2", T0 + 59_999).decision.granted);
         assert!(reserve(&book, "d3", T0 + 60_000).decision.granted);
         // Committing an expired reservation counts it again (the call was made).
-        book.apply("acme", MutationKind::CommitAttempt, &record("c2", 7), T0 + 60_001)
-            .unwrap();
+        book.apply(
+            "acme",
+            MutationKind::CommitAttempt,
+            &record("c2", 7),
+            T0 + 60_001,
+        )
+        .unwrap();
         let peek = book.peek(
             &CounterKey {
                 tenant: "acme".into(),
@@ -619,17 +655,22 @@ mod tests {
         let book = Book::default();
         let mut fr = record("c0", 9);
         fr.rules = builtin_rule_sets().remove(1).rules;
-        book.apply("acme", MutationKind::ReserveAttempt, &fr, T0).unwrap();
+        book.apply("acme", MutationKind::ReserveAttempt, &fr, T0)
+            .unwrap();
         let mut outcome = fr.clone();
         outcome.outcome = Some(Outcome::Refusal);
-        book.apply("acme", MutationKind::RecordOutcome, &outcome, T0 + 5).unwrap();
+        book.apply("acme", MutationKind::RecordOutcome, &outcome, T0 + 5)
+            .unwrap();
         let mut again = fr.clone();
         again.call_id = "c1".into();
         let refused = book
             .apply("acme", MutationKind::ReserveAttempt, &again, T0 + HOUR)
             .unwrap();
         assert!(!refused.call.decision.granted);
-        assert_eq!(refused.call.decision.next_allowed_at_ms, T0 + 5 + 60 * 24 * HOUR);
+        assert_eq!(
+            refused.call.decision.next_allowed_at_ms,
+            T0 + 5 + 60 * 24 * HOUR
+        );
         outcome.outcome = Some(Outcome::Contact);
         assert!(matches!(
             book.apply("acme", MutationKind::RecordOutcome, &outcome, T0 + 6),
@@ -646,8 +687,13 @@ mod tests {
         for i in 0..4 {
             reserve(&book, &format!("c{i}"), T0 + i);
         }
-        book.apply("acme", MutationKind::CommitAttempt, &record("c0", 7), T0 + 9)
-            .unwrap();
+        book.apply(
+            "acme",
+            MutationKind::CommitAttempt,
+            &record("c0", 7),
+            T0 + 9,
+        )
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("attempts.state");
         book.write_state(&path, T0 + 10).unwrap();
@@ -661,7 +707,10 @@ mod tests {
             bad[at] ^= 0x40;
             std::fs::write(&path, &bad).unwrap();
             let error = Book::default().read_state(&path).unwrap_err();
-            assert!(error.contains("attempts.state") && error.contains("offset"), "{error}");
+            assert!(
+                error.contains("attempts.state") && error.contains("offset"),
+                "{error}"
+            );
         }
         for cut in 0..bytes.len() {
             assert!(decode_state(&bytes[..cut]).is_err());

@@ -558,7 +558,11 @@ mod tests {
         let first = reservation();
         let mut other = first.clone();
         other.attempt.as_mut().unwrap().fingerprint ^= 1;
-        assert!(other.payload_digest(None).differs_from(&first.payload_digest(None)));
+        assert!(
+            other
+                .payload_digest(None)
+                .differs_from(&first.payload_digest(None))
+        );
     }
 
     /// A record written before attempt kinds existed, byte by byte as that build wrote it:

@@ -51,7 +51,11 @@ fn ask(call_id: &str, number: u64) -> AttemptRequest {
     }
 }
 
-async fn reserve(client: &mut SuppressionClient<Channel>, call_id: &str, number: u64) -> AttemptResponse {
+async fn reserve(
+    client: &mut SuppressionClient<Channel>,
+    call_id: &str,
+    number: u64,
+) -> AttemptResponse {
     client
         .reserve_attempt(ask(call_id, number))
         .await
@@ -60,7 +64,11 @@ async fn reserve(client: &mut SuppressionClient<Channel>, call_id: &str, number:
 }
 
 /// 100 reservations for one number at once, each on its own connection.
-async fn hundred_at_once(addr: std::net::SocketAddr, number: u64, prefix: &str) -> Vec<AttemptResponse> {
+async fn hundred_at_once(
+    addr: std::net::SocketAddr,
+    number: u64,
+    prefix: &str,
+) -> Vec<AttemptResponse> {
     let mut tasks = Vec::new();
     for i in 0..100 {
         let call_id = format!("{prefix}-{i}");
@@ -110,7 +118,10 @@ async fn a_hundred_concurrent_reservations_with_a_cap_of_three_grant_exactly_thr
     assert_eq!(check.verdict, Verdict::Block as i32);
     assert_eq!(reasons(&check.reasons), [Reason::AttemptLimit]);
     assert_eq!(check.attempts.unwrap().remaining, 0);
-    assert_eq!(check.next_allowed_at_unix_ms, refused.next_allowed_at_unix_ms);
+    assert_eq!(
+        check.next_allowed_at_unix_ms,
+        refused.next_allowed_at_unix_ms
+    );
     // Another number has its whole budget; checks do not spend it.
     for _ in 0..5 {
         let other = client
@@ -212,10 +223,24 @@ async fn outcomes_start_cooldowns_and_an_opt_out_suppresses_the_number() {
     let mut client = daemon.client().await;
     let mut talk = ask("debt-1", CLEAN);
     talk.campaign = "collections".into();
-    assert!(client.reserve_attempt(talk.clone()).await.unwrap().into_inner().granted);
+    assert!(
+        client
+            .reserve_attempt(talk.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .granted
+    );
     talk.outcome = AttemptOutcome::Contact as i32;
-    let answered = client.record_outcome(talk.clone()).await.unwrap().into_inner();
-    assert_eq!((answered.stage.as_str(), answered.outcome), ("committed", AttemptOutcome::Contact as i32));
+    let answered = client
+        .record_outcome(talk.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (answered.stage.as_str(), answered.outcome),
+        ("committed", AttemptOutcome::Contact as i32)
+    );
     // Regulation F: 7 days after a conversation.
     let mut next = talk.clone();
     next.call_id = "debt-2".into();
@@ -235,7 +260,11 @@ async fn outcomes_start_cooldowns_and_an_opt_out_suppresses_the_number() {
     assert!(reserve(&mut client, "opt-1", number).await.granted);
     let mut opt_out = ask("opt-1", number);
     opt_out.outcome = AttemptOutcome::OptOut as i32;
-    let answered = client.record_outcome(opt_out.clone()).await.unwrap().into_inner();
+    let answered = client
+        .record_outcome(opt_out.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(answered.suppression_request_id, "opt-out/opt-1");
     let check = client
         .check(CheckRequest {
@@ -266,7 +295,10 @@ async fn http_reserves_like_grpc() {
     for (i, left) in [2, 1, 0].into_iter().enumerate() {
         let (status, answer) = http.send("POST", "/v1/attempts/reserve", &body(&format!("h{i}")));
         assert_eq!(status, 200, "{answer}");
-        assert_eq!((answer["granted"].as_bool(), answer["remaining"].as_u64()), (Some(true), Some(left)));
+        assert_eq!(
+            (answer["granted"].as_bool(), answer["remaining"].as_u64()),
+            (Some(true), Some(left))
+        );
     }
     let (status, answer) = http.send("POST", "/v1/attempts/reserve", &body("h3"));
     assert_eq!(status, 200);
@@ -277,8 +309,15 @@ async fn http_reserves_like_grpc() {
     assert_eq!((status, answer["stage"].as_str()), (200, Some("committed")));
     let (status, _) = http.send("POST", "/v1/attempts/commit", "{\"call_id\":\"nope\"}");
     assert_eq!(status, 404);
-    let (status, answer) = http.send("GET", &format!("/v1/check?number=%2B{CLEAN}&campaign=capped"), "");
-    assert_eq!((status, answer["attempts_remaining"].as_u64()), (200, Some(0)));
+    let (status, answer) = http.send(
+        "GET",
+        &format!("/v1/check?number=%2B{CLEAN}&campaign=capped"),
+        "",
+    );
+    assert_eq!(
+        (status, answer["attempts_remaining"].as_u64()),
+        (200, Some(0))
+    );
     assert_eq!(answer["reasons"][0], "ATTEMPT_LIMIT");
     // Nothing in the answer carries the number.
     let (_, answer) = http.send("POST", "/v1/attempts/reserve", &body("h0"));
@@ -352,7 +391,10 @@ async fn sigkill_between_reserve_and_commit_forgets_nothing_granted() {
     assert!(!reserve(&mut client, "s3", CLEAN).await.granted);
     for first in &granted {
         let retry = reserve(&mut client, &first.call_id, CLEAN).await;
-        assert_eq!((retry.granted, retry.remaining, retry.duplicate), (true, first.remaining, true));
+        assert_eq!(
+            (retry.granted, retry.remaining, retry.duplicate),
+            (true, first.remaining, true)
+        );
         let committed = client
             .commit_attempt(AttemptRequest {
                 call_id: first.call_id.clone(),
@@ -409,7 +451,11 @@ async fn two_fleet_hosts_with_fifty_concurrent_reservations_each_grant_three_bet
     assert_eq!(granted.len(), 3, "{answers:?}");
     // Every host holds the same decisions: a retry on the other host gets the first answer.
     for first in &granted {
-        let other = if first.call_id.starts_with("f0") { &hosts[1] } else { &hosts[0] };
+        let other = if first.call_id.starts_with("f0") {
+            &hosts[1]
+        } else {
+            &hosts[0]
+        };
         let retry = reserve(&mut other.client().await, &first.call_id, CLEAN).await;
         assert!(retry.granted && retry.duplicate, "{retry:?}");
         assert_eq!(retry.remaining, first.remaining);

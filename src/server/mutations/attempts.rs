@@ -158,10 +158,7 @@ impl Mutator {
         if !ask.number.is_empty() {
             let (_, campaign) = state.policy.resolve(&tenant.name, &ask.campaign)?;
             let caps = campaign.attempts.as_ref().ok_or_else(|| {
-                MutationError::Invalid(format!(
-                    "campaign '{}' has no attempt_rules",
-                    campaign.name
-                ))
+                MutationError::Invalid(format!("campaign '{}' has no attempt_rules", campaign.name))
             })?;
             let parsed = tenant
                 .parser
@@ -307,7 +304,8 @@ impl Mutator {
             })?;
         let names_counter = kind == MutationKind::ReserveAttempt || !record.scope.is_empty();
         if names_counter
-            && (call.counter.scope != record.scope || call.counter.fingerprint != record.fingerprint)
+            && (call.counter.scope != record.scope
+                || call.counter.fingerprint != record.fingerprint)
         {
             return Err(MutationError::Conflict(format!(
                 "call id '{}' was already used for another number or scope; nothing was changed",
@@ -322,11 +320,13 @@ impl Mutator {
         };
         if !reached {
             return Err(match (kind, call.outcome) {
-                (MutationKind::RecordOutcome, Some((first, _))) => MutationError::Conflict(format!(
-                    "call id '{}' already has outcome {}",
-                    record.call_id,
-                    first.name()
-                )),
+                (MutationKind::RecordOutcome, Some((first, _))) => {
+                    MutationError::Conflict(format!(
+                        "call id '{}' already has outcome {}",
+                        record.call_id,
+                        first.name()
+                    ))
+                }
                 _ => MutationError::Invalid(format!(
                     "call id '{}' cannot be {}: it is {:?}",
                     record.call_id,
