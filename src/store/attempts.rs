@@ -253,10 +253,11 @@ impl Book {
                 ids.push(record.call_id.clone());
             }
         }
-        if call.stage == Stage::Released && before.stage != Stage::Released {
-            if let Some(mut ids) = self.counters.get_mut(&call.counter) {
-                ids.retain(|id| id != &record.call_id);
-            }
+        if call.stage == Stage::Released
+            && before.stage != Stage::Released
+            && let Some(mut ids) = self.counters.get_mut(&call.counter)
+        {
+            ids.retain(|id| id != &record.call_id);
         }
         self.calls.insert(key, call.clone());
         Ok(Applied { call, repeat })
