@@ -355,12 +355,18 @@ impl Book {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(format!("attempt state {}: {e}", path.display())),
         };
-        let calls = decode_state(&bytes).map_err(|(offset, reason)| {
+        self.load_state(&bytes).map_err(|(offset, reason)| {
             format!(
                 "attempt state {}: corrupt at offset {offset}: {reason}",
                 path.display()
             )
-        })?;
+        })
+    }
+
+    /// Loads the bytes of a state file into an empty book, all or nothing: a damaged file is
+    /// its offset and reason and leaves the book as it was (fuzzed: `fuzz/attempt_state`).
+    pub fn load_state(&self, bytes: &[u8]) -> Result<(), (usize, String)> {
+        let calls = decode_state(bytes)?;
         for (key, call) in calls {
             if matches!(call.stage, Stage::Reserved { .. } | Stage::Committed) {
                 let mut ids = self.counters.entry(call.counter.clone()).or_default();
