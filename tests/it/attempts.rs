@@ -464,3 +464,86 @@ async fn two_fleet_hosts_with_fifty_concurrent_reservations_each_grant_three_bet
         daemon.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reserves_and_checks_at_an_instant() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    write_all_sets(&dir.path().join("data"), Day::today());
+    let text = config()
+        + "\n[tenants.acme.campaigns.windows]\nblock_sets = [\"us-dnc\"]\n\
+           calling_windows = [\"us-federal\", \"us-states\"]\n";
+    let daemon = TestDaemon::start_in(dir, &text).await;
+    let grpc = format!("http://{}", daemon.addr);
+    let number = e164(CLEAN);
+    for (call, granted) in [("a1", true), ("a2", true), ("a3", true), ("a4", false)] {
+        let (code, stdout, stderr) = crate::cli_remote::suppressd(
+            [
+                "attempt",
+                "--server",
+                &grpc,
+                "reserve",
+                "--campaign",
+                "capped",
+                "--call-id",
+                call,
+                &number,
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+        .await;
+        assert_eq!(code, Some(0), "{stderr}");
+        let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(answer["granted"], granted, "{stdout}");
+        assert!(
+            !stdout.contains(&CLEAN.to_string()),
+            "the number in the clear: {stdout}"
+        );
+        if !granted {
+            assert_eq!(answer["reasons"][0], "ATTEMPT_LIMIT");
+            assert!(answer["next_allowed_at"].as_str().unwrap().ends_with('Z'));
+        }
+    }
+    // check --at: a Florida number at 20:30 local time is outside its window.
+    let (code, stdout, stderr) = crate::cli_remote::suppressd(
+        [
+            "check",
+            "--server",
+            &grpc,
+            "--campaign",
+            "windows",
+            "--json",
+            "--at",
+            "2026-06-15T20:30:00-04:00",
+            "+13055550123",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(answer["reasons"][0], "OUTSIDE_CALLING_WINDOW", "{stdout}");
+    assert_eq!(
+        answer["next_allowed_at_unix_ms"], 1_781_611_200_000i64,
+        "{stdout}"
+    );
+    // An instant without an offset is refused (never local time).
+    let (code, _, stderr) = crate::cli_remote::suppressd(
+        [
+            "check",
+            "--server",
+            &grpc,
+            "--at",
+            "2026-06-15T20:30:00",
+            "+13055550123",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("RFC 3339"), "{stderr}");
+    daemon.shutdown().await;
+}
