@@ -94,8 +94,16 @@ pub enum AttemptError {
     Invalid(String),
 }
 
-/// Records applied between two sweeps of expired history.
+/// Records applied between two sweeps of expired history (at least).
 const SWEEP_EVERY: u64 = 4096;
+/// How long past its horizon a call is still held: far more than the time between a record's
+/// instant and its application, so no record is applied after a sweep dropped a call it needed.
+pub const SWEEP_MARGIN_MS: i64 = 3_600_000;
+
+/// Whether a call counts, or may count again after a commit: reserved or committed.
+fn may_count(call: &Call) -> bool {
+    matches!(call.stage, Stage::Reserved { .. } | Stage::Committed)
+}
 
 /// The attempt state of every tenant.
 #[derive(Debug, Default)]
@@ -122,14 +130,17 @@ impl Book {
         self.len.load(Ordering::Acquire)
     }
 
-    /// What is known of a call (a copy).
-    pub fn call(&self, tenant: &str, call_id: &str) -> Option<Call> {
+    /// What is known of a call at `at_ms` (a copy). A call past its horizon is unknown whether
+    /// or not a sweep has removed it yet, so when sweeps run (which differs between hosts and
+    /// replays) never changes a decision.
+    pub fn call(&self, tenant: &str, call_id: &str, at_ms: i64) -> Option<Call> {
         if self.is_empty() {
             return None;
         }
         self.calls
             .get(&call_key(tenant, call_id))
             .map(|c| c.value().clone())
+            .filter(|c| at_ms < c.at_ms.saturating_add(c.horizon_ms))
     }
 
     /// What a reservation at `now_ms` would be answered, without making one.
@@ -181,7 +192,7 @@ impl Book {
             scope: record.scope.clone(),
             fingerprint: record.fingerprint,
         };
-        let known = self.calls.get(&key).map(|c| c.value().clone());
+        let known = self.call(tenant, &record.call_id, at_ms);
         // Records after the reservation name the number only when the caller gave it.
         let names_counter = kind == MutationKind::ReserveAttempt || !record.scope.is_empty();
         if let Some(call) = &known
@@ -293,14 +304,16 @@ impl Book {
         };
         if decision.granted {
             let mut ids = self.counters.entry(counter).or_default();
-            // Drop ids that no longer count (released, expired reservations) as we pass.
+            // Drop ids that can never count again (released) as we pass; an expired
+            // reservation stays, since a later commit counts it.
             ids.retain(|id| {
                 self.calls
                     .get(&call_key(&key.0, id))
-                    .is_some_and(|c| c.attempt(at_ms).is_some())
+                    .is_some_and(|c| may_count(&c))
             });
             ids.push(record.call_id.clone());
         }
+        // A call id past its horizon may still be held (not swept yet): replaced.
         if self.calls.insert(key, call.clone()).is_none() {
             self.len.fetch_add(1, Ordering::AcqRel);
         }
@@ -311,18 +324,21 @@ impl Book {
     }
 
     /// Forgets calls past their horizon (attempt history is personal data: kept no longer
-    /// than a rule can use it) and counters left empty.
+    /// than a rule can use it, plus [`SWEEP_MARGIN_MS`]) and counters left empty. Invisible to
+    /// decisions: a call past its horizon is unknown and counts for nothing, held or not, and
+    /// the margin covers records applied after a sweep with a slightly earlier instant.
     pub fn sweep(&self, now_ms: i64) {
+        let cutoff = now_ms.saturating_sub(SWEEP_MARGIN_MS);
         let before = self.calls.len();
         self.calls
-            .retain(|_, call| call.at_ms.saturating_add(call.horizon_ms) > now_ms);
+            .retain(|_, call| call.at_ms.saturating_add(call.horizon_ms) > cutoff);
         let removed = before.saturating_sub(self.calls.len());
         self.len.fetch_sub(removed, Ordering::AcqRel);
         self.counters.retain(|counter, ids| {
             ids.retain(|id| {
                 self.calls
                     .get(&call_key(&counter.tenant, id))
-                    .is_some_and(|c| c.attempt(now_ms).is_some())
+                    .is_some_and(|c| may_count(&c))
             });
             !ids.is_empty()
         });
@@ -684,7 +700,17 @@ mod tests {
             Err(AttemptError::Conflict(_))
         ));
         assert_eq!(book.len(), 2);
-        book.sweep(T0 + 60 * 24 * HOUR + HOUR);
+        // Past its horizon a call id is unknown, swept or not: the same answer either way.
+        let late = T0 + 60 * 24 * HOUR + HOUR;
+        assert!(book.call("acme", "c0", late).is_none());
+        assert!(book.call("acme", "c0", T0 + 7).is_some());
+        assert!(matches!(
+            book.apply("acme", MutationKind::CommitAttempt, &fr, late),
+            Err(AttemptError::NotFound(_))
+        ));
+        book.sweep(late);
+        assert_eq!(book.len(), 1, "c1 (horizon ended an hour ago) is kept for the margin");
+        book.sweep(late + SWEEP_MARGIN_MS);
         assert_eq!(book.len(), 0);
     }
 

@@ -175,7 +175,7 @@ impl Mutator {
         }
         // A retry of a reservation the book knows: its first answer, nothing journalled.
         if kind == MutationKind::ReserveAttempt
-            && let Some(call) = state.attempts.call(&tenant.name, &ask.call_id)
+            && let Some(call) = state.attempts.call(&tenant.name, &ask.call_id, now_ms())
         {
             if call.counter.scope != record.scope || call.counter.fingerprint != record.fingerprint
             {
@@ -295,7 +295,7 @@ impl Mutator {
         let record = mutation.attempt.as_ref().expect("attempt record");
         let call = state
             .attempts
-            .call(&mutation.tenant, &record.call_id)
+            .call(&mutation.tenant, &record.call_id, mutation.at_ms)
             .ok_or_else(|| {
                 MutationError::NotFound(format!(
                     "no reservation under call id '{}'",
