@@ -291,6 +291,54 @@ block_sets = ["reg"]
     }
 
     #[test]
+    fn attempt_rules_name_known_sets_and_custom_ones_parse() {
+        let campaign = "[tenants.t.campaigns.c]\nblock_sets = [\"reg\"]\n";
+        assert!(MINIMAL.contains(campaign));
+        let with = |extra: &str| MINIMAL.replace(campaign, &format!("{campaign}{extra}"));
+        rejects(
+            &with("attempt_rules = [\"nope\"]\n"),
+            "tenants.t.campaigns.c.attempt_rules",
+            "unknown attempt rule set 'nope'",
+        );
+        rejects(
+            &with("attempt_rules = [\"fr\"]\nattempt_scope = \"everyone\"\n"),
+            "attempt_scope",
+            "purpose:NAME",
+        );
+        rejects(
+            &with("attempt_rules = [\"fr\"]\nattempt_ttl_seconds = 0\n"),
+            "attempt_ttl_seconds",
+            "1..=86400",
+        );
+        let custom =
+            "\n[attempt_rules.gentle]\ncap = 2\nwindow = \"7d\"\nafter_refusal = \"30x\"\n";
+        rejects(
+            &(MINIMAL.to_owned() + custom),
+            "attempt_rules.gentle",
+            "'30x'",
+        );
+        let good =
+            with("attempt_rules = [\"gentle\", \"fl-ok-md\"]\nattempt_scope = \"purpose:debt\"\n")
+                + &custom.replace("30x", "30d");
+        let config = parse(&good).unwrap();
+        let rules = config
+            .attempt_rules(&["gentle".into(), "fl-ok-md".into()])
+            .unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!((rules[0].cap, rules[0].window_ms), (2, 7 * 86_400_000));
+        assert_eq!(
+            rules[0].cooldowns,
+            [(crate::rules::attempts::Outcome::Refusal, 30 * 86_400_000)]
+        );
+        let policy = crate::policy::Policy::compile(&config);
+        let caps = policy.tenants["t"].campaigns["c"].attempts.clone().unwrap();
+        assert_eq!(
+            (caps.scope.as_str(), caps.ttl_ms),
+            ("purpose:debt", 300_000)
+        );
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let config = parse(MINIMAL).unwrap();
         assert_eq!(config.grpc_listen.to_string(), "127.0.0.1:50151");

@@ -709,7 +709,11 @@ mod tests {
             Err(AttemptError::NotFound(_))
         ));
         book.sweep(late);
-        assert_eq!(book.len(), 1, "c1 (horizon ended an hour ago) is kept for the margin");
+        assert_eq!(
+            book.len(),
+            1,
+            "c1 (horizon ended an hour ago) is kept for the margin"
+        );
         book.sweep(late + SWEEP_MARGIN_MS);
         assert_eq!(book.len(), 0);
     }
