@@ -257,6 +257,14 @@ fn attempt_caps(file: &str, raw: &RawConfig) -> Result<(), ConfigError> {
             let at = format!("tenants.{tenant_name}.campaigns.{name}");
             super::attempt_rules(raw, &campaign.attempt_rules)
                 .map_err(|reason| err(file, format!("{at}.attempt_rules"), reason))?;
+            // Each set is one rule, and a journal record carries at most 16.
+            if campaign.attempt_rules.len() > 16 {
+                return Err(err(
+                    file,
+                    format!("{at}.attempt_rules"),
+                    "at most 16 rule sets",
+                ));
+            }
             if let Some(scope) = &campaign.attempt_scope {
                 let purpose_ok = scope.strip_prefix("purpose:").is_some_and(valid_name);
                 if scope != "campaign" && scope != "tenant" && !purpose_ok {
