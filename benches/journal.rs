@@ -55,6 +55,7 @@ fn suppress_payload() -> Vec<u8> {
             expires: None,
         }],
         stream_seq: 0,
+        attempt: None,
     }
     .encode()
 }

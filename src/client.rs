@@ -14,6 +14,8 @@ pub struct RemoteCheck {
     pub server: String,
     pub tenant: String,
     pub campaign: String,
+    /// The instant to check for (unix ms); 0 is now.
+    pub at_unix_ms: i64,
     pub inputs: Vec<String>,
     pub json: bool,
     pub show_numbers: bool,
@@ -71,7 +73,7 @@ pub fn format_answer(
             .map(|v| (v.set.clone(), serde_json::Value::from(v.version)))
             .collect();
         let in_set = !response.matched_sets.is_empty();
-        serde_json::json!({
+        let mut value = serde_json::json!({
             "input": shown_input,
             "number": number,
             "verdict": verdict,
@@ -84,8 +86,15 @@ pub fn format_answer(
             "campaign": response.campaign,
             "checked_at_unix_ms": response.checked_at_unix_ms,
             "error": reasons.contains(&"INVALID_NUMBER").then_some("invalid number"),
-        })
-        .to_string()
+        });
+        // Only when they apply, so answers of campaigns without windows or caps keep their shape.
+        if response.next_allowed_at_unix_ms > 0 {
+            value["next_allowed_at_unix_ms"] = response.next_allowed_at_unix_ms.into();
+        }
+        if let Some(attempts) = &response.attempts {
+            value["attempts_remaining"] = attempts.remaining.into();
+        }
+        value.to_string()
     } else {
         let mut line = format!(
             "{:<16}  {verdict:<5}",
@@ -96,6 +105,14 @@ pub fn format_answer(
         }
         if !response.matched_sets.is_empty() {
             line.push_str(&format!("  sets: {}", response.matched_sets.join(",")));
+        }
+        if response.next_allowed_at_unix_ms > 0
+            && let Ok(next) = jiff::Timestamp::from_millisecond(response.next_allowed_at_unix_ms)
+        {
+            line.push_str(&format!("  next allowed: {next}"));
+        }
+        if let Some(attempts) = &response.attempts {
+            line.push_str(&format!("  attempts left: {}", attempts.remaining));
         }
         for warning in &response.warnings {
             line.push_str(&format!("  warning: {warning}"));
@@ -122,6 +139,7 @@ pub fn run(request: &RemoteCheck) -> Result<(), String> {
                     number: input.clone(),
                     tenant: request.tenant.clone(),
                     campaign: request.campaign.clone(),
+                    at_unix_ms: request.at_unix_ms,
                     ..Default::default()
                 })
                 .await

@@ -34,10 +34,11 @@ pub enum Reason {
     FleetLag = 8,
     OutsideCallingWindow = 9,
     UnknownLocation = 10,
+    AttemptLimit = 11,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::NationalRegistry,
         Reason::InternalDnc,
         Reason::Erased,
@@ -49,6 +50,7 @@ impl Reason {
         Reason::FleetLag,
         Reason::OutsideCallingWindow,
         Reason::UnknownLocation,
+        Reason::AttemptLimit,
     ];
 
     /// The reason's name: the one list of reason names. The wire form (HTTP JSON, SIP
@@ -67,6 +69,7 @@ impl Reason {
             Reason::FleetLag => "FLEET_LAG",
             Reason::OutsideCallingWindow => "OUTSIDE_CALLING_WINDOW",
             Reason::UnknownLocation => "UNKNOWN_LOCATION",
+            Reason::AttemptLimit => "ATTEMPT_LIMIT",
         }
     }
 
@@ -116,6 +119,16 @@ pub struct LoadedSets {
     pub slots: Vec<Option<Arc<LoadedSet>>>,
 }
 
+/// A campaign's attempt caps, compiled: the rules every reservation record carries, the
+/// scope attempts are counted per (`campaign:NAME`, `purpose:NAME` or `tenant`) and how long
+/// an unconfirmed reservation holds its slot.
+#[derive(Debug, Clone)]
+pub struct AttemptCaps {
+    pub rules: Vec<crate::rules::attempts::Rule>,
+    pub scope: String,
+    pub ttl_ms: i64,
+}
+
 /// A campaign, compiled.
 #[derive(Debug)]
 pub struct Campaign {
@@ -134,6 +147,8 @@ pub struct Campaign {
     pub stale_list: StalePolicy,
     /// What a check answers while this host lags behind its fleet (FLEET_LAG or a warning).
     pub fleet_lag: StalePolicy,
+    /// Attempt caps: `None` when the campaign names no rule set.
+    pub attempts: Option<AttemptCaps>,
     /// Block sets then consent sets: the order answers index them. Fixed at compile time so
     /// a check walks a slice instead of collecting one.
     consulted: Vec<SetId>,
@@ -308,6 +323,16 @@ impl Policy {
                         max_list_age_days: c.max_list_age_days,
                         stale_list: c.stale_list,
                         fleet_lag: c.fleet_lag,
+                        attempts: (!c.attempt_rules.is_empty()).then(|| AttemptCaps {
+                            rules: config
+                                .attempt_rules(&c.attempt_rules)
+                                .expect("validated attempt rules"),
+                            scope: match c.attempt_scope.as_deref() {
+                                None | Some("campaign") => format!("campaign:{name}"),
+                                Some(other) => other.to_owned(),
+                            },
+                            ttl_ms: i64::from(c.attempt_ttl_seconds) * 1000,
+                        }),
                     };
                     (name.clone(), Arc::new(campaign))
                 })

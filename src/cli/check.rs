@@ -37,6 +37,10 @@ pub struct CheckArgs {
     /// Campaign to check for (client mode; default: the daemon's default campaign)
     #[arg(long, requires = "server")]
     pub campaign: Option<String>,
+    /// Instant to check for (client mode; calling windows and attempt caps), RFC 3339, e.g.
+    /// 2026-12-07T20:30:00-05:00 [default: now]
+    #[arg(long, value_name = "RFC3339", requires = "server", value_parser = parse_instant)]
+    pub at: Option<i64>,
     /// Default region for national formats, e.g. PL or US
     #[arg(long, value_name = "CC", value_parser = parse_region)]
     pub region: Option<Region>,
@@ -239,6 +243,17 @@ fn check_all(checker: &Checker, args: &CheckArgs, out: &mut impl Write) -> Resul
     Ok(())
 }
 
+/// `--at`: an RFC 3339 instant as unix ms (an offset or `Z` is required: never local time).
+fn parse_instant(text: &str) -> Result<i64, String> {
+    let at: jiff::Timestamp = text
+        .parse()
+        .map_err(|e| format!("'{text}' is not an RFC 3339 instant with an offset: {e}"))?;
+    match at.as_millisecond() {
+        ms if ms > 0 => Ok(ms),
+        _ => Err(format!("'{text}' is before 1970")),
+    }
+}
+
 /// Client mode: the same inputs, answered by a running daemon with verdicts and reasons.
 fn run_remote(args: &CheckArgs, server: &str) -> CliResult<()> {
     let inputs =
@@ -247,6 +262,7 @@ fn run_remote(args: &CheckArgs, server: &str) -> CliResult<()> {
         server: server.to_owned(),
         tenant: args.tenant.clone().unwrap_or_default(),
         campaign: args.campaign.clone().unwrap_or_default(),
+        at_unix_ms: args.at.unwrap_or(0),
         inputs,
         json: args.json,
         show_numbers: args.show_numbers,

@@ -8,10 +8,11 @@
 //! never panic on bad input.
 //!
 //! Submodules: [`input`] (input formats and change lists), [`build`], [`inspect`], [`check`],
-//! [`gen_sample`], [`keygen`], [`admin`], [`fleet`] and [`serve`] (the daemon's process main),
-//! one per command.
+//! [`gen_sample`], [`keygen`], [`admin`], [`attempt`], [`fleet`] and [`serve`] (the daemon's
+//! process main), one per command.
 
 pub mod admin;
+pub mod attempt;
 pub mod build;
 pub mod check;
 pub mod fleet;
@@ -67,6 +68,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Change a running daemon: opt-outs, consent, erasure, change lists, reload, compaction
     Admin(admin::AdminArgs),
+    /// Attempt caps on a running daemon: reserve, commit, release, outcome
+    Attempt(attempt::AttemptArgs),
     /// Load generator for a running daemon's gRPC plane
     Loadgen(crate::loadgen::LoadgenArgs),
     /// Create a bearer token: prints the token once, and the tokens-file entry with its hash
@@ -240,6 +243,7 @@ pub fn run(cli: Cli) -> CliResult<()> {
         Command::GenSample(args) => gen_sample::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Admin(args) => admin::run(args),
+        Command::Attempt(args) => attempt::run(args),
         Command::Token(args) => token(args),
         Command::Fleet(args) => fleet::run(args),
         Command::Serve(_) | Command::Loadgen(_) => {

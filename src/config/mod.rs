@@ -108,6 +108,15 @@ impl Config {
         &self.raw.server
     }
 
+    /// The rules of the attempt-cap rule sets a campaign names (built in, or
+    /// `[attempt_rules]`); an unknown name is an error naming it.
+    pub fn attempt_rules(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<crate::rules::attempts::Rule>, String> {
+        attempt_rules(&self.raw, names)
+    }
+
     /// `[sip]`: the SIP redirect dip.
     pub fn sip(&self) -> &SipConfig {
         &self.raw.sip
@@ -187,6 +196,48 @@ fn resolve(base: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// The rules of the named attempt-cap rule sets, built in or custom.
+fn attempt_rules(
+    raw: &RawConfig,
+    names: &[String],
+) -> Result<Vec<crate::rules::attempts::Rule>, String> {
+    use crate::rules::attempts::{Outcome, Rule, builtin_rule_sets, parse_duration};
+    let builtin = builtin_rule_sets();
+    let mut rules = Vec::new();
+    for name in names {
+        if let Some(custom) = raw.attempt_rules.get(name) {
+            let mut cooldowns = Vec::new();
+            for (outcome, text) in [
+                (Outcome::NoContact, &custom.after_no_contact),
+                (Outcome::Contact, &custom.after_contact),
+                (Outcome::Refusal, &custom.after_refusal),
+                (Outcome::OptOut, &custom.after_opt_out),
+            ] {
+                if let Some(text) = text {
+                    cooldowns.push((outcome, parse_duration(text)?));
+                }
+            }
+            rules.push(Rule {
+                cap: custom.cap,
+                window_ms: parse_duration(&custom.window)?,
+                cooldowns,
+            });
+        } else if let Some(set) = builtin.iter().find(|s| &s.name == name) {
+            rules.extend(set.rules.iter().cloned());
+        } else {
+            return Err(format!(
+                "unknown attempt rule set '{name}' (built in: {}; or define [attempt_rules.{name}])",
+                builtin
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    Ok(rules)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +288,54 @@ block_sets = ["reg"]
         let config = Config::example(dir.path()).unwrap();
         assert_eq!(config.data_dir, dir.path().join("data"));
         assert!(config.sets.iter().any(|s| s.id == "acme/dnc"));
+    }
+
+    #[test]
+    fn attempt_rules_name_known_sets_and_custom_ones_parse() {
+        let campaign = "[tenants.t.campaigns.c]\nblock_sets = [\"reg\"]\n";
+        assert!(MINIMAL.contains(campaign));
+        let with = |extra: &str| MINIMAL.replace(campaign, &format!("{campaign}{extra}"));
+        rejects(
+            &with("attempt_rules = [\"nope\"]\n"),
+            "tenants.t.campaigns.c.attempt_rules",
+            "unknown attempt rule set 'nope'",
+        );
+        rejects(
+            &with("attempt_rules = [\"fr\"]\nattempt_scope = \"everyone\"\n"),
+            "attempt_scope",
+            "purpose:NAME",
+        );
+        rejects(
+            &with("attempt_rules = [\"fr\"]\nattempt_ttl_seconds = 0\n"),
+            "attempt_ttl_seconds",
+            "1..=86400",
+        );
+        let custom =
+            "\n[attempt_rules.gentle]\ncap = 2\nwindow = \"7d\"\nafter_refusal = \"30x\"\n";
+        rejects(
+            &(MINIMAL.to_owned() + custom),
+            "attempt_rules.gentle",
+            "'30x'",
+        );
+        let good =
+            with("attempt_rules = [\"gentle\", \"fl-ok-md\"]\nattempt_scope = \"purpose:debt\"\n")
+                + &custom.replace("30x", "30d");
+        let config = parse(&good).unwrap();
+        let rules = config
+            .attempt_rules(&["gentle".into(), "fl-ok-md".into()])
+            .unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!((rules[0].cap, rules[0].window_ms), (2, 7 * 86_400_000));
+        assert_eq!(
+            rules[0].cooldowns,
+            [(crate::rules::attempts::Outcome::Refusal, 30 * 86_400_000)]
+        );
+        let policy = crate::policy::Policy::compile(&config);
+        let caps = policy.tenants["t"].campaigns["c"].attempts.clone().unwrap();
+        assert_eq!(
+            (caps.scope.as_str(), caps.ttl_ms),
+            ("purpose:debt", 300_000)
+        );
     }
 
     #[test]

@@ -33,6 +33,23 @@ pub struct RawConfig {
     pub tls: Option<TlsConfig>,
     /// A fleet of daemons sharing one mutation log on NATS JetStream; absent: a single host.
     pub fleet: Option<FleetConfig>,
+    /// Custom attempt-cap rule sets, by name, that campaigns name in `attempt_rules` beside
+    /// the built-in ones (`fl-ok-md`, `fr`, `reg-f`).
+    #[serde(default)]
+    pub attempt_rules: BTreeMap<String, AttemptRuleConfig>,
+}
+
+/// `[attempt_rules.NAME]`: at most `cap` attempts per number in any `window`, and cooldowns
+/// after outcomes. Durations are a number and `m`, `h` or `d` ("24h", "30d").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptRuleConfig {
+    pub cap: u32,
+    pub window: String,
+    pub after_no_contact: Option<String>,
+    pub after_contact: Option<String>,
+    pub after_refusal: Option<String>,
+    pub after_opt_out: Option<String>,
 }
 
 /// `[fleet]`: the NATS JetStream log every daemon of a fleet publishes to and applies in
@@ -453,6 +470,22 @@ pub struct CampaignConfig {
     /// FLEET_LAG (the default), or allow with a warning.
     #[serde(default)]
     pub fleet_lag: StalePolicy,
+    /// Attempt-cap rule sets that apply (`fl-ok-md`, `fr`, `reg-f`, or a name under
+    /// `[attempt_rules]`); every rule of each must allow an attempt. Empty: no caps.
+    #[serde(default)]
+    pub attempt_rules: Vec<String>,
+    /// What attempts are counted per, for each number: "campaign" (the default), "tenant"
+    /// (every campaign of the tenant together) or "purpose:NAME" (campaigns naming the same
+    /// purpose together).
+    #[serde(default)]
+    pub attempt_scope: Option<String>,
+    /// How long an unconfirmed reservation holds its slot before it expires (seconds).
+    #[serde(default = "default_attempt_ttl")]
+    pub attempt_ttl_seconds: u32,
+}
+
+fn default_attempt_ttl() -> u32 {
+    300
 }
 
 /// `[tls]`: certificates for every TCP listener (loaded by `server::tls` before binding).

@@ -41,6 +41,7 @@ impl Config {
             campaigns(file, name, tenant, &catalogue)?;
         }
         catalogue.check_distinct(file)?;
+        attempt_caps(file, &raw)?;
         defaults(file, &raw)?;
         if raw.auth.tokens_file.is_none() && raw.auth.required {
             return Err(err(file, "auth.required", "needs auth.tokens_file"));
@@ -228,6 +229,59 @@ fn campaigns(
                 format!("{at}.max_list_age_days"),
                 "must be 1..=3650",
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Custom attempt rule sets parse, and each campaign's attempt settings name known sets, a
+/// valid scope and a TTL of 1 s to 1 day.
+fn attempt_caps(file: &str, raw: &RawConfig) -> Result<(), ConfigError> {
+    for (name, rule) in &raw.attempt_rules {
+        let at = format!("attempt_rules.{name}");
+        if !valid_name(name) {
+            return Err(err(
+                file,
+                &at,
+                "rule set names are 1-64 letters, digits, '_', '-' or '.'",
+            ));
+        }
+        if rule.cap == 0 || rule.cap > 1000 {
+            return Err(err(file, format!("{at}.cap"), "must be 1..=1000"));
+        }
+        super::attempt_rules(raw, std::slice::from_ref(name))
+            .map_err(|reason| err(file, &at, reason))?;
+    }
+    for (tenant_name, tenant) in &raw.tenants {
+        for (name, campaign) in &tenant.campaigns {
+            let at = format!("tenants.{tenant_name}.campaigns.{name}");
+            super::attempt_rules(raw, &campaign.attempt_rules)
+                .map_err(|reason| err(file, format!("{at}.attempt_rules"), reason))?;
+            // Each set is one rule, and a journal record carries at most 16.
+            if campaign.attempt_rules.len() > 16 {
+                return Err(err(
+                    file,
+                    format!("{at}.attempt_rules"),
+                    "at most 16 rule sets",
+                ));
+            }
+            if let Some(scope) = &campaign.attempt_scope {
+                let purpose_ok = scope.strip_prefix("purpose:").is_some_and(valid_name);
+                if scope != "campaign" && scope != "tenant" && !purpose_ok {
+                    return Err(err(
+                        file,
+                        format!("{at}.attempt_scope"),
+                        "must be \"campaign\", \"tenant\" or \"purpose:NAME\"",
+                    ));
+                }
+            }
+            if !(1..=86_400).contains(&campaign.attempt_ttl_seconds) {
+                return Err(err(
+                    file,
+                    format!("{at}.attempt_ttl_seconds"),
+                    "must be 1..=86400",
+                ));
+            }
         }
     }
     Ok(())

@@ -23,6 +23,9 @@ pub enum Mode {
     Empty,
     /// Admin `Suppress` of one fresh number per call, verified by `Check` after the ack.
     Suppress,
+    /// Data-plane `ReserveAttempt` of one fresh number per call (a campaign with attempt
+    /// caps: `--campaign`), each acknowledged durably and required to be granted.
+    Reserve,
 }
 
 impl Mode {
@@ -33,7 +36,13 @@ impl Mode {
             Mode::Stream => "stream",
             Mode::Empty => "empty",
             Mode::Suppress => "suppress",
+            Mode::Reserve => "reserve",
         }
+    }
+
+    /// Modes that mutate: fresh numbers, closed loop, figures per mutation.
+    pub(super) fn mutates(self) -> bool {
+        matches!(self, Mode::Suppress | Mode::Reserve)
     }
 
     pub(super) fn batched(self) -> bool {
@@ -48,7 +57,8 @@ pub struct LoadgenArgs {
     #[arg(long, default_value = "http://127.0.0.1:50151")]
     pub target: String,
     /// unary = Check, batch = CheckBatch, stream = CheckStream, empty = Ping (no lookup: the
-    /// baseline), suppress = admin Suppress of fresh numbers, verified by Check.
+    /// baseline), suppress = admin Suppress of fresh numbers, verified by Check, reserve =
+    /// ReserveAttempt of fresh numbers (needs a campaign with attempt_rules).
     #[arg(long, value_enum, default_value_t = Mode::Unary)]
     pub mode: Mode,
     /// Suppress mode: the daemon's admin plane (plain-text HTTP/2).

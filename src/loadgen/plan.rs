@@ -74,7 +74,10 @@ pub fn plan(args: &LoadgenArgs) -> Result<Plan, String> {
     if !(1..=64).contains(&args.threads) {
         return Err("--threads must be 1..=64".into());
     }
-    if args.mode == Mode::Suppress {
+    if args.mode.mutates() {
+        if args.mode == Mode::Reserve && args.rate.is_some() {
+            return Err("--rate is not supported in reserve mode (closed loop only)".into());
+        }
         if args.present.is_some() || args.present_list.is_some() || args.hit_ratio.is_some() {
             return Err(
                 "--present, --present-list and --hit-ratio apply to check modes, not suppress"

@@ -43,7 +43,7 @@ pub fn run(args: &LoadgenArgs) -> Result<Report, LoadgenError> {
         None => None,
         Some(path) => Some(read_token(path)?),
     };
-    let payloads = if args.mode == Mode::Suppress {
+    let payloads = if args.mode.mutates() {
         // Every mutation carries a fresh number: nothing to pre-encode.
         Vec::new()
     } else {
@@ -101,16 +101,21 @@ async fn drive(
     token: Option<AsciiMetadataValue>,
 ) -> Result<Report, LoadgenError> {
     let channels = connect(&args.target, "--target", args.connections).await?;
-    let (admin_channels, mutations) = if args.mode == Mode::Suppress {
+    let (admin_channels, mutations) = if args.mode.mutates() {
         (
-            connect(&args.admin, "--admin", args.connections).await?,
+            // Reserve mode stays on the data plane: its "admin" channels are the target's.
+            if args.mode == Mode::Reserve {
+                channels.clone()
+            } else {
+                connect(&args.admin, "--admin", args.connections).await?
+            },
             Some(Arc::new(mutations_of(args).map_err(LoadgenError::Usage)?)),
         )
     } else {
         (Vec::new(), None)
     };
     let method = match args.mode {
-        Mode::Unary | Mode::Suppress => "Check",
+        Mode::Unary | Mode::Suppress | Mode::Reserve => "Check",
         Mode::Empty => "Ping",
         Mode::Batch => "CheckBatch",
         Mode::Stream => "CheckStream",
@@ -169,7 +174,7 @@ async fn drive(
                 channel,
                 tally,
             )),
-            (Mode::Suppress, false) => tasks.spawn(suppress_worker(
+            (Mode::Suppress | Mode::Reserve, _) => tasks.spawn(suppress_worker(
                 ctx,
                 mutations.clone().expect("suppress mode has its mutations"),
                 admin_channels[connection].clone(),

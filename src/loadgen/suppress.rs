@@ -47,6 +47,8 @@ pub(super) struct Mutations {
     pub(super) prefix: String,
     pub(super) tenant: String,
     pub(super) campaign: String,
+    /// Reserve mode: each call is a `ReserveAttempt` on the data plane, not a `Suppress`.
+    pub(super) reserve: bool,
 }
 
 impl Mutations {
@@ -101,11 +103,18 @@ pub(super) async fn suppress_worker(
     tally: Arc<Mutex<Tally>>,
 ) {
     let mut admin = AdminClient::new(admin);
+    let mut reserver = proto::suppression_client::SuppressionClient::new(data.clone());
     let mut grpc = tonic::client::Grpc::new(data);
     loop {
         let Some(measured) = ctx.control.admit(Instant::now()) else {
             return;
         };
+        if mutations.reserve {
+            let k = mutations.next.fetch_add(1, Ordering::Relaxed);
+            let number = mutations.number(k);
+            reserve_once(&ctx, &mutations, &mut reserver, k, number, measured, &tally).await;
+            continue;
+        }
         mutate(
             &ctx, &mutations, &mut admin, &mut grpc, &tally, measured, None,
         )
@@ -357,6 +366,52 @@ async fn mutate(
     }
 }
 
+/// Reserve mode: one `ReserveAttempt` of a fresh number (so it must be granted, with the
+/// whole budget but this attempt left), latency from send to the durable answer.
+async fn reserve_once(
+    ctx: &Ctx,
+    mutations: &Mutations,
+    client: &mut proto::suppression_client::SuppressionClient<Channel>,
+    k: u64,
+    number: u64,
+    measured: bool,
+    tally: &Mutex<Tally>,
+) {
+    let call_id = format!("{}-{k}", mutations.prefix);
+    let mut request = tonic::Request::new(proto::AttemptRequest {
+        call_id: call_id.clone(),
+        number: Number::from_u64_unchecked(number).to_e164_string(),
+        tenant: mutations.tenant.clone(),
+        campaign: mutations.campaign.clone(),
+        outcome: 0,
+    });
+    ctx.authorize(&mut request);
+    let sent = Instant::now();
+    let result = tokio::time::timeout(ctx.timeout, client.reserve_attempt(request)).await;
+    let acked = Instant::now();
+    if !measured {
+        return;
+    }
+    let mut tally = lock(tally);
+    match result {
+        Ok(Ok(response)) => {
+            let response = response.into_inner();
+            if response.granted && !response.duplicate {
+                tally.acknowledged(acked - sent, &Verdicts::default(), acked);
+            } else {
+                tally.error(
+                    BAD_RESPONSE,
+                    || format!("ReserveAttempt {call_id} of a fresh number: {response:?}"),
+                    1,
+                    acked,
+                );
+            }
+        }
+        Ok(Err(status)) => tally.status(&status, 1, acked),
+        Err(_) => tally.timed_out(ctx.timeout, 1, acked),
+    }
+}
+
 /// The shared state of a suppress-mode run: a request-id prefix and a starting point in the
 /// number range unique to this run (clock and process id), so reruns against the same daemon
 /// send fresh request ids and, unless the range is exhausted, fresh numbers.
@@ -380,6 +435,7 @@ pub(super) fn mutations_of(args: &LoadgenArgs) -> Result<Mutations, String> {
         prefix: format!("loadgen-{nanos:x}-{}", std::process::id()),
         tenant: args.tenant.clone(),
         campaign: args.campaign.clone(),
+        reserve: args.mode == super::args::Mode::Reserve,
     })
 }
 
@@ -399,6 +455,7 @@ mod tests {
             prefix: "p".into(),
             tenant: String::new(),
             campaign: String::new(),
+            reserve: false,
         };
         let numbers: Vec<u64> = (0..10)
             .map(|k| mutations.number(k) - 15_032_000_000)

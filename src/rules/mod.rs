@@ -9,6 +9,7 @@
 //! Pure: no tokio, no proto, no I/O (its data is embedded at build time; time-zone rules come
 //! from jiff's bundled tzdb). Never reads the clock: callers pass the instant.
 
+pub mod attempts;
 mod eval;
 mod held;
 mod pack;

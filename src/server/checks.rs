@@ -17,7 +17,7 @@ use crate::config::SetDefinition;
 use crate::engine::date::Day;
 use crate::engine::number::{Number, NumberError};
 use crate::metrics::{Api, Counted, Tally};
-use crate::policy::{Campaign, Decision, Moment, PolicyError, Reasons, SetId};
+use crate::policy::{Campaign, Decision, Moment, PolicyError, Reason, Reasons, SetId};
 use crate::rules::Hints;
 use crate::server::limits::RateRefusal;
 use crate::server::state::State;
@@ -123,8 +123,12 @@ pub struct CheckOutcome<'a> {
     pub warnings: Vec<String>,
     pub tenant: &'a str,
     pub campaign: &'a str,
-    /// With OUTSIDE_CALLING_WINDOW: the earliest instant (unix ms) the windows allow.
+    /// With OUTSIDE_CALLING_WINDOW: the earliest instant (unix ms) the windows allow; with
+    /// ATTEMPT_LIMIT, the later of that and the attempt rules' instant.
     pub next_allowed_at_ms: Option<i64>,
+    /// Campaigns with attempt caps, valid numbers: what a reservation would be answered now
+    /// (`remaining` is the budget before it). Nothing is reserved.
+    pub attempts: Option<crate::rules::attempts::Decision>,
 }
 
 /// The moment a request checks for, from its wire fields: `at_ms` 0 is now; hints name a
@@ -263,6 +267,7 @@ impl State {
     ) -> Result<CheckOutcome<'_>, CheckError> {
         let (found_tenant, found_campaign) = self.policy.resolve(tenant, campaign)?;
         self.charge(&found_tenant.name, 1)?;
+        let at_ms = moment.at_ms;
         let sets = self.sets.load();
         let today = Day::today();
         let view = self
@@ -275,8 +280,20 @@ impl State {
                 self.fleet_lagging(),
             )
             .at(moment);
-        let decision = view.decide(found_tenant.parser.parse_fast(number), today);
+        let mut decision = view.decide(found_tenant.parser.parse_fast(number), today);
+        let attempts =
+            self.attempt_budget(&found_tenant.name, found_campaign, decision.number, at_ms);
+        if let Some(budget) = attempts.filter(|b| !b.granted) {
+            decision.reasons.insert(Reason::AttemptLimit);
+            decision.next_allowed_at_ms = Some(
+                decision
+                    .next_allowed_at_ms
+                    .unwrap_or(0)
+                    .max(budget.next_allowed_at_ms),
+            );
+        }
         Ok(CheckOutcome {
+            attempts,
             reasons: decision.reasons,
             matched: decision.matched,
             number: decision.number,
@@ -286,6 +303,26 @@ impl State {
             tenant: &found_tenant.name,
             campaign: &found_campaign.name,
         })
+    }
+
+    /// A single check's view of the campaign's attempt caps (nothing reserved): `None` without
+    /// caps, for an invalid number, or without a key to fingerprint with. One `DashMap` read
+    /// per counter; an empty book answers without any.
+    fn attempt_budget(
+        &self,
+        tenant: &str,
+        campaign: &crate::policy::Campaign,
+        number: Option<Number>,
+        at_ms: i64,
+    ) -> Option<crate::rules::attempts::Decision> {
+        let (caps, number) = (campaign.attempts.as_ref()?, number?);
+        let key = self.attempt_key(tenant)?;
+        let counter = crate::store::attempts::CounterKey {
+            tenant: tenant.to_owned(),
+            scope: caps.scope.clone(),
+            fingerprint: key.fingerprint(number),
+        };
+        Some(self.attempts.peek(&counter, &caps.rules, at_ms))
     }
 
     /// Many numbers: text ones parsed with the tenant's region, then packed E.164 values.

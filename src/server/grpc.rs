@@ -71,11 +71,57 @@ fn set_versions(proof: &Proof<'_>) -> Vec<SetVersion> {
 #[derive(Clone)]
 pub struct SuppressionService {
     state: Arc<State>,
+    /// Attempt reservations go through the mutation service (journal, or fleet stream).
+    mutator: Arc<crate::server::mutations::Mutator>,
 }
 
 impl SuppressionService {
-    pub fn new(state: Arc<State>) -> SuppressionService {
-        SuppressionService { state }
+    pub fn new(
+        state: Arc<State>,
+        mutator: Arc<crate::server::mutations::Mutator>,
+    ) -> SuppressionService {
+        SuppressionService { state, mutator }
+    }
+
+    /// An attempt RPC: any check or admin credential, for its own tenant (a check token may
+    /// reserve: dialers reserve as they check).
+    async fn attempt(
+        &self,
+        kind: crate::store::MutationKind,
+        request: Request<proto::AttemptRequest>,
+    ) -> Result<Response<proto::AttemptResponse>, Status> {
+        use crate::rules::attempts::Outcome;
+        let caller = identity(&request);
+        let r = request.get_ref();
+        let tenant = Identity::tenant_for(caller, &r.tenant).map_err(ServiceError::from)?;
+        let outcome = match proto::AttemptOutcome::try_from(r.outcome) {
+            Ok(proto::AttemptOutcome::NoContact) => Some(Outcome::NoContact),
+            Ok(proto::AttemptOutcome::Contact) => Some(Outcome::Contact),
+            Ok(proto::AttemptOutcome::Refusal) => Some(Outcome::Refusal),
+            Ok(proto::AttemptOutcome::OptOut) => Some(Outcome::OptOut),
+            Ok(proto::AttemptOutcome::Unspecified) => None,
+            Err(_) => {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "unknown outcome {}",
+                    r.outcome
+                ))
+                .into());
+            }
+        };
+        let ask = crate::server::mutations::attempts::AttemptAsk {
+            call_id: r.call_id.clone(),
+            tenant: tenant.to_owned(),
+            campaign: r.campaign.clone(),
+            number: r.number.clone(),
+            outcome,
+            actor: caller.map_or_else(|| "anonymous".into(), |i| i.name.clone()),
+        };
+        let answer = self
+            .mutator
+            .attempt(&self.state, kind, ask)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(attempt_response(answer)))
     }
 
     fn check_one(
@@ -121,6 +167,10 @@ impl SuppressionService {
             warnings: outcome.warnings,
             checked_at_unix_ms: now_ms(),
             next_allowed_at_unix_ms: outcome.next_allowed_at_ms.unwrap_or(0),
+            attempts: outcome.attempts.map(|d| proto::AttemptBudget {
+                remaining: d.remaining,
+                next_allowed_at_unix_ms: d.next_allowed_at_ms,
+            }),
         })
     }
 
@@ -434,6 +484,66 @@ impl Suppression for SuppressionService {
         _request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         Ok(Response::new(CheckResponse::default()))
+    }
+
+    async fn reserve_attempt(
+        &self,
+        request: Request<proto::AttemptRequest>,
+    ) -> Result<Response<proto::AttemptResponse>, Status> {
+        self.attempt(crate::store::MutationKind::ReserveAttempt, request)
+            .await
+    }
+
+    async fn commit_attempt(
+        &self,
+        request: Request<proto::AttemptRequest>,
+    ) -> Result<Response<proto::AttemptResponse>, Status> {
+        self.attempt(crate::store::MutationKind::CommitAttempt, request)
+            .await
+    }
+
+    async fn release_attempt(
+        &self,
+        request: Request<proto::AttemptRequest>,
+    ) -> Result<Response<proto::AttemptResponse>, Status> {
+        self.attempt(crate::store::MutationKind::ReleaseAttempt, request)
+            .await
+    }
+
+    async fn record_outcome(
+        &self,
+        request: Request<proto::AttemptRequest>,
+    ) -> Result<Response<proto::AttemptResponse>, Status> {
+        self.attempt(crate::store::MutationKind::RecordOutcome, request)
+            .await
+    }
+}
+
+/// An attempt answer in proto.
+fn attempt_response(
+    answer: crate::server::mutations::attempts::AttemptAnswer,
+) -> proto::AttemptResponse {
+    use crate::rules::attempts::Outcome;
+    proto::AttemptResponse {
+        reasons: if answer.granted {
+            vec![]
+        } else {
+            vec![proto_reason(Reason::AttemptLimit) as i32]
+        },
+        call_id: answer.call_id,
+        granted: answer.granted,
+        remaining: answer.remaining,
+        next_allowed_at_unix_ms: answer.next_allowed_at_ms,
+        stage: answer.stage.to_owned(),
+        duplicate: answer.duplicate,
+        outcome: match answer.outcome {
+            None => proto::AttemptOutcome::Unspecified,
+            Some(Outcome::NoContact) => proto::AttemptOutcome::NoContact,
+            Some(Outcome::Contact) => proto::AttemptOutcome::Contact,
+            Some(Outcome::Refusal) => proto::AttemptOutcome::Refusal,
+            Some(Outcome::OptOut) => proto::AttemptOutcome::OptOut,
+        } as i32,
+        suppression_request_id: answer.suppression_request_id.unwrap_or_default(),
     }
 }
 

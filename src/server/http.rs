@@ -169,7 +169,7 @@ fn clip(text: &str) -> String {
     text.chars().take(200).collect()
 }
 
-pub fn router(state: Arc<State>) -> axum::Router {
+pub fn router(state: Arc<State>, mutator: Arc<crate::server::mutations::Mutator>) -> axum::Router {
     let body_limit = state.config.server().max_message_bytes;
     let checks = axum::Router::new()
         .route("/v1/check", get(check_one).post(check_batch))
@@ -186,7 +186,126 @@ pub fn router(state: Arc<State>) -> axum::Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics_on_check_plane))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(attempts_router(state, mutator, body_limit))
+}
+
+/// `POST /v1/attempts/{reserve,commit,release,outcome}`: the attempt RPCs as JSON, with the
+/// same credentials (check or admin, own tenant) and answers.
+fn attempts_router(
+    state: Arc<State>,
+    mutator: Arc<crate::server::mutations::Mutator>,
+    body_limit: usize,
+) -> axum::Router {
+    use crate::store::MutationKind;
+    let route = |kind: MutationKind| {
+        axum::routing::post(
+            move |Shared((state, mutator)): Shared<AttemptPlane>,
+                  peer: Option<axum::Extension<crate::server::tls::TlsInfo>>,
+                  headers: HeaderMap,
+                  body: axum::body::Bytes| async move {
+                attempt(&state, &mutator, kind, peer.as_deref(), &headers, &body).await
+            },
+        )
+    };
+    axum::Router::new()
+        .route("/v1/attempts/reserve", route(MutationKind::ReserveAttempt))
+        .route("/v1/attempts/commit", route(MutationKind::CommitAttempt))
+        .route("/v1/attempts/release", route(MutationKind::ReleaseAttempt))
+        .route("/v1/attempts/outcome", route(MutationKind::RecordOutcome))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .with_state((state, mutator))
+}
+
+type AttemptPlane = (Arc<State>, Arc<crate::server::mutations::Mutator>);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttemptBody {
+    call_id: String,
+    #[serde(default)]
+    number: String,
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    campaign: String,
+    /// `no_contact`, `contact`, `refusal` or `opt_out` (outcome only).
+    #[serde(default)]
+    outcome: String,
+}
+
+async fn attempt(
+    state: &Arc<State>,
+    mutator: &crate::server::mutations::Mutator,
+    kind: crate::store::MutationKind,
+    peer: Option<&crate::server::tls::TlsInfo>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    use crate::rules::attempts::Outcome;
+    use crate::server::errors::ServiceError;
+    let identity = match caller_identity(state, headers, peer) {
+        Ok(identity) => identity,
+        Err(response) => return *response,
+    };
+    let body: AttemptBody = match Json::<AttemptBody>::from_bytes(body) {
+        Ok(Json(body)) => body,
+        Err(rejection) => {
+            return refuse(
+                http_status(ErrorClass::InvalidArgument),
+                format!("bad JSON body: {}", clip(&rejection.body_text())),
+                None,
+            );
+        }
+    };
+    let tenant = match Identity::tenant_for(identity.as_deref(), &body.tenant) {
+        Ok(tenant) => tenant.to_owned(),
+        Err(error) => return *auth_refusal(error),
+    };
+    let outcome = match body.outcome.as_str() {
+        "" => None,
+        name => match Outcome::from_name(name) {
+            Some(outcome) => Some(outcome),
+            None => {
+                return refuse(
+                    http_status(ErrorClass::InvalidArgument),
+                    format!(
+                        "unknown outcome '{}' (no_contact, contact, refusal, opt_out)",
+                        clip(name)
+                    ),
+                    None,
+                );
+            }
+        },
+    };
+    let ask = crate::server::mutations::attempts::AttemptAsk {
+        call_id: body.call_id,
+        tenant,
+        campaign: body.campaign,
+        number: body.number,
+        outcome,
+        actor: identity
+            .as_deref()
+            .map_or_else(|| "anonymous".into(), |i| i.name.clone()),
+    };
+    match mutator.attempt(state, kind, ask).await {
+        Ok(answer) => Json(json!({
+            "call_id": answer.call_id,
+            "granted": answer.granted,
+            "remaining": answer.remaining,
+            "next_allowed_at_unix_ms": answer.next_allowed_at_ms,
+            "stage": answer.stage,
+            "reasons": if answer.granted { vec![] } else { vec![Reason::AttemptLimit.label()] },
+            "duplicate": answer.duplicate,
+            "outcome": answer.outcome.map(Outcome::name),
+            "suppression_request_id": answer.suppression_request_id,
+        }))
+        .into_response(),
+        Err(error) => {
+            let error = ServiceError::from(error);
+            refuse(http_status(error.classify()), error.to_string(), None)
+        }
+    }
 }
 
 /// The metrics listener (`server.metrics_listen`): `/metrics` and `/healthz`, nothing else.
@@ -334,6 +453,9 @@ struct CheckAnswer<'a> {
     /// With OUTSIDE_CALLING_WINDOW: the earliest instant (unix ms) the windows allow.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_allowed_at_unix_ms: Option<i64>,
+    /// Campaigns with attempt caps: attempts still allowed now (nothing reserved).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts_remaining: Option<u32>,
     number: Option<String>,
     reasons: ReasonNames,
     sets: Vec<&'a str>,
@@ -350,6 +472,7 @@ impl<'a> CheckAnswer<'a> {
             checked_at_unix_ms: now_ms(),
             error: None,
             next_allowed_at_unix_ms: outcome.next_allowed_at_ms,
+            attempts_remaining: outcome.attempts.map(|d| d.remaining),
             number: outcome.number.map(|n| n.to_e164_string()),
             reasons: ReasonNames(outcome.reasons),
             sets: outcome.matched_sets().collect(),

@@ -149,7 +149,7 @@ pub async fn start_prepared(
         sip_udp,
         sip_tcp,
     } = listeners;
-    serve_http_planes(&state, &admission, http, metrics, &stop_rx);
+    serve_http_planes(&state, &mutator, &admission, http, metrics, &stop_rx);
     sip::spawn(state.clone(), sip_udp, sip_tcp, stop_rx.clone());
     if let Some(admin) = admin {
         serve_admin(&state, &mutator, &admission, admin, stop_rx.clone());
@@ -158,7 +158,7 @@ pub async fn start_prepared(
     let drained = async move {
         let _ = drain_rx.await;
     };
-    let router = data_plane(&state, health_service)?;
+    let router = data_plane(&state, &mutator, health_service)?;
     let serving = admission.serve(
         "gRPC data plane",
         listener,
@@ -454,6 +454,7 @@ impl PlaneServer for Http {
 /// hyper's header-read timeout bounds silent connections, so no first-bytes wait here.
 fn serve_http_planes(
     state: &Arc<State>,
+    mutator: &Arc<mutations::Mutator>,
     admission: &Admission,
     http: Option<TcpListener>,
     metrics: Option<TcpListener>,
@@ -466,7 +467,7 @@ fn serve_http_planes(
     for (what, listener, checks) in planes {
         let Some(listener) = listener else { continue };
         let app = if checks {
-            http::router(state.clone())
+            http::router(state.clone(), mutator.clone())
         } else {
             let loopback = listener
                 .local_addr()
@@ -535,6 +536,7 @@ fn serve_admin(
 /// speaks only v1alpha) and the check service behind authentication and the overload gate.
 fn data_plane(
     state: &Arc<State>,
+    mutator: &Arc<mutations::Mutator>,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
@@ -557,7 +559,7 @@ fn data_plane(
     // a batch over the limit is refused from its length (and its count, `codec`) before it is
     // allocated.
     codec::register_max_batch(server.max_batch);
-    let checks = SuppressionServer::new(SuppressionService::new(state.clone()))
+    let checks = SuppressionServer::new(SuppressionService::new(state.clone(), mutator.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(limits::grpc_decode_limit(server))

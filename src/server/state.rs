@@ -76,6 +76,11 @@ pub struct State {
     pub mutator: std::sync::OnceLock<std::sync::Weak<dyn WriteHealth>>,
     /// Fleet mode: where this host stands in the stream (set at start, before serving).
     pub fleet: std::sync::OnceLock<Arc<crate::fleet::Status>>,
+    /// Attempt caps: the book the journal's writer thread decides reservations in.
+    pub attempts: crate::store::attempts::Book,
+    /// The key each tenant's attempt counters fingerprint numbers with: its erased set's key,
+    /// else the audit key.
+    attempt_keys: HashMap<String, crate::engine::keys::SecretKey>,
 }
 
 impl State {
@@ -93,7 +98,19 @@ impl State {
                 ))
             })
             .collect();
+        let mut attempt_keys = HashMap::new();
+        for definition in &policy.sets {
+            if let (Some(tenant), Some(key), Some(crate::config::BlockReason::Erased)) =
+                (&definition.tenant, &definition.key, definition.reason)
+            {
+                attempt_keys
+                    .entry(tenant.clone())
+                    .or_insert_with(|| key.clone());
+            }
+        }
         State {
+            attempts: Default::default(),
+            attempt_keys,
             in_flight: InFlight::new(config.server().max_in_flight),
             rate_limits,
             mutator: std::sync::OnceLock::new(),
@@ -110,6 +127,13 @@ impl State {
             writer: Mutex::new(HashSet::new()),
             started_at_ms: now_ms(),
         }
+    }
+
+    /// The key `tenant`'s attempt counters fingerprint numbers with (`None`: none configured).
+    pub fn attempt_key(&self, tenant: &str) -> Option<&crate::engine::keys::SecretKey> {
+        self.attempt_keys
+            .get(tenant)
+            .or(self.secrets.audit_key.as_ref())
     }
 
     /// Publishes a change to the sets in force (versions compaction wrote), serialised with

@@ -7,10 +7,13 @@
 //! - [`log`]: an open log: replay, append, rotate, drop redundant segments.
 //! - [`payload`]: the mutation payload codec (what a journal record says).
 //! - [`overlay`]: the per-set overlay that puts a durable mutation in force at once.
+//! - [`attempts`]: the attempt book (attempt caps), decided as its records are applied.
 //!
 //! No tokio, no proto types, no metrics (a log reports each commit to its owner's
-//! [`CommitObserver`]); imports nothing of the crate but [`crate::engine`].
+//! [`CommitObserver`]); imports nothing of the crate but [`crate::engine`] and the attempt
+//! arithmetic of [`crate::rules::attempts`] (pure).
 
+pub mod attempts;
 pub mod log;
 pub mod overlay;
 pub mod payload;
@@ -19,6 +22,6 @@ pub mod writer;
 
 pub use log::{Log, Replay};
 pub use overlay::{Entry, Overlay};
-pub use payload::{DecodeError, Mutation, MutationKind, Op, PayloadDigest};
+pub use payload::{AttemptRecord, DecodeError, Mutation, MutationKind, Op, PayloadDigest};
 pub use segment::{LogError, MAX_PAYLOAD, Record, Scan, encode_record, scan_segment};
 pub use writer::{CommitObserver, Completion, FailureKind, OsIo, SegmentIo, Stats, Unobserved};

@@ -12,6 +12,7 @@
 
 use crate::engine::date::Day;
 use crate::engine::keys::SecretKey;
+use crate::rules::attempts::{Outcome, Rule};
 use sha2::Digest as _;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,17 +23,31 @@ pub enum MutationKind {
     RevokeConsent = 4,
     Erase = 5,
     ApplyChanges = 6,
+    // Attempt records (issue 17 §2): decided when applied, in log order (`store::attempts`).
+    ReserveAttempt = 7,
+    CommitAttempt = 8,
+    ReleaseAttempt = 9,
+    RecordOutcome = 10,
 }
 
 impl MutationKind {
-    const ALL: [MutationKind; 6] = [
+    const ALL: [MutationKind; 10] = [
         MutationKind::Suppress,
         MutationKind::Unsuppress,
         MutationKind::GrantConsent,
         MutationKind::RevokeConsent,
         MutationKind::Erase,
         MutationKind::ApplyChanges,
+        MutationKind::ReserveAttempt,
+        MutationKind::CommitAttempt,
+        MutationKind::ReleaseAttempt,
+        MutationKind::RecordOutcome,
     ];
+
+    /// Whether records of this kind carry an [`AttemptRecord`] (and no set operations).
+    pub fn is_attempt(self) -> bool {
+        (self as u8) >= MutationKind::ReserveAttempt as u8
+    }
 
     fn from_code(code: u8) -> Option<MutationKind> {
         Self::ALL.into_iter().find(|k| *k as u8 == code)
@@ -51,6 +66,10 @@ impl MutationKind {
             MutationKind::RevokeConsent => "revoke_consent",
             MutationKind::Erase => "erase",
             MutationKind::ApplyChanges => "apply_changes",
+            MutationKind::ReserveAttempt => "reserve_attempt",
+            MutationKind::CommitAttempt => "commit_attempt",
+            MutationKind::ReleaseAttempt => "release_attempt",
+            MutationKind::RecordOutcome => "record_outcome",
         }
     }
 }
@@ -89,7 +108,31 @@ pub struct Mutation {
     /// In fleet mode: the JetStream stream sequence this record was applied from; 0 for a
     /// mutation taken by this host alone (or not yet published). Not part of the digest.
     pub stream_seq: u64,
+    /// Attempt kinds only: what the attempt record says.
+    pub attempt: Option<AttemptRecord>,
 }
+
+/// An attempt record: which call, which counter (scope and keyed fingerprint of the number:
+/// never the number), and for a reservation the rules and reservation TTL it is decided
+/// with, carried in the record so every host and every replay decides alike whatever its
+/// config says by then.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct AttemptRecord {
+    pub call_id: String,
+    /// What attempts are counted per: `campaign:<name>`, `purpose:<name>` or `tenant`.
+    pub scope: String,
+    pub fingerprint: u64,
+    /// Reservations: the rules of the campaign's rule sets.
+    pub rules: Vec<Rule>,
+    /// Reservations: how long an unconfirmed reservation holds its slot.
+    pub ttl_ms: i64,
+    /// Outcome records: the outcome.
+    pub outcome: Option<Outcome>,
+}
+
+/// Bounds that keep an attempt record small and its decoding bounded.
+const MAX_RULES: usize = 16;
+const MAX_COOLDOWNS: usize = 8;
 
 /// What a request asked for, digested: a repeated request id is told apart from one reused for
 /// another request by comparing digests. Made under the tenant's fingerprint key where it has
@@ -161,6 +204,10 @@ impl Mutation {
                 }
             }
         }
+        if self.kind.is_some_and(MutationKind::is_attempt) {
+            let attempt = self.attempt.clone().unwrap_or_default();
+            attempt.encode(&mut out);
+        }
         if self.stream_seq != 0 {
             out.extend_from_slice(&self.stream_seq.to_le_bytes());
         }
@@ -203,6 +250,13 @@ impl Mutation {
             put_text(&mut canonical, set);
             canonical.extend_from_slice(&key.to_le_bytes());
             canonical.extend_from_slice(&expires.to_le_bytes());
+        }
+        if let Some(attempt) = &self.attempt {
+            // The call and its counter; rules and TTL are the campaign's, not the caller's.
+            put_text(&mut canonical, &attempt.call_id);
+            put_text(&mut canonical, &attempt.scope);
+            canonical.extend_from_slice(&attempt.fingerprint.to_le_bytes());
+            canonical.push(attempt.outcome.map_or(0, |o| o as u8));
         }
         match key {
             Some(key) => PayloadDigest {
@@ -262,6 +316,14 @@ impl Mutation {
                 _ => return Err(DecodeError("unknown operation".into())),
             });
         }
+        let attempt = if kind.is_attempt() {
+            if !ops.is_empty() {
+                return Err(DecodeError("attempt record with set operations".into()));
+            }
+            Some(AttemptRecord::decode(&mut reader)?)
+        } else {
+            None
+        };
         let stream_seq = if format == FORMAT_FLEET {
             match reader.u64()? {
                 0 => return Err(DecodeError("fleet record without a stream sequence".into())),
@@ -285,6 +347,83 @@ impl Mutation {
             sets,
             ops,
             stream_seq,
+            attempt,
+        })
+    }
+}
+
+impl AttemptRecord {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_text(out, &self.call_id);
+        put_text(out, &self.scope);
+        out.extend_from_slice(&self.fingerprint.to_le_bytes());
+        out.extend_from_slice(&self.ttl_ms.to_le_bytes());
+        out.push(self.outcome.map_or(0, |o| o as u8));
+        out.push(self.rules.len().min(MAX_RULES) as u8);
+        for rule in self.rules.iter().take(MAX_RULES) {
+            out.extend_from_slice(&rule.cap.to_le_bytes());
+            out.extend_from_slice(&rule.window_ms.to_le_bytes());
+            out.push(rule.cooldowns.len().min(MAX_COOLDOWNS) as u8);
+            for (outcome, ms) in rule.cooldowns.iter().take(MAX_COOLDOWNS) {
+                out.push(*outcome as u8);
+                out.extend_from_slice(&ms.to_le_bytes());
+            }
+        }
+    }
+
+    fn decode(reader: &mut Reader<'_>) -> Result<AttemptRecord, DecodeError> {
+        let call_id = reader.text()?;
+        let scope = reader.text()?;
+        let fingerprint = reader.u64()?;
+        let ttl_ms = reader.u64()? as i64;
+        let outcome = match reader.u8()? {
+            0 => None,
+            code => Some(
+                Outcome::from_code(code).ok_or_else(|| DecodeError("unknown outcome".into()))?,
+            ),
+        };
+        let bad = |what: &str| Err(DecodeError(format!("attempt record: {what}")));
+        if call_id.is_empty() {
+            return bad("empty call id");
+        }
+        if ttl_ms < 0 {
+            return bad("negative reservation TTL");
+        }
+        let count = usize::from(reader.u8()?);
+        if count > MAX_RULES {
+            return bad("too many rules");
+        }
+        let mut rules = Vec::with_capacity(count);
+        for _ in 0..count {
+            let cap = reader.u32()?;
+            let window_ms = reader.u64()? as i64;
+            let cooldown_count = usize::from(reader.u8()?);
+            if window_ms <= 0 || cooldown_count > MAX_COOLDOWNS {
+                return bad("rule out of bounds");
+            }
+            let mut cooldowns = Vec::with_capacity(cooldown_count);
+            for _ in 0..cooldown_count {
+                let outcome = Outcome::from_code(reader.u8()?)
+                    .ok_or_else(|| DecodeError("unknown outcome".into()))?;
+                let ms = reader.u64()? as i64;
+                if ms <= 0 {
+                    return bad("cooldown out of bounds");
+                }
+                cooldowns.push((outcome, ms));
+            }
+            rules.push(Rule {
+                cap,
+                window_ms,
+                cooldowns,
+            });
+        }
+        Ok(AttemptRecord {
+            call_id,
+            scope,
+            fingerprint,
+            rules,
+            ttl_ms,
+            outcome,
         })
     }
 }
@@ -371,7 +510,83 @@ mod tests {
                 },
             ],
             stream_seq: 0,
+            attempt: None,
         }
+    }
+
+    fn reservation() -> Mutation {
+        Mutation {
+            kind: Some(MutationKind::ReserveAttempt),
+            request_id: "reserve/call-1".into(),
+            tenant: "acme".into(),
+            at_ms: 1_790_000_000_000,
+            actor: "dialer".into(),
+            attempt: Some(AttemptRecord {
+                call_id: "call-1".into(),
+                scope: "campaign:outbound".into(),
+                fingerprint: 0x0123_4567_89ab_cdef,
+                rules: crate::rules::attempts::builtin_rule_sets()
+                    .into_iter()
+                    .flat_map(|s| s.rules)
+                    .collect(),
+                ttl_ms: 300_000,
+                outcome: None,
+            }),
+            ..Mutation::default()
+        }
+    }
+
+    #[test]
+    fn attempt_records_round_trip_and_refuse_every_truncation() {
+        for mut m in [reservation(), {
+            let mut o = reservation();
+            o.kind = Some(MutationKind::RecordOutcome);
+            o.attempt.as_mut().unwrap().rules.clear();
+            o.attempt.as_mut().unwrap().outcome = Some(Outcome::Refusal);
+            o
+        }] {
+            for seq in [0, 77] {
+                m.stream_seq = seq;
+                let bytes = m.encode();
+                assert_eq!(Mutation::decode(&bytes).unwrap(), m);
+                for cut in 0..bytes.len() {
+                    assert!(Mutation::decode(&bytes[..cut]).is_err(), "cut {cut}");
+                }
+            }
+        }
+        // The digest tells another call, number or outcome from a retry.
+        let first = reservation();
+        let mut other = first.clone();
+        other.attempt.as_mut().unwrap().fingerprint ^= 1;
+        assert!(
+            other
+                .payload_digest(None)
+                .differs_from(&first.payload_digest(None))
+        );
+    }
+
+    /// A record written before attempt kinds existed, byte by byte as that build wrote it:
+    /// this build still reads it (the extension only added kinds).
+    #[test]
+    fn journals_written_before_attempt_records_stay_readable() {
+        let mut old = vec![1u8, 1];
+        old.extend_from_slice(&5i64.to_le_bytes());
+        for text in ["r-1", "acme", "phone", "asked", "", "ops"] {
+            old.extend_from_slice(&(text.len() as u16).to_le_bytes());
+            old.extend_from_slice(text.as_bytes());
+        }
+        old.extend_from_slice(&1u16.to_le_bytes());
+        old.extend_from_slice(&8u16.to_le_bytes());
+        old.extend_from_slice(b"acme/dnc");
+        old.extend_from_slice(&1u32.to_le_bytes());
+        old.push(1);
+        old.extend_from_slice(&0u16.to_le_bytes());
+        old.extend_from_slice(&12015550123u64.to_le_bytes());
+        old.extend_from_slice(&i32::MIN.to_le_bytes());
+        let decoded = Mutation::decode(&old).unwrap();
+        assert_eq!(decoded.kind, Some(MutationKind::Suppress));
+        assert_eq!(decoded.attempt, None);
+        assert_eq!(decoded.encode(), old, "and writes it the same way");
     }
 
     fn suppression(number: u64) -> Mutation {

@@ -6,7 +6,7 @@ use crate::server::{CLEAN, CONFIG, TestDaemon, e164, write_all_sets};
 use suppressd::engine::date::Day;
 
 /// Runs the binary off the runtime's threads (the daemon under test runs on them).
-async fn suppressd(args: Vec<String>) -> (Option<i32>, String, String) {
+pub(crate) async fn suppressd(args: Vec<String>) -> (Option<i32>, String, String) {
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_suppressd"))
             .args(&args)

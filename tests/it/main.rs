@@ -1,6 +1,7 @@
 //! The one integration-test binary: each module drives real components (files, the binary).
 
 mod admin;
+mod attempts;
 mod auth;
 mod cli;
 mod cli_remote;

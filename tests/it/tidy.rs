@@ -14,7 +14,7 @@ const MAX_LINES: usize = 800;
 /// may import anything but `cli`.
 const LAYERS: &[(&str, &[&str])] = &[
     ("engine", &[]),
-    ("store", &["engine"]),
+    ("store", &["engine", "rules"]),
     ("rules", &["engine"]),
     ("config", &["engine", "rules"]),
     ("policy", &["engine", "config", "store", "rules"]),

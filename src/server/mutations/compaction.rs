@@ -163,6 +163,15 @@ impl Mutator {
                 })
                 .collect()
         };
+        // The attempt records about to go live on in the attempt state file (it may also hold
+        // later records: replaying those changes nothing, they are idempotent by call id).
+        let attempt_state = state.config.data_dir.join(super::ATTEMPT_STATE_FILE);
+        if !state.attempts.is_empty() || attempt_state.exists() {
+            state
+                .attempts
+                .write_state(&attempt_state, now_ms())
+                .map_err(|e| format!("attempt state {}: {e}", attempt_state.display()))?;
+        }
         // Fleet mode: the records about to go carry the applied stream sequence; keep it.
         if self.fleet.get().is_some() {
             let applied = self.shared.durable_stream_seq.load(Ordering::Acquire);

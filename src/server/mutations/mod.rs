@@ -22,6 +22,7 @@
 //! report to Prometheus in [`observers`]. The file formats and the overlay are
 //! [`crate::store`]'s; which sets an erasure touches is [`crate::policy`]'s.
 
+pub mod attempts;
 pub mod audit;
 pub mod build;
 pub mod compaction;
@@ -175,6 +176,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The attempt book as of the last compaction (`store::attempts`), in the data directory.
+pub const ATTEMPT_STATE_FILE: &str = "attempts.state";
+
 fn request_cutoff_ms(state: &State) -> i64 {
     now_ms() - i64::from(state.config.server().request_id_retention_days) * 86_400_000
 }
@@ -217,6 +221,10 @@ impl Mutator {
             Some(_) => crate::fleet::applied::read(data_dir)?,
             None => 0,
         };
+        // The attempt book as the last compaction wrote it; the journal replays the rest.
+        state
+            .attempts
+            .read_state(&data_dir.join(ATTEMPT_STATE_FILE))?;
         for record in &replay.records {
             let mutation = Mutation::decode(&record.payload).map_err(|e| {
                 let (file, offset) = journal.locate(record.seq).unwrap_or_default();
@@ -233,6 +241,23 @@ impl Mutator {
             }
             if oldest == 0 {
                 oldest = mutation.at_ms;
+            }
+            if mutation.kind.is_some_and(MutationKind::is_attempt) {
+                // Decided again exactly as first (same records, same order); a record that
+                // changed nothing then changes nothing now.
+                let _ = attempts::apply_attempt(state, &mutation);
+                if record.seq > audit_through.min(ledger_through) {
+                    backlog.push(Durable {
+                        seq: record.seq,
+                        mutation,
+                        receipt: None,
+                        digest: PayloadDigest {
+                            key_tag: 0,
+                            hash: [0; 16],
+                        },
+                    });
+                }
+                continue;
             }
             let digest = digest_keys.digest(&mutation);
             let result = record_of(&mutation, record.seq, digest);

@@ -7,6 +7,7 @@
 use super::audit::Audit;
 use super::ledger::{Item, Ledger};
 use super::{Durable, RequestRecord, Shared, lock, record_of};
+use crate::store::MutationKind;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -76,8 +77,12 @@ impl Recorder {
         let last = batch.last().map_or(0, |d| d.seq);
         let audit_through = self.audit_through.load(Ordering::Acquire);
         let ledger_through = self.ledger_through.load(Ordering::Acquire);
+        // Attempt records are neither audited nor in the ledger (`attempts`): they only move
+        // the marks, so compaction knows the journal is covered.
+        let copied = |d: &&Durable| !d.mutation.kind.is_some_and(MutationKind::is_attempt);
         let entries: Vec<Vec<u8>> = batch
             .iter()
+            .filter(copied)
             .filter(|d| d.seq > audit_through)
             .map(|d| {
                 self.audit
@@ -89,6 +94,7 @@ impl Recorder {
         self.audit_through.fetch_max(last, Ordering::AcqRel);
         let requests: Vec<RequestRecord> = batch
             .iter()
+            .filter(copied)
             .filter(|d| d.seq > ledger_through)
             .map(|d| record_of(&d.mutation, d.seq, d.digest))
             .collect();

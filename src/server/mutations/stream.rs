@@ -16,7 +16,7 @@ use super::{MutationError, Mutator, Shared, Submitted, lock, requests};
 use crate::fleet::Fleet;
 use crate::fleet::follow::{Applied, Incoming, Sink};
 use crate::server::state::{State, now_ms};
-use crate::store::Mutation;
+use crate::store::{Mutation, MutationKind};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -220,7 +220,12 @@ impl Sink for FleetSink {
             let done: crate::store::Completion = Box::new(move |result| {
                 let outcome = result.map(|seq| {
                     let stream_seq = mutation.stream_seq;
-                    shared.durable(&state, mutation, seq, digest);
+                    if mutation.kind.is_some_and(MutationKind::is_attempt) {
+                        // Decided here, in stream order, as on every other host.
+                        let _ = shared.durable_attempt(&state, mutation, seq);
+                    } else {
+                        shared.durable(&state, mutation, seq, digest);
+                    }
                     shared
                         .durable_stream_seq
                         .fetch_max(stream_seq, Ordering::AcqRel);

@@ -29,8 +29,13 @@ const ALLOW: &str = "INVITE, OPTIONS, ACK";
 pub enum Answer {
     /// 302: go on to the original target.
     Redirect,
-    /// 603 or 608, naming the reasons and the sets hit.
-    Blocked { reasons: Reasons, sets: Vec<String> },
+    /// 603 or 608, naming the reasons and the sets hit; with `Retry-After` (seconds until
+    /// `next_allowed_at`) when only time stands in the way (calling windows, attempt caps).
+    Blocked {
+        reasons: Reasons,
+        sets: Vec<String>,
+        retry_after_seconds: Option<u32>,
+    },
     /// 503: cannot decide.
     Unavailable,
     /// 503 with `Retry-After`: refused by a limit before checking; the text names which
@@ -105,7 +110,25 @@ pub fn answer_for(result: Result<CheckOutcome<'_>, CheckError>) -> Answer {
     Answer::Blocked {
         reasons,
         sets: outcome.matched_sets().map(str::to_owned).collect(),
+        retry_after_seconds: retry_after(
+            reasons,
+            outcome.next_allowed_at_ms,
+            crate::server::state::now_ms(),
+        ),
     }
+}
+
+/// Seconds until `next_allowed_at_ms` (rounded up, at least 1), when every reason is one time
+/// lifts (outside the calling window, attempt limit): a proxy may then requeue the call. Never
+/// when anything else blocks it too, which no wait would lift.
+fn retry_after(reasons: Reasons, next_allowed_at_ms: Option<i64>, now_ms: i64) -> Option<u32> {
+    const TIMED: [Reason; 2] = [Reason::OutsideCallingWindow, Reason::AttemptLimit];
+    let next = next_allowed_at_ms.filter(|&next| next > 0)?;
+    if !reasons.iter().all(|r| TIMED.contains(&r)) {
+        return None;
+    }
+    let seconds = (next - now_ms).saturating_add(999) / 1000;
+    Some(seconds.clamp(1, i64::from(u32::MAX)) as u32)
 }
 
 /// The dialled number in a Request-URI, cleaned for the tenant's parser; "" when there is none
@@ -401,7 +424,14 @@ pub fn respond_into(
             out.extend_from_slice(contact.as_bytes());
             out.extend_from_slice(b">\r\n");
         }
-        Answer::Blocked { reasons, sets } => {
+        Answer::Blocked {
+            reasons,
+            sets,
+            retry_after_seconds,
+        } => {
+            if let Some(seconds) = retry_after_seconds {
+                let _ = write!(out, "Retry-After: {seconds}\r\n");
+            }
             let _ = write!(out, "Reason: SIP;cause={};text=\"", config.block_status);
             for (index, reason) in reasons.iter().enumerate() {
                 if index > 0 {
@@ -668,6 +698,32 @@ mod tests {
     }
 
     #[test]
+    fn time_refusals_say_when_to_retry_and_nothing_else_does() {
+        let mut window = Reasons::default();
+        window.insert(Reason::OutsideCallingWindow);
+        assert_eq!(retry_after(window, Some(10_500), 1_000), Some(10));
+        assert_eq!(retry_after(window, Some(1_001), 1_000), Some(1));
+        assert_eq!(retry_after(window, None, 1_000), None);
+        let mut both = window;
+        both.insert(Reason::AttemptLimit);
+        assert_eq!(retry_after(both, Some(61_000), 1_000), Some(60));
+        let mut listed = window;
+        listed.insert(Reason::InternalDnc);
+        assert_eq!(retry_after(listed, Some(61_000), 1_000), None);
+        let blocked = Answer::Blocked {
+            reasons: window,
+            sets: vec![],
+            retry_after_seconds: Some(3600),
+        };
+        let response = answer(SIPP_INVITE, &blocked, &config(), source());
+        assert_eq!(header_lines(&response, "Retry-After"), ["3600"]);
+        assert_eq!(
+            header_lines(&response, "Reason"),
+            ["SIP;cause=603;text=\"OUTSIDE_CALLING_WINDOW\""]
+        );
+    }
+
+    #[test]
     fn status_lines_and_answer_headers() {
         let mut reasons = Reasons::default();
         reasons.insert(Reason::NationalRegistry);
@@ -675,6 +731,7 @@ mod tests {
         let blocked = Answer::Blocked {
             reasons,
             sets: vec!["us-dnc".into(), "acme/dnc".into()],
+            retry_after_seconds: None,
         };
         let response = answer(SIPP_INVITE, &blocked, &config(), source());
         assert!(response.starts_with("SIP/2.0 603 Decline\r\n"));
@@ -730,6 +787,7 @@ mod tests {
             tenant: "t",
             campaign: "c",
             next_allowed_at_ms: None,
+            attempts: None,
         }
     }
 
