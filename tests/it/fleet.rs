@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use suppressd::engine::date::Day;
+use suppressd::proto::admin::admin_client::AdminClient;
 use suppressd::proto::admin::{EraseRequest, SuppressRequest};
 use suppressd::proto::suppression_client::SuppressionClient;
 use suppressd::proto::{Reason, Verdict};
@@ -785,12 +786,10 @@ async fn every_kind_of_mutation_reaches_every_host_and_survives_compaction_and_r
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_deleted_under_the_fleet_is_not_followed_and_fails_closed() {
-    let Some(nats) = Nats::single().await else {
-        return;
-    };
-    let a = host(&nats, "a", "max_lag_seconds = 2\n").await;
+/// Host "a" (max_lag_seconds 2) with three Suppresses applied (stream sequences 1-3), then
+/// its stream deleted under it through a raw client.
+async fn host_whose_stream_is_deleted(nats: &Nats) -> (TestDaemon, AdminClient<Channel>) {
+    let a = host(nats, "a", "max_lag_seconds = 2\n").await;
     let mut admin_a = admin(&a).await;
     for i in 0..3u64 {
         admin_a
@@ -798,11 +797,20 @@ async fn a_stream_deleted_under_the_fleet_is_not_followed_and_fails_closed() {
             .await
             .unwrap();
     }
-    // The stream goes away and comes back empty (an operator, a wiped store): its sequences
-    // 1, 2, 3 would look applied to this host.
     let raw =
         async_nats::jetstream::new(async_nats::connect(nats.urls()[0].clone()).await.unwrap());
     raw.delete_stream("suppressd-test").await.unwrap();
+    (a, admin_a)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_deleted_under_the_fleet_is_not_followed_and_fails_closed() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    // The stream goes away and comes back empty (an operator, a wiped store): its sequences
+    // 1, 2, 3 would look applied to this host.
+    let (a, mut admin_a) = host_whose_stream_is_deleted(&nats).await;
     let mut on_a = a.client().await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -935,17 +943,7 @@ async fn a_stream_made_again_and_grown_past_a_host_is_not_followed_until_reseede
     let Some(nats) = Nats::single().await else {
         return;
     };
-    let a = host(&nats, "a", "max_lag_seconds = 2\n").await;
-    let mut admin_a = admin(&a).await;
-    for i in 0..3u64 {
-        admin_a
-            .suppress(suppress(&format!("old-stream-{i}"), &[CLEAN + i]))
-            .await
-            .unwrap();
-    }
-    let raw =
-        async_nats::jetstream::new(async_nats::connect(nats.urls()[0].clone()).await.unwrap());
-    raw.delete_stream("suppressd-test").await.unwrap();
+    let (a, mut admin_a) = host_whose_stream_is_deleted(&nats).await;
     // A new host follows whatever stream it finds (making it if it is missing) and takes
     // five mutations: the new stream's sequences 1 to 5, past a's 3.
     let b = host(&nats, "b", "").await;
@@ -1055,7 +1053,7 @@ async fn a_second_daemon_with_the_same_host_id_waits_until_the_first_stops() {
         .await
         .unwrap();
     // Admin Status shows each side of it.
-    let status = |admin: &mut suppressd::proto::admin::admin_client::AdminClient<Channel>| {
+    let status = |admin: &mut AdminClient<Channel>| {
         let mut admin = admin.clone();
         async move {
             admin
