@@ -10,7 +10,7 @@ use crate::config::{BlockReason, Config, SetDefinition, StalePolicy, parse_prefi
 use crate::engine::date::Day;
 use crate::engine::number::{Number, NumberError, NumberParser, Region};
 use crate::engine::set::{BatchStats, SuppressionSet};
-use crate::rules::{Answer, Hints, Located, PlaceCache, Schedule};
+use crate::rules::{Answer, Hints, Located, PlaceCache, Schedule, WindowCode};
 use crate::store::Overlay;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -538,7 +538,7 @@ impl CampaignState<'_> {
         let Some(schedule) = &self.campaign.windows else {
             return;
         };
-        let answer = match (&self.moment, cache) {
+        let code = match (&self.moment, cache) {
             (Some(moment), Some(cache)) => match &moment.each {
                 Some(each) => {
                     let found = each
@@ -546,35 +546,33 @@ impl CampaignState<'_> {
                         .get(index)
                         .and_then(|&id| Some((id, each.hints.get(usize::try_from(id).ok()?)?)));
                     match found {
-                        Some((id, hints)) => {
-                            cache.check_hinted(schedule, number, id, hints, moment.at_ms)
-                        }
+                        Some((id, hints)) => cache.check_hinted(schedule, number, id, hints),
                         // Hints that do not match the batch (the edges check the count):
                         // fail closed.
-                        None => Answer::Outside {
+                        None => WindowCode::from(Answer::Outside {
                             next_allowed_at_ms: None,
-                        },
+                        }),
                     }
                 }
-                None if moment.hints.is_empty() => cache.check(schedule, number, moment.at_ms),
-                None => schedule.check(number, &moment.hints, moment.at_ms),
+                None if moment.hints.is_empty() => cache.code(schedule, number),
+                None => schedule.check(number, &moment.hints, moment.at_ms).into(),
             },
-            (Some(moment), None) => schedule.check(number, &moment.hints, moment.at_ms),
-            (None, _) => Answer::Outside {
+            (Some(moment), None) => schedule.check(number, &moment.hints, moment.at_ms).into(),
+            (None, _) => WindowCode::from(Answer::Outside {
                 next_allowed_at_ms: None,
-            },
+            }),
         };
-        match answer {
-            Answer::Allowed => {}
-            Answer::Outside { next_allowed_at_ms } => {
-                decision.reasons.insert(Reason::OutsideCallingWindow);
-                decision.next_allowed_at_ms = next_allowed_at_ms;
-            }
-            Answer::UnknownLocation => match self.campaign.unknown_location {
-                UnknownLocationPolicy::Block => decision.reasons.insert(Reason::UnknownLocation),
-                UnknownLocationPolicy::Allow => {}
-            },
-        }
+        self.apply_window(decision, code);
+    }
+
+    /// The reasons of a calling-window answer. Without branches: in a batch spread over many
+    /// places the three answers come in no order a predictor could learn.
+    #[inline]
+    fn apply_window(&self, decision: &mut Decision, code: WindowCode) {
+        let unknown_blocks = self.campaign.unknown_location == UnknownLocationPolicy::Block;
+        decision.reasons.0 |= (u16::from(code.is_outside()) << Reason::OutsideCallingWindow as u8)
+            | (u16::from(code.is_unknown() & unknown_blocks) << Reason::UnknownLocation as u8);
+        decision.next_allowed_at_ms = code.next_allowed_at_ms();
     }
 
     fn definition(&self, position: usize) -> &SetDefinition {
@@ -683,18 +681,32 @@ impl CampaignState<'_> {
         out.clear();
         let mut valid: Vec<Number> = Vec::with_capacity(numbers.len());
         let mut valid_at: Vec<usize> = Vec::with_capacity(numbers.len());
-        let mut places = self
-            .campaign
-            .windows
+        let mut places = match (&self.campaign.windows, &self.moment) {
+            (Some(schedule), Some(moment)) => Some(PlaceCache::new(schedule, moment.at_ms)),
+            _ => None,
+        };
+        // A batch whose numbers all share the request's instant and hints (the common case)
+        // gets its windows in one pass of its own below: a tight loop of table reads.
+        let shared_moment = self
+            .moment
             .as_ref()
-            .map(|_| PlaceCache::default());
+            .is_some_and(|moment| moment.each.is_none() && moment.hints.is_empty());
         for (index, number) in numbers.iter().enumerate() {
             out.push(self.first_rules(number));
             if let Ok(number) = number {
-                self.window_rule(&mut out[index], *number, index, places.as_mut());
+                if !shared_moment {
+                    self.window_rule(&mut out[index], *number, index, places.as_mut());
+                }
                 valid.push(*number);
                 valid_at.push(index);
             }
+        }
+        if let (true, Some(cache), Some(schedule)) =
+            (shared_moment, places.as_mut(), &self.campaign.windows)
+        {
+            cache.each_code(schedule, &valid, |i, code| {
+                self.apply_window(&mut out[valid_at[i]], code)
+            });
         }
         let blocks = self.campaign.block_sets.len();
         let mut hits = vec![false; valid.len()];

@@ -32,9 +32,9 @@ pub enum Answer {
 
 /// Markers of [`Answer::code`] (an OUTSIDE answer with a next instant is that instant, kept
 /// above every marker).
-const CODE_ALLOWED: i64 = i64::MIN;
+pub(super) const CODE_ALLOWED: i64 = i64::MIN;
 const CODE_NEVER: i64 = i64::MIN + 1;
-const CODE_UNKNOWN: i64 = i64::MIN + 2;
+pub(super) const CODE_UNKNOWN: i64 = i64::MIN + 2;
 /// A code no answer has: an empty cache slot.
 pub(super) const CODE_NONE: i64 = i64::MIN + 3;
 

@@ -21,8 +21,14 @@ pub struct HeldAnswer {
 
 impl HeldAnswer {
     /// The held answer if it holds at `at_ms`.
-    #[inline]
+    #[cfg(test)]
     pub fn get(&self, at_ms: i64) -> Option<Answer> {
+        self.span(at_ms).map(|(answer, _, _)| answer)
+    }
+
+    /// The held answer if it holds at `at_ms`, with the instants `[from, until)` it holds for.
+    #[inline]
+    pub fn span(&self, at_ms: i64) -> Option<(Answer, i64, i64)> {
         let before = self.sequence.load(Ordering::Acquire);
         if before & 1 == 1 || before == 0 {
             return None; // being written, or never written
@@ -34,7 +40,7 @@ impl HeldAnswer {
         if self.sequence.load(Ordering::Relaxed) != before || at_ms < from || at_ms >= until {
             return None;
         }
-        Some(Answer::from_code(code))
+        Some((Answer::from_code(code), from, until))
     }
 
     /// Holds `answer` for `[from, until)`, unless another writer is storing right now.

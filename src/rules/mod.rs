@@ -21,11 +21,13 @@ pub use pack::{Pack, PackError};
 pub use table::{PlaceId, tables};
 
 use crate::engine::number::Number;
+use arc_swap::ArcSwapOption;
 use held::HeldAnswer;
 use jiff::tz::TimeZone;
 use pack::{Scope, Week};
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 
 /// The packs this build embeds, by name.
 const BUILTIN: [(&str, &str); 3] = [
@@ -178,6 +180,21 @@ pub struct Schedule {
     /// opening), so checks of the same place reuse it: a few atomic loads and two compares
     /// (`held.rs`, a sequence lock) instead of a time-zone evaluation.
     answers: Box<[HeldAnswer]>,
+    /// Every place's answer at once over one interval: what batches start from.
+    frame: ArcSwapOption<Frame>,
+    /// A batch is building the next frame (the others take the per-place path meanwhile).
+    framing: AtomicBool,
+}
+
+/// Every slot's answer code ([`Tables::slot`]) over the instants `[from, until)` where none
+/// of them changes. A batch copies it (a few kilobytes) and then reads one word per number,
+/// with no per-place fills; the "search the bucket" slot stays empty, so those numbers
+/// take the per-place path.
+#[derive(Debug)]
+struct Frame {
+    from: i64,
+    until: i64,
+    codes: Box<[i64]>,
 }
 
 impl Schedule {
@@ -214,6 +231,8 @@ impl Schedule {
             answers: (0..tables().places.len())
                 .map(|_| HeldAnswer::default())
                 .collect(),
+            frame: ArcSwapOption::empty(),
+            framing: AtomicBool::new(false),
         })
     }
 
@@ -247,18 +266,58 @@ impl Schedule {
     /// (`None`: no place known). Depends only on the place and the instant, so a batch asks
     /// once per place and instant.
     pub fn check_place(&self, place: Option<PlaceId>, at_ms: i64) -> Answer {
+        self.place_span(place, at_ms).0
+    }
+
+    /// [`Schedule::check_place`] with the instants `[from, until)` the answer holds for.
+    fn place_span(&self, place: Option<PlaceId>, at_ms: i64) -> (Answer, i64, i64) {
         let Some(id) = place else {
-            return Answer::UnknownLocation;
+            return (Answer::UnknownLocation, i64::MIN, i64::MAX);
         };
         let slot = &self.answers[usize::from(id)];
-        if let Some(answer) = slot.get(at_ms) {
-            return answer;
+        if let Some(span) = slot.span(at_ms) {
+            return span;
         }
         let place = tables().place(id);
         let weeks = self.weeks(Some(place.country), place.state);
         let (answer, until) = eval::evaluate(&place.zones, &weeks, at_ms);
         slot.set(at_ms, until, answer);
-        answer
+        (answer, at_ms, until)
+    }
+
+    /// The frame that holds at `at_ms`, built now if none does and no other batch is building
+    /// one (then `None`: the caller takes the per-place path). Instants from a request that
+    /// checks ahead replace the frame like the clock's do; the cost of that back and forth is
+    /// one held-answer read per place, what a batch paid before frames.
+    fn frame_at(&self, at_ms: i64) -> Option<Arc<Frame>> {
+        let current = self.frame.load_full();
+        if let Some(frame) = &current
+            && frame.from <= at_ms
+            && at_ms < frame.until
+        {
+            return current;
+        }
+        if self
+            .framing
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        let table = tables();
+        let mut codes = vec![eval::CODE_NONE; table.slots()].into_boxed_slice();
+        let (mut from, mut until) = (i64::MIN, i64::MAX);
+        let places = (0..table.places.len()).map(|id| Some(id as PlaceId));
+        for place in places.chain([None]) {
+            let (answer, held_from, held_until) = self.place_span(place, at_ms);
+            codes[table.slot_of_place(place)] = answer.code();
+            from = from.max(held_from);
+            until = until.min(held_until);
+        }
+        let frame = Arc::new(Frame { from, until, codes });
+        self.frame.store(Some(frame.clone()));
+        self.framing.store(false, Ordering::Release);
+        Some(frame)
     }
 
     /// The answer for a call at `at_ms` to `number`, with the caller's hints: the zone from a
@@ -291,39 +350,155 @@ impl Schedule {
     }
 }
 
-/// Answers of one batch instant per place, computed on first use: with it a number costs a
-/// range search and a read of one word, whatever the packs. Slots are [`Answer::code`]s, 8
-/// bytes each, so the cache of every place stays in a few kilobytes of L1.
+/// A calling-window answer as one word ([`Answer::code`]), so a batch can turn it into
+/// reasons without a branch per number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowCode(i64);
+
+impl WindowCode {
+    /// OUTSIDE_CALLING_WINDOW.
+    #[inline]
+    pub fn is_outside(self) -> bool {
+        // `&`, not `&&`: no short circuit, so no branch.
+        (self.0 != eval::CODE_ALLOWED) & (self.0 != eval::CODE_UNKNOWN)
+    }
+
+    /// UNKNOWN_LOCATION.
+    #[inline]
+    pub fn is_unknown(self) -> bool {
+        self.0 == eval::CODE_UNKNOWN
+    }
+
+    /// The earliest instant the windows allow, when outside them and one is in the horizon.
+    #[inline]
+    pub fn next_allowed_at_ms(self) -> Option<i64> {
+        (self.0 > eval::CODE_NONE).then_some(self.0)
+    }
+}
+
+impl From<Answer> for WindowCode {
+    fn from(answer: Answer) -> WindowCode {
+        WindowCode(answer.code())
+    }
+}
+
+/// Answers of one batch instant per place: the schedule's frame when one holds at that
+/// instant (every place's answer already there), else filled per place on first use. A
+/// number costs the first-digits index read and one word, whatever the packs.
 #[derive(Debug)]
 pub struct PlaceCache {
     tables: &'static table::Tables,
-    codes: Vec<i64>,
+    at_ms: i64,
+    frame: Option<Arc<Frame>>,
+    /// Without a frame: answers by [`Tables::slot`], filled on first use (the "search the
+    /// bucket" slot always empty).
+    own: Vec<i64>,
     /// Numbers with hints of their own ([`Located`]): answers by (hints, place).
     hinted: HashMap<(u32, Option<PlaceId>), Answer>,
 }
 
-impl Default for PlaceCache {
-    fn default() -> PlaceCache {
-        let tables = tables();
-        // One slot per place and one for "no place".
-        PlaceCache {
-            tables,
-            codes: vec![eval::CODE_NONE; tables.places.len() + 1],
-            hinted: HashMap::new(),
+impl Frame {
+    #[inline]
+    fn code(&self, tables: &table::Tables, number: Number) -> WindowCode {
+        match self.codes[tables.slot(number)] {
+            eval::CODE_NONE => self.searched(tables, number),
+            code => WindowCode(code),
         }
+    }
+
+    /// A number whose bucket holds range starts: its place's answer.
+    #[cold]
+    fn searched(&self, tables: &table::Tables, number: Number) -> WindowCode {
+        WindowCode(self.codes[tables.slot_of_place(tables.place_of(number))])
     }
 }
 
 impl PlaceCache {
-    /// The answer for `number` at `at_ms` (the same instant for every call on one cache).
-    #[inline]
-    pub fn check(&mut self, schedule: &Schedule, number: Number, at_ms: i64) -> Answer {
-        let place = self.tables.place_of(number);
-        let slot = place.map_or(self.codes.len() - 1, usize::from);
-        match self.codes[slot] {
-            eval::CODE_NONE => self.fill(slot, schedule, place, at_ms),
-            code => Answer::from_code(code),
+    /// The cache of a batch checked at `at_ms` against `schedule`.
+    pub fn new(schedule: &Schedule, at_ms: i64) -> PlaceCache {
+        let tables = tables();
+        let frame = schedule.frame_at(at_ms);
+        PlaceCache {
+            tables,
+            at_ms,
+            own: match frame {
+                Some(_) => Vec::new(),
+                None => vec![eval::CODE_NONE; tables.slots()],
+            },
+            frame,
+            hinted: HashMap::new(),
         }
+    }
+
+    /// A cache that fills every place itself, as when no frame holds.
+    #[cfg(test)]
+    fn without_frame(at_ms: i64) -> PlaceCache {
+        let tables = tables();
+        PlaceCache {
+            tables,
+            at_ms,
+            frame: None,
+            own: vec![eval::CODE_NONE; tables.slots()],
+            hinted: HashMap::new(),
+        }
+    }
+
+    /// The answer for `number` at the batch's instant.
+    #[inline]
+    pub fn code(&mut self, schedule: &Schedule, number: Number) -> WindowCode {
+        match &self.frame {
+            Some(frame) => frame.code(self.tables, number),
+            None => self.own_code(schedule, number),
+        }
+    }
+
+    /// `each(i, code)` for the answer of every `numbers[i]`, in order: one tight loop.
+    #[inline]
+    pub fn each_code(
+        &mut self,
+        schedule: &Schedule,
+        numbers: &[Number],
+        mut each: impl FnMut(usize, WindowCode),
+    ) {
+        match &self.frame {
+            Some(frame) => {
+                // Two short loops per chunk instead of one long one: the slots of a chunk
+                // are independent table reads the core overlaps many of; a long loop body
+                // left it room for two or three numbers at a time.
+                const CHUNK: usize = 64;
+                let mut slots = [0usize; CHUNK];
+                for (chunk_index, chunk) in numbers.chunks(CHUNK).enumerate() {
+                    for (slot, &number) in slots.iter_mut().zip(chunk) {
+                        *slot = self.tables.slot(number);
+                    }
+                    for (offset, (&slot, &number)) in slots.iter().zip(chunk).enumerate() {
+                        let code = match frame.codes[slot] {
+                            eval::CODE_NONE => frame.searched(self.tables, number),
+                            code => WindowCode(code),
+                        };
+                        each(chunk_index * CHUNK + offset, code);
+                    }
+                }
+            }
+            None => {
+                for (i, &number) in numbers.iter().enumerate() {
+                    each(i, self.own_code(schedule, number));
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn own_code(&mut self, schedule: &Schedule, number: Number) -> WindowCode {
+        match self.own[self.tables.slot(number)] {
+            eval::CODE_NONE => self.fill(schedule, number),
+            code => WindowCode(code),
+        }
+    }
+
+    /// [`PlaceCache::code`] as an [`Answer`].
+    pub fn check(&mut self, schedule: &Schedule, number: Number) -> Answer {
+        Answer::from_code(self.code(schedule, number).0)
     }
 
     /// The answer for `number` with hints of its own (`id`: their index in the batch's
@@ -334,30 +509,32 @@ impl PlaceCache {
         number: Number,
         id: u32,
         hints: &Hints,
-        at_ms: i64,
-    ) -> Answer {
+    ) -> WindowCode {
         if hints.is_empty() {
-            return self.check(schedule, number, at_ms);
+            return self.code(schedule, number);
         }
         let place = self.tables.place_of(number);
-        *self
-            .hinted
-            .entry((id, place))
-            .or_insert_with(|| schedule.check(number, hints, at_ms))
+        let at_ms = self.at_ms;
+        WindowCode::from(
+            *self
+                .hinted
+                .entry((id, place))
+                .or_insert_with(|| schedule.check(number, hints, at_ms)),
+        )
     }
 
-    /// The first number of a place in this batch: the schedule's answer, kept for the rest.
+    /// A number whose place has no answer yet in this batch (or whose bucket must be
+    /// searched): the schedule's answer for its place, kept for the rest.
     #[inline(never)]
-    fn fill(
-        &mut self,
-        slot: usize,
-        schedule: &Schedule,
-        place: Option<PlaceId>,
-        at_ms: i64,
-    ) -> Answer {
-        let answer = schedule.check_place(place, at_ms);
-        self.codes[slot] = answer.code();
-        answer
+    fn fill(&mut self, schedule: &Schedule, number: Number) -> WindowCode {
+        let place = self.tables.place_of(number);
+        let slot = self.tables.slot_of_place(place);
+        if self.own[slot] != eval::CODE_NONE {
+            return WindowCode(self.own[slot]);
+        }
+        let code = schedule.check_place(place, self.at_ms).code();
+        self.own[slot] = code;
+        WindowCode(code)
     }
 }
 

@@ -3,9 +3,11 @@
 //! time zones) as disjoint ranges, and public holidays per region and year.
 //!
 //! In memory the prefix table is two arrays (range starts as u64, place ids as u16: about
-//! 4 k ranges, 40 KB) and two arrays by a number's first four digits (for NANP numbers, its
-//! area code; 20 KB each): the place when one range covers the whole bucket (most area codes:
-//! one read), else where the bucket's ranges start, to narrow the binary search to them.
+//! 4 k ranges, 40 KB) and arrays by a number's first four digits (for NANP numbers, its area
+//! code; 20 KB each): the place when one range covers the whole bucket (most area codes: one
+//! read), else where the bucket's ranges start, to narrow the binary search to them. The
+//! hundred split buckets have a second level by the next three digits (for NANP, the
+//! exchange; 200 KB), so most of their numbers need one more read and no search.
 
 use crate::engine::number::Number;
 use jiff::tz::TimeZone;
@@ -23,6 +25,9 @@ const SPLIT: u16 = u16::MAX - 1;
 /// Buckets of the first-digits index: a number's first four digits (of 15, padded).
 const BUCKETS: usize = 10_000;
 const BUCKET_WIDTH: u64 = 10u64.pow(WIDTH - 4);
+/// Sub-buckets of a split bucket: its numbers' next three digits.
+const SUB_BUCKETS: usize = 1_000;
+const SUB_BUCKET_WIDTH: u64 = BUCKET_WIDTH / SUB_BUCKETS as u64;
 /// `PAD[i]` = 10^i: what a number of `15 - i` digits is multiplied by to pad it.
 const PAD: [u64; 16] = {
     let mut pad = [1u64; 16];
@@ -33,6 +38,129 @@ const PAD: [u64; 16] = {
     }
     pad
 };
+
+/// `POW10[i]` = 10^i, for counting digits.
+const POW10: [u64; 20] = {
+    let mut pow = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        pow[i] = pow[i - 1] * 10;
+        i += 1;
+    }
+    pow
+};
+
+/// A number padded with zeros to [`WIDTH`] digits. The digit count comes from the bit
+/// length (log10(2) ≈ 1233 / 4096) and one compare: no loop, no branch.
+#[inline]
+fn pad(value: u64) -> u64 {
+    let bits = 64 - value.leading_zeros();
+    let guess = (bits * 1233) >> 12;
+    let digits = (guess + u32::from(value >= POW10[guess as usize])).clamp(1, WIDTH);
+    value * PAD[(WIDTH - digits) as usize]
+}
+
+/// A division by a power of ten as a multiply-high and a shift: exact for every dividend
+/// below 2^63 (`multiplier` = ceil(2^(64 + shift) / 10^k), `shift` = floor(log2 10^k)).
+#[derive(Clone, Copy)]
+struct DivideByPow10 {
+    multiplier: u64,
+    shift: u32,
+}
+
+impl DivideByPow10 {
+    const fn new(k: u32) -> DivideByPow10 {
+        let divisor = 10u64.pow(k);
+        let shift = 63 - divisor.leading_zeros();
+        let numerator = 1u128 << (64 + shift);
+        let multiplier = numerator.div_ceil(divisor as u128);
+        DivideByPow10 {
+            multiplier: multiplier as u64,
+            shift,
+        }
+    }
+
+    #[inline]
+    fn apply(self, value: u64) -> u64 {
+        ((u128::from(value) * u128::from(self.multiplier)) >> 64) as u64 >> self.shift
+    }
+}
+
+/// For numbers of one bit length (by leading zeros): the value from which they have one digit
+/// more, and the division that leaves the first four digits below and from it.
+#[derive(Clone, Copy)]
+struct ByBitLength {
+    more_digits_from: u64,
+    below: DivideByPow10,
+    from: DivideByPow10,
+}
+
+const fn digit_count(value: u64) -> u32 {
+    match value.checked_ilog10() {
+        Some(log) => log + 1,
+        None => 1,
+    }
+}
+
+/// The division of a `digits`-long number that leaves its first four digits. Lengths outside
+/// E.164's 8..=15 (no [`Number`] has them) get a neighbour's, which keeps them in bounds.
+const fn first_four_digits(digits: u32) -> DivideByPow10 {
+    let digits = if digits < 8 {
+        8
+    } else if digits > WIDTH {
+        WIDTH
+    } else {
+        digits
+    };
+    DivideByPow10::new(digits - 4)
+}
+
+/// [`ByBitLength`] by a value's leading-zero count (0..=64).
+const BY_LEADING_ZEROS: [ByBitLength; 65] = {
+    let mut table = [ByBitLength {
+        more_digits_from: 0,
+        below: DivideByPow10::new(4),
+        from: DivideByPow10::new(4),
+    }; 65];
+    let mut zeros = 0;
+    while zeros <= 64 {
+        let bits = 64 - zeros as u32;
+        let (low, high) = match bits {
+            0 => (0, 0),
+            64 => (1 << 63, u64::MAX),
+            _ => (1u64 << (bits - 1), (1u64 << bits) - 1),
+        };
+        // A doubling crosses at most one power of ten.
+        let (short, long) = (digit_count(low), digit_count(high));
+        table[zeros] = ByBitLength {
+            more_digits_from: if long > short { 10u64.pow(long - 1) } else { 0 },
+            below: first_four_digits(short),
+            from: first_four_digits(long),
+        };
+        zeros += 1;
+    }
+    table
+};
+
+/// The first-digits bucket of a number, the same as [`bucket_of`] of [`pad`] for every
+/// E.164 length, in a short chain of dependent steps (a batch is bound by that chain's
+/// latency): a leading-zero count, one table read, a select, a multiply-high and a shift.
+#[inline]
+fn bucket_of_value(value: u64) -> usize {
+    let by_length = &BY_LEADING_ZEROS[value.leading_zeros() as usize];
+    let divide = if value >= by_length.more_digits_from {
+        by_length.from
+    } else {
+        by_length.below
+    };
+    (divide.apply(value) as usize).min(BUCKETS - 1)
+}
+
+/// The first-digits bucket of a padded number.
+#[inline]
+fn bucket_of(padded: u64) -> usize {
+    ((padded / BUCKET_WIDTH) as usize).min(BUCKETS - 1)
+}
 
 /// Index of a place in [`Tables::places`].
 pub type PlaceId = u16;
@@ -56,6 +184,13 @@ pub struct Tables {
     /// `whole[b]`: the place id (or NO_PLACE) when one range covers all of bucket `b` (most
     /// area codes), so the number needs one read; [`SPLIT`] when ranges start inside it.
     whole: Vec<u16>,
+    /// For a [`SPLIT`] bucket: its rank among them (`split_rank[b] * SUB_BUCKETS` is where
+    /// its entries in `sub` start). Read only for numbers of split buckets.
+    split_rank: Vec<u16>,
+    /// The same as `whole`, one level down, for split buckets only: by the next three digits
+    /// (for a NANP number, its exchange), so most numbers of an area code split between time
+    /// zones need one more read rather than a binary search.
+    sub: Vec<u16>,
     /// (region, year) → sorted days as month * 100 + day.
     holidays: HashMap<(String, i16), Vec<u16>>,
     /// Zones of every place of a US state (a state hint without a zone).
@@ -151,18 +286,29 @@ impl Tables {
         if places.len() >= usize::from(SPLIT) {
             return Err("locations.txt: too many places for u16 ids".into());
         }
-        let whole = (0..BUCKETS)
-            .map(|b| {
-                let (lo, hi) = (usize::from(first[b]), usize::from(first[b + 1]));
-                // No range starts after the bucket's first number and before the next bucket.
-                let end = (b as u64 + 1) * BUCKET_WIDTH;
-                if starts[lo..hi].iter().any(|&s| s < end) {
-                    SPLIT
-                } else {
-                    lo.checked_sub(1).map_or(NO_PLACE, |i| ids[i])
-                }
-            })
+        // The place of the numbers [start, start + width) when one range covers them all
+        // (no range starts after `start` and before the end), else SPLIT.
+        let covering = |start: u64, width: u64| {
+            let lo = starts.partition_point(|&s| s <= start);
+            if starts.get(lo).is_some_and(|&s| s < start + width) {
+                SPLIT
+            } else {
+                lo.checked_sub(1).map_or(NO_PLACE, |i| ids[i])
+            }
+        };
+        let whole: Vec<u16> = (0..BUCKETS as u64)
+            .map(|b| covering(b * BUCKET_WIDTH, BUCKET_WIDTH))
             .collect();
+        let mut split_rank = vec![0u16; BUCKETS];
+        let mut sub = Vec::new();
+        for (bucket, _) in whole.iter().enumerate().filter(|(_, w)| **w == SPLIT) {
+            split_rank[bucket] = (sub.len() / SUB_BUCKETS) as u16;
+            let start = bucket as u64 * BUCKET_WIDTH;
+            sub.extend(
+                (0..SUB_BUCKETS as u64)
+                    .map(|s| covering(start + s * SUB_BUCKET_WIDTH, SUB_BUCKET_WIDTH)),
+            );
+        }
         let mut state_zones: HashMap<[u8; 2], Vec<TimeZone>> = HashMap::new();
         for place in &places {
             if let (b"US", Some(state)) = (&place.country, place.state) {
@@ -198,6 +344,8 @@ impl Tables {
             ids,
             first,
             whole,
+            split_rank,
+            sub,
             holidays: days,
             state_zones,
         })
@@ -207,23 +355,70 @@ impl Tables {
     /// country), or `None`.
     #[inline]
     pub fn place_of(&self, number: Number) -> Option<PlaceId> {
-        // ilog10 is a leading-zero count and a table read: no digit loop, no pow loop.
-        let value = number.get();
-        let digits = value.checked_ilog10().map_or(1, |d| d + 1).min(WIDTH);
-        self.place_of_padded(value * PAD[(WIDTH - digits) as usize])
+        self.place_of_padded(pad(number.get()))
     }
 
     /// [`Tables::place_of`] for a number padded with zeros to 15 digits.
     #[inline]
     fn place_of_padded(&self, padded: u64) -> Option<PlaceId> {
+        match self.whole[bucket_of(padded)] {
+            SPLIT => self.place_in_split_bucket(padded),
+            NO_PLACE => None,
+            id => Some(id),
+        }
+    }
+
+    /// The first-digits index entry of a number ([`Tables::slot`]): its place when one range
+    /// covers its whole bucket, else a slot for "no place" or for "search the bucket"
+    /// ([`Tables::place_of`] then answers). No branch: batches spread over every area code
+    /// would mispredict the three-way choice on every other number.
+    #[inline]
+    pub(super) fn slot(&self, number: Number) -> usize {
+        self.slot_of_bucket(bucket_of_value(number.get()))
+    }
+
+    #[inline]
+    fn slot_of_bucket(&self, bucket: usize) -> usize {
+        let entry = self.whole[bucket];
+        let places = self.places.len();
+        // NO_PLACE and SPLIT map to `places` and `places + 1`.
+        if entry >= SPLIT {
+            places + usize::from((entry - SPLIT) ^ 1)
+        } else {
+            usize::from(entry)
+        }
+    }
+
+    /// Slots of [`Tables::slot`]: one per place, then "no place", then "search the bucket".
+    pub(super) fn slots(&self) -> usize {
+        self.places.len() + 2
+    }
+
+    /// The slot of a place (`None`: no place).
+    pub(super) fn slot_of_place(&self, place: Option<PlaceId>) -> usize {
+        place.map_or(self.places.len(), usize::from)
+    }
+
+    /// The slot [`Tables::slot`] gives numbers whose bucket must be searched.
+    #[cfg(test)]
+    pub(super) fn split_slot(&self) -> usize {
+        self.places.len() + 1
+    }
+
+    /// A number padded with zeros to 15 digits is in a bucket holding range starts: the range
+    /// that starts at or before it.
+    #[cold]
+    fn place_in_split_bucket(&self, padded: u64) -> Option<PlaceId> {
+        let bucket = bucket_of(padded);
+        let sub_bucket = ((padded / SUB_BUCKET_WIDTH) as usize) % SUB_BUCKETS;
+        let rank = usize::from(self.split_rank[bucket]);
+        match self.sub.get(rank * SUB_BUCKETS + sub_bucket).copied() {
+            Some(SPLIT) | None => {}
+            Some(NO_PLACE) => return None,
+            Some(id) => return Some(id),
+        }
         // Ranges starting inside the number's bucket are searched; the one that starts at or
         // before the bucket's first number is `first[b] - 1`.
-        let bucket = ((padded / BUCKET_WIDTH) as usize).min(BUCKETS - 1);
-        match self.whole[bucket] {
-            SPLIT => {}
-            NO_PLACE => return None,
-            id => return Some(id),
-        }
         let (lo, hi) = (
             usize::from(self.first[bucket]),
             usize::from(self.first[bucket + 1]),
@@ -250,9 +445,15 @@ impl Tables {
         Some(days.binary_search(&key).is_ok())
     }
 
-    /// Bytes of the in-memory prefix table (starts and ids).
+    /// Bytes of the in-memory prefix table (starts, ids and the bucket indexes).
     pub fn range_bytes(&self) -> usize {
-        self.starts.len() * 8 + self.ids.len() * 2 + (self.first.len() + self.whole.len()) * 2
+        self.starts.len() * 8
+            + (self.ids.len()
+                + self.first.len()
+                + self.whole.len()
+                + self.split_rank.len()
+                + self.sub.len())
+                * 2
     }
 }
 
@@ -277,7 +478,7 @@ mod tests {
         let t = tables();
         assert!(t.places.len() > 300 && t.places.len() < u16::MAX as usize);
         // The figure ARCHITECTURE.md and the module doc state.
-        assert!(t.range_bytes() < 90_000, "{}", t.range_bytes());
+        assert!(t.range_bytes() < 320_000, "{}", t.range_bytes());
         eprintln!("prefix table: {} bytes", t.range_bytes());
     }
 
@@ -335,6 +536,74 @@ mod tests {
         for padded in probes {
             assert_eq!(t.place_of_padded(padded), full(padded), "{padded}");
         }
+    }
+
+    #[test]
+    fn padding_counts_digits_like_ilog10_at_every_length() {
+        let slow = |value: u64| {
+            let digits = value.checked_ilog10().map_or(1, |d| d + 1).min(WIDTH);
+            value * PAD[(WIDTH - digits) as usize]
+        };
+        for digits in 1..=15u32 {
+            let low = 10u64.pow(digits - 1);
+            let high = 10u64.pow(digits) - 1;
+            for value in [low, low + 1, low * 2 - 1, high / 3, high - 1, high] {
+                assert_eq!(pad(value), slow(value), "{value}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_short_bucket_chain_agrees_with_padding_at_every_e164_length() {
+        // Every length's first and last values, each power of ten's neighbours, and
+        // multiples of the divisor's neighbours (where a bucket changes).
+        let mut probes = Vec::new();
+        for digits in 8..=15u32 {
+            let (low, high) = (10u64.pow(digits - 1), 10u64.pow(digits) - 1);
+            let step = 10u64.pow(digits - 4);
+            probes.extend([low, low + 1, high - 1, high]);
+            for bucket in (1000..10_000).step_by(7) {
+                let edge = bucket * step;
+                probes.extend([edge - 1, edge, edge + 1]);
+            }
+        }
+        let mut state = 2026u64;
+        for _ in 0..200_000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            probes.push(10_000_000 + (state >> 11) % (10u64.pow(15) - 10_000_000));
+        }
+        for value in probes
+            .into_iter()
+            .filter(|&v| (10_000_000..10u64.pow(15)).contains(&v))
+        {
+            assert_eq!(bucket_of_value(value), bucket_of(pad(value)), "{value}");
+        }
+        // Values no Number has stay in bounds.
+        for value in [0, 1, 9_999_999, 10u64.pow(15), u64::MAX] {
+            assert!(bucket_of_value(value) < BUCKETS);
+        }
+    }
+
+    #[test]
+    fn slots_agree_with_place_of() {
+        // A whole bucket's slot is its place's, a bucket without places has the "no place"
+        // slot, and only buckets holding range starts send numbers to the search.
+        let t = tables();
+        let mut searched = 0;
+        for bucket in 0..BUCKETS as u64 {
+            for offset in [0, BUCKET_WIDTH / 2, BUCKET_WIDTH - 1] {
+                let padded = bucket * BUCKET_WIDTH + offset;
+                let slot = t.slot_of_bucket(bucket_of(padded));
+                if slot == t.split_slot() {
+                    searched += 1;
+                } else {
+                    assert_eq!(slot, t.slot_of_place(t.place_of_padded(padded)), "{bucket}");
+                }
+            }
+        }
+        assert!(searched > 0 && searched < 3 * BUCKETS / 10, "{searched}");
     }
 
     #[test]

@@ -266,12 +266,18 @@ fn windows_at_fixed_instants() {
             expected,
             "{name}"
         );
-        // A batch asks per place: the same answer.
-        let mut cache = PlaceCache::default();
+        // A batch reads the schedule's frame, or asks per place: the same answer.
+        let mut framed = PlaceCache::new(schedule, at);
         assert_eq!(
-            cache.check(schedule, number(text), at),
+            framed.check(schedule, number(text)),
             expected,
             "{name} (batch)"
+        );
+        let mut per_place = PlaceCache::without_frame(at);
+        assert_eq!(
+            per_place.check(schedule, number(text)),
+            expected,
+            "{name} (batch, per place)"
         );
     }
 }
@@ -473,6 +479,34 @@ proptest! {
                 held.check(number, &Hints::default(), at),
                 fresh.check(number, &Hints::default(), at)
             );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// A batch's answers (read from the schedule's frame while it holds, rebuilt when an
+    /// instant falls outside it, in any order) are the answers a fresh evaluation gives, for
+    /// numbers of every area code.
+    #[test]
+    fn frame_answers_equal_fresh_ones(
+        start in 1_780_000_000_000i64..1_782_000_000_000,
+        // Steps of up to two hours either way: most stay in one frame, some cross its end.
+        steps in prop::collection::vec(-7_200_000i64..7_200_000, 1..12),
+        area_codes in prop::collection::vec(200u64..1000, 8),
+    ) {
+        let packs = ["us-federal", "us-states", "fr"];
+        let batched = schedule(&packs, &[]);
+        let mut numbers: Vec<Number> = NUMBERS.iter().map(|n| number(n)).collect();
+        numbers.extend(area_codes.iter().map(|npa| Number::from_u64_unchecked(10_000_000_000 + npa * 10_000_000 + 5_550_123)));
+        let mut at = start;
+        for step in steps {
+            at += step;
+            let fresh = schedule(&packs, &[]);
+            let mut cache = PlaceCache::new(&batched, at);
+            for &n in &numbers {
+                prop_assert_eq!(cache.check(&batched, n), fresh.check(n, &Hints::default(), at), "{} at {}", n.masked(), at);
+            }
         }
     }
 }
