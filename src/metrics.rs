@@ -173,6 +173,82 @@ pub fn fleet_metrics() -> &'static FleetMetrics {
     })
 }
 
+/// What an attempt request asked, the `request` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptRequest {
+    Reserve = 0,
+    Commit = 1,
+    Release = 2,
+    Outcome = 3,
+}
+
+const ATTEMPT_REQUESTS: [&str; 4] = ["reserve", "commit", "release", "outcome"];
+
+/// How an attempt request was answered, the `result` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptResult {
+    /// A reservation granted.
+    Granted = 0,
+    /// A reservation refused with ATTEMPT_LIMIT.
+    Refused = 1,
+    /// A commit, release or outcome applied.
+    Done = 2,
+    /// A retry of a request already applied: answered from the book, nothing changed.
+    Duplicate = 3,
+    /// Refused before it was applied (invalid, unknown call, conflict, journal or fleet).
+    Error = 4,
+}
+
+const ATTEMPT_RESULTS: [&str; 5] = ["granted", "refused", "done", "duplicate", "error"];
+
+/// Attempt caps' handles, built on first use: a daemon whose campaigns count no attempts
+/// exports none of these series.
+pub struct AttemptMetrics {
+    requests: [[Counter; 5]; 4],
+    outcomes: [Counter; 4],
+}
+
+static ATTEMPTS: OnceLock<AttemptMetrics> = OnceLock::new();
+
+pub fn attempt_metrics() -> &'static AttemptMetrics {
+    ATTEMPTS.get_or_init(|| {
+        metrics();
+        describe_counter!(
+            "suppressd_attempt_requests_total",
+            "Attempt requests, by request (reserve, commit, release, outcome) and result (granted, refused, done, duplicate, error)."
+        );
+        describe_counter!(
+            "suppressd_attempt_outcomes_total",
+            "Call outcomes recorded, by outcome (no_contact, contact, refusal, opt_out); retries not counted."
+        );
+        describe_gauge!(
+            "suppressd_attempt_calls",
+            "Calls the attempt book holds (reserved, committed or with an outcome, until no rule can count them)."
+        );
+        AttemptMetrics {
+            requests: ATTEMPT_REQUESTS.map(|request| {
+                ATTEMPT_RESULTS.map(|result| {
+                    counter!("suppressd_attempt_requests_total", "request" => request, "result" => result)
+                })
+            }),
+            outcomes: crate::rules::attempts::Outcome::ALL.map(|outcome| {
+                counter!("suppressd_attempt_outcomes_total", "outcome" => outcome.name())
+            }),
+        }
+    })
+}
+
+impl AttemptMetrics {
+    pub fn request(&self, request: AttemptRequest, result: AttemptResult) {
+        self.requests[request as usize][result as usize].increment(1);
+    }
+
+    pub fn outcome(&self, outcome: crate::rules::attempts::Outcome) {
+        // Outcome codes start at 1, in ALL's order.
+        self.outcomes[outcome as usize - 1].increment(1);
+    }
+}
+
 pub const PLANES: [&str; 4] = ["grpc", "http", "admin", "sip"];
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();

@@ -317,9 +317,17 @@ block_sets = ["reg"]
             "attempt_rules.gentle",
             "'30x'",
         );
+        // Opt-out outcomes need the tenant's internal do-not-call set.
+        rejects(
+            &with("attempt_rules = [\"fr\"]\n"),
+            "tenants.t.campaigns.c.attempt_rules",
+            "tenant 't' has none: add a block set with reason \"internal_dnc\"",
+        );
+        let dnc = "\n[tenants.t.sets.dnc]\nkind = \"block\"\nfiles = \"dnc.*.snap\"\n";
         let good =
             with("attempt_rules = [\"gentle\", \"fl-ok-md\"]\nattempt_scope = \"purpose:debt\"\n")
-                + &custom.replace("30x", "30d");
+                + &custom.replace("30x", "30d")
+                + dnc;
         let config = parse(&good).unwrap();
         let rules = config
             .attempt_rules(&["gentle".into(), "fl-ok-md".into()])

@@ -8,7 +8,9 @@
 
 use super::catalogue::Catalogue;
 use super::network::{self, Addresses};
-use super::raw::{CampaignConfig, RawConfig, ServerConfig, TenantConfig, TlsConfig};
+use super::raw::{
+    BlockReason, CampaignConfig, RawConfig, ServerConfig, SetKindConfig, TenantConfig, TlsConfig,
+};
 use super::{Config, ConfigError, err, resolve, valid_name};
 use crate::engine::number::Region;
 use crate::engine::snapshot::SetKind;
@@ -280,6 +282,22 @@ fn attempt_caps(file: &str, raw: &RawConfig) -> Result<(), ConfigError> {
                     file,
                     format!("{at}.attempt_ttl_seconds"),
                     "must be 1..=86400",
+                ));
+            }
+            // An opt-out outcome suppresses the number in the tenant's internal do-not-call
+            // set (as a Suppress without a set name does): it must exist before any call
+            // counts, or an opt-out would be recorded and not honoured.
+            let takes_opt_outs = tenant.sets.values().any(|set| {
+                set.kind == SetKindConfig::Block
+                    && set.reason.is_none_or(|r| r == BlockReason::InternalDnc)
+            });
+            if !campaign.attempt_rules.is_empty() && !takes_opt_outs {
+                return Err(err(
+                    file,
+                    format!("{at}.attempt_rules"),
+                    format!(
+                        "an opt-out outcome suppresses the number in the tenant's internal do-not-call set, and tenant '{tenant_name}' has none: add a block set with reason \"internal_dnc\""
+                    ),
                 ));
             }
         }

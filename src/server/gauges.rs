@@ -45,6 +45,15 @@ pub fn refresh(state: &State, mutator: Option<&Mutator>) {
             gauge!("suppressd_set_age_seconds", "set" => set).set(now - date_seconds);
         }
     }
+    let counts_attempts = state
+        .policy
+        .tenants
+        .values()
+        .any(|t| t.campaigns.values().any(|c| c.attempts.is_some()));
+    if counts_attempts {
+        crate::metrics::attempt_metrics();
+        gauge!("suppressd_attempt_calls").set(state.attempts.len() as f64);
+    }
     gauge!("suppressd_ready").set(if state.is_ready() { 1.0 } else { 0.0 });
     gauge!("suppressd_start_time_seconds").set(state.started_at_ms as f64 / 1000.0);
     if let Some(mutator) = mutator {

@@ -9,6 +9,7 @@ use crate::crash::start_ready_with;
 use crate::http::Connection;
 use crate::nats::{Nats, fleet_section, write_fleet_key};
 use crate::server::{CLEAN, CONFIG, TestDaemon, e164, reasons, write_all_sets};
+use crate::sip::metric;
 use std::time::{Duration, Instant};
 use suppressd::engine::date::Day;
 use suppressd::proto::admin::CompactRequest;
@@ -276,15 +277,40 @@ async fn outcomes_start_cooldowns_and_an_opt_out_suppresses_the_number() {
         .unwrap()
         .into_inner();
     assert_eq!(reasons(&check.reasons), [Reason::InternalDnc]);
-    // Retried: the same answer, the same suppression request (not another).
+    // Retried: the same answer, the same suppression request (not another), and not
+    // counted again.
+    let opt_outs = || {
+        metric(
+            "suppressd_attempt_outcomes_total",
+            &[("outcome", "opt_out")],
+        )
+    };
+    let before = opt_outs();
     let again = client.record_outcome(opt_out).await.unwrap().into_inner();
     assert_eq!(again.suppression_request_id, "opt-out/opt-1");
+    assert_eq!(opt_outs(), before);
+    assert!(before >= 1.0);
     daemon.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_reserves_like_grpc() {
     let daemon = start().await;
+    // Counters are process-wide (other tests run daemons too): deltas, at least.
+    let requests = |request: &str, result: &str| {
+        metric(
+            "suppressd_attempt_requests_total",
+            &[("request", request), ("result", result)],
+        )
+    };
+    let counted = [
+        ("reserve", "granted", 3.0),
+        ("reserve", "refused", 1.0),
+        ("reserve", "duplicate", 1.0),
+        ("commit", "done", 1.0),
+        ("commit", "error", 1.0),
+    ];
+    let before: Vec<f64> = counted.iter().map(|(q, r, _)| requests(q, r)).collect();
     let mut http = Connection::open(daemon.handle.http_addr.unwrap());
     let body = |call: &str| {
         format!(
@@ -322,6 +348,16 @@ async fn http_reserves_like_grpc() {
     // Nothing in the answer carries the number.
     let (_, answer) = http.send("POST", "/v1/attempts/reserve", &body("h0"));
     assert!(!answer.to_string().contains(&CLEAN.to_string()), "{answer}");
+    for ((request, result, at_least), before) in counted.iter().zip(before) {
+        let delta = requests(request, result) - before;
+        assert!(delta >= *at_least, "{request}/{result}: {delta}");
+    }
+    suppressd::server::gauges::refresh(&daemon.handle.state, Some(&daemon.handle.mutator));
+    let (status, body) = http.send("GET", "/metrics", "");
+    assert_eq!(status, 200);
+    let text = body.as_str().unwrap();
+    assert!(text.contains("\nsuppressd_attempt_calls "), "{text}");
+    assert!(!text.contains(&CLEAN.to_string()));
     daemon.shutdown().await;
 }
 

@@ -16,6 +16,7 @@
 
 use super::{MutationError, Mutator, Shared, build};
 use crate::engine::number::Number;
+use crate::metrics::{AttemptRequest, AttemptResult, attempt_metrics};
 use crate::policy::AttemptCaps;
 use crate::rules::attempts::{Decision, Outcome};
 use crate::server::state::{State, now_ms};
@@ -123,6 +124,35 @@ impl Mutator {
     /// Applies one attempt request: builds its record, journals it (fleet: publishes it and
     /// waits until this host applied it) and answers with what its application decided.
     pub async fn attempt(
+        &self,
+        state: &Arc<State>,
+        kind: MutationKind,
+        ask: AttemptAsk,
+    ) -> Result<AttemptAnswer, MutationError> {
+        let answered = self.attempt_counted(state, kind, ask).await;
+        let request = match kind {
+            MutationKind::ReserveAttempt => AttemptRequest::Reserve,
+            MutationKind::CommitAttempt => AttemptRequest::Commit,
+            MutationKind::ReleaseAttempt => AttemptRequest::Release,
+            _ => AttemptRequest::Outcome,
+        };
+        let result = match &answered {
+            Err(_) => AttemptResult::Error,
+            Ok(a) if a.duplicate => AttemptResult::Duplicate,
+            Ok(a) if request != AttemptRequest::Reserve => {
+                if let Some(outcome) = a.outcome.filter(|_| request == AttemptRequest::Outcome) {
+                    attempt_metrics().outcome(outcome);
+                }
+                AttemptResult::Done
+            }
+            Ok(a) if a.granted => AttemptResult::Granted,
+            Ok(_) => AttemptResult::Refused,
+        };
+        attempt_metrics().request(request, result);
+        answered
+    }
+
+    async fn attempt_counted(
         &self,
         state: &Arc<State>,
         kind: MutationKind,
