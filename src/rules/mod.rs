@@ -466,16 +466,20 @@ impl PlaceCache {
                 // are independent table reads the core overlaps many of; a long loop body
                 // left it room for two or three numbers at a time.
                 const CHUNK: usize = 64;
+                let (tables, codes) = (self.tables, &*frame.codes);
                 let mut slots = [0usize; CHUNK];
+                let mut found = [WindowCode(0); CHUNK];
                 for (chunk_index, chunk) in numbers.chunks(CHUNK).enumerate() {
                     for (slot, &number) in slots.iter_mut().zip(chunk) {
-                        *slot = self.tables.slot(number);
+                        *slot = tables.slot(number);
                     }
-                    for (offset, (&slot, &number)) in slots.iter().zip(chunk).enumerate() {
-                        let code = match frame.codes[slot] {
-                            eval::CODE_NONE => frame.searched(self.tables, number),
-                            code => WindowCode(code),
+                    for ((code, &slot), &number) in found.iter_mut().zip(&slots).zip(chunk) {
+                        *code = match codes.get(slot) {
+                            Some(&found) if found != eval::CODE_NONE => WindowCode(found),
+                            _ => frame.searched(tables, number),
                         };
+                    }
+                    for (offset, &code) in found[..chunk.len()].iter().enumerate() {
                         each(chunk_index * CHUNK + offset, code);
                     }
                 }

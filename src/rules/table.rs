@@ -4,7 +4,7 @@
 //!
 //! In memory the prefix table is two arrays (range starts as u64, place ids as u16: about
 //! 4 k ranges, 40 KB) and arrays by a number's first four digits (for NANP numbers, its area
-//! code; 20 KB each): the place when one range covers the whole bucket (most area codes: one
+//! code; 20-32 KB each): the place when one range covers the whole bucket (most area codes: one
 //! read), else where the bucket's ranges start, to narrow the binary search to them. The
 //! hundred split buckets have a second level by the next three digits (for NANP, the
 //! exchange; 200 KB), so most of their numbers need one more read and no search.
@@ -20,11 +20,13 @@ const HOLIDAYS: &str = include_str!("data/holidays.txt");
 /// Digits every number is padded to before a range search (E.164's maximum).
 const WIDTH: u32 = 15;
 const NO_PLACE: u16 = u16::MAX;
-/// In `whole`: the bucket holds range starts, search them.
+/// A bucket (or sub-bucket) that holds range starts: search them.
 const SPLIT: u16 = u16::MAX - 1;
 /// Buckets of the first-digits index: a number's first four digits (of 15, padded).
 const BUCKETS: usize = 10_000;
 const BUCKET_WIDTH: u64 = 10u64.pow(WIDTH - 4);
+/// Entries of [`Tables::slots`]: the buckets, rounded up to a power of two.
+const SLOT_INDEX: usize = BUCKETS.next_power_of_two();
 /// Sub-buckets of a split bucket: its numbers' next three digits.
 const SUB_BUCKETS: usize = 1_000;
 const SUB_BUCKET_WIDTH: u64 = BUCKET_WIDTH / SUB_BUCKETS as u64;
@@ -143,7 +145,7 @@ const BY_LEADING_ZEROS: [ByBitLength; 65] = {
 };
 
 /// The first-digits bucket of a number, the same as [`bucket_of`] of [`pad`] for every
-/// E.164 length, in a short chain of dependent steps (a batch is bound by that chain's
+/// E.164 length (other values may give any bucket, even past the last: mask it), in a short chain of dependent steps (a batch is bound by that chain's
 /// latency): a leading-zero count, one table read, a select, a multiply-high and a shift.
 #[inline]
 fn bucket_of_value(value: u64) -> usize {
@@ -153,7 +155,7 @@ fn bucket_of_value(value: u64) -> usize {
     } else {
         by_length.below
     };
-    (divide.apply(value) as usize).min(BUCKETS - 1)
+    divide.apply(value) as usize
 }
 
 /// The first-digits bucket of a padded number.
@@ -181,13 +183,14 @@ pub struct Tables {
     ids: Vec<u16>,
     /// `first[b]`: how many ranges start at or before bucket `b`'s first number.
     first: Vec<u16>,
-    /// `whole[b]`: the place id (or NO_PLACE) when one range covers all of bucket `b` (most
-    /// area codes), so the number needs one read; [`SPLIT`] when ranges start inside it.
-    whole: Vec<u16>,
+    /// By bucket: the place when one range covers all of bucket `b` (most area codes), else
+    /// the "no place" or "search the bucket" slot ([`Tables::slot`]); padded to a power of
+    /// two so a masked index needs no bounds check.
+    slots: Box<[u16; SLOT_INDEX]>,
     /// For a [`SPLIT`] bucket: its rank among them (`split_rank[b] * SUB_BUCKETS` is where
     /// its entries in `sub` start). Read only for numbers of split buckets.
     split_rank: Vec<u16>,
-    /// The same as `whole`, one level down, for split buckets only: by the next three digits
+    /// The same as `slots` (place ids, NO_PLACE or SPLIT), one level down, for split buckets only: by the next three digits
     /// (for a NANP number, its exchange), so most numbers of an area code split between time
     /// zones need one more read rather than a binary search.
     sub: Vec<u16>,
@@ -299,6 +302,17 @@ impl Tables {
         let whole: Vec<u16> = (0..BUCKETS as u64)
             .map(|b| covering(b * BUCKET_WIDTH, BUCKET_WIDTH))
             .collect();
+        // Slots: a place's id, then "no place", then "search the bucket"; buckets past the
+        // last (no E.164 number has one) have no place.
+        let no_place_slot = places.len() as u16;
+        let mut slots = Box::new([no_place_slot; SLOT_INDEX]);
+        for (slot, &entry) in slots.iter_mut().zip(&whole) {
+            *slot = match entry {
+                NO_PLACE => no_place_slot,
+                SPLIT => no_place_slot + 1,
+                id => id,
+            };
+        }
         let mut split_rank = vec![0u16; BUCKETS];
         let mut sub = Vec::new();
         for (bucket, _) in whole.iter().enumerate().filter(|(_, w)| **w == SPLIT) {
@@ -343,7 +357,7 @@ impl Tables {
             starts,
             ids,
             first,
-            whole,
+            slots,
             split_rank,
             sub,
             holidays: days,
@@ -361,10 +375,11 @@ impl Tables {
     /// [`Tables::place_of`] for a number padded with zeros to 15 digits.
     #[inline]
     fn place_of_padded(&self, padded: u64) -> Option<PlaceId> {
-        match self.whole[bucket_of(padded)] {
-            SPLIT => self.place_in_split_bucket(padded),
-            NO_PLACE => None,
-            id => Some(id),
+        let slot = self.slots[bucket_of(padded)];
+        match usize::from(slot).checked_sub(self.places.len()) {
+            None => Some(slot),
+            Some(0) => None,
+            Some(_) => self.place_in_split_bucket(padded),
         }
     }
 
@@ -374,19 +389,14 @@ impl Tables {
     /// would mispredict the three-way choice on every other number.
     #[inline]
     pub(super) fn slot(&self, number: Number) -> usize {
-        self.slot_of_bucket(bucket_of_value(number.get()))
+        self.slot_of_value(number.get())
     }
 
     #[inline]
-    fn slot_of_bucket(&self, bucket: usize) -> usize {
-        let entry = self.whole[bucket];
-        let places = self.places.len();
-        // NO_PLACE and SPLIT map to `places` and `places + 1`.
-        if entry >= SPLIT {
-            places + usize::from((entry - SPLIT) ^ 1)
-        } else {
-            usize::from(entry)
-        }
+    fn slot_of_value(&self, value: u64) -> usize {
+        // Every E.164 number's bucket is below BUCKETS, so the mask changes nothing for them;
+        // it only lets the compiler drop the bounds check.
+        usize::from(self.slots[bucket_of_value(value) & (SLOT_INDEX - 1)])
     }
 
     /// Slots of [`Tables::slot`]: one per place, then "no place", then "search the bucket".
@@ -450,7 +460,7 @@ impl Tables {
         self.starts.len() * 8
             + (self.ids.len()
                 + self.first.len()
-                + self.whole.len()
+                + self.slots.len()
                 + self.split_rank.len()
                 + self.sub.len())
                 * 2
@@ -478,7 +488,7 @@ mod tests {
         let t = tables();
         assert!(t.places.len() > 300 && t.places.len() < u16::MAX as usize);
         // The figure ARCHITECTURE.md and the module doc state.
-        assert!(t.range_bytes() < 320_000, "{}", t.range_bytes());
+        assert!(t.range_bytes() < 330_000, "{}", t.range_bytes());
         eprintln!("prefix table: {} bytes", t.range_bytes());
     }
 
@@ -511,16 +521,19 @@ mod tests {
         assert!(zone_names(toll_free).contains(&"Pacific/Honolulu"));
     }
 
+    /// The place of a padded number by a binary search over every range: the oracle.
+    fn full_search(t: &Tables, padded: u64) -> Option<PlaceId> {
+        let after = t.starts.partition_point(|&s| s <= padded);
+        after
+            .checked_sub(1)
+            .map(|i| t.ids[i])
+            .filter(|&id| id != NO_PLACE)
+    }
+
     #[test]
     fn the_bucket_index_finds_what_a_full_binary_search_finds() {
         let t = tables();
-        let full = |padded: u64| {
-            let after = t.starts.partition_point(|&s| s <= padded);
-            after
-                .checked_sub(1)
-                .map(|i| t.ids[i])
-                .filter(|&id| id != NO_PLACE)
-        };
+        let full = |padded: u64| full_search(t, padded);
         // Every range start, the number just before it, and numbers of every length.
         let mut probes: Vec<u64> = t
             .starts
@@ -580,9 +593,10 @@ mod tests {
         {
             assert_eq!(bucket_of_value(value), bucket_of(pad(value)), "{value}");
         }
-        // Values no Number has stay in bounds.
+        // Values no Number has still get a slot.
+        let t = tables();
         for value in [0, 1, 9_999_999, 10u64.pow(15), u64::MAX] {
-            assert!(bucket_of_value(value) < BUCKETS);
+            assert!(t.slot_of_value(value) < t.slots());
         }
     }
 
@@ -595,12 +609,17 @@ mod tests {
         for bucket in 0..BUCKETS as u64 {
             for offset in [0, BUCKET_WIDTH / 2, BUCKET_WIDTH - 1] {
                 let padded = bucket * BUCKET_WIDTH + offset;
-                let slot = t.slot_of_bucket(bucket_of(padded));
+                let slot = usize::from(t.slots[bucket_of(padded)]);
                 if slot == t.split_slot() {
                     searched += 1;
                 } else {
-                    assert_eq!(slot, t.slot_of_place(t.place_of_padded(padded)), "{bucket}");
+                    assert_eq!(slot, t.slot_of_place(full_search(t, padded)), "{bucket}");
                 }
+                assert_eq!(
+                    t.place_of_padded(padded),
+                    full_search(t, padded),
+                    "{bucket}"
+                );
             }
         }
         assert!(searched > 0 && searched < 3 * BUCKETS / 10, "{searched}");
