@@ -682,7 +682,9 @@ impl CampaignState<'_> {
         let mut valid: Vec<Number> = Vec::with_capacity(numbers.len());
         let mut valid_at: Vec<usize> = Vec::with_capacity(numbers.len());
         let mut places = match (&self.campaign.windows, &self.moment) {
-            (Some(schedule), Some(moment)) => Some(PlaceCache::new(schedule, moment.at_ms)),
+            (Some(schedule), Some(moment)) => {
+                Some(PlaceCache::new(schedule, moment.at_ms, numbers.len()))
+            }
             _ => None,
         };
         // A batch whose numbers all share the request's instant and hints (the common case)

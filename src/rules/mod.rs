@@ -186,6 +186,10 @@ pub struct Schedule {
     framing: AtomicBool,
 }
 
+/// The smallest batch that builds a frame when none holds at its instant (about a quarter of
+/// the places: smaller ones take the per-place path).
+const MIN_BATCH_TO_FRAME: usize = 100;
+
 /// Every slot's answer code ([`Tables::slot`]) over the instants `[from, until)` where none
 /// of them changes. A batch copies it (a few kilobytes) and then reads one word per number,
 /// with no per-place fills; the "search the bucket" slot stays empty, so those numbers
@@ -289,13 +293,18 @@ impl Schedule {
     /// one (then `None`: the caller takes the per-place path). Instants from a request that
     /// checks ahead replace the frame like the clock's do; the cost of that back and forth is
     /// one held-answer read per place, what a batch paid before frames.
-    fn frame_at(&self, at_ms: i64) -> Option<Arc<Frame>> {
+    fn frame_at(&self, at_ms: i64, numbers: usize) -> Option<Arc<Frame>> {
         let current = self.frame.load_full();
         if let Some(frame) = &current
             && frame.from <= at_ms
             && at_ms < frame.until
         {
             return current;
+        }
+        // A frame costs an answer for every place: worth it for a batch that may touch many
+        // of them, not for a few numbers asked at an instant of their own.
+        if numbers < MIN_BATCH_TO_FRAME {
+            return None;
         }
         if self
             .framing
@@ -414,10 +423,10 @@ impl Frame {
 }
 
 impl PlaceCache {
-    /// The cache of a batch checked at `at_ms` against `schedule`.
-    pub fn new(schedule: &Schedule, at_ms: i64) -> PlaceCache {
+    /// The cache of a batch of `numbers` checked at `at_ms` against `schedule`.
+    pub fn new(schedule: &Schedule, at_ms: i64, numbers: usize) -> PlaceCache {
         let tables = tables();
-        let frame = schedule.frame_at(at_ms);
+        let frame = schedule.frame_at(at_ms, numbers);
         PlaceCache {
             tables,
             at_ms,

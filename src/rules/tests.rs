@@ -267,7 +267,7 @@ fn windows_at_fixed_instants() {
             "{name}"
         );
         // A batch reads the schedule's frame, or asks per place: the same answer.
-        let mut framed = PlaceCache::new(schedule, at);
+        let mut framed = PlaceCache::new(schedule, at, 1_000);
         assert_eq!(
             framed.check(schedule, number(text)),
             expected,
@@ -503,7 +503,7 @@ proptest! {
         for step in steps {
             at += step;
             let fresh = schedule(&packs, &[]);
-            let mut cache = PlaceCache::new(&batched, at);
+            let mut cache = PlaceCache::new(&batched, at, 1_000);
             for &n in &numbers {
                 prop_assert_eq!(cache.check(&batched, n), fresh.check(n, &Hints::default(), at), "{} at {}", n.masked(), at);
             }
