@@ -12,6 +12,7 @@
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use suppressd::config::Config;
@@ -200,6 +201,37 @@ fn policy(c: &mut Criterion) {
         group.bench_function(format!("decide_batch/windows/{name}"), |b| {
             b.iter(|| black_box(with_windows.decide_batch(black_box(batch), today, &mut out)))
         });
+        // Interleaved: each round times plain batches and windowed batches alternately, so a
+        // busy machine slows both alike; criterion reports the windowed time, and the ratio
+        // of each round (windowed / plain) is kept and printed as a median at the end.
+        let ratios = std::cell::RefCell::new(Vec::new());
+        group.bench_function(format!("decide_batch/interleaved/{name}"), |b| {
+            b.iter_custom(|iters| {
+                let (mut plain_time, mut windows_time) = (Duration::ZERO, Duration::ZERO);
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    black_box(plain.decide_batch(black_box(batch), today, &mut out));
+                    plain_time += started.elapsed();
+                    let started = Instant::now();
+                    black_box(with_windows.decide_batch(black_box(batch), today, &mut out));
+                    windows_time += started.elapsed();
+                }
+                ratios
+                    .borrow_mut()
+                    .push(windows_time.as_secs_f64() / plain_time.as_secs_f64());
+                windows_time
+            })
+        });
+        let mut ratios = ratios.into_inner();
+        ratios.sort_by(f64::total_cmp);
+        if let Some(median) = ratios.get(ratios.len() / 2) {
+            eprintln!(
+                "windows/decide_batch/interleaved/{name}: windowed / plain, median of {} rounds: {median:.3} (quartiles {:.3}-{:.3})",
+                ratios.len(),
+                ratios[ratios.len() / 4],
+                ratios[ratios.len() * 3 / 4]
+            );
+        }
         group.bench_function(format!("decide/windows/{name}"), |b| {
             b.iter(|| {
                 for number in batch.iter() {
