@@ -330,7 +330,10 @@ impl Follower {
             let entry = next
                 .ok_or("the heads watch ended")?
                 .map_err(|e| format!("watch heads: {e}"))?;
-            if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            // Keys starting with `_` are the fleet's records, not sets (`erasure::PURGE_KEY`).
+            if entry.operation != async_nats::jetstream::kv::Operation::Put
+                || entry.key.starts_with('_')
+            {
                 continue;
             }
             match Head::decode(&entry.key, &entry.value) {
