@@ -23,6 +23,18 @@ use tokio_stream::StreamExt;
 /// The heads-bucket key of the last purge.
 pub const PURGE_KEY: &str = "_purge";
 
+/// The heads-bucket key keeping the receipt `id` of an erasure the stream no longer holds
+/// (a host that joins after the purge never applied it, yet must answer for it). None: not
+/// a receipt id this daemon makes.
+pub fn receipt_key(id: &str) -> Option<String> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    valid.then(|| format!("_receipt.{id}"))
+}
+
 /// The last purge of the stream (JSON, format 1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurgeRecord {
@@ -116,6 +128,8 @@ impl Fleet {
                 {
                     view.purge = serde_json::from_slice(&value).ok();
                 }
+            } else if key.starts_with('_') {
+                // Kept receipts and other fleet records: not sets.
             } else if let Some((head, _)) = heads::read_head(&buckets.heads, &key).await? {
                 view.heads.insert(key, head);
             }
@@ -174,6 +188,37 @@ impl Fleet {
             .await
             .map_err(|e| format!("fleet: recording the purge: {e}"))?;
         Ok(purged)
+    }
+
+    /// Keeps erasure receipts (id, JSON without any number) in the heads bucket, before the
+    /// stream messages they came from are purged.
+    pub async fn keep_receipts(&self, receipts: &[(String, Vec<u8>)]) -> Result<(), String> {
+        let buckets = self.snapshot_buckets().await?;
+        for (id, json) in receipts {
+            let Some(key) = receipt_key(id) else {
+                continue;
+            };
+            buckets
+                .heads
+                .put(key, json.clone().into())
+                .await
+                .map_err(|e| format!("fleet: keeping receipt {id}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// A receipt [`Fleet::keep_receipts`] kept (JSON), if any.
+    pub async fn kept_receipt(&self, id: &str) -> Result<Option<Vec<u8>>, String> {
+        let Some(key) = receipt_key(id) else {
+            return Ok(None);
+        };
+        let buckets = self.snapshot_buckets().await?;
+        buckets
+            .heads
+            .get(key)
+            .await
+            .map(|v| v.map(|b| b.to_vec()))
+            .map_err(|e| format!("fleet: receipt {id}: {e}"))
     }
 
     /// Deletes object parts (the object store purges each one's chunks too).

@@ -63,7 +63,7 @@ pub trait Sink: Send + Sync + 'static {
     fn clean_through(&self) -> u64;
 
     /// The stream was purged past this host, and the heads in force here carry every
-    /// message through `seq`: count it as applied, durably.
+    /// message through `seq`: count it as applied, durably. Blocking.
     fn skipped_through(&self, seq: u64) -> Result<(), String>;
 }
 
@@ -170,7 +170,10 @@ async fn follow(
         fleet.status.set_refusing(true);
         heads_in_force(fleet, sink).await?;
         let through = state.first_sequence - 1;
-        sink.skipped_through(through)?;
+        let skipping = sink.clone();
+        tokio::task::spawn_blocking(move || skipping.skipped_through(through))
+            .await
+            .map_err(|e| format!("skipping the purged sequences: {e}"))??;
         fleet.status.advance(through);
         tracing::warn!(
             applied,

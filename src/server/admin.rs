@@ -286,10 +286,17 @@ impl Admin for AdminService {
     ) -> Result<Response<ErasureReceipt>, Status> {
         let wanted = &request.get_ref().tenant;
         let caller_tenant = self.caller_tenant(&request, wanted)?.to_owned();
+        let id = &request.get_ref().receipt_id;
+        let mut receipt = self.mutator.receipt(id);
+        if receipt.is_none()
+            && let Some(fleet) = self.mutator.fleet()
+        {
+            // An erasure purged from the stream before this host joined: the fleet kept it.
+            let kept = fleet.kept_receipt(id).await.map_err(ServiceError::Unavailable)?;
+            receipt = kept.and_then(|json| serde_json::from_slice::<Receipt>(&json).ok());
+        }
         // Another tenant's receipt answers exactly like a missing one, so ids cannot be probed.
-        let receipt = self
-            .mutator
-            .receipt(&request.get_ref().receipt_id)
+        let receipt = receipt
             .filter(|r| caller_tenant.is_empty() || r.tenant == caller_tenant)
             .ok_or_else(|| ServiceError::NotFound("no erasure with that receipt id".into()))?;
         let mut answer = receipt_proto(&receipt, &self.state.policy);

@@ -82,8 +82,16 @@ impl Mutator {
         let durable = self.shared.durable_stream_seq.load(Ordering::Acquire);
         let last = self.journal.stats().last_seq;
         let first = self.journal.first_seq().map_err(|e| e.to_string())?;
+        // Every stream message below the first record left is gone from this host's journal
+        // (or was never in it: skipped after a purge).
         let journal_clean = match first {
-            Some(first) if first <= last => self.stream_through_journal(first - 1),
+            Some(first) if first <= last => {
+                let marks = lock(&self.shared.stream_marks);
+                let index = marks.partition_point(|&(journal, _)| journal < first);
+                marks
+                    .get(index)
+                    .map_or(durable, |&(_, stream)| stream.saturating_sub(1))
+            }
             _ => durable,
         };
         let pending = lock(&self.shared.receipts)
@@ -107,6 +115,9 @@ impl Mutator {
     /// The stream was purged past this host, and the heads in force carry everything up to
     /// `seq`: it counts as applied (kept in `fleet.applied`, so a restart does not ask again).
     pub fn skipped_through(&self, data_dir: &std::path::Path, seq: u64) -> Result<(), String> {
+        // What the journal holds from before goes in segments of its own, which the next
+        // fold drops whole once the heads carry them (they may hold numbers erased since).
+        self.journal.rotate_blocking().map_err(|e| e.to_string())?;
         self.shared
             .durable_stream_seq
             .fetch_max(seq, Ordering::AcqRel);
@@ -192,6 +203,19 @@ impl Mutator {
     ) -> Result<(), String> {
         let metrics = erasure::metrics();
         if let Some(through) = plan.purge_through {
+            // Receipts outlive their stream messages: a host joining later answers for them.
+            let kept: Vec<(String, Vec<u8>)> = lock(&self.shared.receipts)
+                .values()
+                .filter(|r| r.stream_seq > 0 && r.stream_seq <= through)
+                .filter_map(|r| {
+                    let mut fleet_copy = r.clone();
+                    fleet_copy.completed_at_ms = 0;
+                    serde_json::to_vec(&fleet_copy)
+                        .ok()
+                        .map(|json| (r.receipt_id.clone(), json))
+                })
+                .collect();
+            runtime.block_on(fleet.keep_receipts(&kept))?;
             let purged = runtime.block_on(fleet.purge_through(through))?;
             metrics.purges.increment(1);
             metrics.purged_messages.increment(purged);
