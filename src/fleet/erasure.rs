@@ -355,9 +355,9 @@ pub fn plan(view: &View, covered: u64, erasures: &[Erasure]) -> Plan {
     if wanted {
         plan.purge_through = Some(bound);
     }
-    let first_after = plan.purge_through.map_or(view.first_seq, |p| {
-        view.first_seq.max(p + 1)
-    });
+    let first_after = plan
+        .purge_through
+        .map_or(view.first_seq, |p| view.first_seq.max(p + 1));
     let mut sets = BTreeSet::new();
     for erasure in erasures
         .iter()

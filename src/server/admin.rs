@@ -292,7 +292,10 @@ impl Admin for AdminService {
             && let Some(fleet) = self.mutator.fleet()
         {
             // An erasure purged from the stream before this host joined: the fleet kept it.
-            let kept = fleet.kept_receipt(id).await.map_err(ServiceError::Unavailable)?;
+            let kept = fleet
+                .kept_receipt(id)
+                .await
+                .map_err(ServiceError::Unavailable)?;
             receipt = kept.and_then(|json| serde_json::from_slice::<Receipt>(&json).ok());
         }
         // Another tenant's receipt answers exactly like a missing one, so ids cannot be probed.

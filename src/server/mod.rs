@@ -739,7 +739,11 @@ async fn compactor(
                 }
             };
             next_round = tokio::time::Instant::now()
-                + if pending || busy { FLEET_BUSY } else { FLEET_IDLE };
+                + if pending || busy {
+                    FLEET_BUSY
+                } else {
+                    FLEET_IDLE
+                };
         }
         if !mutator.should_compact(&state) {
             continue;

@@ -258,8 +258,16 @@ async fn an_erasure_complete_leaves_no_trace_in_the_stream_the_object_store_or_a
     for daemon in hosts {
         let found = traces(daemon.dir.path(), ERASED_NUMBER);
         assert!(found.is_empty(), "{found:?}");
-        assert!(reasons_of(daemon, ERASED_NUMBER).await.contains(&Reason::Erased));
-        assert!(reasons_of(daemon, KEPT_NUMBER).await.contains(&Reason::InternalDnc));
+        assert!(
+            reasons_of(daemon, ERASED_NUMBER)
+                .await
+                .contains(&Reason::Erased)
+        );
+        assert!(
+            reasons_of(daemon, KEPT_NUMBER)
+                .await
+                .contains(&Reason::InternalDnc)
+        );
     }
     for daemon in [a, b, c] {
         daemon.shutdown().await;
@@ -271,7 +279,10 @@ async fn an_erasure_complete_leaves_no_trace_in_the_stream_the_object_store_or_a
 async fn stuck_host(
     daemon: &TestDaemon,
     applied: u64,
-) -> (tokio::task::JoinHandle<()>, async_nats::jetstream::kv::Store) {
+) -> (
+    tokio::task::JoinHandle<()>,
+    async_nats::jetstream::kv::Store,
+) {
     let fleet = daemon.handle.mutator.fleet().unwrap().clone();
     let store = fleet
         .jetstream
@@ -282,7 +293,11 @@ async fn stuck_host(
     let task = tokio::spawn(async move {
         loop {
             let versions = match fleet.view().await {
-                Ok(view) => view.heads.values().map(|h| (h.set.clone(), h.version)).collect(),
+                Ok(view) => view
+                    .heads
+                    .values()
+                    .map(|h| (h.set.clone(), h.version))
+                    .collect(),
                 Err(_) => Default::default(),
             };
             let record = HostRecord {
@@ -378,8 +393,16 @@ async fn a_host_down_during_the_purge_and_a_new_empty_host_come_back_through_the
     // c comes back: it cannot replay what was purged, so it takes the heads first.
     let c = TestDaemon::start_in(c_dir, &fleet_config(&nats, "c", "")).await;
     wait_reason(&c, ERASED_NUMBER, Reason::Erased).await;
-    assert!(reasons_of(&c, KEPT_NUMBER).await.contains(&Reason::InternalDnc));
-    assert!(!reasons_of(&c, ERASED_NUMBER).await.contains(&Reason::InternalDnc));
+    assert!(
+        reasons_of(&c, KEPT_NUMBER)
+            .await
+            .contains(&Reason::InternalDnc)
+    );
+    assert!(
+        !reasons_of(&c, ERASED_NUMBER)
+            .await
+            .contains(&Reason::InternalDnc)
+    );
     // A new empty host joins after the purge.
     let dir = tempfile::tempdir().unwrap();
     write_fleet_key(dir.path());
@@ -393,7 +416,11 @@ async fn a_host_down_during_the_purge_and_a_new_empty_host_come_back_through_the
         .unwrap();
     for daemon in [&c, &d] {
         wait_reason(daemon, LATER_NUMBER, Reason::InternalDnc).await;
-        assert!(!reasons_of(daemon, ERASED_NUMBER).await.contains(&Reason::InternalDnc));
+        assert!(
+            !reasons_of(daemon, ERASED_NUMBER)
+                .await
+                .contains(&Reason::InternalDnc)
+        );
     }
     // Once c has cleaned its own files, the fleet (c and d included) is COMPLETE again, and
     // c's directory holds no trace.
@@ -405,7 +432,10 @@ async fn a_host_down_during_the_purge_and_a_new_empty_host_come_back_through_the
         .into_iter()
         .map(|h| h.host_id)
         .collect();
-    assert!(ids.contains(&"c".to_owned()) && ids.contains(&"d".to_owned()), "{ids:?}");
+    assert!(
+        ids.contains(&"c".to_owned()) && ids.contains(&"d".to_owned()),
+        "{ids:?}"
+    );
     let found = traces(c.dir.path(), ERASED_NUMBER);
     assert!(found.is_empty(), "{found:?}");
     for daemon in [a, b, c, d] {

@@ -375,7 +375,11 @@ fn stale_temp_file(name: &str, definition: &SetDefinition) -> bool {
 
 /// Deletes every file of `definition` whose header version is below `keep`, its stale
 /// temporary files and files the loader moved aside; fsyncs the directory. Returns how many were deleted.
-pub(super) fn delete_older_versions(dir: &Path, definition: &SetDefinition, keep: u64) -> Result<u32, String> {
+pub(super) fn delete_older_versions(
+    dir: &Path,
+    definition: &SetDefinition,
+    keep: u64,
+) -> Result<u32, String> {
     let mut deleted = 0;
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for entry in entries.filter_map(Result::ok) {

@@ -142,10 +142,7 @@ impl Mutator {
             && through > self.shared.folded_through.load(Ordering::Acquire)
         {
             match self.compact_inner(state, None, Some(through)) {
-                Ok(_) => self
-                    .shared
-                    .folded_through
-                    .store(through, Ordering::Release),
+                Ok(_) => self.shared.folded_through.store(through, Ordering::Release),
                 Err(error) if super::fleet_snapshots::quiet(&error) => {
                     tracing::debug!(%error, "fleet: not folding the journal now");
                 }

@@ -176,7 +176,12 @@ impl Sink for FleetSink {
     }
 
     fn set_ids(&self) -> Vec<String> {
-        self.state.policy.sets.iter().map(|d| d.id.clone()).collect()
+        self.state
+            .policy
+            .sets
+            .iter()
+            .map(|d| d.id.clone())
+            .collect()
     }
 
     fn clean_through(&self) -> u64 {
