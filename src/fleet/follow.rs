@@ -62,6 +62,9 @@ pub trait Sink: Send + Sync + 'static {
     /// Every erasure through this stream sequence has left no trace in this host's files.
     fn clean_through(&self) -> u64;
 
+    /// Erasures known here that are not COMPLETE fleet-wide (as of the last round).
+    fn erasures_pending(&self) -> u64;
+
     /// The stream was purged past this host, and the heads in force here carry every
     /// message through `seq`: count it as applied, durably. Blocking.
     fn skipped_through(&self, seq: u64) -> Result<(), String>;
@@ -126,6 +129,7 @@ fn host_record(fleet: &Fleet, sink: &Arc<dyn Sink>) -> super::hosts::HostRecord 
         heartbeat_unix_ms: now_ms(),
         build: env!("CARGO_PKG_VERSION").into(),
         clean_through: sink.clean_through(),
+        erasures_pending: sink.erasures_pending(),
     }
 }
 

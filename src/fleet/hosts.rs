@@ -55,6 +55,9 @@ pub struct HostRecord {
     /// within format 1: a record without it reads as 0 (proves nothing).
     #[serde(default)]
     pub clean_through: u64,
+    /// Erasures this host knows of that are not COMPLETE fleet-wide, as of its last round.
+    #[serde(default)]
+    pub erasures_pending: u64,
 }
 
 impl HostRecord {
@@ -245,6 +248,7 @@ mod tests {
             "\"heartbeat_unix_ms\"",
             "\"build\"",
             "\"clean_through\"",
+            "\"erasures_pending\"",
         ] {
             assert!(text.contains(field), "{field} in {text}");
         }

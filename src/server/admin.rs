@@ -481,5 +481,6 @@ fn fleet_host_proto(host: crate::fleet::hosts::HostRecord) -> proto::admin::Flee
         build: host.build,
         versions: host.versions.into_iter().collect(),
         clean_through: host.clean_through,
+        erasures_pending: host.erasures_pending,
     }
 }

@@ -269,9 +269,54 @@ async fn an_erasure_complete_leaves_no_trace_in_the_stream_the_object_store_or_a
                 .contains(&Reason::InternalDnc)
         );
     }
+    // The operator's view of the same fleet (hosts report their pending count with their
+    // next heartbeat after a round).
+    let started = Instant::now();
+    let status = loop {
+        let status = fleet_status(&nats, &a).await;
+        if status.contains("erasures pending fleet-wide: 0") {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{status}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("{status}");
+    for expected in [
+        format!(
+            "last purge: through sequence {}",
+            fleet.stream_first_sequence - 1
+        ),
+        "hosts (3 live):".to_owned(),
+        "erasures pending fleet-wide: 0".to_owned(),
+        "older object versions kept: none".to_owned(),
+    ] {
+        assert!(status.contains(&expected), "{expected} in {status}");
+    }
+    for id in ["a", "b", "c"] {
+        assert!(status.contains(&format!("\n  {id}  heartbeat")), "{status}");
+    }
     for daemon in [a, b, c] {
         daemon.shutdown().await;
     }
+}
+
+/// `suppressd fleet status` with a config like the daemons'.
+async fn fleet_status(nats: &Nats, daemon: &TestDaemon) -> String {
+    let config = daemon.dir.path().join("status.toml");
+    std::fs::write(&config, fleet_config(nats, "operator", "")).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_suppressd"));
+    command.args(["fleet", "status", "--config"]).arg(&config);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 /// Keeps a host register entry for a host that is alive but stuck at `applied`, reporting

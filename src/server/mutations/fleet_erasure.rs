@@ -107,6 +107,11 @@ impl Mutator {
         Ok(())
     }
 
+    /// Erasures known here not COMPLETE fleet-wide, as of the last round.
+    pub fn fleet_erasures_pending(&self) -> u64 {
+        self.shared.fleet_pending.load(Ordering::Acquire)
+    }
+
     /// What this host reports as free of erased numbers (`fleet::hosts::HostRecord`).
     pub fn clean_through(&self) -> u64 {
         self.shared.clean_through.load(Ordering::Acquire)
@@ -188,6 +193,9 @@ impl Mutator {
             .filter(|e| erasure::prove(&view, e).is_err())
             .count();
         metrics.pending.set(round.pending as f64);
+        self.shared
+            .fleet_pending
+            .store(round.pending as u64, Ordering::Release);
         Ok(round)
     }
 

@@ -137,6 +137,8 @@ struct Shared {
     clean_through: AtomicU64,
     /// Fleet mode: the journal sequence the last fold dropped through.
     folded_through: AtomicU64,
+    /// Fleet mode: erasures known here not COMPLETE fleet-wide, as of the last round.
+    fleet_pending: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -312,6 +314,7 @@ impl Mutator {
             stream_marks: Mutex::new(stream_marks),
             clean_through: AtomicU64::new(0),
             folded_through: AtomicU64::new(0),
+            fleet_pending: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
         let recorder = Arc::new(Recorder {

@@ -188,6 +188,10 @@ impl Sink for FleetSink {
         self.mutator.clean_through()
     }
 
+    fn erasures_pending(&self) -> u64 {
+        self.mutator.fleet_erasures_pending()
+    }
+
     fn skipped_through(&self, seq: u64) -> Result<(), String> {
         self.mutator
             .skipped_through(&self.state.config.data_dir, seq)
