@@ -266,7 +266,7 @@ fn older_parts<'a>(view: &'a View, set: &'a str) -> impl Iterator<Item = &'a Sto
 pub fn prove(view: &View, erasure: &Erasure) -> Result<(), String> {
     let seq = erasure.stream_seq;
     if seq == 0 {
-        return Err("taken before this host followed a fleet stream: no fleet proof".into());
+        return Err("taken before this host joined a fleet: its proof is the host's own".into());
     }
     if view.first_seq <= seq {
         return Err(format!(

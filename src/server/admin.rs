@@ -303,8 +303,9 @@ impl Admin for AdminService {
             .filter(|r| caller_tenant.is_empty() || r.tenant == caller_tenant)
             .ok_or_else(|| ServiceError::NotFound("no erasure with that receipt id".into()))?;
         let mut answer = receipt_proto(&receipt, &self.state.policy);
-        if let Some(fleet) = self.mutator.fleet() {
-            // Fleet mode: COMPLETE is the fleet's, read from NATS, never this host's alone.
+        // Fleet mode: COMPLETE is the fleet's, read from NATS, never this host's alone (an
+        // erasure taken before the host joined a fleet keeps its single-host proof).
+        if let Some(fleet) = self.mutator.fleet().filter(|_| receipt.stream_seq > 0) {
             let view = fleet.view().await.map_err(|e| {
                 ServiceError::Unavailable(format!("cannot prove the erasure now: {e}"))
             })?;
