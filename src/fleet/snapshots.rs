@@ -162,6 +162,16 @@ pub async fn publish(
                 head.version
             )));
         }
+        // A tenant set's versions carry the fleet's own mutations (opt-outs, consents,
+        // erasures), which the stream may no longer hold once purged: a file made elsewhere
+        // would drop them. Only compaction (which states its through_seq) replaces such a head.
+        if publication.through_seq.is_none() && definition.tenant.is_some() && head.through_seq > 0
+        {
+            return Err(PublishError::Refused(format!(
+                "set {set}: its head (version {}) carries the fleet's mutations through stream sequence {}; a file published by hand would drop them (the stream may no longer hold them): change a tenant's set through admin mutations",
+                head.version, head.through_seq
+            )));
+        }
         if let Some(base) = publication.base_version
             && head.version != base
         {

@@ -9,9 +9,10 @@ use crate::admin::{admin_client as admin, suppress};
 use crate::erasure::{erase, traces};
 use crate::fleet::{fleet_config, host};
 use crate::nats::{Nats, write_fleet_key};
-use crate::server::{CLEAN, TestDaemon, check, e164, reasons};
+use crate::server::{CLEAN, TestDaemon, check, e164, reasons, write_set};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use suppressd::engine::snapshot::SetKind;
 use suppressd::fleet::hosts::HostRecord;
 use suppressd::proto::Reason;
 use suppressd::proto::admin::{ErasureReceipt, ErasureState, GetErasureRequest};
@@ -295,21 +296,57 @@ async fn an_erasure_complete_leaves_no_trace_in_the_stream_the_object_store_or_a
     for id in ["a", "b", "c"] {
         assert!(status.contains(&format!("\n  {id}  heartbeat")), "{status}");
     }
+    // A tenant set's file published by hand would drop the fleet's mutations: refused.
+    let files = tempfile::tempdir().unwrap();
+    write_set(
+        files.path(),
+        "acme-dnc.9.snap",
+        SetKind::Block,
+        &[KEPT_NUMBER],
+        9,
+        None,
+        false,
+    );
+    let refused = fleet_command(
+        &nats,
+        &a,
+        &["publish", "--set", "acme/dnc"],
+        &files.path().join("acme-dnc.9.snap"),
+    )
+    .await;
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("carries the fleet's mutations"),
+        "{refused:?}"
+    );
     for daemon in [a, b, c] {
         daemon.shutdown().await;
     }
 }
 
-/// `suppressd fleet status` with a config like the daemons'.
-async fn fleet_status(nats: &Nats, daemon: &TestDaemon) -> String {
-    let config = daemon.dir.path().join("status.toml");
+/// `suppressd fleet ARGS... --config C [FILE]` with a config like the daemons'.
+async fn fleet_command(
+    nats: &Nats,
+    daemon: &TestDaemon,
+    args: &[&str],
+    file: &Path,
+) -> std::process::Output {
+    let config = daemon.dir.path().join("operator.toml");
     std::fs::write(&config, fleet_config(nats, "operator", "")).unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_suppressd"));
-    command.args(["fleet", "status", "--config"]).arg(&config);
-    let output = tokio::task::spawn_blocking(move || command.output())
+    command.arg("fleet").args(args).arg("--config").arg(&config);
+    if !file.as_os_str().is_empty() {
+        command.arg(file);
+    }
+    tokio::task::spawn_blocking(move || command.output())
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+}
+
+/// `suppressd fleet status` with a config like the daemons'.
+async fn fleet_status(nats: &Nats, daemon: &TestDaemon) -> String {
+    let output = fleet_command(nats, daemon, &["status"], Path::new("")).await;
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(
         output.status.success(),
