@@ -183,6 +183,8 @@ for target in a single; do
     printf '%s: %s s\n' "$label" "${times[*]}"
     printf '%s\n' "${times[@]}" | sort -n | awk -v l="$label" '{v[NR]=$1} END {printf "%s: median %.1f s, max %.1f s\n", l, v[int((NR+1)/2)], v[NR]}'
 done
-purges=$(curl -s "http://127.0.0.1:$((port[a] + 2))/metrics" | awk '$1 == "suppressd_fleet_purges_total" {print $2}')
-echo "purges made by a: ${purges:-0} (the lease holder may be another host)"
+for h in a b c; do
+    purges=$(curl -s "http://127.0.0.1:$((port[$h] + 2))/metrics" | awk '$1 == "suppressd_fleet_purges_total" {print $2}')
+    echo "purges made by $h (as the lease holder): ${purges:-0}"
+done
 uptime
