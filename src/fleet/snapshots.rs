@@ -403,7 +403,9 @@ impl Follower {
         let file_name = definition.file_name(head.version);
         let path = dir.join(&file_name);
         if !already_there(&path, head).await {
-            let temporary = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+            // Not `.tmp-`: compaction deletes this process's `.tmp-` files as leftovers, and
+            // this download runs beside it (`compaction::stale_temp_file`).
+            let temporary = dir.join(format!(".{file_name}.fetch-{}", std::process::id()));
             let started = Instant::now();
             objects::download(&buckets.objects, head, &temporary).await?;
             let (checked, check_head) = (temporary.clone(), head.clone());

@@ -186,7 +186,11 @@ async fn an_erased_number_leaves_no_decodable_trace_and_blocks_in_every_campaign
     let data = daemon.data_dir();
     // Leftovers that hold the number too: a temporary file of a crashed write (its process is
     // gone) and a file the loader moved aside.
-    for leftover in [".acme-dnc.7.snap.tmp-4194300", "acme-dnc.9.snap.refused"] {
+    for leftover in [
+        ".acme-dnc.7.snap.tmp-4194300",
+        ".acme-dnc.8.snap.fetch-4194301",
+        "acme-dnc.9.snap.refused",
+    ] {
         std::fs::copy(data.join("acme-dnc.1.snap"), data.join(leftover)).unwrap();
     }
     let (mut admin, mut client) = (admin_of(&daemon).await, daemon.client().await);

@@ -333,7 +333,7 @@ async fn corrupt_truncated_and_mismatched_objects_are_refused_everywhere() {
             .unwrap()
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains(".tmp-"))
+            .filter(|n| n.contains(".tmp-") || n.contains(".fetch-"))
             .collect();
         assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     }

@@ -358,19 +358,24 @@ fn set_files(dir: &Path, definition: &SetDefinition) -> Vec<PathBuf> {
 
 /// Whether `name` is a temporary file [`snapshot::SnapshotImage::write_atomic`] leaves behind
 /// (`.<file>.tmp-<pid>`) for a file of `definition`, written by a process no longer running
-/// (or by this one, which writes none while compacting).
+/// (or by this one, which writes none while compacting), or a fleet download
+/// (`.<file>.fetch-<pid>`, `fleet::snapshots`) of a process no longer running (never this
+/// one's: the heads follower may be writing it right now).
 fn stale_temp_file(name: &str, definition: &SetDefinition) -> bool {
-    let Some((file, pid)) = name
-        .strip_prefix('.')
-        .and_then(|rest| rest.rsplit_once(".tmp-"))
-    else {
+    let Some(rest) = name.strip_prefix('.') else {
         return false;
+    };
+    let (file, pid, ours_too) = match (rest.rsplit_once(".tmp-"), rest.rsplit_once(".fetch-")) {
+        (Some((file, pid)), _) => (file, pid, true),
+        (None, Some((file, pid))) => (file, pid, false),
+        (None, None) => return false,
     };
     let Ok(pid) = pid.parse::<u32>() else {
         return false;
     };
+    let ours = pid == std::process::id();
     definition.pattern.matches(file)
-        && (pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists())
+        && ((ours && ours_too) || (!ours && !Path::new(&format!("/proc/{pid}")).exists()))
 }
 
 /// Deletes every file of `definition` whose header version is below `keep`, its stale
@@ -446,4 +451,45 @@ pub fn create_initial_empty(state: &State) -> Result<(), String> {
         tracing::info!(set = %definition.id, "created an empty initial version");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_are_stale_but_a_download_in_progress_is_not() {
+        let config = crate::config::Config::parse(
+            "[server]\ngrpc_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[sets.us-dnc]\nkind = \"block\"\nreason = \"national_registry\"\nfiles = \"us-dnc.*.snap\"\n",
+            "t.toml",
+            Path::new("/tmp"),
+        )
+        .unwrap();
+        let policy = crate::policy::Policy::compile(&config);
+        let definition = &policy.sets[0];
+        let ours = std::process::id();
+        let gone = 4_194_300; // above any pid_max this runs with
+        assert!(stale_temp_file(
+            &format!(".us-dnc.3.snap.tmp-{ours}"),
+            definition
+        ));
+        assert!(stale_temp_file(
+            &format!(".us-dnc.3.snap.tmp-{gone}"),
+            definition
+        ));
+        assert!(stale_temp_file(
+            &format!(".us-dnc.3.snap.fetch-{gone}"),
+            definition
+        ));
+        // The heads follower of this process may be writing it now.
+        assert!(!stale_temp_file(
+            &format!(".us-dnc.3.snap.fetch-{ours}"),
+            definition
+        ));
+        assert!(!stale_temp_file(
+            &format!(".pl-dnc.3.snap.tmp-{gone}"),
+            definition
+        ));
+        assert!(!stale_temp_file("us-dnc.3.snap", definition));
+    }
 }
