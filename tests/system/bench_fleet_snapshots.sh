@@ -184,6 +184,8 @@ for target in a single; do
     printf '%s\n' "${times[@]}" | sort -n | awk -v l="$label" '{v[NR]=$1} END {printf "%s: median %.1f s, max %.1f s\n", l, v[int((NR+1)/2)], v[NR]}'
 done
 for h in a b c; do
+    refused=$(grep -c 'snapshot version refused' "$work/$h/suppressd.log" || true)
+    echo "host $h: versions refused $refused$( ((refused == 0)) || grep -m1 'snapshot version refused' "$work/$h/suppressd.log" | sed -E 's/.*error=/: /')"
     purges=$(curl -s "http://127.0.0.1:$((port[$h] + 2))/metrics" | awk '$1 == "suppressd_fleet_purges_total" {print $2}')
     echo "purges made by $h (as the lease holder): ${purges:-0}"
 done
