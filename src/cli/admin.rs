@@ -214,7 +214,12 @@ pub fn run(args: AdminArgs) -> CliResult<()> {
                 "receipt_id": r.receipt_id, "request_id": r.request_id, "tenant": r.tenant, "state": state,
                 "requested_at_unix_ms": r.requested_at_unix_ms, "in_force_at_unix_ms": r.in_force_at_unix_ms,
                 "completed_at_unix_ms": r.completed_at_unix_ms, "removed_from": r.removed_from, "added_to": r.added_to,
-                "retained_in": r.retained_in,
+                "retained_in": r.retained_in, "stream_sequence": r.stream_sequence,
+                "fleet": r.fleet.map(|f| serde_json::json!({
+                    "stream_first_sequence": f.stream_first_sequence, "pending": f.pending,
+                    "hosts": f.hosts.iter().map(|h| serde_json::json!({"host_id": h.host_id, "applied": h.applied_sequence, "clean_through": h.clean_through, "versions": h.versions})).collect::<Vec<_>>(),
+                    "heads": f.heads.iter().map(|h| serde_json::json!({"set": h.set, "version": h.version, "through_seq": h.through_seq})).collect::<Vec<_>>(),
+                })),
             })
         };
         match args.command {

@@ -3,7 +3,9 @@
 //! `fleet publish --config C --set NAME FILE` validates FILE with the engine as set NAME of
 //! config C, uploads it and moves the set's head (compare-and-set): every daemon of the fleet
 //! then fetches, verifies and serves it. `fleet heads` prints each set's head and the
-//! compaction lease holder. Reads the fleet keys and NATS credentials the config names; never
+//! compaction lease holder. `fleet status` prints the whole fleet as NATS holds it: the
+//! stream's sequences and last purge, the lease holder, every live host (heartbeat, applied
+//! sequence, lag, versions served, clean-through and pending erasures) and the heads. Reads the fleet keys and NATS credentials the config names; never
 //! prints a number.
 
 use super::{CliError, CliResult, thousands};
@@ -26,6 +28,8 @@ pub enum FleetCommand {
     Publish(PublishArgs),
     /// Show each set's head (the version the fleet serves) and the compaction lease holder
     Heads(HeadsArgs),
+    /// Show the fleet: stream, last purge, lease holder, live hosts, heads, pending erasures
+    Status(HeadsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +63,7 @@ pub fn run(args: FleetArgs) -> CliResult<()> {
     match args.command {
         FleetCommand::Publish(args) => runtime.block_on(publish(args)),
         FleetCommand::Heads(args) => runtime.block_on(heads(args)),
+        FleetCommand::Status(args) => runtime.block_on(status(args)),
     }
 }
 
@@ -155,5 +160,104 @@ async fn heads(args: HeadsArgs) -> CliResult<()> {
         Some(holder) => outln!("compaction lease: {}", holder.host),
         None => outln!("compaction lease: free"),
     }
+    Ok(())
+}
+
+fn ago(now_ms: i64, at_ms: i64) -> String {
+    format!("{:.1} s ago", (now_ms - at_ms).max(0) as f64 / 1000.0)
+}
+
+async fn status(args: HeadsArgs) -> CliResult<()> {
+    let (_, fleet) = connect(&args.config).await?;
+    let view = fleet.view().await.map_err(CliError::runtime)?;
+    let now = crate::server::state::now_ms();
+    let settings = &fleet.settings;
+    outln!(
+        "fleet {}: stream {} holds sequences {}..{} ({} messages)",
+        settings.name,
+        settings.stream,
+        view.first_seq,
+        view.last_seq,
+        (view.last_seq + 1).saturating_sub(view.first_seq)
+    );
+    match &view.purge {
+        Some(purge) => outln!(
+            "last purge: through sequence {} by {}, {}",
+            purge.through_seq,
+            purge.by,
+            ago(now, purge.at_ms)
+        ),
+        None => outln!("last purge: never"),
+    }
+    match fleet.lease_holder().await.map_err(CliError::runtime)? {
+        Some(holder) => outln!(
+            "compaction lease: {} (since {})",
+            holder.host,
+            ago(now, holder.since_ms)
+        ),
+        None => outln!("compaction lease: free"),
+    }
+    let mut hosts = view.hosts.clone();
+    hosts.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+    outln!("hosts ({} live):", hosts.len());
+    for host in &hosts {
+        let versions: Vec<String> = host
+            .versions
+            .iter()
+            .map(|(set, version)| format!("{set}@{version}"))
+            .collect();
+        outln!(
+            "  {}  heartbeat {}  applied {}  lag {} msgs / {:.1} s  clean through {}  erasures pending {}  serves {}",
+            host.host_id,
+            ago(now, host.heartbeat_unix_ms),
+            host.applied,
+            host.lag_messages,
+            host.lag_seconds,
+            host.clean_through,
+            host.erasures_pending,
+            versions.join(" ")
+        );
+    }
+    outln!("heads:");
+    for head in view.heads.values() {
+        let behind: Vec<&str> = hosts
+            .iter()
+            .filter(|h| h.versions.get(&head.set).is_none_or(|&v| v < head.version))
+            .map(|h| h.host_id.as_str())
+            .collect();
+        outln!(
+            "  {}: version {}, through stream sequence {}, by {}, {}{}",
+            head.set,
+            head.version,
+            head.through_seq,
+            head.published_by,
+            ago(now, head.published_at_ms),
+            if behind.is_empty() {
+                String::new()
+            } else {
+                format!(" (not yet served by {})", behind.join(", "))
+            }
+        );
+    }
+    let older: std::collections::BTreeSet<String> = view
+        .parts
+        .iter()
+        .filter(|p| {
+            view.heads
+                .get(&p.set)
+                .is_some_and(|h| p.version < h.version)
+        })
+        .map(|p| format!("{}@{}", p.set, p.version))
+        .collect();
+    outln!(
+        "older object versions kept: {}",
+        if older.is_empty() {
+            "none".to_owned()
+        } else {
+            older.into_iter().collect::<Vec<_>>().join(" ")
+        }
+    );
+    let pending = hosts.iter().map(|h| h.erasures_pending).max().unwrap_or(0);
+    outln!("erasures pending fleet-wide: {pending}");
     Ok(())
 }

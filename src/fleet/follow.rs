@@ -55,6 +55,19 @@ pub trait Sink: Send + Sync + 'static {
 
     /// The snapshot version in force per set id (for the host register).
     fn versions(&self) -> std::collections::BTreeMap<String, u64>;
+
+    /// Every set id this host serves.
+    fn set_ids(&self) -> Vec<String>;
+
+    /// Every erasure through this stream sequence has left no trace in this host's files.
+    fn clean_through(&self) -> u64;
+
+    /// Erasures known here that are not COMPLETE fleet-wide (as of the last round).
+    fn erasures_pending(&self) -> u64;
+
+    /// The stream was purged past this host, and the heads in force here carry every
+    /// message through `seq`: count it as applied, durably. Blocking.
+    fn skipped_through(&self, seq: u64) -> Result<(), String>;
 }
 
 /// A batch in force and queued into the journal, waiting for its fsync to be acked.
@@ -115,6 +128,8 @@ fn host_record(fleet: &Fleet, sink: &Arc<dyn Sink>) -> super::hosts::HostRecord 
         versions: sink.versions(),
         heartbeat_unix_ms: now_ms(),
         build: env!("CARGO_PKG_VERSION").into(),
+        clean_through: sink.clean_through(),
+        erasures_pending: sink.erasures_pending(),
     }
 }
 
@@ -152,13 +167,25 @@ async fn follow(
     crate::metrics::fleet_metrics()
         .fleet_stream_replaced
         .set(0.0);
-    if state.first_sequence > applied + 1 && applied > 0 {
-        tracing::error!(
+    if state.first_sequence > applied + 1 {
+        // Purged past this host (down during a purge, or new): what it cannot replay, the
+        // heads carry (the lease holder purges only through what they carry). Fail closed
+        // until every head is in force here, then follow from the stream's first message.
+        fleet.status.set_refusing(true);
+        heads_in_force(fleet, sink).await?;
+        let through = state.first_sequence - 1;
+        let skipping = sink.clone();
+        tokio::task::spawn_blocking(move || skipping.skipped_through(through))
+            .await
+            .map_err(|e| format!("skipping the purged sequences: {e}"))??;
+        fleet.status.advance(through);
+        tracing::warn!(
             applied,
             first = state.first_sequence,
-            "fleet: the stream no longer holds every sequence after this host's journal (purged or expired); mutations in between cannot be replayed here"
+            "fleet: the stream was purged past this host; it serves the fleet's heads, which carry what it missed, and follows from the stream's first message"
         );
     }
+    let applied = fleet.status.applied();
     // The next sequence this host must apply: nothing before the stream's first is delivered.
     let mut expected = (applied + 1).max(state.first_sequence);
     // One daemon per host id: claimed (or renewed) before the consumer named after it is
@@ -316,6 +343,25 @@ async fn follow(
         failed = failed || settle(fleet, &batch, applied).await.is_err();
     }
     result
+}
+
+/// Every head of a set this host serves is in force here; an error names the first that is
+/// not (the heads follower fetches it meanwhile; the follower retries).
+async fn heads_in_force(fleet: &Fleet, sink: &Arc<dyn Sink>) -> Result<(), String> {
+    let buckets = fleet.snapshot_buckets().await?;
+    let served = sink.versions();
+    for set in sink.set_ids() {
+        if let Some((head, _)) = super::heads::read_head(&buckets.heads, &set).await?
+            && served.get(&set).is_none_or(|&v| v < head.version)
+        {
+            return Err(format!(
+                "the stream was purged past this host: waiting for set {set} version {} from the object store before following (serving {:?})",
+                head.version,
+                served.get(&set)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Is this the stream this host applied? Its creation time, recorded in `fleet.stream` when

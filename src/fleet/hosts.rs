@@ -50,6 +50,21 @@ pub struct HostRecord {
     pub heartbeat_unix_ms: i64,
     /// The daemon's build (`CARGO_PKG_VERSION`).
     pub build: String,
+    /// Every erasure at or below this stream sequence has left no trace in this host's
+    /// files (journal segments dropped, older versions deleted, the rest looked up). Added
+    /// within format 1: a record without it reads as 0 (proves nothing).
+    #[serde(default)]
+    pub clean_through: u64,
+    /// Erasures this host knows of that are not COMPLETE fleet-wide, as of its last round.
+    #[serde(default)]
+    pub erasures_pending: u64,
+}
+
+impl HostRecord {
+    /// Whether the entry was renewed within [`CLAIM_TTL`] of `now_ms` (a live host).
+    pub fn live(&self, now_ms: i64) -> bool {
+        now_ms - self.heartbeat_unix_ms < CLAIM_TTL.as_millis() as i64
+    }
 }
 
 /// This data directory's instance id, made (random) and kept on first use.
@@ -232,6 +247,8 @@ mod tests {
             "\"versions\":{\"acme/internal\":3}",
             "\"heartbeat_unix_ms\"",
             "\"build\"",
+            "\"clean_through\"",
+            "\"erasures_pending\"",
         ] {
             assert!(text.contains(field), "{field} in {text}");
         }

@@ -17,11 +17,14 @@
 //!   each host reports of itself.
 //! - [`heads`], [`objects`], [`snapshots`]: snapshot versions through the object store, the
 //!   heads every host follows; [`lease`]: one compactor at a time.
+//! - [`erasure`]: the fleet-wide proof of an erasure's COMPLETE, and the lease holder's
+//!   purge of the stream and of older object versions.
 //!
 //! Server-side (tokio allowed); imports config, store and engine, never `server`, `cli` or
 //! proto: the mutation service plugs in through [`follow::Sink`].
 
 pub mod applied;
+pub mod erasure;
 pub mod follow;
 pub mod heads;
 pub mod hosts;

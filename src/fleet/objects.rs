@@ -22,6 +22,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 pub const PART_BYTES: u64 = 64 << 20;
 /// Parts uploaded at once.
 const PARALLEL_PARTS: usize = 4;
+/// An object a head names but a server does not have yet is waited for this long after the
+/// head moved before the version is refused.
+const NOT_FOUND_GRACE_MS: i64 = 30_000;
 
 /// What an upload stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,7 +182,14 @@ async fn download_into(store: &ObjectStore, head: &Head, dest: &Path) -> Result<
         let expected = head.size.saturating_sub(offset).min(head.part_bytes.max(1));
         let mut object = store.get(&name).await.map_err(|e| {
             use async_nats::jetstream::object_store::GetErrorKind;
+            // Replicas answer object reads directly (R3): one that has not caught up with a
+            // head moved a moment ago says "not found"; only an object missing for longer is
+            // refused (a refused version is not fetched again for a minute).
+            let young = super::now_ms() - head.published_at_ms < NOT_FOUND_GRACE_MS;
             match e.kind() {
+                GetErrorKind::NotFound if young => {
+                    FetchError::Unreachable(format!("object {name}: {e} (retrying)"))
+                }
                 GetErrorKind::NotFound | GetErrorKind::BucketLink | GetErrorKind::InvalidName => {
                     FetchError::Bad(format!("object {name}: {e}"))
                 }

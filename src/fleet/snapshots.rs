@@ -162,6 +162,16 @@ pub async fn publish(
                 head.version
             )));
         }
+        // A tenant set's versions carry the fleet's own mutations (opt-outs, consents,
+        // erasures), which the stream may no longer hold once purged: a file made elsewhere
+        // would drop them. Only compaction (which states its through_seq) replaces such a head.
+        if publication.through_seq.is_none() && definition.tenant.is_some() && head.through_seq > 0
+        {
+            return Err(PublishError::Refused(format!(
+                "set {set}: its head (version {}) carries the fleet's mutations through stream sequence {}; a file published by hand would drop them (the stream may no longer hold them): change a tenant's set through admin mutations",
+                head.version, head.through_seq
+            )));
+        }
         if let Some(base) = publication.base_version
             && head.version != base
         {
@@ -330,7 +340,10 @@ impl Follower {
             let entry = next
                 .ok_or("the heads watch ended")?
                 .map_err(|e| format!("watch heads: {e}"))?;
-            if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            // Keys starting with `_` are the fleet's records, not sets (`erasure::PURGE_KEY`).
+            if entry.operation != async_nats::jetstream::kv::Operation::Put
+                || entry.key.starts_with('_')
+            {
                 continue;
             }
             match Head::decode(&entry.key, &entry.value) {
@@ -390,7 +403,9 @@ impl Follower {
         let file_name = definition.file_name(head.version);
         let path = dir.join(&file_name);
         if !already_there(&path, head).await {
-            let temporary = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+            // Not `.tmp-`: compaction deletes this process's `.tmp-` files as leftovers, and
+            // this download runs beside it (`compaction::stale_temp_file`).
+            let temporary = dir.join(format!(".{file_name}.fetch-{}", std::process::id()));
             let started = Instant::now();
             objects::download(&buckets.objects, head, &temporary).await?;
             let (checked, check_head) = (temporary.clone(), head.clone());

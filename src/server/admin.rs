@@ -70,6 +70,8 @@ fn receipt_proto(receipt: &Receipt, policy: &crate::policy::Policy) -> ErasureRe
         completed_at_unix_ms: receipt.completed_at_ms,
         removed_from: receipt.removed_from.clone(),
         added_to: receipt.added_to.clone(),
+        stream_sequence: receipt.stream_seq,
+        fleet: None,
         retained_in: policy
             .erasure_plan(&receipt.tenant)
             .retained_in
@@ -284,13 +286,61 @@ impl Admin for AdminService {
     ) -> Result<Response<ErasureReceipt>, Status> {
         let wanted = &request.get_ref().tenant;
         let caller_tenant = self.caller_tenant(&request, wanted)?.to_owned();
+        let id = &request.get_ref().receipt_id;
+        let mut receipt = self.mutator.receipt(id);
+        if receipt.is_none()
+            && let Some(fleet) = self.mutator.fleet()
+        {
+            // An erasure purged from the stream before this host joined: the fleet kept it.
+            let kept = fleet
+                .kept_receipt(id)
+                .await
+                .map_err(ServiceError::Unavailable)?;
+            receipt = kept.and_then(|json| serde_json::from_slice::<Receipt>(&json).ok());
+        }
         // Another tenant's receipt answers exactly like a missing one, so ids cannot be probed.
-        let receipt = self
-            .mutator
-            .receipt(&request.get_ref().receipt_id)
+        let receipt = receipt
             .filter(|r| caller_tenant.is_empty() || r.tenant == caller_tenant)
             .ok_or_else(|| ServiceError::NotFound("no erasure with that receipt id".into()))?;
-        Ok(Response::new(receipt_proto(&receipt, &self.state.policy)))
+        let mut answer = receipt_proto(&receipt, &self.state.policy);
+        // Fleet mode: COMPLETE is the fleet's, read from NATS, never this host's alone (an
+        // erasure taken before the host joined a fleet keeps its single-host proof).
+        if let Some(fleet) = self.mutator.fleet().filter(|_| receipt.stream_seq > 0) {
+            let view = fleet.view().await.map_err(|e| {
+                ServiceError::Unavailable(format!("cannot prove the erasure now: {e}"))
+            })?;
+            let erasure = crate::fleet::erasure::Erasure {
+                stream_seq: receipt.stream_seq,
+                sets: receipt.removed_from.clone(),
+            };
+            let proof = crate::fleet::erasure::prove(&view, &erasure);
+            answer.state = if proof.is_ok() {
+                ErasureState::Complete
+            } else {
+                ErasureState::Pending
+            } as i32;
+            // When this host finished its own part (0 until then, and while the fleet's is
+            // not done).
+            if proof.is_err() {
+                answer.completed_at_unix_ms = 0;
+            }
+            answer.fleet = Some(proto::admin::ErasureProof {
+                stream_first_sequence: view.first_seq,
+                hosts: view.hosts.into_iter().map(fleet_host_proto).collect(),
+                heads: receipt
+                    .removed_from
+                    .iter()
+                    .filter_map(|set| view.heads.get(set))
+                    .map(|head| proto::admin::FleetHead {
+                        set: head.set.clone(),
+                        version: head.version,
+                        through_seq: head.through_seq,
+                    })
+                    .collect(),
+                pending: proof.err().unwrap_or_default(),
+            });
+        }
+        Ok(Response::new(answer))
     }
 
     async fn apply_changes(
@@ -415,20 +465,23 @@ async fn fleet_status(fleet: &crate::fleet::Fleet) -> proto::admin::FleetStatus 
         lag_messages: status.lag_messages(),
         lag_seconds: status.lag_seconds(),
         instance: fleet.instance.clone(),
-        hosts: hosts
-            .into_iter()
-            .map(|host| proto::admin::FleetHost {
-                host_id: host.host_id,
-                instance: host.instance,
-                applied_sequence: host.applied,
-                stream_last_sequence: host.stream_last,
-                lag_messages: host.lag_messages,
-                lag_seconds: host.lag_seconds,
-                heartbeat_unix_ms: host.heartbeat_unix_ms,
-                build: host.build,
-                versions: host.versions.into_iter().collect(),
-            })
-            .collect(),
+        hosts: hosts.into_iter().map(fleet_host_proto).collect(),
         hosts_error,
+    }
+}
+
+fn fleet_host_proto(host: crate::fleet::hosts::HostRecord) -> proto::admin::FleetHost {
+    proto::admin::FleetHost {
+        host_id: host.host_id,
+        instance: host.instance,
+        applied_sequence: host.applied,
+        stream_last_sequence: host.stream_last,
+        lag_messages: host.lag_messages,
+        lag_seconds: host.lag_seconds,
+        heartbeat_unix_ms: host.heartbeat_unix_ms,
+        build: host.build,
+        versions: host.versions.into_iter().collect(),
+        clean_through: host.clean_through,
+        erasures_pending: host.erasures_pending,
     }
 }

@@ -712,10 +712,38 @@ async fn compactor(
     mutator: Arc<mutations::Mutator>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    // Fleet mode: the erasure round (fold, and the lease holder's purge) runs every
+    // FLEET_BUSY while erasures are pending fleet-wide, else every FLEET_IDLE.
+    const FLEET_BUSY: Duration = Duration::from_secs(2);
+    const FLEET_IDLE: Duration = Duration::from_secs(10);
+    let mut next_round = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.changed() => return,
+        }
+        if mutator.fleet().is_some() && tokio::time::Instant::now() >= next_round {
+            let (state, mutator) = (state.clone(), mutator.clone());
+            let busy = mutator.pending_erasures() > 0;
+            let round =
+                tokio::task::spawn_blocking(move || mutator.fleet_erasure_round(&state)).await;
+            let pending = match round {
+                Ok(Ok(round)) => round.pending > 0,
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "fleet: erasure round failed; trying again");
+                    true
+                }
+                Err(error) => {
+                    tracing::error!(%error, "fleet: erasure round task failed");
+                    true
+                }
+            };
+            next_round = tokio::time::Instant::now()
+                + if pending || busy {
+                    FLEET_BUSY
+                } else {
+                    FLEET_IDLE
+                };
         }
         if !mutator.should_compact(&state) {
             continue;

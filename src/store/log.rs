@@ -329,6 +329,12 @@ impl Log {
         result
     }
 
+    /// The first sequence number of the oldest segment on disk: every record below it is
+    /// gone (None: no segment).
+    pub fn first_seq(&self) -> Result<Option<u64>, LogError> {
+        Ok(segments(&self.shared.dir)?.first().map(|(first, _)| *first))
+    }
+
     /// Deletes every segment whose records all have sequence numbers ≤ `through` (never the
     /// segment being written). Returns how many were deleted.
     pub fn drop_through(&self, through: u64) -> Result<usize, LogError> {

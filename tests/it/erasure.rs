@@ -50,7 +50,7 @@ async fn admin_of(daemon: &TestDaemon) -> AdminClient<Channel> {
         .unwrap()
 }
 
-fn every_file(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn every_file(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
         let path = entry.path();
@@ -67,7 +67,7 @@ fn every_file(dir: &Path) -> Vec<PathBuf> {
 /// looked up through the engine, since the exact table's encoding hides it from a byte scan),
 /// snapshot-named files that cannot be decoded at all, and any file holding it as decimal text
 /// or as a little- or big-endian 64-bit integer.
-fn traces(root: &Path, number: u64) -> Vec<String> {
+pub(crate) fn traces(root: &Path, number: u64) -> Vec<String> {
     let key = SecretKey::parse(KEY_TEXT).unwrap();
     let needles = [
         number.to_string().into_bytes(),
@@ -130,7 +130,7 @@ fn suppress(tenant: &str, request_id: &str, numbers: &[u64]) -> SuppressRequest 
     }
 }
 
-fn erase(tenant: &str, request_id: &str, number: u64) -> EraseRequest {
+pub(crate) fn erase(tenant: &str, request_id: &str, number: u64) -> EraseRequest {
     EraseRequest {
         tenant: tenant.into(),
         number: e164(number),
@@ -186,7 +186,11 @@ async fn an_erased_number_leaves_no_decodable_trace_and_blocks_in_every_campaign
     let data = daemon.data_dir();
     // Leftovers that hold the number too: a temporary file of a crashed write (its process is
     // gone) and a file the loader moved aside.
-    for leftover in [".acme-dnc.7.snap.tmp-4194300", "acme-dnc.9.snap.refused"] {
+    for leftover in [
+        ".acme-dnc.7.snap.tmp-4194300",
+        ".acme-dnc.8.snap.fetch-4194301",
+        "acme-dnc.9.snap.refused",
+    ] {
         std::fs::copy(data.join("acme-dnc.1.snap"), data.join(leftover)).unwrap();
     }
     let (mut admin, mut client) = (admin_of(&daemon).await, daemon.client().await);

@@ -243,25 +243,14 @@ async fn a_published_registry_version_is_served_by_every_host_with_no_failed_che
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_truncated_and_mismatched_objects_are_refused_everywhere() {
-    let Some(nats) = Nats::single().await else {
-        return;
-    };
-    let hosts = [host(&nats, "a", "").await, host(&nats, "b", "").await];
-    let tool = Tool::new(&nats, "operator", "").await;
-    let files = tempfile::tempdir().unwrap();
-    let dnc = tool.definition("us-dnc");
-    let move_to = |head: Head| {
-        let tool = &tool;
-        async move {
-            let expected = tool.head("us-dnc").await.map(|(_, r)| r);
-            heads::move_head(&tool.buckets.heads, &head, expected)
-                .await
-                .unwrap();
-        }
-    };
-    let head_of = |version: u64, uploaded: &objects::Uploaded| Head {
+/// Uploads `file` as version `version` of us-dnc and moves the head to it, as `tamper` leaves
+/// the head (a digest or size that lies, or nothing: bad bytes behind a true digest). Every
+/// refusal case is made here.
+async fn bad_head(tool: &Tool, version: u64, file: &Path, tamper: impl FnOnce(&mut Head)) {
+    let uploaded = objects::upload(&tool.buckets.objects, "us-dnc", version, file, 1 << 20)
+        .await
+        .unwrap();
+    let mut head = Head {
         format: heads::HEAD_FORMAT,
         set: "us-dnc".into(),
         version,
@@ -275,36 +264,45 @@ async fn corrupt_truncated_and_mismatched_objects_are_refused_everywhere() {
         published_by: "test".into(),
         published_at_ms: 0,
     };
-    // 1. A digest mismatch: valid bytes of version 2, a head promising other bytes.
-    let v2 = registry(files.path(), 2, &[REGISTRY, CLEAN]);
-    let uploaded = objects::upload(&tool.buckets.objects, "us-dnc", 2, &v2, 1 << 20)
+    tamper(&mut head);
+    let expected = tool.head("us-dnc").await.map(|(_, r)| r);
+    heads::move_head(&tool.buckets.heads, &head, expected)
         .await
         .unwrap();
-    let mut head = head_of(2, &uploaded);
-    head.digest = format!("sha256:{}", "00".repeat(32));
-    move_to(head).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_truncated_and_mismatched_objects_are_refused_everywhere() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let hosts = [host(&nats, "a", "").await, host(&nats, "b", "").await];
+    let tool = Tool::new(&nats, "operator", "").await;
+    let files = tempfile::tempdir().unwrap();
+    let dnc = tool.definition("us-dnc");
+    // 1. A digest mismatch: valid bytes of version 2, a head promising other bytes.
+    let v2 = registry(files.path(), 2, &[REGISTRY, CLEAN]);
+    bad_head(&tool, 2, &v2, |head| {
+        head.digest = format!("sha256:{}", "00".repeat(32));
+    })
+    .await;
     // 2. A truncated object: half of version 3 stored, the head promising all of it.
     let v3 = registry(files.path(), 3, &[REGISTRY, CLEAN]);
     let bytes = std::fs::read(&v3).unwrap();
     let half = files.path().join("half");
     std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
-    let stored = objects::upload(&tool.buckets.objects, "us-dnc", 3, &half, 1 << 20)
-        .await
-        .unwrap();
     let (digest, size) = objects::digest_file(&v3).unwrap();
-    let mut head = head_of(3, &stored);
-    (head.digest, head.size) = (digest, size);
-    move_to(head).await;
+    bad_head(&tool, 3, &half, |head| {
+        (head.digest, head.size) = (digest, size)
+    })
+    .await;
     // 3. A corrupt snapshot whose digest matches: the engine's validation refuses it.
     let v4 = registry(files.path(), 4, &[REGISTRY, CLEAN]);
     let mut bytes = std::fs::read(&v4).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&v4, &bytes).unwrap();
-    let uploaded = objects::upload(&tool.buckets.objects, "us-dnc", 4, &v4, 1 << 20)
-        .await
-        .unwrap();
-    move_to(head_of(4, &uploaded)).await;
+    bad_head(&tool, 4, &v4, |_| {}).await;
     // 4. The right bytes of another set's file under this set's head.
     let other = files.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
@@ -317,16 +315,7 @@ async fn corrupt_truncated_and_mismatched_objects_are_refused_everywhere() {
         None,
         false,
     );
-    let uploaded = objects::upload(
-        &tool.buckets.objects,
-        "us-dnc",
-        5,
-        &other.join("acme-dnc.5.snap"),
-        1 << 20,
-    )
-    .await
-    .unwrap();
-    move_to(head_of(5, &uploaded)).await;
+    bad_head(&tool, 5, &other.join("acme-dnc.5.snap"), |_| {}).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // Then a good version 6: served, so every bad head before it was seen and refused.
     let v6 = registry(files.path(), 6, &[REGISTRY, CLEAN]);
@@ -344,7 +333,7 @@ async fn corrupt_truncated_and_mismatched_objects_are_refused_everywhere() {
             .unwrap()
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains(".tmp-"))
+            .filter(|n| n.contains(".tmp-") || n.contains(".fetch-"))
             .collect();
         assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     }
@@ -362,26 +351,10 @@ async fn bad_objects_leave_the_version_in_force_serving() {
     let tool = Tool::new(&nats, "operator", "").await;
     let files = tempfile::tempdir().unwrap();
     let v2 = registry(files.path(), 2, &[REGISTRY, CLEAN]);
-    let uploaded = objects::upload(&tool.buckets.objects, "us-dnc", 2, &v2, 1 << 20)
-        .await
-        .unwrap();
-    let head = Head {
-        format: heads::HEAD_FORMAT,
-        set: "us-dnc".into(),
-        version: 2,
-        object: uploaded.object.clone(),
-        parts: uploaded.parts,
-        part_bytes: uploaded.part_bytes,
-        size: uploaded.size,
-        digest: format!("sha256:{}", "11".repeat(32)),
-        key_scheme: "plain".into(),
-        through_seq: 0,
-        published_by: "test".into(),
-        published_at_ms: 0,
-    };
-    heads::move_head(&tool.buckets.heads, &head, None)
-        .await
-        .unwrap();
+    bad_head(&tool, 2, &v2, |head| {
+        head.digest = format!("sha256:{}", "11".repeat(32));
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(version_of(&a, "us-dnc"), Some(1));
     let mut client = a.client().await;

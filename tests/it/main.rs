@@ -10,6 +10,7 @@ mod disk;
 mod engine;
 mod erasure;
 mod fleet;
+mod fleet_erasure;
 mod fleet_snapshots;
 mod hostile;
 mod http;

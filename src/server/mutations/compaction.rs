@@ -48,7 +48,7 @@ impl Mutator {
             None => None,
         };
         let started = Instant::now();
-        let result = self.compact_inner(state, lease.as_ref());
+        let result = self.compact_inner(state, lease.as_ref(), None);
         let metrics = crate::metrics::metrics();
         metrics
             .compaction_duration
@@ -66,17 +66,22 @@ impl Mutator {
         result
     }
 
-    fn compact_inner(
+    /// `fold_through` (fleet mode, any host): no version is built; the journal is dropped
+    /// through that journal sequence, whose records the fleet's versions in force here
+    /// already carry (`fleet_erasure`), and erasures through it complete here.
+    pub(super) fn compact_inner(
         &self,
         state: &State,
         lease: Option<&(HeldLease, FleetCompaction)>,
+        fold_through: Option<u64>,
     ) -> Result<CompactionReport, String> {
         if let Some((_, fleet)) = lease {
             fleet.wait_for_heads(state)?;
         }
         // Completions (overlay updates) run on the writer thread before it rotates, so every
         // record through `through` is in the overlays once this returns.
-        let through = self.journal.rotate_blocking().map_err(|e| e.to_string())?;
+        let rotated = self.journal.rotate_blocking().map_err(|e| e.to_string())?;
+        let through = fold_through.map_or(rotated, |t| t.min(rotated));
         // Fleet mode: the last stream sequence the new versions carry.
         let through_seq = self.stream_through_journal(through);
         let mut report = CompactionReport {
@@ -89,6 +94,14 @@ impl Mutator {
             let entries = overlay.entries_through(through);
             if entries.is_empty() {
                 continue;
+            }
+            if fold_through.is_some() {
+                // The heads follower has not forgotten them yet: next time.
+                return Err(format!(
+                    "{}: set {} still holds overlay entries the fleet's version carries",
+                    super::fleet_snapshots::WAITING_FOR_HEAD,
+                    state.policy.sets[id].id
+                ));
             }
             let definition = &state.policy.sets[id];
             let base = current.slots[id].clone();
@@ -180,7 +193,13 @@ impl Mutator {
         self.journal
             .drop_through(through)
             .map_err(|e: LogError| e.to_string())?;
-        self.prune_marks(through);
+        // Records below the first segment left are gone from this host's disk.
+        let gone_through = self
+            .journal
+            .first_seq()
+            .map_err(|e: LogError| e.to_string())?
+            .map_or(rotated, |first| first.saturating_sub(1));
+        self.prune_marks(gone_through);
         let completed_at = now_ms();
         let mut completed = Vec::new();
         {
@@ -197,6 +216,10 @@ impl Mutator {
                     completed.push(stored.clone());
                 }
             }
+        }
+        if self.fleet.get().is_some() {
+            // Fleet mode: what this host reports as free of erased numbers (`fleet::hosts`).
+            self.refresh_clean_through()?;
         }
         let items: Vec<Item> = completed.iter().map(Item::Receipt).collect();
         self.recorder.ledger.append_blocking(&items)?;
@@ -335,24 +358,33 @@ fn set_files(dir: &Path, definition: &SetDefinition) -> Vec<PathBuf> {
 
 /// Whether `name` is a temporary file [`snapshot::SnapshotImage::write_atomic`] leaves behind
 /// (`.<file>.tmp-<pid>`) for a file of `definition`, written by a process no longer running
-/// (or by this one, which writes none while compacting).
+/// (or by this one, which writes none while compacting), or a fleet download
+/// (`.<file>.fetch-<pid>`, `fleet::snapshots`) of a process no longer running (never this
+/// one's: the heads follower may be writing it right now).
 fn stale_temp_file(name: &str, definition: &SetDefinition) -> bool {
-    let Some((file, pid)) = name
-        .strip_prefix('.')
-        .and_then(|rest| rest.rsplit_once(".tmp-"))
-    else {
+    let Some(rest) = name.strip_prefix('.') else {
         return false;
+    };
+    let (file, pid, ours_too) = match (rest.rsplit_once(".tmp-"), rest.rsplit_once(".fetch-")) {
+        (Some((file, pid)), _) => (file, pid, true),
+        (None, Some((file, pid))) => (file, pid, false),
+        (None, None) => return false,
     };
     let Ok(pid) = pid.parse::<u32>() else {
         return false;
     };
+    let ours = pid == std::process::id();
     definition.pattern.matches(file)
-        && (pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists())
+        && ((ours && ours_too) || (!ours && !Path::new(&format!("/proc/{pid}")).exists()))
 }
 
 /// Deletes every file of `definition` whose header version is below `keep`, its stale
 /// temporary files and files the loader moved aside; fsyncs the directory. Returns how many were deleted.
-fn delete_older_versions(dir: &Path, definition: &SetDefinition, keep: u64) -> Result<u32, String> {
+pub(super) fn delete_older_versions(
+    dir: &Path,
+    definition: &SetDefinition,
+    keep: u64,
+) -> Result<u32, String> {
     let mut deleted = 0;
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for entry in entries.filter_map(Result::ok) {
@@ -419,4 +451,45 @@ pub fn create_initial_empty(state: &State) -> Result<(), String> {
         tracing::info!(set = %definition.id, "created an empty initial version");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_are_stale_but_a_download_in_progress_is_not() {
+        let config = crate::config::Config::parse(
+            "[server]\ngrpc_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n[sets.us-dnc]\nkind = \"block\"\nreason = \"national_registry\"\nfiles = \"us-dnc.*.snap\"\n",
+            "t.toml",
+            Path::new("/tmp"),
+        )
+        .unwrap();
+        let policy = crate::policy::Policy::compile(&config);
+        let definition = &policy.sets[0];
+        let ours = std::process::id();
+        let gone = 4_194_300; // above any pid_max this runs with
+        assert!(stale_temp_file(
+            &format!(".us-dnc.3.snap.tmp-{ours}"),
+            definition
+        ));
+        assert!(stale_temp_file(
+            &format!(".us-dnc.3.snap.tmp-{gone}"),
+            definition
+        ));
+        assert!(stale_temp_file(
+            &format!(".us-dnc.3.snap.fetch-{gone}"),
+            definition
+        ));
+        // The heads follower of this process may be writing it now.
+        assert!(!stale_temp_file(
+            &format!(".us-dnc.3.snap.fetch-{ours}"),
+            definition
+        ));
+        assert!(!stale_temp_file(
+            &format!(".pl-dnc.3.snap.tmp-{gone}"),
+            definition
+        ));
+        assert!(!stale_temp_file("us-dnc.3.snap", definition));
+    }
 }

@@ -31,6 +31,8 @@ const LEGACY_REQUEST: u8 = 1;
 const RECEIPT: u8 = 2;
 /// A request record with its tenant and the digest of what it asked.
 const REQUEST: u8 = 3;
+/// A receipt of a fleet erasure: a receipt record followed by its stream sequence.
+const FLEET_RECEIPT: u8 = 4;
 /// A segment holds at most this many records before the next compaction rotates it.
 pub const ROTATE_RECORDS: u64 = 1 << 20;
 const ROTATE_MS: i64 = 86_400_000;
@@ -273,7 +275,11 @@ fn encode(item: &Item) -> Vec<u8> {
             put_text(&mut out, &record.receipt_id);
         }
         Item::Receipt(receipt) => {
-            out.push(RECEIPT);
+            out.push(if receipt.stream_seq == 0 {
+                RECEIPT
+            } else {
+                FLEET_RECEIPT
+            });
             put_text(&mut out, &receipt.receipt_id);
             put_text(&mut out, &receipt.request_id);
             put_text(&mut out, &receipt.tenant);
@@ -287,6 +293,9 @@ fn encode(item: &Item) -> Vec<u8> {
             }
             put_texts(&mut out, &receipt.removed_from);
             put_texts(&mut out, &receipt.added_to);
+            if receipt.stream_seq != 0 {
+                out.extend_from_slice(&receipt.stream_seq.to_le_bytes());
+            }
         }
     }
     out
@@ -344,7 +353,8 @@ fn decode(bytes: &[u8]) -> Result<Owned, String> {
         crate::store::MutationKind::from_name(name)
             .map_or("unknown", crate::store::MutationKind::name)
     };
-    let item = match reader.array::<1>()?[0] {
+    let tag = reader.array::<1>()?[0];
+    let item = match tag {
         LEGACY_REQUEST => Owned::LegacyRequest(RequestRecord {
             request_id: reader.text()?,
             tenant: String::new(),
@@ -372,7 +382,7 @@ fn decode(bytes: &[u8]) -> Result<Owned, String> {
                 _ => return Err("unknown digest marker in request record".into()),
             },
         }),
-        RECEIPT => Owned::Receipt(Receipt {
+        RECEIPT | FLEET_RECEIPT => Owned::Receipt(Receipt {
             receipt_id: reader.text()?,
             request_id: reader.text()?,
             tenant: reader.text()?,
@@ -382,6 +392,11 @@ fn decode(bytes: &[u8]) -> Result<Owned, String> {
             completed_at_ms: reader.i64()?,
             removed_from: reader.texts()?,
             added_to: reader.texts()?,
+            stream_seq: if tag == FLEET_RECEIPT {
+                reader.u64()?
+            } else {
+                0
+            },
         }),
         tag => return Err(format!("unknown ledger record type {tag}")),
     };
@@ -488,6 +503,8 @@ mod tests {
             requested_at_ms: 1,
             in_force_at_ms: 2,
             completed_at_ms,
+            // Both record types: a fleet erasure's and a single host's.
+            stream_seq: if completed_at_ms > 0 { 42 } else { 0 },
             removed_from: vec!["acme/consent".into()],
             added_to: vec!["acme/erased".into()],
         }
@@ -496,6 +513,7 @@ mod tests {
     #[test]
     fn records_round_trip_and_every_truncation_is_refused() {
         let (r, e) = (request("a", 3, 99), receipt("er-1", 5));
+        let single = receipt("er-2", 0);
         let (old, mut undigested) = (legacy("b", 4, 98), request("c", 5, 97));
         undigested.digest = None;
         for item in [
@@ -503,6 +521,7 @@ mod tests {
             Item::Request(&undigested),
             Item::LegacyRequest(&old),
             Item::Receipt(&e),
+            Item::Receipt(&single),
         ] {
             let bytes = encode(&item);
             match (decode(&bytes).unwrap(), &item) {

@@ -26,6 +26,7 @@ pub mod attempts;
 pub mod audit;
 pub mod build;
 pub mod compaction;
+mod fleet_erasure;
 mod fleet_snapshots;
 pub mod ledger;
 mod observers;
@@ -131,6 +132,13 @@ struct Shared {
     /// Fleet mode: (journal sequence, stream sequence) of each record applied from the
     /// stream, in order, so a snapshot's `through_seq` maps to journal sequences (`fleet_snapshots`).
     stream_marks: Mutex<std::collections::VecDeque<(u64, u64)>>,
+    /// Fleet mode: every erasure through this stream sequence has left no trace in this
+    /// host's files (raised by compaction and the fleet fold; 0 until the first).
+    clean_through: AtomicU64,
+    /// Fleet mode: the journal sequence the last fold dropped through.
+    folded_through: AtomicU64,
+    /// Fleet mode: erasures known here not COMPLETE fleet-wide, as of the last round.
+    fleet_pending: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -304,6 +312,9 @@ impl Mutator {
             record_attempts: AtomicU64::new(0),
             durable_stream_seq: AtomicU64::new(stream_seq),
             stream_marks: Mutex::new(stream_marks),
+            clean_through: AtomicU64::new(0),
+            folded_through: AtomicU64::new(0),
+            fleet_pending: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
         let recorder = Arc::new(Recorder {

@@ -19,6 +19,10 @@ pub struct Receipt {
     pub completed_at_ms: i64,
     pub removed_from: Vec<String>,
     pub added_to: Vec<String>,
+    /// Fleet mode: the erasure's fleet stream sequence (0 on a single host), what the
+    /// fleet-wide proof of COMPLETE is about (`fleet::erasure`).
+    #[serde(default)]
+    pub stream_seq: u64,
 }
 
 /// The (set id, key) pairs an erasure removes: what must be gone from every file.
@@ -54,5 +58,6 @@ pub(super) fn receipt_of(mutation: &Mutation, seq: u64) -> Receipt {
         completed_at_ms: 0,
         removed_from,
         added_to,
+        stream_seq: mutation.stream_seq,
     }
 }

@@ -175,6 +175,28 @@ impl Sink for FleetSink {
             .collect()
     }
 
+    fn set_ids(&self) -> Vec<String> {
+        self.state
+            .policy
+            .sets
+            .iter()
+            .map(|d| d.id.clone())
+            .collect()
+    }
+
+    fn clean_through(&self) -> u64 {
+        self.mutator.clean_through()
+    }
+
+    fn erasures_pending(&self) -> u64 {
+        self.mutator.fleet_erasures_pending()
+    }
+
+    fn skipped_through(&self, seq: u64) -> Result<(), String> {
+        self.mutator
+            .skipped_through(&self.state.config.data_dir, seq)
+    }
+
     fn queue(&self, batch: Vec<Incoming>) -> tokio::sync::oneshot::Receiver<Applied> {
         let shared: &Arc<Shared> = &self.mutator.shared;
         let (answer, receiver) = tokio::sync::oneshot::channel();
