@@ -199,6 +199,10 @@ pub enum AttemptResult {
     Error = 4,
 }
 
+/// The `outcome` label of recorded outcomes, in the order of `rules::attempts::Outcome::ALL`
+/// (a test beside the caller holds the two lists equal; metrics may not import rules).
+pub const ATTEMPT_OUTCOMES: [&str; 4] = ["no_contact", "contact", "refusal", "opt_out"];
+
 const ATTEMPT_RESULTS: [&str; 5] = ["granted", "refused", "done", "duplicate", "error"];
 
 /// Attempt caps' handles, built on first use: a daemon whose campaigns count no attempts
@@ -231,9 +235,8 @@ pub fn attempt_metrics() -> &'static AttemptMetrics {
                     counter!("suppressd_attempt_requests_total", "request" => request, "result" => result)
                 })
             }),
-            outcomes: crate::rules::attempts::Outcome::ALL.map(|outcome| {
-                counter!("suppressd_attempt_outcomes_total", "outcome" => outcome.name())
-            }),
+            outcomes: ATTEMPT_OUTCOMES
+                .map(|outcome| counter!("suppressd_attempt_outcomes_total", "outcome" => outcome)),
         }
     })
 }
@@ -243,9 +246,11 @@ impl AttemptMetrics {
         self.requests[request as usize][result as usize].increment(1);
     }
 
-    pub fn outcome(&self, outcome: crate::rules::attempts::Outcome) {
-        // Outcome codes start at 1, in ALL's order.
-        self.outcomes[outcome as usize - 1].increment(1);
+    /// An outcome recorded, by its index in [`ATTEMPT_OUTCOMES`].
+    pub fn outcome(&self, index: usize) {
+        if let Some(counter) = self.outcomes.get(index) {
+            counter.increment(1);
+        }
     }
 }
 

@@ -141,7 +141,7 @@ impl Mutator {
             Ok(a) if a.duplicate => AttemptResult::Duplicate,
             Ok(a) if request != AttemptRequest::Reserve => {
                 if let Some(outcome) = a.outcome.filter(|_| request == AttemptRequest::Outcome) {
-                    attempt_metrics().outcome(outcome);
+                    attempt_metrics().outcome(outcome as usize - 1);
                 }
                 AttemptResult::Done
             }
@@ -410,4 +410,19 @@ pub(super) fn apply_attempt(state: &State, mutation: &Mutation) -> Result<Applie
     state
         .attempts
         .apply(&mutation.tenant, kind, record, mutation.at_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_labels_follow_the_outcomes_in_order() {
+        // `attempt_metrics().outcome(outcome as usize - 1)`: codes start at 1, in ALL's order.
+        for (index, outcome) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome as usize - 1, index);
+            assert_eq!(crate::metrics::ATTEMPT_OUTCOMES[index], outcome.name());
+        }
+        assert_eq!(crate::metrics::ATTEMPT_OUTCOMES.len(), Outcome::ALL.len());
+    }
 }
