@@ -684,7 +684,7 @@ fn exact_batch(view: &ExactView<'_>, keys: &[u64], out: &mut [bool]) {
         for (probe, &key) in probes.iter_mut().zip(keys) {
             *probe = view.locate(key);
         }
-        for probe in &probes[..keys.len()] {
+        for probe in &mut probes[..keys.len()] {
             view.prefetch_directory(probe);
         }
         for probe in &mut probes[..keys.len()] {

@@ -286,17 +286,21 @@ pub struct Probe {
     /// Key minus the chunk's first key.
     offset: u64,
     valid: bool,
-    /// After [`ExactView::find_bucket`]: the key's low bits and width, the rank of the bucket's
-    /// first key, the bucket's key count and the bit position of its first low bits.
+    /// After [`ExactView::prefetch_directory`]: the key's bucket, low bits and their width, and
+    /// where the directory scan for the bucket starts.
+    high: u64,
     low: u64,
     low_bits: u32,
+    scan: ScanStart,
+    /// After [`ExactView::find_bucket`]: the rank of the bucket's first key, the bucket's key
+    /// count and the bit position of its first low bits.
     first_rank: u64,
     run: u64,
     bit_pos: u64,
 }
 
 /// Where a bucket's directory scan starts: a bit position and the zeros still to skip there.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, Default)]
 struct ScanStart {
     position: u64,
     zeros: u64,
@@ -480,13 +484,7 @@ impl<'a> ExactView<'a> {
     #[inline(always)]
     fn scan_start(&self, chunk: usize, start: u64, high: u64) -> ScanStart {
         let words = &self.chunk_meta[chunk * META_WORDS + SAMPLE_WORD..][..SAMPLES / 4];
-        // Count samples below `high`, four per word, branch-free.
-        let mut below = 0u64;
-        for &word in words {
-            for lane in 0..4 {
-                below += u64::from(((word >> (16 * lane)) & 0xffff) < high);
-            }
-        }
+        let below = lanes_below(words, high);
         let index = below.max(1) as usize - 1;
         let sample = u64::from(self.sample(chunk, index));
         ScanStart {
@@ -499,6 +497,7 @@ impl<'a> ExactView<'a> {
     #[inline]
     pub fn rank(&self, key: u64) -> Option<u64> {
         let mut probe = self.locate(key);
+        self.prefetch_directory(&mut probe);
         self.find_bucket(&mut probe)?;
         self.finish(&probe, key)
     }
@@ -522,26 +521,40 @@ impl<'a> ExactView<'a> {
         }
     }
 
-    /// Step 2: reads the chunk's metadata and prefetches the directory line where the scan for
-    /// the key's bucket starts.
+    /// Step 2 (before step 3): reads the chunk's metadata, splits the key's offset into bucket
+    /// and low bits, finds where the directory scan for the bucket starts, and prefetches that
+    /// directory line. The probe keeps what it found, so step 3 does not read the samples again.
     #[inline]
-    pub fn prefetch_directory(&self, probe: &Probe) {
+    pub fn prefetch_directory(&self, probe: &mut Probe) {
         if !probe.valid {
             return;
         }
         let low_bits = self.low_bits(probe.chunk);
-        let high = if low_bits >= 64 {
-            0
+        let (high, low) = if low_bits >= 64 {
+            (0, probe.offset)
         } else {
-            probe.offset >> low_bits
+            (probe.offset >> low_bits, probe.offset & low_mask(low_bits))
         };
         let (start, _) = self.chunk_bits(probe.chunk);
-        let position = if high == 0 || high > MAX_BUCKETS {
-            start
+        let scan = if high == 0 || high > MAX_BUCKETS {
+            // Bucket 0 starts at the chunk start; a bucket past every sample is refused by step
+            // 3 before any scan.
+            ScanStart {
+                position: start,
+                zeros: 0,
+            }
         } else {
-            self.scan_start(probe.chunk, start, high).position
+            self.scan_start(probe.chunk, start, high)
         };
-        prefetch_read(self.upper.as_ptr().wrapping_add((position / 64) as usize));
+        prefetch_read(
+            self.upper
+                .as_ptr()
+                .wrapping_add((scan.position / 64) as usize),
+        );
+        probe.high = high;
+        probe.low = low;
+        probe.low_bits = low_bits;
+        probe.scan = scan;
     }
 
     /// Step 3: find the key's bucket in the directory; on success the probe holds the bucket's
@@ -552,12 +565,7 @@ impl<'a> ExactView<'a> {
             return None;
         }
         let chunk = probe.chunk;
-        let low_bits = self.low_bits(chunk);
-        let (high, low) = if low_bits >= 64 {
-            (0, probe.offset)
-        } else {
-            (probe.offset >> low_bits, probe.offset & low_mask(low_bits))
-        };
+        let (high, low_bits) = (probe.high, probe.low_bits);
         let (start, end) = self.chunk_bits(chunk);
         let keys = self.keys_in_chunk(chunk);
         let buckets = end - start - keys;
@@ -569,15 +577,12 @@ impl<'a> ExactView<'a> {
         let bucket_start = if high == 0 {
             start
         } else {
-            let scan = self.scan_start(chunk, start, high);
-            select_zero(self.upper, scan.position, scan.zeros) + 1
+            select_zero(self.upper, probe.scan.position, probe.scan.zeros) + 1
         };
         let rank_in_chunk = bucket_start - start - high;
         let run = ones_run(self.upper, bucket_start);
         let bit_pos = self.lows_offset(chunk) + rank_in_chunk * u64::from(low_bits);
         prefetch_read(self.lows.as_ptr().wrapping_add((bit_pos / 64) as usize));
-        probe.low = low;
-        probe.low_bits = low_bits;
         probe.first_rank = chunk as u64 * CHUNK_KEYS as u64 + rank_in_chunk;
         probe.run = run;
         probe.bit_pos = bit_pos;
@@ -648,6 +653,24 @@ impl<'a> ExactView<'a> {
             })
         })
     }
+}
+
+/// How many of the sixteen 16-bit lanes of `words` (four words) are below `high`
+/// (1..=65535), branch-free: for two lanes at a time, each in a 32-bit slot, `0xffff + high -
+/// lane` has bit 16 set exactly when `lane < high`, and no slot borrows from its neighbour. A
+/// lane-by-lane loop cost ~130 instructions per lookup (callgrind, BENCHMARKS.md issue 18).
+#[inline(always)]
+fn lanes_below(words: &[u64], high: u64) -> u64 {
+    const EVEN: u64 = 0x0000_ffff_0000_ffff;
+    const BIT16: u64 = 0x0001_0000_0001_0000;
+    debug_assert!((1..=0xffff).contains(&high));
+    let bound = (0xffff + high) * 0x0000_0001_0000_0001;
+    let mut sum = 0u64;
+    for &word in words {
+        sum += (bound - (word & EVEN)) & BIT16;
+        sum += (bound - ((word >> 16) & EVEN)) & BIT16;
+    }
+    ((sum >> 16) & 0xffff) + (sum >> 48)
 }
 
 /// Position of the last one in bit range `[start, end)`, which holds at least one.
@@ -807,6 +830,38 @@ mod tests {
         for &probe in probes {
             let expected = sorted.binary_search(&probe).ok().map(|r| r as u64);
             assert_eq!(view.rank(probe), expected, "probe {probe}");
+        }
+    }
+
+    #[test]
+    fn lanes_below_matches_a_lane_by_lane_count() {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            state
+        };
+        for round in 0..20_000 {
+            let words: Vec<u64> = (0..4)
+                .map(|_| match round % 3 {
+                    0 => next(),
+                    // Lanes at the edges: 0, 1, 0xfffe, 0xffff.
+                    1 => next() & 0x0001_fffe_ffff_0000,
+                    _ => u64::MAX,
+                })
+                .collect();
+            let high = match round % 4 {
+                0 => 1,
+                1 => 0xffff,
+                _ => next() % 0xffff + 1,
+            };
+            let naive: u64 = words
+                .iter()
+                .flat_map(|w| (0..4).map(move |lane| (w >> (16 * lane)) & 0xffff))
+                .map(|lane| u64::from(lane < high))
+                .sum();
+            assert_eq!(lanes_below(&words, high), naive, "{words:x?} below {high}");
         }
     }
 

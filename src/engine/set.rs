@@ -501,7 +501,7 @@ impl SuppressionSet {
         for (probe, &index) in probes.iter_mut().zip(hits) {
             *probe = exact.locate(keys[index as usize]);
         }
-        for probe in probes.iter() {
+        for probe in probes.iter_mut() {
             exact.prefetch_directory(probe);
         }
         for probe in probes.iter_mut() {
