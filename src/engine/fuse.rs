@@ -24,8 +24,8 @@ const MAX_ATTEMPTS: u64 = 8;
 /// Seed for choosing a key's shard, independent of any shard's own seed.
 const SHARD_SELECT_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 /// How many keys ahead of the one being tested a batch hashes and prefetches (a power of two).
-/// 32 keys = 96 lines requested ahead: enough to cover a DRAM round trip on this project's VMs
-/// at the rate the test loop drains them (measured against 16 and 64, BENCHMARKS.md).
+/// 32 keys = 96 lines requested ahead, the depth the raw-xorf contender in `benches/set.rs` is
+/// measured at: enough to cover a DRAM round trip at the rate the test loop drains them.
 pub const AHEAD: usize = 32;
 
 /// Fingerprint width of a filter.
