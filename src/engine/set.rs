@@ -16,9 +16,9 @@
 //! snapshot file: the same validated bytes either way. This module owns serving a set.
 //!
 //! Lookups never allocate and never lock; the batched forms prefetch each stage's cache lines
-//! well before reading them (a rolling pipeline for line tables; groups walked through filter,
-//! directory and low bits for the other layout). This module never does I/O beyond mapping its
-//! own snapshot files.
+//! well before reading them (rolling pipelines for line tables and for the filter; the filter's
+//! hits then walked together through directory, low bits and expiry). This module never does
+//! I/O beyond mapping its own snapshot files.
 
 use crate::engine::builder::NEVER;
 pub use crate::engine::builder::{
