@@ -247,14 +247,22 @@ impl<'a, F: Fingerprint> FuseView<'a, F> {
         F::from_hash(hash) == self.fingerprints[a] ^ self.fingerprints[b] ^ self.fingerprints[c]
     }
 
-    /// Filter answers for a batch: a rolling software pipeline. Key `i + AHEAD`'s three slots
-    /// are hashed and prefetched just before key `i`'s are read, so about `3 * AHEAD` line
-    /// fetches stay in flight throughout the batch instead of draining at every group boundary
-    /// (the shape `xorf`'s own batched form is measured with; BENCHMARKS.md, issue 18).
+    /// Filter answers for a batch (see [`FuseView::for_each_pass`]).
     pub fn contains_batch(&self, keys: &[u64], out: &mut [bool]) {
         assert_eq!(keys.len(), out.len(), "one answer per key");
+        out.fill(false);
+        self.for_each_pass(keys, |index| out[index] = true);
+    }
+
+    /// Calls `on_pass` with the index of every key the filter lets through, in order: a rolling
+    /// software pipeline. Key `i + AHEAD`'s three slots are hashed and prefetched just before
+    /// key `i`'s are read, so about `3 * AHEAD` line fetches stay in flight throughout the batch
+    /// instead of draining at every group boundary (the shape `xorf`'s own batched form is
+    /// measured with; BENCHMARKS.md, issue 18). Passing indexes out directly spares a batch a
+    /// second pass over its answers to find the few hits.
+    #[inline]
+    pub fn for_each_pass(&self, keys: &[u64], mut on_pass: impl FnMut(usize)) {
         if self.shards.is_empty() {
-            out.fill(false);
             return;
         }
         let fingerprints = self.fingerprints;
@@ -263,13 +271,15 @@ impl<'a, F: Fingerprint> FuseView<'a, F> {
         for (slot, &key) in ring.iter_mut().zip(&keys[..warm]) {
             *slot = self.prefetch_slots(key);
         }
-        for (i, answer) in out.iter_mut().enumerate() {
+        for i in 0..keys.len() {
             let entry = &mut ring[i % AHEAD];
             let (hash, [a, b, c]) = *entry;
             if let Some(&next) = keys.get(i + AHEAD) {
                 *entry = self.prefetch_slots(next);
             }
-            *answer = F::from_hash(hash) == fingerprints[a] ^ fingerprints[b] ^ fingerprints[c];
+            if F::from_hash(hash) == fingerprints[a] ^ fingerprints[b] ^ fingerprints[c] {
+                on_pass(i);
+            }
         }
     }
 

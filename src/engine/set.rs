@@ -460,21 +460,21 @@ impl SuppressionSet {
         let Table::Classic { filter, exact } = &self.table else {
             unreachable!("line tables take the pipeline in lines_batch");
         };
-        match filter {
-            AnyFilter::Fuse8(view) => view.contains_batch(keys, out),
-            AnyFilter::Fuse16(view) => view.contains_batch(keys, out),
-        }
+        out.fill(false);
         let mut stats = BatchStats::default();
         let mut hits = [0u32; CONFIRM];
         let mut hit_count = 0;
-        // `confirm` only rewrites answers at indexes already scanned.
-        for index in 0..out.len() {
+        let mut on_pass = |index: usize| {
             hits[hit_count] = index as u32;
-            hit_count += usize::from(out[index]);
+            hit_count += 1;
             if hit_count == CONFIRM {
                 self.confirm(exact, keys, &hits, today, out, &mut stats);
                 hit_count = 0;
             }
+        };
+        match filter {
+            AnyFilter::Fuse8(view) => view.for_each_pass(keys, &mut on_pass),
+            AnyFilter::Fuse16(view) => view.for_each_pass(keys, &mut on_pass),
         }
         self.confirm(exact, keys, &hits[..hit_count], today, out, &mut stats);
         stats
