@@ -17,11 +17,12 @@
 //! members (a dialer's usual traffic); `present` is members only, so every lookup pays the
 //! exact confirmation.
 //!
-//! Contenders per group: `suppressd_*` is the set as `LayoutChoice::Auto` builds it (a line
-//! table for the dense `pl` and `us` sets), `fuse_elias_fano_*` the same numbers in the default
-//! filter + Elias-Fano layout, `raw_xorf_*` one `xorf::BinaryFuse8` over the same keys (the
-//! ceiling the filter layout's absent path is held to; batched = 32 keys' slots prefetched
-//! before any is read), then the hash set and sorted-array baselines. A regular expression
+//! Contenders per group: `suppressd_*` is the set in the default layout (binary fuse filter +
+//! Elias-Fano, as `suppressd build` makes it), `lines_*` the same numbers as a line table
+//! (`LayoutChoice::Auto`), `raw_xorf_*` one `xorf::BinaryFuse8` over the same keys (the ceiling
+//! the default layout's absent path is held to; `batch` = groups of 32 keys whose slots are all
+//! prefetched before any is read, `rolling` = slots prefetched 32 keys ahead, continuously),
+//! then the hash set and sorted-array baselines. A regular expression
 //! selects contenders and builds only theirs: `cargo bench --bench set -- 'us/.*/(suppressd|raw)'`.
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
@@ -272,8 +273,9 @@ fn bench_key() -> SecretKey {
     SecretKey::new("bench", *b"suppressd-bench!").expect("valid key")
 }
 
+/// A set in the default layout (binary fuse filter + Elias-Fano), as `suppressd build` makes it.
 fn build_set(numbers: &[u64], key: Option<SecretKey>) -> SuppressionSet {
-    build_set_as(numbers, key, LayoutChoice::Auto)
+    build_set_as(numbers, key, LayoutChoice::default())
 }
 
 fn build_set_as(numbers: &[u64], key: Option<SecretKey>, layout: LayoutChoice) -> SuppressionSet {
@@ -386,8 +388,8 @@ fn keyed_set() -> &'static SuppressionSet {
     })
 }
 
-/// The same numbers in the previous layout (binary fuse filter + Elias-Fano), for comparison.
-fn classic_set(space: Space) -> &'static SuppressionSet {
+/// The same numbers as a line table (`suppressd build --layout lines`), for comparison.
+fn lines_set(space: Space) -> &'static SuppressionSet {
     static PL: OnceLock<SuppressionSet> = OnceLock::new();
     static US: OnceLock<SuppressionSet> = OnceLock::new();
     let cell = match space {
@@ -396,13 +398,13 @@ fn classic_set(space: Space) -> &'static SuppressionSet {
     };
     cell.get_or_init(|| {
         let fixture = fixture(space);
-        let set = build_set_as(&fixture.sorted, None, LayoutChoice::FilterEliasFano);
-        describe_set(&format!("{} filter+elias-fano", space.name()), &set);
+        let set = build_set_as(&fixture.sorted, None, LayoutChoice::Auto);
+        describe_set(&format!("{} line table", space.name()), &set);
         set
     })
 }
 
-/// The raw filter the previous layout is built on: one `xorf::BinaryFuse8` over the same keys
+/// The raw filter the default layout is built on: one `xorf::BinaryFuse8` over the same keys
 /// (its fingerprints are a large heap allocation, so they get huge pages like the mapped sets).
 fn raw_xorf(space: Space) -> &'static xorf::BinaryFuse8 {
     static PL: OnceLock<xorf::BinaryFuse8> = OnceLock::new();
@@ -423,9 +425,12 @@ fn raw_xorf(space: Space) -> &'static xorf::BinaryFuse8 {
         ));
         // The batched form below must answer exactly as xorf's own `contains`.
         let mut out = vec![false; 4096];
+        let mut rolling = vec![false; 4096];
         xorf_batch(&filter, &fixture.absent[..4096], &mut out);
-        for (key, answer) in fixture.absent[..4096].iter().zip(&out) {
+        xorf_rolling(&filter, &fixture.absent[..4096], &mut rolling);
+        for ((key, answer), rolled) in fixture.absent[..4096].iter().zip(&out).zip(&rolling) {
             assert_eq!(*answer, filter.contains(key), "batched xorf diverges");
+            assert_eq!(*rolled, *answer, "rolling xorf diverges");
         }
         filter
     })
@@ -452,6 +457,38 @@ fn xorf_batch(filter: &xorf::BinaryFuse8, keys: &[u64], out: &mut [bool]) {
             *answer =
                 (hash ^ (hash >> 32)) as u8 == fingerprints[a] ^ fingerprints[b] ^ fingerprints[c];
         }
+    }
+}
+
+/// xorf's BinaryFuse8 lookup in a rolling pipeline: key `i + GROUP`'s slots are computed and
+/// prefetched just before key `i`'s are read (the shape of the engine's filter batches), so
+/// fetches stay in flight across group boundaries.
+fn xorf_rolling(filter: &xorf::BinaryFuse8, keys: &[u64], out: &mut [bool]) {
+    let d = &filter.descriptor;
+    let fingerprints = &filter.fingerprints[..];
+    let slots_of = |key: u64| {
+        let hash = mix64(key.wrapping_add(d.seed));
+        let h0 = ((u128::from(hash) * u128::from(d.segment_count_length)) >> 64) as u32;
+        let h1 = (h0 + d.segment_length) ^ (((hash >> 18) as u32) & d.segment_length_mask);
+        let h2 = (h0 + 2 * d.segment_length) ^ ((hash as u32) & d.segment_length_mask);
+        let slots = [h0 as usize, h1 as usize, h2 as usize];
+        for &index in &slots {
+            prefetch_read(fingerprints.as_ptr().wrapping_add(index));
+        }
+        (hash, slots)
+    };
+    let mut ring = [(0u64, [0usize; 3]); GROUP];
+    for (slot, &key) in ring.iter_mut().zip(keys) {
+        *slot = slots_of(key);
+    }
+    for (i, answer) in out.iter_mut().enumerate() {
+        let entry = &mut ring[i % GROUP];
+        let (hash, [a, b, c]) = *entry;
+        if let Some(&next) = keys.get(i + GROUP) {
+            *entry = slots_of(next);
+        }
+        *answer =
+            (hash ^ (hash >> 32)) as u8 == fingerprints[a] ^ fingerprints[b] ^ fingerprints[c];
     }
 }
 
@@ -647,7 +684,7 @@ fn exact_batch(view: &ExactView<'_>, keys: &[u64], out: &mut [bool]) {
         for (probe, &key) in probes.iter_mut().zip(keys) {
             *probe = view.locate(key);
         }
-        for probe in &probes[..keys.len()] {
+        for probe in &mut probes[..keys.len()] {
             view.prefetch_directory(probe);
         }
         for probe in &mut probes[..keys.len()] {
@@ -704,22 +741,24 @@ fn lookup_group(c: &mut Criterion, space: Space, traffic: &str) {
     });
     // Contenders' structures are built on first use, so a command-line filter that skips a
     // contender also skips building it (the closures run only for selected benchmarks).
-    bench_batches(&mut group, "fuse_elias_fano_batch", &numbers, |batch| {
+    bench_batches(&mut group, "lines_batch", &numbers, |batch| {
         let out = &mut out[..batch.len()];
-        classic_set(space).contains_batch(batch, TODAY, out);
+        lines_set(space).contains_batch(batch, TODAY, out);
         out.iter().filter(|&&b| b).count()
     });
-    bench_batches(&mut group, "fuse_elias_fano_single", &numbers, |batch| {
-        let classic = classic_set(space);
-        batch
-            .iter()
-            .filter(|&&n| classic.contains(n, TODAY))
-            .count()
+    bench_batches(&mut group, "lines_single", &numbers, |batch| {
+        let lines = lines_set(space);
+        batch.iter().filter(|&&n| lines.contains(n, TODAY)).count()
     });
     let mut filter_out = vec![false; batch_len()];
     bench_batches(&mut group, "raw_xorf_batch", pool, |batch| {
         let out = &mut filter_out[..batch.len()];
         xorf_batch(raw_xorf(space), batch, out);
+        out.iter().filter(|&&b| b).count()
+    });
+    bench_batches(&mut group, "raw_xorf_rolling", pool, |batch| {
+        let out = &mut filter_out[..batch.len()];
+        xorf_rolling(raw_xorf(space), batch, out);
         out.iter().filter(|&&b| b).count()
     });
     bench_batches(&mut group, "raw_xorf_single", pool, |batch| {
@@ -923,12 +962,13 @@ fn main() {
 /// Whether a group could match the command line filter (so its fixtures are worth building).
 /// Criterion filters by substring (regular expression) of `group/function`.
 fn selected(args: &[String], group: &str) -> bool {
-    const FUNCTIONS: [&str; 14] = [
+    const FUNCTIONS: [&str; 15] = [
         "suppressd_batch",
         "suppressd_single",
-        "fuse_elias_fano_batch",
-        "fuse_elias_fano_single",
+        "lines_batch",
+        "lines_single",
         "raw_xorf_batch",
+        "raw_xorf_rolling",
         "raw_xorf_single",
         "std_hashset",
         "fast_hashset",

@@ -18,6 +18,10 @@
 //! Why this and not a hash set or a plain sorted array: see BENCHMARKS.md (bytes per key and
 //! lookups per second, measured side by side). This module never does I/O.
 
+use crate::engine::bits::{
+    bit, count_ones, lanes_below, last_one_before, low_mask, ones_run, read_bits, select_one,
+    select_zero,
+};
 use crate::engine::prefetch::prefetch_read;
 
 /// Keys per chunk. Bounds the directory scan and the cost of a skewed chunk.
@@ -230,15 +234,6 @@ fn choose_low_bits(span: u64, keys: u64) -> u32 {
     best
 }
 
-#[inline(always)]
-fn low_mask(bits: u32) -> u64 {
-    if bits >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    }
-}
-
 #[derive(Default)]
 struct BitWriter {
     words: Vec<u64>,
@@ -286,17 +281,21 @@ pub struct Probe {
     /// Key minus the chunk's first key.
     offset: u64,
     valid: bool,
-    /// After [`ExactView::find_bucket`]: the key's low bits and width, the rank of the bucket's
-    /// first key, the bucket's key count and the bit position of its first low bits.
+    /// After [`ExactView::prefetch_directory`]: the key's bucket, low bits and their width, and
+    /// where the directory scan for the bucket starts.
+    high: u64,
     low: u64,
     low_bits: u32,
+    scan: ScanStart,
+    /// After [`ExactView::find_bucket`]: the rank of the bucket's first key, the bucket's key
+    /// count and the bit position of its first low bits.
     first_rank: u64,
     run: u64,
     bit_pos: u64,
 }
 
 /// Where a bucket's directory scan starts: a bit position and the zeros still to skip there.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, Default)]
 struct ScanStart {
     position: u64,
     zeros: u64,
@@ -480,13 +479,7 @@ impl<'a> ExactView<'a> {
     #[inline(always)]
     fn scan_start(&self, chunk: usize, start: u64, high: u64) -> ScanStart {
         let words = &self.chunk_meta[chunk * META_WORDS + SAMPLE_WORD..][..SAMPLES / 4];
-        // Count samples below `high`, four per word, branch-free.
-        let mut below = 0u64;
-        for &word in words {
-            for lane in 0..4 {
-                below += u64::from(((word >> (16 * lane)) & 0xffff) < high);
-            }
-        }
+        let below = lanes_below(words, high);
         let index = below.max(1) as usize - 1;
         let sample = u64::from(self.sample(chunk, index));
         ScanStart {
@@ -499,6 +492,7 @@ impl<'a> ExactView<'a> {
     #[inline]
     pub fn rank(&self, key: u64) -> Option<u64> {
         let mut probe = self.locate(key);
+        self.prefetch_directory(&mut probe);
         self.find_bucket(&mut probe)?;
         self.finish(&probe, key)
     }
@@ -522,26 +516,40 @@ impl<'a> ExactView<'a> {
         }
     }
 
-    /// Step 2: reads the chunk's metadata and prefetches the directory line where the scan for
-    /// the key's bucket starts.
+    /// Step 2 (before step 3): reads the chunk's metadata, splits the key's offset into bucket
+    /// and low bits, finds where the directory scan for the bucket starts, and prefetches that
+    /// directory line. The probe keeps what it found, so step 3 does not read the samples again.
     #[inline]
-    pub fn prefetch_directory(&self, probe: &Probe) {
+    pub fn prefetch_directory(&self, probe: &mut Probe) {
         if !probe.valid {
             return;
         }
         let low_bits = self.low_bits(probe.chunk);
-        let high = if low_bits >= 64 {
-            0
+        let (high, low) = if low_bits >= 64 {
+            (0, probe.offset)
         } else {
-            probe.offset >> low_bits
+            (probe.offset >> low_bits, probe.offset & low_mask(low_bits))
         };
         let (start, _) = self.chunk_bits(probe.chunk);
-        let position = if high == 0 || high > MAX_BUCKETS {
-            start
+        let scan = if high == 0 || high > MAX_BUCKETS {
+            // Bucket 0 starts at the chunk start; a bucket past every sample is refused by step
+            // 3 before any scan.
+            ScanStart {
+                position: start,
+                zeros: 0,
+            }
         } else {
-            self.scan_start(probe.chunk, start, high).position
+            self.scan_start(probe.chunk, start, high)
         };
-        prefetch_read(self.upper.as_ptr().wrapping_add((position / 64) as usize));
+        prefetch_read(
+            self.upper
+                .as_ptr()
+                .wrapping_add((scan.position / 64) as usize),
+        );
+        probe.high = high;
+        probe.low = low;
+        probe.low_bits = low_bits;
+        probe.scan = scan;
     }
 
     /// Step 3: find the key's bucket in the directory; on success the probe holds the bucket's
@@ -552,12 +560,7 @@ impl<'a> ExactView<'a> {
             return None;
         }
         let chunk = probe.chunk;
-        let low_bits = self.low_bits(chunk);
-        let (high, low) = if low_bits >= 64 {
-            (0, probe.offset)
-        } else {
-            (probe.offset >> low_bits, probe.offset & low_mask(low_bits))
-        };
+        let (high, low_bits) = (probe.high, probe.low_bits);
         let (start, end) = self.chunk_bits(chunk);
         let keys = self.keys_in_chunk(chunk);
         let buckets = end - start - keys;
@@ -569,15 +572,12 @@ impl<'a> ExactView<'a> {
         let bucket_start = if high == 0 {
             start
         } else {
-            let scan = self.scan_start(chunk, start, high);
-            select_zero(self.upper, scan.position, scan.zeros) + 1
+            select_zero(self.upper, probe.scan.position, probe.scan.zeros) + 1
         };
         let rank_in_chunk = bucket_start - start - high;
         let run = ones_run(self.upper, bucket_start);
         let bit_pos = self.lows_offset(chunk) + rank_in_chunk * u64::from(low_bits);
         prefetch_read(self.lows.as_ptr().wrapping_add((bit_pos / 64) as usize));
-        probe.low = low;
-        probe.low_bits = low_bits;
         probe.first_rank = chunk as u64 * CHUNK_KEYS as u64 + rank_in_chunk;
         probe.run = run;
         probe.bit_pos = bit_pos;
@@ -650,146 +650,6 @@ impl<'a> ExactView<'a> {
     }
 }
 
-/// Position of the last one in bit range `[start, end)`, which holds at least one.
-fn last_one_before(words: &[u64], start: u64, end: u64) -> u64 {
-    let mut position = end;
-    while position > start {
-        position -= 1;
-        if bit(words, position) {
-            return position;
-        }
-    }
-    start
-}
-
-#[inline(always)]
-fn bit(words: &[u64], position: u64) -> bool {
-    words[(position / 64) as usize] >> (position % 64) & 1 == 1
-}
-
-#[inline(always)]
-fn read_bits(words: &[u64], position: u64, width: u32) -> u64 {
-    if width == 0 {
-        return 0;
-    }
-    let index = (position / 64) as usize;
-    let shift = (position % 64) as u32;
-    let mut value = words[index] >> shift;
-    if shift + width > 64 {
-        value |= words[index + 1] << (64 - shift);
-    }
-    value & low_mask(width)
-}
-
-fn count_ones(words: &[u64], start: u64, end: u64) -> u64 {
-    let mut total = 0u64;
-    let mut position = start;
-    while position < end {
-        let index = (position / 64) as usize;
-        let shift = position % 64;
-        let take = (64 - shift).min(end - position);
-        let word = words[index] >> shift;
-        let masked = if take == 64 {
-            word
-        } else {
-            word & ((1 << take) - 1)
-        };
-        total += u64::from(masked.count_ones());
-        position += take;
-    }
-    total
-}
-
-/// Position of the `count`-th zero (1-based) at or after `start`. Validation guarantees the
-/// chunk holds enough zeros, so this never runs past the chunk.
-#[inline]
-fn select_zero(words: &[u64], start: u64, count: u64) -> u64 {
-    select_in(words, start, count - 1, |w| !w)
-}
-
-/// Position of the one of rank `rank` (0-based) at or after `start`; the caller knows it exists.
-fn select_one(words: &[u64], start: u64, rank: u64) -> u64 {
-    select_in(words, start, rank, |w| w)
-}
-
-/// Position of the set bit of rank `rank` (0-based) at or after `start` in `flip(word)`.
-#[inline(always)]
-fn select_in(words: &[u64], start: u64, rank: u64, flip: impl Fn(u64) -> u64) -> u64 {
-    let mut remaining = rank;
-    let mut index = (start / 64) as usize;
-    let mut bits = flip(words[index]) & (u64::MAX << (start % 64));
-    loop {
-        let here = u64::from(bits.count_ones());
-        if here > remaining {
-            return index as u64 * 64 + u64::from(select_in_word(bits, remaining as u32));
-        }
-        remaining -= here;
-        index += 1;
-        bits = flip(words[index]);
-    }
-}
-
-/// Index of the `rank`-th (0-based) set bit of `word`, which has more than `rank` set bits.
-///
-/// Broadword and branch-free (Vigna, "Broadword implementation of rank/select queries"): byte
-/// popcounts summed by one multiplication locate the byte, a 2 KiB table the bit within it. No
-/// POPCNT or PDEP needed (PDEP is microcoded and slow on AMD before Zen 3).
-#[inline(always)]
-fn select_in_word(word: u64, rank: u32) -> u32 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    debug_assert!(word.count_ones() > rank, "word holds the bit");
-    let mut bytes = word - ((word >> 1) & 0x5555_5555_5555_5555);
-    bytes = (bytes & 0x3333_3333_3333_3333) + ((bytes >> 2) & 0x3333_3333_3333_3333);
-    bytes = (bytes + (bytes >> 4)) & 0x0f0f_0f0f_0f0f_0f0f;
-    // Byte i holds the number of set bits in bytes 0..=i.
-    let cumulative = bytes.wrapping_mul(ONES);
-    // High bit of byte i set when all of bytes 0..=i come before the wanted bit.
-    let before = ((u64::from(rank) * ONES) | HIGHS).wrapping_sub(cumulative) & HIGHS;
-    let place = (((before >> 7).wrapping_mul(ONES) >> 56) * 8) as u32;
-    let rank_in_byte = rank - (((cumulative << 8) >> place) & 0xff) as u32;
-    let byte = ((word >> place) & 0xff) as usize;
-    place + u32::from(SELECT_IN_BYTE[byte * 8 + rank_in_byte as usize])
-}
-
-/// `SELECT_IN_BYTE[b * 8 + r]`: index of the `r`-th set bit of byte `b` (8 when absent).
-static SELECT_IN_BYTE: [u8; 256 * 8] = {
-    let mut table = [8u8; 256 * 8];
-    let mut byte = 0;
-    while byte < 256 {
-        let mut rank = 0;
-        let mut bit = 0;
-        while bit < 8 {
-            if byte >> bit & 1 == 1 {
-                table[byte * 8 + rank] = bit as u8;
-                rank += 1;
-            }
-            bit += 1;
-        }
-        byte += 1;
-    }
-    table
-};
-
-/// Length of the run of ones starting at `start`; chunks end with a zero, so it stays inside.
-#[inline]
-fn ones_run(words: &[u64], start: u64) -> u64 {
-    let mut index = (start / 64) as usize;
-    let shift = start % 64;
-    let mut run = u64::from((words[index] >> shift).trailing_ones()).min(64 - shift);
-    if run < 64 - shift {
-        return run;
-    }
-    loop {
-        index += 1;
-        let ones = u64::from(words[index].trailing_ones());
-        run += ones;
-        if ones < 64 {
-            return run;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -807,26 +667,6 @@ mod tests {
         for &probe in probes {
             let expected = sorted.binary_search(&probe).ok().map(|r| r as u64);
             assert_eq!(view.rank(probe), expected, "probe {probe}");
-        }
-    }
-
-    #[test]
-    fn select_in_word_matches_naive() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            for word in [x, x & (x >> 3), !x, u64::MAX, 1, 1 << 63, x | 1 << 63] {
-                let positions: Vec<u32> = (0..64).filter(|&b| word >> b & 1 == 1).collect();
-                for (rank, &position) in positions.iter().enumerate() {
-                    assert_eq!(
-                        select_in_word(word, rank as u32),
-                        position,
-                        "{word:#x} {rank}"
-                    );
-                }
-            }
         }
     }
 

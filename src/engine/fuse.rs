@@ -23,8 +23,10 @@ pub const SHARD_TARGET_KEYS: usize = 1 << 20;
 const MAX_ATTEMPTS: u64 = 8;
 /// Seed for choosing a key's shard, independent of any shard's own seed.
 const SHARD_SELECT_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
-/// Keys whose slots are prefetched together in a batch.
-const GROUP: usize = 32;
+/// How many keys ahead of the one being tested a batch hashes and prefetches (a power of two).
+/// 32 keys = 96 lines requested ahead, the depth the raw-xorf contender in `benches/set.rs` is
+/// measured at: enough to cover a DRAM round trip at the rate the test loop drains them.
+pub const AHEAD: usize = 32;
 
 /// Fingerprint width of a filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -245,28 +247,54 @@ impl<'a, F: Fingerprint> FuseView<'a, F> {
         F::from_hash(hash) == self.fingerprints[a] ^ self.fingerprints[b] ^ self.fingerprints[c]
     }
 
-    /// Filter answers for a batch, prefetching each group's slots before reading any of them.
+    /// Filter answers for a batch (see [`FuseView::for_each_pass`]).
     pub fn contains_batch(&self, keys: &[u64], out: &mut [bool]) {
         assert_eq!(keys.len(), out.len(), "one answer per key");
+        out.fill(false);
+        self.for_each_pass(keys, |index| out[index] = true);
+    }
+
+    /// Calls `on_pass` with the index of every key the filter lets through, in order: a rolling
+    /// software pipeline. Key `i + AHEAD`'s three slots are hashed and prefetched just before
+    /// key `i`'s are read, so about `3 * AHEAD` line fetches stay in flight throughout the batch
+    /// instead of draining at every group boundary (the shape `xorf`'s own batched form is
+    /// measured with; BENCHMARKS.md, issue 18). Passing indexes out directly spares a batch a
+    /// second pass over its answers to find the few hits.
+    #[inline]
+    pub fn for_each_pass(&self, keys: &[u64], mut on_pass: impl FnMut(usize)) {
         if self.shards.is_empty() {
-            out.fill(false);
             return;
         }
-        let mut slots = [(0u64, [0usize; 3]); GROUP];
-        for (keys, out) in keys.chunks(GROUP).zip(out.chunks_mut(GROUP)) {
-            for (slot, &key) in slots.iter_mut().zip(keys) {
-                // shard_of is Some: the shard table is not empty.
-                let shard = self.shard_of(key).unwrap_or(&self.shards[0]);
-                *slot = shard.slots(key);
-                for &index in &slot.1 {
-                    prefetch_read(self.fingerprints.as_ptr().wrapping_add(index));
-                }
+        let fingerprints = self.fingerprints;
+        let mut ring = [(0u64, [0usize; 3]); AHEAD];
+        let warm = keys.len().min(AHEAD);
+        for (slot, &key) in ring.iter_mut().zip(&keys[..warm]) {
+            *slot = self.prefetch_slots(key);
+        }
+        for i in 0..keys.len() {
+            let entry = &mut ring[i % AHEAD];
+            let (hash, [a, b, c]) = *entry;
+            if let Some(&next) = keys.get(i + AHEAD) {
+                *entry = self.prefetch_slots(next);
             }
-            for (answer, &(hash, [a, b, c])) in out.iter_mut().zip(&slots) {
-                *answer = F::from_hash(hash)
-                    == self.fingerprints[a] ^ self.fingerprints[b] ^ self.fingerprints[c];
+            if F::from_hash(hash) == fingerprints[a] ^ fingerprints[b] ^ fingerprints[c] {
+                on_pass(i);
             }
         }
+    }
+
+    /// A key's hash and slots, with the slots' lines prefetched. The shard table is not empty.
+    #[inline(always)]
+    fn prefetch_slots(&self, key: u64) -> (u64, [usize; 3]) {
+        let shard = match self.shards.len() {
+            1 => &self.shards[0],
+            count => &self.shards[pick_shard(key, count)],
+        };
+        let slots = shard.slots(key);
+        for &index in &slots.1 {
+            prefetch_read(self.fingerprints.as_ptr().wrapping_add(index));
+        }
+        slots
     }
 }
 
@@ -500,6 +528,29 @@ mod tests {
             view.contains_batch(&probes, &mut out);
             for (probe, answer) in probes.iter().zip(&out) {
                 assert_eq!(*answer, view.contains(*probe));
+            }
+        }
+    }
+
+    #[test]
+    fn batches_of_every_length_around_the_pipeline_depth_match_single_lookups() {
+        // Two shards, so shard selection runs inside the pipeline too.
+        let keys: Vec<u64> = (0..(SHARD_TARGET_KEYS as u64 + 5000))
+            .map(|i| i * 3)
+            .collect();
+        let filter = FuseFilter::<u8>::build(&keys, 2).unwrap();
+        let view = filter.view();
+        let probes: Vec<u64> = (0..3 * AHEAD as u64 + 7).map(|i| i * 5).collect();
+        for len in 0..probes.len() {
+            for start in [0, 1, AHEAD] {
+                let Some(batch) = probes.get(start..start + len) else {
+                    continue;
+                };
+                let mut out = vec![false; batch.len()];
+                view.contains_batch(batch, &mut out);
+                for (probe, answer) in batch.iter().zip(&out) {
+                    assert_eq!(*answer, view.contains(*probe), "length {len} from {start}");
+                }
             }
         }
     }

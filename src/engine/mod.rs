@@ -4,6 +4,7 @@
 //! It must never depend on tokio, on generated proto types or on the network, and it does no
 //! I/O beyond reading and writing its own snapshot and key files.
 
+pub mod bits;
 pub mod builder;
 pub mod date;
 pub mod exact;

@@ -16,9 +16,9 @@
 //! snapshot file: the same validated bytes either way. This module owns serving a set.
 //!
 //! Lookups never allocate and never lock; the batched forms prefetch each stage's cache lines
-//! well before reading them (a rolling pipeline for line tables; groups walked through filter,
-//! directory and low bits for the other layout). This module never does I/O beyond mapping its
-//! own snapshot files.
+//! well before reading them (rolling pipelines for line tables and for the filter; the filter's
+//! hits then walked together through directory, low bits and expiry). This module never does
+//! I/O beyond mapping its own snapshot files.
 
 use crate::engine::builder::NEVER;
 pub use crate::engine::builder::{
@@ -36,8 +36,10 @@ use crate::engine::snapshot::{
 };
 use std::path::{Path, PathBuf};
 
-/// Keys walked through the lookup stages together.
-const GROUP: usize = 32;
+/// Keyed numbers are fingerprinted into blocks of this many keys before the filter sees them.
+const BLOCK: usize = 1024;
+/// Filter hits confirmed together, stage by stage (a stack array of probes this long).
+const CONFIRM: usize = 256;
 /// Images at least this large are copied into huge-page memory by [`SuppressionSet::from_image`].
 const HUGE_COPY_MIN_BYTES: usize = 4 << 20;
 
@@ -386,15 +388,24 @@ impl SuppressionSet {
                 out,
             );
         }
-        let mut stats = BatchStats::default();
-        let mut keys = [0u64; GROUP];
-        for (numbers, out) in numbers.chunks(GROUP).zip(out.chunks_mut(GROUP)) {
-            for (key, &number) in keys.iter_mut().zip(numbers) {
-                *key = self.key_of(number);
+        match &self.key {
+            // Plain sets store the number itself: no copy into a key block.
+            None => self.classic_batch(Number::as_u64_slice(numbers), today, out),
+            Some(secret) => {
+                let mut stats = BatchStats::default();
+                let mut keys = [0u64; BLOCK];
+                for (numbers, out) in numbers.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
+                    let keys = &mut keys[..numbers.len()];
+                    for (key, &number) in keys.iter_mut().zip(numbers) {
+                        *key = secret.fingerprint(number);
+                    }
+                    let block = self.classic_batch(keys, today, out);
+                    stats.filter_hits += block.filter_hits;
+                    stats.confirmed += block.confirmed;
+                }
+                stats
             }
-            self.group(&keys[..numbers.len()], today, out, &mut stats);
         }
-        stats
     }
 
     /// Answers for a batch of stored keys on `today`.
@@ -403,11 +414,7 @@ impl SuppressionSet {
         if let Table::Lines(lines) = &self.table {
             return self.lines_batch(lines, keys.len(), |i| keys[i], today, out);
         }
-        let mut stats = BatchStats::default();
-        for (keys, out) in keys.chunks(GROUP).zip(out.chunks_mut(GROUP)) {
-            self.group(keys, today, out, &mut stats);
-        }
-        stats
+        self.classic_batch(keys, today, out)
     }
 
     /// A batch through a line table's pipeline. There is no filter: every key the table finds
@@ -442,48 +449,73 @@ impl SuppressionSet {
         }
     }
 
-    /// One group through the stages: filter, directory, low bits, expiry.
-    #[inline]
-    fn group(&self, keys: &[u64], today: Day, out: &mut [bool], stats: &mut BatchStats) {
+    /// A batch through the filter + Elias-Fano layout. The whole batch first runs through the
+    /// filter's rolling pipeline; only then are its hits confirmed, together, stage by stage
+    /// (metadata, directory, low bits, expiry), each stage prefetching for every hit before the
+    /// next stage reads. Confirming per small group instead would stall the filter's stream on
+    /// four dependent misses for every group holding a hit: with 1 % members and 0.4 % false
+    /// positives that is a third of all groups of 32, and it halved absent-traffic throughput
+    /// (BENCHMARKS.md, issue 18).
+    fn classic_batch(&self, keys: &[u64], today: Day, out: &mut [bool]) -> BatchStats {
         let Table::Classic { filter, exact } = &self.table else {
             unreachable!("line tables take the pipeline in lines_batch");
         };
-        match filter {
-            AnyFilter::Fuse8(view) => view.contains_batch(keys, out),
-            AnyFilter::Fuse16(view) => view.contains_batch(keys, out),
-        }
-        let mut hits = [0u8; GROUP];
+        out.fill(false);
+        let mut stats = BatchStats::default();
+        let mut hits = [0u32; CONFIRM];
         let mut hit_count = 0;
-        for (index, &hit) in out.iter().enumerate() {
-            hits[hit_count] = index as u8;
-            hit_count += usize::from(hit);
+        let mut on_pass = |index: usize| {
+            hits[hit_count] = index as u32;
+            hit_count += 1;
+            if hit_count == CONFIRM {
+                self.confirm(exact, keys, &hits, today, out, &mut stats);
+                hit_count = 0;
+            }
+        };
+        match filter {
+            AnyFilter::Fuse8(view) => view.for_each_pass(keys, &mut on_pass),
+            AnyFilter::Fuse16(view) => view.for_each_pass(keys, &mut on_pass),
         }
-        if hit_count == 0 {
+        self.confirm(exact, keys, &hits[..hit_count], today, out, &mut stats);
+        stats
+    }
+
+    /// Confirms filter hits (indexes into `keys` and `out`, at most [`CONFIRM`]) in the exact
+    /// table and the expiry column, writing the final answers.
+    #[inline]
+    fn confirm(
+        &self,
+        exact: &ExactView<'_>,
+        keys: &[u64],
+        hits: &[u32],
+        today: Day,
+        out: &mut [bool],
+        stats: &mut BatchStats,
+    ) {
+        if hits.is_empty() {
             return;
         }
-        stats.filter_hits += hit_count as u64;
-        let mut probes = [Probe::default(); GROUP];
-        for (probe, &index) in probes.iter_mut().zip(&hits[..hit_count]) {
+        stats.filter_hits += hits.len() as u64;
+        let mut probes = [Probe::default(); CONFIRM];
+        let probes = &mut probes[..hits.len()];
+        for (probe, &index) in probes.iter_mut().zip(hits) {
             *probe = exact.locate(keys[index as usize]);
         }
-        for probe in &probes[..hit_count] {
+        for probe in probes.iter_mut() {
             exact.prefetch_directory(probe);
         }
-        for probe in &mut probes[..hit_count] {
+        for probe in probes.iter_mut() {
             let _ = exact.find_bucket(probe);
         }
-        let mut ranks = [None; GROUP];
-        for ((rank, probe), &index) in ranks
-            .iter_mut()
-            .zip(&probes[..hit_count])
-            .zip(&hits[..hit_count])
-        {
+        let mut ranks = [None; CONFIRM];
+        let ranks = &mut ranks[..hits.len()];
+        for ((rank, probe), &index) in ranks.iter_mut().zip(probes.iter()).zip(hits) {
             *rank = exact.finish(probe, keys[index as usize]);
             if let (Some(rank), Some(expiry)) = (*rank, self.expiry) {
                 prefetch_read(expiry.as_ptr().wrapping_add(rank as usize));
             }
         }
-        for (rank, &index) in ranks[..hit_count].iter().zip(&hits[..hit_count]) {
+        for (rank, &index) in ranks.iter().zip(hits) {
             let present = match rank {
                 None => false,
                 Some(rank) => self.expiry_of(*rank).is_none_or(|day| today < day),

@@ -30,6 +30,8 @@ fi
 
 source tests/system/bench_common.sh
 bench_binary
+# Absolute: the daemon is started from inside its work directory.
+B="$(realpath "$B")"
 
 mkdir -p "$BENCH_CACHE"
 numbers="$BENCH_CACHE/us-$SET_KEYS.txt"
@@ -37,8 +39,9 @@ registry="$BENCH_CACHE/us-dnc-$SET_KEYS.lines.snap"
 if [[ ! -f "$numbers" ]]; then
     "$B" gen-sample --count "$SET_KEYS" --region US --seed 2026 --out "$numbers"
 fi
-# Rebuilt by every binary under test, so the snapshot has that binary's layout.
-"$B" build --input "$numbers" --format lines --name us-dnc --kind block --region US --layout "$LAYOUT" \
+# Rebuilt by every binary under test, so the snapshot has that binary's layout; version 1,
+# as the file is named below (the daemon refuses a file whose name and header disagree).
+"$B" build --input "$numbers" --format lines --name us-dnc --kind block --region US --layout "$LAYOUT" --set-version 1 \
     --source-date "$(date -u +%Y-%m-%d)" --out "$registry" >/dev/null
 
 bench_workdir /var/tmp
