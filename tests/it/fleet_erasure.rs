@@ -215,9 +215,26 @@ async fn an_erasure_complete_leaves_no_trace_in_the_stream_the_object_store_or_a
     let Some(nats) = Nats::single().await else {
         return;
     };
-    let a = host(&nats, "a", "").await;
-    let b = host(&nats, "b", "").await;
-    let c = host(&nats, "c", "").await;
+    erasure_complete_leaves_no_trace(&nats, "").await;
+}
+
+/// The same on a 3-node JetStream cluster with every stream, bucket and object store at R3:
+/// the purge and the object deletions reach the replicas a client reads from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_three_node_cluster_an_erasure_complete_leaves_no_trace() {
+    let Some(nats) = Nats::cluster_of(3).await else {
+        return;
+    };
+    erasure_complete_leaves_no_trace(&nats, "replicas = 3\n").await;
+}
+
+/// Three hosts (`extra`: more fleet settings): suppress, publish, erase; then COMPLETE on
+/// every host with one proof, raw reads of the stream, the object store's chunks and every
+/// host's files, `fleet status`, and a hand-made tenant file refused.
+async fn erasure_complete_leaves_no_trace(nats: &Nats, extra: &str) {
+    let a = host(nats, "a", extra).await;
+    let b = host(nats, "b", extra).await;
+    let c = host(nats, "c", extra).await;
     let hosts = [&a, &b, &c];
     let (receipt_id, seq) = suppress_publish_erase(&a, &hosts).await;
     // Before any compaction carries it: the stream holds it, so PENDING everywhere.
@@ -274,7 +291,7 @@ async fn an_erasure_complete_leaves_no_trace_in_the_stream_the_object_store_or_a
     // next heartbeat after a round).
     let started = Instant::now();
     let status = loop {
-        let status = fleet_status(&nats, &a).await;
+        let status = fleet_status(nats, &a).await;
         if status.contains("erasures pending fleet-wide: 0") {
             break status;
         }
@@ -308,7 +325,7 @@ async fn an_erasure_complete_leaves_no_trace_in_the_stream_the_object_store_or_a
         false,
     );
     let refused = fleet_command(
-        &nats,
+        nats,
         &a,
         &["publish", "--set", "acme/dnc"],
         &files.path().join("acme-dnc.9.snap"),

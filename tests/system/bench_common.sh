@@ -107,3 +107,13 @@ block_sets = ["us-dnc", "dnc"]
 blocked_prefixes = ["+1900", "+1976"]
 EOF
 }
+
+# bench_place_registry BIN SNAPSHOT DATA_DIR: copies a registry snapshot into DATA_DIR under the
+# name its header's version gives (the daemon refuses a file whose name and header versions
+# disagree), renamed into place as a deployment drops registry copies.
+bench_place_registry() {
+    local bin="$1" snapshot="$2" data="$3" version
+    version="$("$bin" inspect "$snapshot" | awk '$1 == "version" { print $2 }')"
+    [[ "$version" =~ ^[0-9]+$ ]] || { echo "no version in $snapshot" >&2; return 1; }
+    cp "$snapshot" "$data/.us-dnc.tmp" && mv "$data/.us-dnc.tmp" "$data/us-dnc.$version.snap"
+}

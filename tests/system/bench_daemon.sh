@@ -45,12 +45,13 @@ source tests/system/bench_common.sh
 bench_binary
 
 mkdir -p "$BENCH_CACHE"
-registry="$BENCH_CACHE/us-dnc-$REGISTRY_KEYS.snap"
+# Version 1: the reload step below builds versions 2, 3 on it and names files by version.
+registry="$BENCH_CACHE/us-dnc-$REGISTRY_KEYS.v1.snap"
 if [[ ! -f "$registry" ]]; then
     echo "=== building a $REGISTRY_KEYS-number registry into $registry (once)"
     "$B" gen-sample --count "$REGISTRY_KEYS" --region US --seed 2026 --out "$BENCH_CACHE/us-$REGISTRY_KEYS.txt"
     "$B" build --input "$BENCH_CACHE/us-$REGISTRY_KEYS.txt" --format lines --name us-dnc --kind block \
-        --region US --source-date "$(date -u +%Y-%m-%d)" --out "$registry.tmp"
+        --region US --set-version 1 --source-date "$(date -u +%Y-%m-%d)" --out "$registry.tmp"
     mv "$registry.tmp" "$registry"
     rm -f "$BENCH_CACHE/us-$REGISTRY_KEYS.txt"
 fi
@@ -61,7 +62,7 @@ base=$((20000 + RANDOM % 20000))
 mkdir -p "$work/data"
 # Registry copies are renamed into place, as a real deployment drops them (a copy of the file
 # would be seen half-written by the poller). The source date is the registry's own.
-cp "$registry" "$work/data/.us-dnc.tmp" && mv "$work/data/.us-dnc.tmp" "$work/data/us-dnc.1.snap"
+bench_place_registry "$B" "$registry" "$work/data"
 bench_registry_config "$base" "reload_poll_seconds = 1" >"$work/suppressd.toml"
 (cd "$work" && exec "${daemon_pin[@]}" "$B" serve --config suppressd.toml >"$work/suppressd.log" 2>&1) &
 daemon_pid=$!
@@ -88,7 +89,7 @@ free -g | head -2
 echo "transparent huge pages: $(cat /sys/kernel/mm/transparent_hugepage/enabled)"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 date -u +%Y-%m-%dT%H:%M:%SZ
-"$B" inspect "$work/data/us-dnc.1.snap" | grep -E "keys|bytes" | head -4
+"$B" inspect "$work"/data/us-dnc.*.snap | grep -E "keys|bytes" | head -4
 echo "daemon RSS after load: $(awk '/VmRSS/ { print $2, $3 }' "/proc/$daemon_pid/status")"
 
 loadgen() {

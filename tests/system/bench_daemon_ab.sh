@@ -22,7 +22,7 @@ bench_workdir /var/tmp
 run_daemon() {
     local bin="$1" port="$2"
     rm -rf "$work/data" && mkdir -p "$work/data"
-    cp "$REGISTRY" "$work/data/.us-dnc.tmp" && mv "$work/data/.us-dnc.tmp" "$work/data/us-dnc.1.snap"
+    bench_place_registry "$bin" "$REGISTRY" "$work/data"
     bench_registry_config "$port" >"$work/suppressd.toml"
     (cd "$work" && exec "$bin" serve --config suppressd.toml >"$work/suppressd.log" 2>&1) &
     daemon_pid=$!
