@@ -151,6 +151,9 @@ pub struct FleetMetrics {
     pub fleet_lagging: Gauge,
     /// 1 while the follower refuses a stream that is not the one this host applied.
     pub fleet_stream_replaced: Gauge,
+    /// 1 while a set's version in force here has other bytes than the fleet's head of that
+    /// version.
+    pub fleet_set_diverged: Gauge,
 }
 
 static FLEET: OnceLock<FleetMetrics> = OnceLock::new();
@@ -169,6 +172,7 @@ pub fn fleet_metrics() -> &'static FleetMetrics {
             fleet_connected: gauge!("suppressd_fleet_connected"),
             fleet_lagging: gauge!("suppressd_fleet_lagging"),
             fleet_stream_replaced: gauge!("suppressd_fleet_stream_replaced"),
+            fleet_set_diverged: gauge!("suppressd_fleet_set_diverged"),
         }
     })
 }
@@ -730,5 +734,9 @@ fn describe_fleet() {
     describe_gauge!(
         "suppressd_fleet_stream_replaced",
         "1 while this host refuses the fleet stream because it is not the one it applied (deleted and made again)."
+    );
+    describe_gauge!(
+        "suppressd_fleet_set_diverged",
+        "1 while a set's version in force on this host has other bytes than the fleet's head of the same version (checks answer FLEET_LAG until the host is re-seeded)."
     );
 }

@@ -94,6 +94,9 @@ pub struct Status {
     /// The follower refuses to follow (a replaced stream, a host id held by another
     /// daemon): checks answer FLEET_LAG at once, not after `max_lag`.
     refusing: AtomicBool,
+    /// A set's version in force has other bytes than the fleet's head of that version: this
+    /// host serves another set than the fleet does, so checks answer FLEET_LAG at once.
+    diverged: AtomicBool,
     max_lag: Duration,
 }
 
@@ -109,6 +112,7 @@ impl Status {
             following: AtomicBool::new(false),
             lagging: AtomicBool::new(false),
             refusing: AtomicBool::new(false),
+            diverged: AtomicBool::new(false),
             max_lag,
         }
     }
@@ -169,6 +173,14 @@ impl Status {
         self.connected() && self.following.load(Ordering::Acquire)
     }
 
+    /// Some set's version in force differs from its head (`true`), or none does (`false`).
+    pub fn set_diverged(&self, diverged: bool) {
+        self.diverged.store(diverged, Ordering::Release);
+        crate::metrics::fleet_metrics()
+            .fleet_set_diverged
+            .set(if diverged { 1.0 } else { 0.0 });
+    }
+
     /// The follower refuses to follow (`true`), or follows again (`false`).
     pub fn set_refusing(&self, refusing: bool) {
         self.refusing.store(refusing, Ordering::Release);
@@ -203,7 +215,9 @@ impl Status {
     /// Recomputes whether this host lags past `max_lag` and the lag gauges; returns it.
     pub fn refresh(&self) -> bool {
         let seconds = self.lag_seconds();
-        let lagging = seconds > self.max_lag.as_secs_f64() || self.refusing();
+        let lagging = seconds > self.max_lag.as_secs_f64()
+            || self.refusing()
+            || self.diverged.load(Ordering::Acquire);
         let was = self.lagging.swap(lagging, Ordering::AcqRel);
         if lagging != was {
             if lagging {

@@ -292,6 +292,7 @@ pub async fn follow_heads(
         target,
         heads: HashMap::new(),
         refused: HashMap::new(),
+        compared: HashMap::new(),
     };
     let mut last_error = String::new();
     loop {
@@ -318,6 +319,9 @@ struct Follower {
     heads: HashMap<String, Head>,
     /// (set, digest) refused, and when.
     refused: HashMap<(String, String), Instant>,
+    /// (set, head digest) → whether the file in force of the head's version has its bytes:
+    /// compared once per head (a registry is hundreds of megabytes).
+    compared: HashMap<(String, String), bool>,
 }
 
 impl Follower {
@@ -330,6 +334,7 @@ impl Follower {
             .map_err(|e| format!("watch heads: {e}"))?;
         loop {
             let pending = self.settle(&buckets).await;
+            fleet.status.set_diverged(self.diverged());
             // Settled again now and then even without a change: stream messages a version
             // already carries may be applied after it was loaded (a host bootstrapping), and
             // their overlay entries are dropped then.
@@ -353,6 +358,44 @@ impl Follower {
                 Err(error) => tracing::error!(%error, "fleet: snapshot head refused"),
             }
         }
+    }
+
+    /// Whether some set's version in force has other bytes than its head of that version.
+    fn diverged(&self) -> bool {
+        self.heads
+            .values()
+            .any(|head| self.compared.get(&(head.set.clone(), head.digest.clone())) == Some(&false))
+    }
+
+    /// Whether this host's file of the head's version (the one in force) has the head's
+    /// bytes. A file of that version built elsewhere (a host's own sample list, a hand copy,
+    /// a compaction before it joined the fleet) would be served as the fleet's version, and
+    /// the overlay entries the head carries dropped: the caller fails closed instead.
+    async fn in_force_is_the_head(&mut self, head: &Head, path: PathBuf) -> bool {
+        let key = (head.set.clone(), head.digest.clone());
+        if let Some(&same) = self.compared.get(&key) {
+            return same;
+        }
+        let digest = tokio::task::spawn_blocking(move || objects::digest_file(&path))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+        let same = match digest {
+            Ok((digest, size)) => {
+                let same = digest == head.digest && size == head.size;
+                if !same {
+                    tracing::error!(set = %head.set, version = head.version, local = %digest, head = %head.digest, "fleet: the version in force here has other bytes than the fleet's head of that version; checks answer FLEET_LAG until this host is re-seeded (RUNBOOK)");
+                }
+                same
+            }
+            // Not readable now (a reload moving files): compared again at the next settle.
+            Err(error) => {
+                tracing::warn!(set = %head.set, %error, "fleet: cannot compare the version in force with its head");
+                return true;
+            }
+        };
+        self.compared.insert(key, same);
+        same
     }
 
     /// Brings every set up to its head; true if some fetch must be retried.
@@ -384,7 +427,14 @@ impl Follower {
         };
         let in_force = self.target.in_force(id);
         if in_force == Some(head.version) {
-            self.target.loaded(id, head.through_seq);
+            let path = self
+                .target
+                .data_dir()
+                .join(definitions[id].file_name(head.version));
+            // Overlay entries are dropped only for the head's own bytes.
+            if self.in_force_is_the_head(head, path).await {
+                self.target.loaded(id, head.through_seq);
+            }
             return Ok(());
         }
         if in_force.is_some_and(|v| v > head.version) {

@@ -747,3 +747,47 @@ async fn a_compactor_dying_mid_way_is_replaced_after_the_lease_ttl() {
         daemon.shutdown().await;
     }
 }
+
+/// A host whose file has the head's version number but other bytes (its own sample list, a
+/// hand copy) would serve it as the fleet's version and drop the overlay entries the head
+/// carries: it answers FLEET_LAG instead, until it is re-seeded; a host with the head's bytes
+/// serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_serving_the_heads_version_with_other_bytes_fails_closed() {
+    let Some(nats) = Nats::single().await else {
+        return;
+    };
+    let diverged = host(&nats, "diverged", "").await;
+    let version = version_of(&diverged, "us-dnc").unwrap();
+    let tool = Tool::new(&nats, "tool", "").await;
+    let files = tempfile::tempdir().unwrap();
+    // The fleet's file of that very version, with other numbers than the host's own.
+    let fleet_file = registry(files.path(), version, &[REGISTRY, CLEAN + 11]);
+    tool.publish("us-dnc", &fleet_file).await.unwrap();
+    let mut client = diverged.client().await;
+    let started = Instant::now();
+    loop {
+        let answer = check(&mut client, &e164(CLEAN), "outbound").await;
+        if reasons(&answer.reasons) == [Reason::FleetLag] {
+            assert_eq!(answer.verdict, Verdict::Block as i32);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still {:?}",
+            reasons(&answer.reasons)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A host that fetched the head's bytes is not affected.
+    let fetched = empty_host(&nats, "fetched", "").await;
+    wait_version(&fetched, "us-dnc", version).await;
+    let mut client = fetched.client().await;
+    let answer = check(&mut client, &e164(CLEAN + 11), "outbound").await;
+    // (Its tenant sets were never published: NOT_READY beside the registry's answer.)
+    let answered = reasons(&answer.reasons);
+    assert!(answered.contains(&Reason::NationalRegistry), "{answered:?}");
+    assert!(!answered.contains(&Reason::FleetLag), "{answered:?}");
+    diverged.shutdown().await;
+    fetched.shutdown().await;
+}
