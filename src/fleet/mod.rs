@@ -181,6 +181,10 @@ impl Status {
             .set(if diverged { 1.0 } else { 0.0 });
     }
 
+    pub fn diverged(&self) -> bool {
+        self.diverged.load(Ordering::Acquire)
+    }
+
     /// The follower refuses to follow (`true`), or follows again (`false`).
     pub fn set_refusing(&self, refusing: bool) {
         self.refusing.store(refusing, Ordering::Release);
@@ -215,9 +219,7 @@ impl Status {
     /// Recomputes whether this host lags past `max_lag` and the lag gauges; returns it.
     pub fn refresh(&self) -> bool {
         let seconds = self.lag_seconds();
-        let lagging = seconds > self.max_lag.as_secs_f64()
-            || self.refusing()
-            || self.diverged.load(Ordering::Acquire);
+        let lagging = seconds > self.max_lag.as_secs_f64() || self.refusing() || self.diverged();
         let was = self.lagging.swap(lagging, Ordering::AcqRel);
         if lagging != was {
             if lagging {

@@ -779,6 +779,12 @@ async fn a_host_serving_the_heads_version_with_other_bytes_fails_closed() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Nor does it compact: its fork would become the fleet's next version.
+    let refused = compact(&diverged).await.unwrap_err();
+    assert!(
+        refused.contains("other bytes than the fleet's head"),
+        "{refused}"
+    );
     // A host that fetched the head's bytes is not affected.
     let fetched = empty_host(&nats, "fetched", "").await;
     wait_version(&fetched, "us-dnc", version).await;

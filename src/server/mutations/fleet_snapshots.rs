@@ -185,6 +185,14 @@ impl FleetCompaction {
         {
             return Err(format!("cannot clear {}: {error}", staging.display()));
         }
+        // A version in force whose bytes are not its head's would be published as the
+        // fleet's next version: never compacted from.
+        if state.fleet.get().is_some_and(|status| status.diverged()) {
+            return Err(
+                "a set's version in force here has other bytes than the fleet's head of that version (suppressd_fleet_set_diverged); not compacting until this host is re-seeded"
+                    .into(),
+            );
+        }
         let in_force = state.sets.load_full();
         for (id, definition) in state.policy.sets.iter().enumerate() {
             if state.overlays[id].is_empty() {
