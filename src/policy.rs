@@ -569,10 +569,11 @@ impl CampaignState<'_> {
     /// places the three answers come in no order a predictor could learn.
     #[inline]
     fn apply_window(&self, decision: &mut Decision, code: WindowCode) {
-        let unknown_blocks = self.campaign.unknown_location == UnknownLocationPolicy::Block;
-        decision.reasons.0 |= (u16::from(code.is_outside()) << Reason::OutsideCallingWindow as u8)
-            | (u16::from(code.is_unknown() & unknown_blocks) << Reason::UnknownLocation as u8);
-        decision.next_allowed_at_ms = code.next_allowed_at_ms();
+        apply_window_code(decision, code, self.unknown_blocks());
+    }
+
+    fn unknown_blocks(&self) -> bool {
+        self.campaign.unknown_location == UnknownLocationPolicy::Block
     }
 
     fn definition(&self, position: usize) -> &SetDefinition {
@@ -706,8 +707,11 @@ impl CampaignState<'_> {
         if let (true, Some(cache), Some(schedule)) =
             (shared_moment, places.as_mut(), &self.campaign.windows)
         {
+            // Locals, not `self` and `out` through the closure: the loop keeps them in
+            // registers instead of reloading them after every store.
+            let (decisions, unknown_blocks) = (&mut out[..], self.unknown_blocks());
             cache.each_code(schedule, &valid, |i, code| {
-                self.apply_window(&mut out[valid_at[i]], code)
+                apply_window_code(&mut decisions[valid_at[i]], code, unknown_blocks)
             });
         }
         let blocks = self.campaign.block_sets.len();
@@ -742,6 +746,15 @@ impl CampaignState<'_> {
         }
         stats
     }
+}
+
+/// The reasons of a calling-window answer, set without a branch
+/// (`CampaignState::apply_window`).
+#[inline]
+fn apply_window_code(decision: &mut Decision, code: WindowCode, unknown_blocks: bool) {
+    decision.reasons.0 |= (u16::from(code.is_outside()) << Reason::OutsideCallingWindow as u8)
+        | (u16::from(code.is_unknown() & unknown_blocks) << Reason::UnknownLocation as u8);
+    decision.next_allowed_at_ms = code.next_allowed_at_ms();
 }
 
 /// The key a set stores for `number`: the number, or its keyed fingerprint.

@@ -198,8 +198,14 @@ const MIN_BATCH_TO_FRAME: usize = 100;
 struct Frame {
     from: i64,
     until: i64,
-    codes: Box<[i64]>,
+    /// By slot; entries past `tables().slots()` stay empty (a power of two, so a masked index
+    /// needs no bounds check).
+    codes: Box<[i64; FRAME_SLOTS]>,
 }
+
+/// Entries of a frame: the slots of the prefix table, rounded up to a power of two (the
+/// table's parse refuses more places than fit).
+const FRAME_SLOTS: usize = table::MAX_SLOTS;
 
 impl Schedule {
     /// The schedule of `campaign` from its config: pack names and custom rows.
@@ -314,7 +320,7 @@ impl Schedule {
             return None;
         }
         let table = tables();
-        let mut codes = vec![eval::CODE_NONE; table.slots()].into_boxed_slice();
+        let mut codes = Box::new([eval::CODE_NONE; FRAME_SLOTS]);
         let (mut from, mut until) = (i64::MIN, i64::MAX);
         let places = (0..table.places.len()).map(|id| Some(id as PlaceId));
         for place in places.chain([None]) {
@@ -416,9 +422,9 @@ impl Frame {
     }
 
     /// A number whose bucket holds range starts: its place's answer.
-    #[cold]
+    #[inline]
     fn searched(&self, tables: &table::Tables, number: Number) -> WindowCode {
-        WindowCode(self.codes[tables.slot_of_place(tables.place_of(number))])
+        WindowCode(self.codes[tables.slot_in_split_bucket(number)])
     }
 }
 
@@ -475,7 +481,8 @@ impl PlaceCache {
                 // are independent table reads the core overlaps many of; a long loop body
                 // left it room for two or three numbers at a time.
                 const CHUNK: usize = 64;
-                let (tables, codes) = (self.tables, &*frame.codes);
+                let tables = self.tables;
+                let codes: &[i64; FRAME_SLOTS] = &frame.codes;
                 let mut slots = [0usize; CHUNK];
                 let mut found = [WindowCode(0); CHUNK];
                 for (chunk_index, chunk) in numbers.chunks(CHUNK).enumerate() {
@@ -483,9 +490,11 @@ impl PlaceCache {
                         *slot = tables.slot(number);
                     }
                     for ((code, &slot), &number) in found.iter_mut().zip(&slots).zip(chunk) {
-                        *code = match codes.get(slot) {
-                            Some(&found) if found != eval::CODE_NONE => WindowCode(found),
-                            _ => frame.searched(tables, number),
+                        // Slots are below `tables.slots()`, which FRAME_SLOTS exceeds: the
+                        // mask only drops the bounds check.
+                        *code = match codes[slot & (FRAME_SLOTS - 1)] {
+                            eval::CODE_NONE => frame.searched(tables, number),
+                            found => WindowCode(found),
                         };
                     }
                     for (offset, &code) in found[..chunk.len()].iter().enumerate() {

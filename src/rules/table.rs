@@ -27,6 +27,9 @@ const BUCKETS: usize = 10_000;
 const BUCKET_WIDTH: u64 = 10u64.pow(WIDTH - 4);
 /// Entries of [`Tables::slots`]: the buckets, rounded up to a power of two.
 const SLOT_INDEX: usize = BUCKETS.next_power_of_two();
+/// Most slots ([`Tables::slots`]) the data may have: a power of two, so that arrays by slot
+/// (a schedule's frame) are indexed by a mask without a bounds check.
+pub(super) const MAX_SLOTS: usize = 1024;
 /// Sub-buckets of a split bucket: its numbers' next three digits.
 const SUB_BUCKETS: usize = 1_000;
 const SUB_BUCKET_WIDTH: u64 = BUCKET_WIDTH / SUB_BUCKETS as u64;
@@ -286,8 +289,12 @@ impl Tables {
         let first: Vec<u16> = (0..=BUCKETS as u64)
             .map(|b| starts.partition_point(|&s| s <= b * BUCKET_WIDTH) as u16)
             .collect();
-        if places.len() >= usize::from(SPLIT) {
-            return Err("locations.txt: too many places for u16 ids".into());
+        if places.len() + 2 > MAX_SLOTS {
+            return Err(format!(
+                "locations.txt: {} places, more than the {} slots answer arrays hold",
+                places.len(),
+                MAX_SLOTS - 2
+            ));
         }
         // The place of the numbers [start, start + width) when one range covers them all
         // (no range starts after `start` and before the end), else SPLIT.
@@ -413,6 +420,21 @@ impl Tables {
     #[cfg(test)]
     pub(super) fn split_slot(&self) -> usize {
         self.places.len() + 1
+    }
+
+    /// The slot of a number whose bucket holds range starts (the "search the bucket" slot of
+    /// [`Tables::slot`]): one read of the second level, a search only in the rare sub-bucket
+    /// that holds range starts too.
+    #[inline]
+    pub(super) fn slot_in_split_bucket(&self, number: Number) -> usize {
+        let padded = pad(number.get());
+        let sub_bucket = ((padded / SUB_BUCKET_WIDTH) as usize) % SUB_BUCKETS;
+        let rank = usize::from(self.split_rank[bucket_of(padded)]);
+        match self.sub.get(rank * SUB_BUCKETS + sub_bucket).copied() {
+            Some(SPLIT) | None => self.slot_of_place(self.place_in_split_bucket(padded)),
+            Some(NO_PLACE) => self.places.len(),
+            Some(id) => usize::from(id),
+        }
     }
 
     /// A number padded with zeros to 15 digits is in a bucket holding range starts: the range
