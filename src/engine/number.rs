@@ -100,7 +100,8 @@ const fn has_calling_code(prefix: u64) -> bool {
     PREFIX_BITMAP[(prefix / 64 % 16) as usize] & (1 << (prefix % 64)) != 0
 }
 
-const POW10: [u64; 20] = {
+/// `POW10[i]` = 10^i (every power of ten a u64 holds).
+pub const POW10: [u64; 20] = {
     let mut table = [1u64; 20];
     let mut i = 1;
     while i < 20 {

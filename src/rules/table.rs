@@ -9,7 +9,7 @@
 //! hundred split buckets have a second level by the next three digits (for NANP, the
 //! exchange; 200 KB), so most of their numbers need one more read and no search.
 
-use crate::engine::number::Number;
+use crate::engine::number::{Number, POW10};
 use jiff::tz::TimeZone;
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -33,28 +33,6 @@ pub(super) const MAX_SLOTS: usize = 1024;
 /// Sub-buckets of a split bucket: its numbers' next three digits.
 const SUB_BUCKETS: usize = 1_000;
 const SUB_BUCKET_WIDTH: u64 = BUCKET_WIDTH / SUB_BUCKETS as u64;
-/// `PAD[i]` = 10^i: what a number of `15 - i` digits is multiplied by to pad it.
-const PAD: [u64; 16] = {
-    let mut pad = [1u64; 16];
-    let mut i = 1;
-    while i < 16 {
-        pad[i] = pad[i - 1] * 10;
-        i += 1;
-    }
-    pad
-};
-
-/// `POW10[i]` = 10^i, for counting digits.
-const POW10: [u64; 20] = {
-    let mut pow = [1u64; 20];
-    let mut i = 1;
-    while i < 20 {
-        pow[i] = pow[i - 1] * 10;
-        i += 1;
-    }
-    pow
-};
-
 /// A number padded with zeros to [`WIDTH`] digits. The digit count comes from the bit
 /// length (log10(2) ≈ 1233 / 4096) and one compare: no loop, no branch.
 #[inline]
@@ -62,7 +40,7 @@ fn pad(value: u64) -> u64 {
     let bits = 64 - value.leading_zeros();
     let guess = (bits * 1233) >> 12;
     let digits = (guess + u32::from(value >= POW10[guess as usize])).clamp(1, WIDTH);
-    value * PAD[(WIDTH - digits) as usize]
+    value * POW10[(WIDTH - digits) as usize]
 }
 
 /// A division by a power of ten as a multiply-high and a shift: exact for every dividend
@@ -577,7 +555,7 @@ mod tests {
     fn padding_counts_digits_like_ilog10_at_every_length() {
         let slow = |value: u64| {
             let digits = value.checked_ilog10().map_or(1, |d| d + 1).min(WIDTH);
-            value * PAD[(WIDTH - digits) as usize]
+            value * POW10[(WIDTH - digits) as usize]
         };
         for digits in 1..=15u32 {
             let low = 10u64.pow(digits - 1);

@@ -125,16 +125,23 @@ async fn suppress_publish_erase(a: &TestDaemon, hosts: &[&TestDaemon]) -> (Strin
     for daemon in hosts {
         daemon.wait_for_version("acme/dnc", 2).await;
     }
-    let receipt = admin_a
+    let receipt = erase_the_number(&mut admin_a).await;
+    assert!(receipt.stream_sequence > 0);
+    wait_applied_everywhere(a, hosts).await;
+    (receipt.receipt_id, receipt.stream_sequence)
+}
+
+/// Erases ERASED_NUMBER for acme (request id `erase-1`) through `admin`: its receipt.
+async fn erase_the_number(
+    admin: &mut suppressd::proto::admin::admin_client::AdminClient<tonic::transport::Channel>,
+) -> ErasureReceipt {
+    admin
         .erase(erase("acme", "erase-1", ERASED_NUMBER))
         .await
         .unwrap()
         .into_inner()
         .receipt
-        .unwrap();
-    assert!(receipt.stream_sequence > 0);
-    wait_applied_everywhere(a, hosts).await;
-    (receipt.receipt_id, receipt.stream_sequence)
+        .unwrap()
 }
 
 /// Every message of the fleet stream, opened with the fleet key and decoded: none names
@@ -479,13 +486,7 @@ async fn a_host_down_during_the_purge_and_a_new_empty_host_come_back_through_the
     wait_applied_everywhere(&a, &[&b, &c]).await;
     // c goes down holding the number in its journal; the erasure completes without it.
     let c_dir = c.stop().await;
-    let receipt = admin_a
-        .erase(erase("acme", "erase-1", ERASED_NUMBER))
-        .await
-        .unwrap()
-        .into_inner()
-        .receipt
-        .unwrap();
+    let receipt = erase_the_number(&mut admin_a).await;
     compact(&a).await;
     let proof = wait_complete(&a, &receipt.receipt_id, Duration::from_secs(90)).await;
     assert!(proof.fleet.unwrap().stream_first_sequence > receipt.stream_sequence);

@@ -34,28 +34,12 @@ base=$((20000 + RANDOM % 10000))
 "$B" keygen --fleet --id bench-fleet --out "$work/fleet.key" 2>/dev/null
 "$B" keygen --id acme-erased --out "$work/erased.key" 2>/dev/null
 
-# start_daemon NAME PORT [EXTRA_CONFIG]: the example config on free ports.
+# The example config must keep its capped campaign: every reservation below names it.
+grep -q '^attempt_rules = \["fl-ok-md"\]' deploy/example-config.toml || { echo "no capped campaign"; exit 1; }
+
+# start_daemon NAME PORT [EXTRA_CONFIG]: the example config on free ports (bench_common.sh).
 start_daemon() {
-    local name=$1 port=$2 extra=${3:-}
-    mkdir -p "$work/$name/data/keys"
-    cp "$work/erased.key" "$work/$name/data/keys/acme-erased.key"
-    cp "$work/fleet.key" "$work/$name/fleet.key"
-    sed -e "s/127.0.0.1:50151/127.0.0.1:$port/; s/127.0.0.1:50152/127.0.0.1:$((port + 1))/" \
-        -e "s/127.0.0.1:8080/127.0.0.1:$((port + 2))/; s/^listen_udp.*//; s/^listen_tcp.*//" \
-        -e 's/^filter = "info"/filter = "warn"/' \
-        -e 's/^# admin_max_in_flight = 64/admin_max_in_flight = 1024/' \
-        deploy/example-config.toml >"$work/$name/config.toml"
-    grep -q '^attempt_rules = \["fl-ok-md"\]' "$work/$name/config.toml" || { echo "no capped campaign"; exit 1; }
-    printf '%s\n' "$extra" >>"$work/$name/config.toml"
-    (cd "$work/$name" && exec "$B" serve --config config.toml >"$work/$name/suppressd.log" 2>&1) &
-    pids+=($!)
-    for _ in $(seq 1 300); do
-        if "$B" check --server "http://127.0.0.1:$port" +12015550100 >/dev/null 2>&1; then
-            return
-        fi
-        sleep 0.1
-    done
-    echo "daemon $name did not start:"; cat "$work/$name/suppressd.log"; exit 1
+    bench_start_daemon "$1" "$2" "${3:-}"
 }
 
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
