@@ -99,8 +99,27 @@ impl Nats {
     }
 
     /// A JetStream cluster of `size` nodes (1: a single server without cluster routes).
+    ///
+    /// Ports are picked free and released before nats-server binds them, so another process's
+    /// outgoing connection can take one in between ("address already in use"): the whole
+    /// cluster is then started again on fresh ports, up to a few times.
     pub(crate) async fn cluster_of(size: usize) -> Option<Nats> {
         let binary = nats_server()?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut nats = Nats::spawn(&binary, size);
+            match nats.wait_jetstream(Duration::from_secs(30)).await {
+                Ok(()) => return Some(nats),
+                Err(log) if attempt < 5 && log.contains("address already in use") => {
+                    eprintln!("nats-server lost a port race (attempt {attempt}); new ports");
+                }
+                Err(log) => panic!("nats-server cluster of {size} did not start: {log}"),
+            }
+        }
+    }
+
+    fn spawn(binary: &Path, size: usize) -> Nats {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let mut nodes = Vec::new();
@@ -127,7 +146,7 @@ impl Nats {
             let path = dir.path().join(format!("n{index}.conf"));
             std::fs::write(&path, config).unwrap();
             let mut node = Node {
-                binary: binary.clone(),
+                binary: binary.to_path_buf(),
                 config: path,
                 port,
                 child: None,
@@ -135,9 +154,7 @@ impl Nats {
             node.start();
             nodes.push(node);
         }
-        let nats = Nats { nodes, _dir: dir };
-        nats.wait_jetstream(Duration::from_secs(30)).await;
-        Some(nats)
+        Nats { nodes, _dir: dir }
     }
 
     /// Every node's URL (what a daemon's `fleet.servers` lists).
@@ -148,13 +165,16 @@ impl Nats {
     /// Starts a killed node again on its ports and store.
     pub(crate) async fn restart(&mut self, index: usize) {
         self.nodes[index].start();
-        self.wait_jetstream(Duration::from_secs(30)).await;
+        if let Err(log) = self.wait_jetstream(Duration::from_secs(30)).await {
+            panic!("nats-server node {index} did not start again: {log}");
+        }
     }
 
-    /// Waits until JetStream answers on every running node (a cluster needs a meta leader).
-    async fn wait_jetstream(&self, within: Duration) {
+    /// Waits until JetStream answers on every running node (a cluster needs a meta leader);
+    /// Err with the node's log when one exits or the time runs out.
+    async fn wait_jetstream(&mut self, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
-        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+        for node in self.nodes.iter_mut().filter(|n| n.child.is_some()) {
             loop {
                 let ready = async {
                     let client = async_nats::connect(node.url()).await.ok()?;
@@ -171,15 +191,27 @@ impl Nats {
                 {
                     break;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "nats-server on port {} not ready: {}",
-                    node.port,
-                    std::fs::read_to_string(node.config.with_extension("log")).unwrap_or_default()
-                );
+                let exited = node
+                    .child
+                    .as_mut()
+                    .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+                if exited || Instant::now() >= deadline {
+                    let log = std::fs::read_to_string(node.config.with_extension("log"))
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "port {} ({}): {log}",
+                        node.port,
+                        if exited {
+                            "exited"
+                        } else {
+                            "not ready in time"
+                        }
+                    ));
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        Ok(())
     }
 }
 
