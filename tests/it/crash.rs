@@ -2,6 +2,7 @@
 //! (compactions included), restart, and check that every acknowledged mutation is in force and
 //! no unacknowledged one is half-applied.
 
+use crate::free_port;
 use crate::server::{CONFIG, KEY_TEXT, e164, write_all_sets};
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -16,14 +17,6 @@ use suppressd::proto::{CheckBatchRequest, StatusRequest, Verdict};
 /// Numbers per mutation: all of them must be in force, or none.
 const PER_MUTATION: u64 = 4;
 const CYCLES: u64 = 12;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 pub(crate) struct Daemon {
     pub(crate) child: Child,

@@ -162,7 +162,8 @@ async fn a_raw_subscriber_on_the_stream_sees_no_number_in_the_clear() {
         .unwrap();
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let message = tokio::time::timeout(Duration::from_secs(10), futures_next(&mut messages))
+        // Generous: under a loaded machine (the whole suite on 2 cores) delivery has taken >10 s.
+        let message = tokio::time::timeout(Duration::from_secs(30), futures_next(&mut messages))
             .await
             .expect("the raw subscriber saw both mutations")
             .unwrap();
@@ -361,8 +362,8 @@ async fn losing_one_nats_node_of_three_loses_no_acknowledged_mutation() {
     let acked_after_kill = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Writers run until 50 mutations were acknowledged after the kill (a new stream leader
-    // is elected within seconds), or 30 s.
-    let stop_at = Instant::now() + Duration::from_secs(30);
+    // is elected within seconds, slower when the whole suite loads the 2 cores), or 60 s.
+    let stop_at = Instant::now() + Duration::from_secs(60);
     let mut writers = Vec::new();
     for writer in 0..3u64 {
         let mut admin = admin(&a).await;

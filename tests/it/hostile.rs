@@ -4,6 +4,7 @@
 //! Then the per-tenant rate limit, shedding over `server.max_in_flight` (deterministic and under
 //! a flood, with the process RSS bounded), and the SIP source allow-list.
 
+use crate::free_port;
 use crate::server::{CLEAN, CONFIG, REGISTRY, TestDaemon, e164, write_all_sets};
 use http_body_util::BodyExt;
 use std::io::{Read, Write};
@@ -1255,19 +1256,31 @@ impl Drop for DaemonProcess {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// Starts the binary on fresh loopback ports and waits until /readyz says 200. A port picked by
+/// [`free_port`] can be taken by another process before the daemon binds it; a daemon that
+/// exits saying so is started again on other ports.
 pub(crate) fn spawn_daemon(
     server_extra: &str,
     sip_extra: &str,
     rlimit_nofile: Option<u64>,
 ) -> DaemonProcess {
+    for attempt in 1.. {
+        match spawn_daemon_once(server_extra, sip_extra, rlimit_nofile) {
+            Ok(daemon) => return daemon,
+            Err(stderr) if attempt < 5 && stderr.contains("Address already in use") => {
+                eprintln!("the daemon lost a port race (attempt {attempt}); new ports");
+            }
+            Err(stderr) => panic!("the daemon exited while starting: {stderr}"),
+        }
+    }
+    unreachable!()
+}
+
+fn spawn_daemon_once(
+    server_extra: &str,
+    sip_extra: &str,
+    rlimit_nofile: Option<u64>,
+) -> Result<DaemonProcess, String> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("erased.key"), crate::server::KEY_TEXT).unwrap();
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
@@ -1324,14 +1337,22 @@ pub(crate) fn spawn_daemon(
         sip_udp: at(sip),
         sip_tcp: at(sip),
     };
+    let mut daemon = daemon;
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(daemon.http).is_err()
         || http_get(daemon.http, "/readyz").is_none_or(|(status, _, _)| status != 200)
     {
+        if let Ok(Some(_)) = daemon.child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = daemon.child.stderr.take() {
+                let _ = pipe.read_to_string(&mut stderr);
+            }
+            return Err(stderr);
+        }
         assert!(Instant::now() < deadline, "the daemon did not get ready");
         std::thread::sleep(Duration::from_millis(50));
     }
-    daemon
+    Ok(daemon)
 }
 
 /// Resident set size of process `pid`, in bytes.

@@ -23,3 +23,13 @@ mod sip;
 mod tidy;
 mod tls;
 mod windows;
+
+/// A loopback port that was free a moment ago. Another process can take it before the
+/// caller binds it; starters that use it retry on fresh ports when that happens.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

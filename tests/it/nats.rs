@@ -7,17 +7,10 @@
 //! Without it a fleet test prints why and passes, unless `SUPPRESSD_REQUIRE_NATS` is set (CI),
 //! where it fails.
 
+use crate::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The nats-server binary, or None (after saying why) when the test may be skipped.
 pub(crate) fn nats_server() -> Option<PathBuf> {

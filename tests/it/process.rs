@@ -1,19 +1,12 @@
 //! The daemon as an operating system process: exit codes, systemd notifications, signals, and
 //! logs that never show a phone number.
 
+use crate::free_port;
 use crate::server::{CLEAN, CONFIG, CONSENTED, INTERNAL, KEY_TEXT, REGISTRY, e164, write_all_sets};
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use suppressd::engine::date::Day;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_suppressd"))
@@ -106,7 +99,35 @@ struct Running {
     admin: u16,
 }
 
+/// Starts the binary and waits until its gRPC port accepts; a daemon that lost a port race (a
+/// freed port taken by another process before it bound it) is started again on fresh ports.
 fn start(extra_env: &[(&str, String)], rust_log: &str) -> Running {
+    for attempt in 1.. {
+        let mut running = start_once(extra_env, rust_log);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", running.grpc)).is_ok() {
+                return running;
+            }
+            if let Ok(Some(_)) = running.child.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = running.child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                assert!(
+                    attempt < 5 && stderr.contains("Address already in use"),
+                    "the daemon exited while starting: {stderr}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "the daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    unreachable!()
+}
+
+fn start_once(extra_env: &[(&str, String)], rust_log: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("erased.key"), KEY_TEXT).unwrap();
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
