@@ -7,5 +7,12 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    if let Some(missing) = suppressd::cli::cpu_features_missing() {
+        eprintln!(
+            "suppressd: this build needs an x86-64-v3 CPU and this one lacks {missing}; \
+             build for it with RUSTFLAGS=\"-C target-cpu=x86-64\" (.cargo/config.toml)"
+        );
+        return std::process::ExitCode::from(70);
+    }
     suppressd::cli::main()
 }

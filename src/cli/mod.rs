@@ -200,6 +200,26 @@ impl From<KeyError> for CliError {
 
 pub type CliResult<T> = Result<T, CliError>;
 
+/// The first CPU feature this build was compiled for (`.cargo/config.toml` targets x86-64-v3)
+/// that the running CPU lacks, or None. Checked before anything else runs: without it an older
+/// CPU would die of SIGILL somewhere in a lookup instead of saying why.
+pub fn cpu_features_missing() -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! require {
+            ($($feature:tt),*) => {
+                $(
+                    if cfg!(target_feature = $feature) && !std::is_x86_feature_detected!($feature) {
+                        return Some($feature);
+                    }
+                )*
+            };
+        }
+        require!("popcnt", "lzcnt", "bmi1", "bmi2", "avx2", "fma");
+    }
+    None
+}
+
 /// Parses the arguments, runs the command and maps its outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -40,6 +40,15 @@ use std::path::{Path, PathBuf};
 const BLOCK: usize = 1024;
 /// Filter hits confirmed together, stage by stage (a stack array of probes this long).
 const CONFIRM: usize = 256;
+/// Keys of a long batch that go through the filter first, to tell whether the batch is mostly
+/// members (then the rest skips the filter: [`SuppressionSet::classic_batch`]).
+const PROBE_KEYS: usize = 256;
+
+/// Whether `members` of `keys` is at least 7 in 8: a share where the filter's three lines per
+/// key cost more than the confirmations of the few non-members it would have spared.
+fn mostly_members(members: usize, keys: usize) -> bool {
+    8 * members >= 7 * keys
+}
 /// Images at least this large are copied into huge-page memory by [`SuppressionSet::from_image`].
 const HUGE_COPY_MIN_BYTES: usize = 4 << 20;
 
@@ -456,28 +465,88 @@ impl SuppressionSet {
     /// four dependent misses for every group holding a hit: with 1 % members and 0.4 % false
     /// positives that is a third of all groups of 32, and it halved absent-traffic throughput
     /// (BENCHMARKS.md, issue 18).
+    ///
+    /// A batch that is mostly members (a consent list checked for consented numbers, a calling
+    /// list scrubbed against a registry that holds most of it) gains nothing from the filter:
+    /// it lets nearly every key through, and its three lines per key only crowd the memory
+    /// system the confirmations need. So a long batch first sends [`PROBE_KEYS`] keys through
+    /// the filter; when at least 7 in 8 pass, the rest goes straight to the exact table in
+    /// segments, back to the filter as soon as a segment is no longer mostly members. The
+    /// answers are the same either way (the exact table alone is exact); only the cost moves.
     fn classic_batch(&self, keys: &[u64], today: Day, out: &mut [bool]) -> BatchStats {
         let Table::Classic { filter, exact } = &self.table else {
             unreachable!("line tables take the pipeline in lines_batch");
         };
         out.fill(false);
         let mut stats = BatchStats::default();
+        let all = 0..keys.len();
+        if keys.len() < 4 * PROBE_KEYS {
+            self.filter_then_confirm(filter, exact, keys, all, today, out, &mut stats);
+            return stats;
+        }
+        let passed =
+            self.filter_then_confirm(filter, exact, keys, 0..PROBE_KEYS, today, out, &mut stats);
+        let mut start = PROBE_KEYS;
+        if !mostly_members(passed, PROBE_KEYS) {
+            let rest = start..keys.len();
+            self.filter_then_confirm(filter, exact, keys, rest, today, out, &mut stats);
+            return stats;
+        }
+        let mut indexes = [0u32; CONFIRM];
+        while start < keys.len() {
+            let end = (start + CONFIRM).min(keys.len());
+            for (slot, index) in indexes.iter_mut().zip(start..end) {
+                *slot = index as u32;
+            }
+            let before = stats.confirmed;
+            self.confirm(exact, keys, &indexes[..end - start], today, out, &mut stats);
+            // Bypassed keys count as filter hits only when confirmed: the false-positive
+            // metric (hits minus confirmed) stays the filter's own.
+            let confirmed = stats.confirmed - before;
+            stats.filter_hits += confirmed;
+            if !mostly_members(confirmed as usize, end - start) {
+                let rest = end..keys.len();
+                self.filter_then_confirm(filter, exact, keys, rest, today, out, &mut stats);
+                return stats;
+            }
+            start = end;
+        }
+        stats
+    }
+
+    /// Runs `keys[range]` through the filter and confirms its hits; returns how many passed.
+    #[allow(clippy::too_many_arguments)]
+    fn filter_then_confirm(
+        &self,
+        filter: &AnyFilter,
+        exact: &ExactView<'_>,
+        keys: &[u64],
+        range: std::ops::Range<usize>,
+        today: Day,
+        out: &mut [bool],
+        stats: &mut BatchStats,
+    ) -> usize {
+        let from = range.start;
         let mut hits = [0u32; CONFIRM];
         let mut hit_count = 0;
+        let mut passed = 0;
         let mut on_pass = |index: usize| {
-            hits[hit_count] = index as u32;
+            hits[hit_count] = (from + index) as u32;
             hit_count += 1;
+            passed += 1;
             if hit_count == CONFIRM {
-                self.confirm(exact, keys, &hits, today, out, &mut stats);
+                stats.filter_hits += CONFIRM as u64;
+                self.confirm(exact, keys, &hits, today, out, stats);
                 hit_count = 0;
             }
         };
         match filter {
-            AnyFilter::Fuse8(view) => view.for_each_pass(keys, &mut on_pass),
-            AnyFilter::Fuse16(view) => view.for_each_pass(keys, &mut on_pass),
+            AnyFilter::Fuse8(view) => view.for_each_pass(&keys[range], &mut on_pass),
+            AnyFilter::Fuse16(view) => view.for_each_pass(&keys[range], &mut on_pass),
         }
-        self.confirm(exact, keys, &hits[..hit_count], today, out, &mut stats);
-        stats
+        stats.filter_hits += hit_count as u64;
+        self.confirm(exact, keys, &hits[..hit_count], today, out, stats);
+        passed
     }
 
     /// Confirms filter hits (indexes into `keys` and `out`, at most [`CONFIRM`]) in the exact
@@ -495,11 +564,15 @@ impl SuppressionSet {
         if hits.is_empty() {
             return;
         }
-        stats.filter_hits += hits.len() as u64;
+        let mut ranges = [(0, 0); CONFIRM];
+        let ranges = &mut ranges[..hits.len()];
+        for (range, &index) in ranges.iter_mut().zip(hits) {
+            *range = exact.chunk_range(keys[index as usize]);
+        }
         let mut probes = [Probe::default(); CONFIRM];
         let probes = &mut probes[..hits.len()];
-        for (probe, &index) in probes.iter_mut().zip(hits) {
-            *probe = exact.locate(keys[index as usize]);
+        for ((probe, &range), &index) in probes.iter_mut().zip(ranges.iter()).zip(hits) {
+            *probe = exact.locate_in(keys[index as usize], range);
         }
         for probe in probes.iter_mut() {
             exact.prefetch_directory(probe);

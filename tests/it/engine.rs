@@ -172,6 +172,67 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Long batches that are mostly members skip the filter (they go straight to the exact
+    /// table) and come back to it when the members stop: batches made of runs of members and
+    /// non-members, in any order and length, must answer like the model, with expiry, keyed or
+    /// not, and count no more confirmations than filter hits.
+    #[test]
+    fn member_heavy_batches_answer_like_a_hash_set(
+        values in proptest::collection::vec((numbers(), proptest::option::of(19_990i32..20_010)), 1..3000),
+        runs in proptest::collection::vec((any::<bool>(), 1usize..700), 1..12),
+        today in 19_985i32..20_015,
+        keyed in any::<bool>(),
+        consent in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<(u64, Option<Day>)> = values
+            .iter()
+            .map(|&(v, e)| (v, if consent { e.map(Day) } else { None }))
+            .collect();
+        let kind = if consent { SetKind::Consent } else { SetKind::Block };
+        let key = keyed.then(key);
+        let mut builder = SetBuilder::new(spec(kind, FilterWidth::Fuse8), key.clone()).unwrap();
+        builder.layout(LayoutChoice::FilterEliasFano);
+        for &(value, expires) in &entries {
+            builder.push(Number::from_u64_unchecked(value), expires).unwrap();
+        }
+        let path = dir.path().join("set.snap");
+        builder.build(2).unwrap().image.write_atomic(&path).unwrap();
+        let set = SuppressionSet::open(&path, key.as_ref()).unwrap();
+        prop_assert_eq!(set.set_layout(), Layout::FilterEliasFano);
+        let model = model(&entries);
+        let members: Vec<u64> = model.keys().copied().collect();
+        // A run of members cycles through them; a run of non-members steps past the range.
+        let mut batch = Vec::new();
+        for (index, &(of_members, length)) in runs.iter().enumerate() {
+            for i in 0..length {
+                batch.push(if of_members {
+                    members[(index * 31 + i) % members.len()]
+                } else {
+                    48_700_000_000 + (index * 1000 + i) as u64
+                });
+            }
+        }
+        let numbers: Vec<Number> = batch.iter().map(|&v| Number::from_u64_unchecked(v)).collect();
+        let mut out = vec![false; numbers.len()];
+        let stats = set.contains_batch(&numbers, Day(today), &mut out);
+        for (index, &value) in batch.iter().enumerate() {
+            let expected = match model.get(&value) {
+                None => false,
+                Some(None) => true,
+                Some(Some(expires)) => Day(today) < *expires,
+            };
+            prop_assert_eq!(out[index], expected, "number {} at {}", value, index);
+        }
+        let in_batch = batch.iter().filter(|v| model.contains_key(v)).count() as u64;
+        prop_assert_eq!(stats.confirmed, in_batch);
+        prop_assert!(stats.filter_hits >= stats.confirmed);
+    }
+}
+
 /// Snapshots of format version 2 (filter + Elias-Fano only) still load and answer.
 #[test]
 fn version_2_snapshots_still_load() {
