@@ -594,7 +594,7 @@ impl CampaignState<'_> {
     /// The rules every number gets before any set is consulted: the reasons common to the
     /// request, INVALID_NUMBER for a parse error, BLOCKED_PREFIX for a blocked prefix.
     #[inline]
-    fn first_rules(&self, number: &Result<Number, NumberError>) -> Decision {
+    fn first_rules<E>(&self, number: &Result<Number, E>) -> Decision {
         let mut decision = Decision {
             reasons: self.common,
             ..Decision::default()
@@ -672,9 +672,13 @@ impl CampaignState<'_> {
     /// consulted once with a batched lookup (the loop runs per set, not per number, so the
     /// engine can keep many lookups in flight). Returns the filter counters summed over the
     /// sets consulted.
-    pub fn decide_batch(
+    ///
+    /// Only whether each number parsed matters here, so the error type is the caller's: the
+    /// daemon passes boxed errors (16 bytes a number instead of 56, written and read per
+    /// number on the batch path).
+    pub fn decide_batch<E>(
         &self,
-        numbers: &[Result<Number, NumberError>],
+        numbers: &[Result<Number, E>],
         today: Day,
         out: &mut Vec<Decision>,
     ) -> BatchStats {
