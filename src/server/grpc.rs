@@ -7,7 +7,7 @@
 
 use crate::engine::date::Day;
 use crate::engine::number::Number;
-use crate::metrics::{Api, Counted, Shed, metrics};
+use crate::metrics::{Api, Counted, Shed, Tally, metrics};
 use crate::policy::Reason;
 use crate::proto::suppression_server::Suppression;
 use crate::proto::{
@@ -205,8 +205,12 @@ impl SuppressionService {
             .map_err(refused_check)?;
         let mut verdicts = Vec::with_capacity(count);
         let mut blocked = Vec::new();
+        // One walk over the answers: verdict bytes, blocked items and the metrics' tally.
+        let mut tally = Tally::default();
         for (index, (decision, number)) in outcome.decisions.iter().zip(&numbers).enumerate() {
-            let verdict = match counted(number.is_ok(), decision.reasons) {
+            let counted = counted(number.is_ok(), decision.reasons);
+            tally.add(counted, decision.reasons);
+            let verdict = match counted {
                 Counted::Invalid => Verdict::Invalid,
                 Counted::Allow => Verdict::Allow,
                 Counted::Block => Verdict::Block,
@@ -227,14 +231,7 @@ impl SuppressionService {
                 });
             }
         }
-        count_verdicts(
-            Api::Grpc,
-            outcome
-                .decisions
-                .iter()
-                .zip(&numbers)
-                .map(|(decision, number)| (number.is_ok(), decision.reasons)),
-        );
+        tally.flush(Api::Grpc);
         let metrics = metrics();
         metrics.batch_size.record(count as f64);
         metrics.latency(Api::Grpc, started);
