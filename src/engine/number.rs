@@ -100,6 +100,29 @@ const fn has_calling_code(prefix: u64) -> bool {
     PREFIX_BITMAP[(prefix / 64 % 16) as usize] & (1 << (prefix % 64)) != 0
 }
 
+/// The three leading digits of a `digits`-digit value (3..=15 digits). Each arm divides by a
+/// constant, which compiles to a multiply and a shift; the arm follows the digit count, the
+/// same for every number of one country.
+#[inline(always)]
+const fn leading_three(value: u64, digits: u32) -> u64 {
+    match digits {
+        3 => value,
+        4 => value / 10,
+        5 => value / 100,
+        6 => value / 1_000,
+        7 => value / 10_000,
+        8 => value / 100_000,
+        9 => value / 1_000_000,
+        10 => value / 10_000_000,
+        11 => value / 100_000_000,
+        12 => value / 1_000_000_000,
+        13 => value / 10_000_000_000,
+        14 => value / 100_000_000_000,
+        15 => value / 1_000_000_000_000,
+        _ => value / POW10[digits.saturating_sub(3) as usize % 20],
+    }
+}
+
 /// `POW10[i]` = 10^i (every power of ten a u64 holds).
 pub const POW10: [u64; 20] = {
     let mut table = [1u64; 20];
@@ -210,7 +233,10 @@ impl Number {
                 min: Self::MIN_DIGITS as usize,
             });
         }
-        if calling_code_of(value, digits) == 0 {
+        // digits >= MIN_DIGITS here, so the three leading digits decide (one constant division
+        // instead of calling_code_of's up to three by a loaded power of ten: 10 % of the
+        // daemon's CheckStream profile, BENCHMARKS.md issue 18).
+        if !has_calling_code(leading_three(value, digits)) {
             return Err(NumberError::UnknownCountryCode {
                 input: Number(value).masked().to_string(),
             });
@@ -1460,6 +1486,16 @@ mod tests {
                 let text = number.to_e164_string();
                 prop_assert_eq!(text.as_bytes(), &input[..]);
             }
+        }
+
+        #[test]
+        fn leading_three_is_the_first_three_digits(
+            value in (3usize..=15).prop_flat_map(|digits| POW10[digits - 1]..POW10[digits])
+        ) {
+            let digits = count_digits(value);
+            prop_assert_eq!(leading_three(value, digits), value / POW10[digits as usize - 3]);
+            let text = value.to_string();
+            prop_assert_eq!(leading_three(value, digits).to_string(), &text[..3]);
         }
 
         #[test]

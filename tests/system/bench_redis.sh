@@ -18,7 +18,10 @@ SET_KEYS="${SET_KEYS:-5000000}"
 SECONDS_EACH="${SECONDS_EACH:-10}"
 REDIS_REQUESTS="${REDIS_REQUESTS:-20000000}"
 REDIS_PIPELINES="${REDIS_PIPELINES:-16 64 256 1000}"
-REDIS_CLIENTS="${REDIS_CLIENTS:-8}"
+# Both sides are swept and each gets its best: Redis over pipeline depths and client counts,
+# suppressd over streams in flight (CheckStream: concurrency / pipeline = connections).
+REDIS_CLIENTS="${REDIS_CLIENTS:-8 32}"
+STREAM_SHAPES="${STREAM_SHAPES:-8/4 16/4 32/8 64/8}"
 BENCH_CACHE="${BENCH_CACHE:-/var/tmp/suppressd-bench}"
 # Snapshot layout of the suppressd side: filter (the default) or lines (`build --layout`).
 LAYOUT="${LAYOUT:-filter}"
@@ -95,14 +98,16 @@ if [[ "$(redis-cli -p "$redis_port" scard us)" != "$SET_KEYS" ]]; then
 fi
 
 best_redis=0
+for clients in $REDIS_CLIENTS; do
 for pipeline in $REDIS_PIPELINES; do
     echo
-    echo "--- redis-benchmark -P $pipeline -c $REDIS_CLIENTS --threads 2 -r 20000000000 -n $REDIS_REQUESTS SISMEMBER us __rand_int__"
-    out="$(timeout $((SECONDS_EACH * 6)) redis-benchmark -p "$redis_port" -q -P "$pipeline" -c "$REDIS_CLIENTS" \
+    echo "--- redis-benchmark -P $pipeline -c $clients --threads 2 -r 20000000000 -n $REDIS_REQUESTS SISMEMBER us __rand_int__"
+    out="$(timeout $((SECONDS_EACH * 6)) redis-benchmark -p "$redis_port" -q -P "$pipeline" -c "$clients" \
         --threads 2 -r 20000000000 -n "$REDIS_REQUESTS" SISMEMBER us __rand_int__ 2>&1 | tr '\r' '\n' | grep -v '^$' | tail -1)"
     echo "$out"
     rate="$(echo "$out" | awk '{ for (i = 1; i <= NF; i++) if ($i == "requests") { gsub(/[^0-9.]/, "", $(i - 1)); printf "%d", $(i - 1) } }')"
     if [[ -n "$rate" ]] && ((rate > best_redis)); then best_redis=$rate; fi
+done
 done
 echo "redis best pipelined SISMEMBER: $best_redis/s"
 kill -TERM "$redis_pid" && wait "$redis_pid" 2>/dev/null || true
@@ -159,7 +164,9 @@ run() {
     if [[ -n "$rate" ]] && ((rate > best_daemon)); then best_daemon=$rate; fi
 }
 run "batch" --mode batch --batch-size 1000 --concurrency 8 --present "$registry"
-run "stream" --mode stream --batch-size 1000 --concurrency 8 --pipeline 4 --present "$registry"
+for shape in $STREAM_SHAPES; do
+    run "stream" --mode stream --batch-size 1000 --concurrency "${shape%/*}" --pipeline "${shape#*/}" --present "$registry"
+done
 
 echo
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
