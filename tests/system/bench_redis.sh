@@ -4,8 +4,11 @@
 #   - Redis (Debian's redis-server, installed with apt-get when missing): the numbers in one
 #     Redis set, asked with pipelined SISMEMBER by redis-benchmark at several pipeline depths
 #     (the best depth is Redis' figure);
-#   - suppressd: the same numbers as a registry snapshot, asked with CheckBatch and CheckStream
-#     (1000 numbers per message) by `suppressd loadgen`, 1 % present like dialer traffic.
+#   - suppressd: the same numbers as a registry snapshot, asked with CheckBatch (1000 numbers
+#     a message) and CheckStream (1000 or 4000, several streams in flight) by `suppressd
+#     loadgen`, 1 % present like dialer traffic.
+# Each side is swept (Redis: pipeline depth up to 4000 and clients; suppressd: message size
+# and streams in flight) and the best of each is compared.
 # Not run by CI (a minute or two of full load); figures go to BENCHMARKS.md ("suppressd against
 # Redis"). Bounded: every run lasts SECONDS_EACH seconds or REDIS_REQUESTS requests.
 #
@@ -17,11 +20,13 @@ cd "$(dirname "$0")/../.."
 SET_KEYS="${SET_KEYS:-5000000}"
 SECONDS_EACH="${SECONDS_EACH:-10}"
 REDIS_REQUESTS="${REDIS_REQUESTS:-20000000}"
-REDIS_PIPELINES="${REDIS_PIPELINES:-16 64 256 1000}"
+REDIS_PIPELINES="${REDIS_PIPELINES:-16 64 256 1000 4000}"
 # Both sides are swept and each gets its best: Redis over pipeline depths and client counts,
 # suppressd over streams in flight (CheckStream: concurrency / pipeline = connections).
 REDIS_CLIENTS="${REDIS_CLIENTS:-8 32}"
 STREAM_SHAPES="${STREAM_SHAPES:-8/4 16/4 32/8 64/8}"
+# Numbers per CheckStream message; the largest matches Redis' deepest pipeline.
+BATCH_SIZES="${BATCH_SIZES:-1000 4000}"
 BENCH_CACHE="${BENCH_CACHE:-/var/tmp/suppressd-bench}"
 # Snapshot layout of the suppressd side: filter (the default) or lines (`build --layout`).
 LAYOUT="${LAYOUT:-filter}"
@@ -164,8 +169,10 @@ run() {
     if [[ -n "$rate" ]] && ((rate > best_daemon)); then best_daemon=$rate; fi
 }
 run "batch" --mode batch --batch-size 1000 --concurrency 8 --present "$registry"
-for shape in $STREAM_SHAPES; do
-    run "stream" --mode stream --batch-size 1000 --concurrency "${shape%/*}" --pipeline "${shape#*/}" --present "$registry"
+for size in $BATCH_SIZES; do
+    for shape in $STREAM_SHAPES; do
+        run "stream" --mode stream --batch-size "$size" --concurrency "${shape%/*}" --pipeline "${shape#*/}" --present "$registry"
+    done
 done
 
 echo
