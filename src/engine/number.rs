@@ -219,7 +219,25 @@ impl Number {
     /// The digits as an integer (8..=15 digits, assigned country code), e.g. from a packed
     /// fixed64 field. 0 is [`NumberError::Empty`] (an unset field); values of 16 digits or more
     /// are [`NumberError::Overflow`].
+    ///
+    /// Inlined with the refusals out of line: a batch converts every number with it, and a
+    /// call returning the 56-byte `Result` through memory cost 14 % of the daemon's CheckStream
+    /// profile (BENCHMARKS.md, issue 18).
+    #[inline]
     pub fn from_u64(value: u64) -> Result<Number, NumberError> {
+        let in_range = (POW10[Self::MIN_DIGITS as usize - 1]..POW10[Self::MAX_DIGITS as usize])
+            .contains(&value);
+        // In range, the number has 8 to 15 digits and its three leading digits decide.
+        if in_range && has_calling_code(leading_three(value, count_digits(value))) {
+            return Ok(Number(value));
+        }
+        Number::refuse_u64(value)
+    }
+
+    /// Why [`Number::from_u64`] refuses `value`.
+    #[cold]
+    #[inline(never)]
+    fn refuse_u64(value: u64) -> Result<Number, NumberError> {
         if value == 0 {
             return Err(NumberError::Empty);
         }
@@ -233,15 +251,15 @@ impl Number {
                 min: Self::MIN_DIGITS as usize,
             });
         }
-        // digits >= MIN_DIGITS here, so the three leading digits decide (one constant division
-        // instead of calling_code_of's up to three by a loaded power of ten: 10 % of the
-        // daemon's CheckStream profile, BENCHMARKS.md issue 18).
-        if !has_calling_code(leading_three(value, digits)) {
+        if calling_code_of(value, digits) == 0 {
             return Err(NumberError::UnknownCountryCode {
                 input: Number(value).masked().to_string(),
             });
         }
-        Ok(Number(value))
+        // from_u64 accepts every other value; reaching here is a bug, refused all the same.
+        Err(NumberError::UnknownCountryCode {
+            input: Number(value).masked().to_string(),
+        })
     }
 
     /// Trusted constructor for values already validated (e.g. read back from our own files);
