@@ -112,6 +112,16 @@ impl<U: Message + Default + 'static> Decoder for BoundedDecoder<U> {
     }
 }
 
+/// A whole `CheckBatchRequest` from its wire bytes, the packed `e164` run converted in bulk
+/// when there is exactly one (what the daemon's decoder does); else prost alone. Same answer as
+/// `CheckBatchRequest::decode` either way (unit tests, and the `grpc_batch_count` fuzz target).
+pub fn decode_check_batch(bytes: &[u8]) -> Result<CheckBatchRequest, prost::DecodeError> {
+    match scan_batch(bytes).and_then(|scan| scan.packed_e164) {
+        Some(run) => decode_with_packed_e164(bytes, run),
+        None => CheckBatchRequest::decode(bytes),
+    }
+}
+
 fn malformed(error: prost::DecodeError) -> Status {
     Status::invalid_argument(format!("malformed message: {error}"))
 }
@@ -295,10 +305,7 @@ mod tests {
 
     /// The bulk path must decode exactly what prost decodes.
     fn same_as_prost(bytes: &[u8]) {
-        let Some(run) = scan_batch(bytes).and_then(|scan| scan.packed_e164) else {
-            return;
-        };
-        let ours = decode_with_packed_e164(bytes, run).map_err(|e| e.to_string());
+        let ours = decode_check_batch(bytes).map_err(|e| e.to_string());
         let prost = CheckBatchRequest::decode(bytes).map_err(|e| e.to_string());
         assert_eq!(ours.is_ok(), prost.is_ok(), "{ours:?} / {prost:?}");
         if let (Ok(ours), Ok(prost)) = (ours, prost) {
