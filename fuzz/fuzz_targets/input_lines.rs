@@ -22,10 +22,7 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Ok(number) = parse_us_record(line.bytes) {
             let digits = number.get();
-            assert!(
-                (10_000_000_000..20_000_000_000).contains(&digits),
-                "not +1 NANP"
-            );
+            assert!((10_000_000_000..20_000_000_000).contains(&digits), "not +1 NANP");
         }
         let _ = parse_us_change(line.bytes);
         let _ = parse_lines_change(&parser, line.bytes, false);
@@ -35,9 +32,5 @@ fuzz_target!(|data: &[u8]| {
             let _ = parse_number(&parser, line.bytes, true);
         }
     }
-    assert_eq!(
-        reader.consumed(),
-        data.len() as u64,
-        "bytes lost or repeated"
-    );
+    assert_eq!(reader.consumed(), data.len() as u64, "bytes lost or repeated");
 });

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use suppressd::store::Mutation;
 use suppressd::store::scan_segment;
+use suppressd::store::Mutation;
 
 fuzz_target!(|data: &[u8]| {
     let mut records = Vec::new();

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use suppressd::server::mutations::ledger::check_record;
 use suppressd::store::scan_segment;
+use suppressd::server::mutations::ledger::check_record;
 
 fuzz_target!(|data: &[u8]| {
     let mut records = Vec::new();

@@ -55,11 +55,6 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     if let Ok(located) = Located::parse(each.iter().copied()) {
         assert_eq!(located.of_number.len(), each.len());
-        assert!(
-            located
-                .of_number
-                .iter()
-                .all(|&id| (id as usize) < located.hints.len())
-        );
+        assert!(located.of_number.iter().all(|&id| (id as usize) < located.hints.len()));
     }
 });
