@@ -251,12 +251,7 @@ impl Number {
                 min: Self::MIN_DIGITS as usize,
             });
         }
-        if calling_code_of(value, digits) == 0 {
-            return Err(NumberError::UnknownCountryCode {
-                input: Number(value).masked().to_string(),
-            });
-        }
-        // from_u64 accepts every other value; reaching here is a bug, refused all the same.
+        // 8 to 15 digits and refused: its leading digits start no assigned calling code.
         Err(NumberError::UnknownCountryCode {
             input: Number(value).masked().to_string(),
         })

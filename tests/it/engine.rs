@@ -34,8 +34,22 @@ fn round_trip(
     keyed: bool,
     entries: &[(u64, Option<Day>)],
 ) -> SuppressionSet {
-    let key = keyed.then(key);
+    build_and_open(dir, kind, filter, keyed.then(key), None, entries)
+}
+
+/// [`round_trip`] with the key given and, when `layout` is set, that layout asked for.
+fn build_and_open(
+    dir: &std::path::Path,
+    kind: SetKind,
+    filter: FilterWidth,
+    key: Option<SecretKey>,
+    layout: Option<LayoutChoice>,
+    entries: &[(u64, Option<Day>)],
+) -> SuppressionSet {
     let mut builder = SetBuilder::new(spec(kind, filter), key.clone()).unwrap();
+    if let Some(layout) = layout {
+        builder.layout(layout);
+    }
     for &(value, expires) in entries {
         builder
             .push(Number::from_u64_unchecked(value), expires)
@@ -45,6 +59,20 @@ fn round_trip(
     let path = dir.join("set.snap");
     built.image.write_atomic(&path).unwrap();
     SuppressionSet::open(&path, key.as_ref()).unwrap()
+}
+
+/// Entries with their expiry for a consent set, without for a block set; and the set's kind.
+fn entries_of(values: &[(u64, Option<i32>)], consent: bool) -> (Vec<(u64, Option<Day>)>, SetKind) {
+    let entries = values
+        .iter()
+        .map(|&(v, e)| (v, if consent { e.map(Day) } else { None }))
+        .collect();
+    let kind = if consent {
+        SetKind::Consent
+    } else {
+        SetKind::Block
+    };
+    (entries, kind)
 }
 
 /// The model: latest expiry per number wins, like the builder's deduplication.
@@ -112,20 +140,10 @@ proptest! {
         today in 19_985i32..20_015,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let entries: Vec<(u64, Option<Day>)> = values
-            .iter()
-            .map(|&(v, e)| (v, if consent { e.map(Day) } else { None }))
-            .collect();
-        let kind = if consent { SetKind::Consent } else { SetKind::Block };
+        let (entries, kind) = entries_of(&values, consent);
         // Small consent sets may cost less as filter + Elias-Fano; this test pins the layout.
-        let mut builder = SetBuilder::new(spec(kind, FilterWidth::Fuse8), None).unwrap();
-        builder.layout(LayoutChoice::LinesWhenSuitable);
-        for &(value, expires) in &entries {
-            builder.push(Number::from_u64_unchecked(value), expires).unwrap();
-        }
-        let path = dir.path().join("lines.snap");
-        builder.build(2).unwrap().image.write_atomic(&path).unwrap();
-        let set = SuppressionSet::open(&path, None).unwrap();
+        let layout = Some(LayoutChoice::LinesWhenSuitable);
+        let set = build_and_open(dir.path(), kind, FilterWidth::Fuse8, None, layout, &entries);
         prop_assert_eq!(set.set_layout(), Layout::Lines);
         check_against_model(&set, &model(&entries), &probes, Day(today));
         let read_back: Vec<(u64, Option<Day>)> = set.entries().collect();
@@ -188,20 +206,10 @@ proptest! {
         consent in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let entries: Vec<(u64, Option<Day>)> = values
-            .iter()
-            .map(|&(v, e)| (v, if consent { e.map(Day) } else { None }))
-            .collect();
-        let kind = if consent { SetKind::Consent } else { SetKind::Block };
-        let key = keyed.then(key);
-        let mut builder = SetBuilder::new(spec(kind, FilterWidth::Fuse8), key.clone()).unwrap();
-        builder.layout(LayoutChoice::FilterEliasFano);
-        for &(value, expires) in &entries {
-            builder.push(Number::from_u64_unchecked(value), expires).unwrap();
-        }
-        let path = dir.path().join("set.snap");
-        builder.build(2).unwrap().image.write_atomic(&path).unwrap();
-        let set = SuppressionSet::open(&path, key.as_ref()).unwrap();
+        let (entries, kind) = entries_of(&values, consent);
+        let layout = Some(LayoutChoice::FilterEliasFano);
+        let set =
+            build_and_open(dir.path(), kind, FilterWidth::Fuse8, keyed.then(key), layout, &entries);
         prop_assert_eq!(set.set_layout(), Layout::FilterEliasFano);
         let model = model(&entries);
         let members: Vec<u64> = model.keys().copied().collect();
