@@ -21,7 +21,8 @@
 //! Elias-Fano, as `suppressd build` makes it), `lines_*` the same numbers as a line table
 //! (`LayoutChoice::Auto`), `raw_xorf_*` one `xorf::BinaryFuse8` over the same keys (the ceiling
 //! the default layout's absent path is held to; `batch` = groups of 32 keys whose slots are all
-//! prefetched before any is read, `rolling` = slots prefetched 32 keys ahead, continuously),
+//! prefetched before any is read, `rolling` = slots prefetched continuously as many keys ahead
+//! as the engine's filter does (`fuse::AHEAD`), `rolling32` = 32 keys ahead),
 //! then the hash set and sorted-array baselines. A regular expression
 //! selects contenders and builds only theirs: `cargo bench --bench set -- 'us/.*/(suppressd|raw)'`.
 
@@ -35,7 +36,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use suppressd::engine::date::Day;
 use suppressd::engine::exact::{ExactTable, ExactView, Probe};
-use suppressd::engine::fuse::{FilterWidth, mix64};
+use suppressd::engine::fuse::{self, FilterWidth, mix64};
 use suppressd::engine::keys::SecretKey;
 use suppressd::engine::number::Number;
 use suppressd::engine::prefetch::prefetch_read;
@@ -406,6 +407,19 @@ fn lines_set(space: Space) -> &'static SuppressionSet {
 
 /// The raw filter the default layout is built on: one `xorf::BinaryFuse8` over the same keys
 /// (its fingerprints are a large heap allocation, so they get huge pages like the mapped sets).
+/// The engine's own filter alone (sharded, as a set holds it) over the same keys, on the same
+/// huge-page heap as the raw filter: `suppressd_batch` minus this is what confirming the
+/// filter's hits costs.
+fn engine_filter(space: Space) -> &'static fuse::FuseFilter<u8> {
+    static PL: OnceLock<fuse::FuseFilter<u8>> = OnceLock::new();
+    static US: OnceLock<fuse::FuseFilter<u8>> = OnceLock::new();
+    let cell = match space {
+        Space::Pl => &PL,
+        Space::Us => &US,
+    };
+    cell.get_or_init(|| fuse::FuseFilter::build(&fixture(space).sorted, 2).expect("filter builds"))
+}
+
 fn raw_xorf(space: Space) -> &'static xorf::BinaryFuse8 {
     static PL: OnceLock<xorf::BinaryFuse8> = OnceLock::new();
     static US: OnceLock<xorf::BinaryFuse8> = OnceLock::new();
@@ -427,7 +441,7 @@ fn raw_xorf(space: Space) -> &'static xorf::BinaryFuse8 {
         let mut out = vec![false; 4096];
         let mut rolling = vec![false; 4096];
         xorf_batch(&filter, &fixture.absent[..4096], &mut out);
-        xorf_rolling(&filter, &fixture.absent[..4096], &mut rolling);
+        xorf_rolling::<{ fuse::AHEAD }>(&filter, &fixture.absent[..4096], &mut rolling);
         for ((key, answer), rolled) in fixture.absent[..4096].iter().zip(&out).zip(&rolling) {
             assert_eq!(*answer, filter.contains(key), "batched xorf diverges");
             assert_eq!(*rolled, *answer, "rolling xorf diverges");
@@ -460,10 +474,11 @@ fn xorf_batch(filter: &xorf::BinaryFuse8, keys: &[u64], out: &mut [bool]) {
     }
 }
 
-/// xorf's BinaryFuse8 lookup in a rolling pipeline: key `i + GROUP`'s slots are computed and
+/// xorf's BinaryFuse8 lookup in a rolling pipeline: key `i + DEPTH`'s slots are computed and
 /// prefetched just before key `i`'s are read (the shape of the engine's filter batches), so
-/// fetches stay in flight across group boundaries.
-fn xorf_rolling(filter: &xorf::BinaryFuse8, keys: &[u64], out: &mut [bool]) {
+/// fetches stay in flight across group boundaries. Measured at the engine's depth
+/// (`fuse::AHEAD`) and at 32, so the ceiling is the raw filter at its better depth.
+fn xorf_rolling<const DEPTH: usize>(filter: &xorf::BinaryFuse8, keys: &[u64], out: &mut [bool]) {
     let d = &filter.descriptor;
     let fingerprints = &filter.fingerprints[..];
     let slots_of = |key: u64| {
@@ -477,14 +492,14 @@ fn xorf_rolling(filter: &xorf::BinaryFuse8, keys: &[u64], out: &mut [bool]) {
         }
         (hash, slots)
     };
-    let mut ring = [(0u64, [0usize; 3]); GROUP];
+    let mut ring = [(0u64, [0usize; 3]); DEPTH];
     for (slot, &key) in ring.iter_mut().zip(keys) {
         *slot = slots_of(key);
     }
     for (i, answer) in out.iter_mut().enumerate() {
-        let entry = &mut ring[i % GROUP];
+        let entry = &mut ring[i % DEPTH];
         let (hash, [a, b, c]) = *entry;
-        if let Some(&next) = keys.get(i + GROUP) {
+        if let Some(&next) = keys.get(i + DEPTH) {
             *entry = slots_of(next);
         }
         *answer =
@@ -756,9 +771,19 @@ fn lookup_group(c: &mut Criterion, space: Space, traffic: &str) {
         xorf_batch(raw_xorf(space), batch, out);
         out.iter().filter(|&&b| b).count()
     });
+    bench_batches(&mut group, "suppressd_filter", pool, |batch| {
+        let out = &mut filter_out[..batch.len()];
+        engine_filter(space).view().contains_batch(batch, out);
+        out.iter().filter(|&&b| b).count()
+    });
     bench_batches(&mut group, "raw_xorf_rolling", pool, |batch| {
         let out = &mut filter_out[..batch.len()];
-        xorf_rolling(raw_xorf(space), batch, out);
+        xorf_rolling::<{ fuse::AHEAD }>(raw_xorf(space), batch, out);
+        out.iter().filter(|&&b| b).count()
+    });
+    bench_batches(&mut group, "raw_xorf_rolling32", pool, |batch| {
+        let out = &mut filter_out[..batch.len()];
+        xorf_rolling::<32>(raw_xorf(space), batch, out);
         out.iter().filter(|&&b| b).count()
     });
     bench_batches(&mut group, "raw_xorf_single", pool, |batch| {
@@ -962,13 +987,15 @@ fn main() {
 /// Whether a group could match the command line filter (so its fixtures are worth building).
 /// Criterion filters by substring (regular expression) of `group/function`.
 fn selected(args: &[String], group: &str) -> bool {
-    const FUNCTIONS: [&str; 15] = [
+    const FUNCTIONS: [&str; 17] = [
         "suppressd_batch",
         "suppressd_single",
         "lines_batch",
         "lines_single",
         "raw_xorf_batch",
+        "suppressd_filter",
         "raw_xorf_rolling",
+        "raw_xorf_rolling32",
         "raw_xorf_single",
         "std_hashset",
         "fast_hashset",

@@ -9,7 +9,7 @@
 use super::{CliError, CliResult, load_key, per_key, thousands};
 use crate::engine::date::Day;
 use crate::engine::set::SuppressionSet;
-use crate::engine::snapshot::{self, FORMAT_VERSION, SectionId, SnapshotError, SnapshotLayout};
+use crate::engine::snapshot::{self, SectionId, SnapshotError, SnapshotLayout};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -121,7 +121,7 @@ pub fn run(args: InspectArgs) -> CliResult<()> {
     let in_memory = filter_bytes + exact_bytes + expiry_bytes;
     let report = Report {
         file: args.file.display().to_string(),
-        format_version: FORMAT_VERSION,
+        format_version: layout.format_version,
         name: header.name.clone(),
         kind: header.kind.name(),
         key_scheme: header.scheme.name(),

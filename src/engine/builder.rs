@@ -8,7 +8,9 @@
 
 use crate::engine::date::Day;
 use crate::engine::exact::ExactTable;
-use crate::engine::fuse::{FilterWidth, Fingerprint, FuseBuildError, FuseFilter, ShardDescriptor};
+use crate::engine::fuse::{
+    FilterWidth, Fingerprint, FuseBuildError, FuseFilter, ShardDescriptor, ShardPick,
+};
 use crate::engine::keys::{KeyScheme, SecretKey};
 use crate::engine::lines::LineTable;
 use crate::engine::number::Number;
@@ -78,6 +80,7 @@ pub struct SetBuilder {
     /// Parallel to `keys` once any entry has an expiry.
     expiries: Option<Vec<u16>>,
     layout: LayoutChoice,
+    pick: ShardPick,
 }
 
 /// A built set: its snapshot image and build figures.
@@ -103,7 +106,15 @@ impl SetBuilder {
             expiries: None,
             // Filter + Elias-Fano unless asked: the line table is opt-in.
             layout: LayoutChoice::default(),
+            pick: ShardPick::Multiplicative,
         })
+    }
+
+    /// The filter's shard function. [`ShardPick::Mixed`] writes a file that builds older than
+    /// snapshot format 4 read (a fleet mid-upgrade, compatibility tests); lookups in it cost a
+    /// few more instructions per key.
+    pub fn shard_pick(&mut self, pick: ShardPick) {
+        self.pick = pick;
     }
 
     /// Restricts the layouts the build may choose.
@@ -172,6 +183,7 @@ impl SetBuilder {
             mut keys,
             expiries,
             layout,
+            pick,
         } = self;
         let input_keys = keys.len() as u64;
         let expiries = match expiries {
@@ -224,10 +236,10 @@ impl SetBuilder {
         let image = match (lines, spec.filter) {
             (Some(lines), _) => encode_lines(&header, &lines, expiries.as_deref()),
             (None, FilterWidth::Fuse8) => {
-                encode_with::<u8>(&header, &keys, expiries.as_deref(), threads)?
+                encode_with::<u8>(&header, &keys, expiries.as_deref(), threads, pick)?
             }
             (None, FilterWidth::Fuse16) => {
-                encode_with::<u16>(&header, &keys, expiries.as_deref(), threads)?
+                encode_with::<u16>(&header, &keys, expiries.as_deref(), threads, pick)?
             }
         };
         Ok(BuiltSet {
@@ -269,7 +281,7 @@ fn encode_lines(header: &SetHeader, lines: &LineTable, expiries: Option<&[u16]>)
     if !lines.ranks.is_empty() {
         sections.push((SectionId::LineRanks, bytemuck::cast_slice(&lines.ranks)));
     }
-    snapshot::encode(header, &sections)
+    snapshot::encode(header, &sections, snapshot::LINE_TABLE_VERSION)
 }
 
 fn encode_with<F: Fingerprint>(
@@ -277,9 +289,17 @@ fn encode_with<F: Fingerprint>(
     keys: &[u64],
     expiries: Option<&[u16]>,
     threads: usize,
+    pick: ShardPick,
 ) -> Result<SnapshotImage, BuildError> {
     let exact = ExactTable::build(keys);
-    let filter = FuseFilter::<F>::build(keys, threads)?;
+    let filter = FuseFilter::<F>::build_picking(keys, threads, pick)?;
+    // A filter of one shard never picks, so its file is the same under every format version
+    // and is written as the oldest (older builds keep reading small sets).
+    let version = if filter.shards.len() > 1 && pick == ShardPick::Multiplicative {
+        snapshot::FORMAT_VERSION
+    } else {
+        snapshot::OLDEST_READABLE_VERSION
+    };
     let shard_words: Vec<u64> = filter
         .shards
         .iter()
@@ -305,5 +325,5 @@ fn encode_with<F: Fingerprint>(
     if let Some(expiries) = expiries {
         sections.push((SectionId::Expiry, bytemuck::cast_slice(expiries)));
     }
-    Ok(snapshot::encode(header, &sections))
+    Ok(snapshot::encode(header, &sections, version))
 }

@@ -435,6 +435,11 @@ impl<'a> ExactView<'a> {
         Ok(())
     }
 
+    /// Each chunk's first key, in order.
+    pub fn chunk_first_keys(&self) -> &'a [u64] {
+        self.chunk_first
+    }
+
     pub fn key_count(&self) -> u64 {
         self.key_count
     }

@@ -21,12 +21,16 @@ use std::ops::BitXor;
 pub const SHARD_TARGET_KEYS: usize = 1 << 20;
 /// Salts tried per shard before construction is reported as failed.
 const MAX_ATTEMPTS: u64 = 8;
-/// Seed for choosing a key's shard, independent of any shard's own seed.
+/// Seed for choosing a key's shard under [`ShardPick::Mixed`], independent of any shard's own
+/// seed.
 const SHARD_SELECT_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Multiplier of [`ShardPick::Multiplicative`]: 2^64 divided by the golden ratio, odd, so
+/// consecutive keys land on well-spread fractions (Fibonacci hashing).
+const SHARD_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
 /// How many keys ahead of the one being tested a batch hashes and prefetches (a power of two).
 /// 32 keys = 96 lines requested ahead, the depth the raw-xorf contender in `benches/set.rs` is
 /// measured at: enough to cover a DRAM round trip at the rate the test loop drains them.
-pub const AHEAD: usize = 32;
+pub const AHEAD: usize = 64;
 
 /// Fingerprint width of a filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -195,16 +199,63 @@ impl ShardDescriptor {
     }
 }
 
+/// How a key's shard is chosen: fixed per filter, the same function at build and at lookup.
+///
+/// Shard choice only balances the shards (a shard's keys are hashed again, with its own seed,
+/// for its slots), so it needs spread, not independence: one multiply does for any key set a
+/// dialer loads, where the murmur finalizer of format versions 2 and 3 cost ~8 instructions
+/// per key, a tenth of an absent lookup (BENCHMARKS.md, issue 18). Uneven shards would only
+/// cost build memory, never answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardPick {
+    /// Murmur-finalized key, multiply-shifted (snapshot format versions 2 and 3).
+    Mixed,
+    /// Key times [`SHARD_MULTIPLIER`], multiply-shifted (format version 4 on).
+    Multiplicative,
+}
+
+impl ShardPick {
+    /// The shard of `key` among `count` shards.
+    #[inline(always)]
+    pub fn shard(self, key: u64, count: usize) -> usize {
+        let spread = match self {
+            ShardPick::Mixed => mix64(key ^ SHARD_SELECT_SEED),
+            ShardPick::Multiplicative => key.wrapping_mul(SHARD_MULTIPLIER),
+        };
+        ((u128::from(spread) * count as u128) >> 64) as usize
+    }
+}
+
+/// Most fingerprints a filter may hold, so a batch's pipeline keeps each slot in 32 bits
+/// (about 3.8 billion keys; the largest registry is ~250 M).
+pub const MAX_FINGERPRINTS: u64 = 1 << 32;
+
+/// A key in flight in a batch's pipeline: its fingerprint bits and three slots, 16 bytes, so
+/// the ring of keys in flight stays within a few L1 lines.
+#[derive(Clone, Copy, Default)]
+struct Pending([u32; 4]);
+
 /// A read-only view of a filter: shard table plus fingerprints (owned or memory-mapped).
 #[derive(Clone, Debug)]
 pub struct FuseView<'a, F: Fingerprint> {
     shards: Box<[ShardDescriptor]>,
     fingerprints: &'a [F],
+    pick: ShardPick,
 }
 
 impl<'a, F: Fingerprint> FuseView<'a, F> {
     /// Builds a view after checking that no lookup can index outside `fingerprints`.
-    pub fn new(shards: Box<[ShardDescriptor]>, fingerprints: &'a [F]) -> Result<Self, String> {
+    pub fn new(
+        shards: Box<[ShardDescriptor]>,
+        fingerprints: &'a [F],
+        pick: ShardPick,
+    ) -> Result<Self, String> {
+        if fingerprints.len() as u64 > MAX_FINGERPRINTS {
+            return Err(format!(
+                "filter holds {} fingerprints, over the {MAX_FINGERPRINTS} a lookup addresses",
+                fingerprints.len()
+            ));
+        }
         for (index, shard) in shards.iter().enumerate() {
             shard
                 .validate(fingerprints.len() as u64)
@@ -213,7 +264,12 @@ impl<'a, F: Fingerprint> FuseView<'a, F> {
         Ok(FuseView {
             shards,
             fingerprints,
+            pick,
         })
+    }
+
+    pub fn pick(&self) -> ShardPick {
+        self.pick
     }
 
     pub fn shards(&self) -> &[ShardDescriptor] {
@@ -234,7 +290,7 @@ impl<'a, F: Fingerprint> FuseView<'a, F> {
         if count <= 1 {
             return self.shards.first();
         }
-        self.shards.get(pick_shard(key, count))
+        self.shards.get(self.pick.shard(key, count))
     }
 
     /// `false` means certainly absent; `true` means probably present.
@@ -261,40 +317,75 @@ impl<'a, F: Fingerprint> FuseView<'a, F> {
     /// measured with; BENCHMARKS.md, issue 18). Passing indexes out directly spares a batch a
     /// second pass over its answers to find the few hits.
     #[inline]
-    pub fn for_each_pass(&self, keys: &[u64], mut on_pass: impl FnMut(usize)) {
+    pub fn for_each_pass(&self, keys: &[u64], on_pass: impl FnMut(usize)) {
+        // One loop per shard function, so the per-key path carries no branch on it.
+        match self.pick {
+            ShardPick::Multiplicative => self.pass_loop::<true>(keys, on_pass),
+            ShardPick::Mixed => self.pass_loop::<false>(keys, on_pass),
+        }
+    }
+
+    #[inline(always)]
+    fn pass_loop<const MULTIPLICATIVE: bool>(&self, keys: &[u64], mut on_pass: impl FnMut(usize)) {
         if self.shards.is_empty() {
             return;
         }
-        let fingerprints = self.fingerprints;
-        let mut ring = [(0u64, [0usize; 3]); AHEAD];
+        let mut ring = [Pending::default(); AHEAD];
         let warm = keys.len().min(AHEAD);
         for (slot, &key) in ring.iter_mut().zip(&keys[..warm]) {
-            *slot = self.prefetch_slots(key);
+            *slot = self.prefetch_slots::<MULTIPLICATIVE>(key);
         }
-        for i in 0..keys.len() {
+        // Past this point every key still has one `AHEAD` keys behind it to prefetch; the
+        // split spares the steady loop a bounds check per key.
+        let steady = keys.len().saturating_sub(AHEAD);
+        for (i, &next) in keys[AHEAD.min(keys.len())..].iter().enumerate() {
             let entry = &mut ring[i % AHEAD];
-            let (hash, [a, b, c]) = *entry;
-            if let Some(&next) = keys.get(i + AHEAD) {
-                *entry = self.prefetch_slots(next);
+            let pending = *entry;
+            *entry = self.prefetch_slots::<MULTIPLICATIVE>(next);
+            if self.passes(pending) {
+                on_pass(i);
             }
-            if F::from_hash(hash) == fingerprints[a] ^ fingerprints[b] ^ fingerprints[c] {
+        }
+        for i in steady..keys.len() {
+            if self.passes(ring[i % AHEAD]) {
                 on_pass(i);
             }
         }
     }
 
-    /// A key's hash and slots, with the slots' lines prefetched. The shard table is not empty.
     #[inline(always)]
-    fn prefetch_slots(&self, key: u64) -> (u64, [usize; 3]) {
+    fn passes(&self, pending: Pending) -> bool {
+        let [fingerprint, a, b, c] = pending.0;
+        let fingerprints = self.fingerprints;
+        F::from_hash(u64::from(fingerprint))
+            == fingerprints[a as usize] ^ fingerprints[b as usize] ^ fingerprints[c as usize]
+    }
+
+    /// A key's fingerprint and slots, with the slots' lines prefetched. The shard table is not
+    /// empty.
+    #[inline(always)]
+    fn prefetch_slots<const MULTIPLICATIVE: bool>(&self, key: u64) -> Pending {
+        let pick = if MULTIPLICATIVE {
+            ShardPick::Multiplicative
+        } else {
+            ShardPick::Mixed
+        };
         let shard = match self.shards.len() {
             1 => &self.shards[0],
-            count => &self.shards[pick_shard(key, count)],
+            count => &self.shards[pick.shard(key, count)],
         };
-        let slots = shard.slots(key);
-        for &index in &slots.1 {
+        let (hash, slots) = shard.slots(key);
+        for &index in &slots {
             prefetch_read(self.fingerprints.as_ptr().wrapping_add(index));
         }
-        slots
+        // The view holds at most `MAX_FINGERPRINTS`, so every slot fits 32 bits; the 32 bits
+        // of `hash ^ hash >> 32` are all a fingerprint is made of.
+        Pending([
+            (hash ^ (hash >> 32)) as u32,
+            slots[0] as u32,
+            slots[1] as u32,
+            slots[2] as u32,
+        ])
     }
 }
 
@@ -303,6 +394,7 @@ impl<'a, F: Fingerprint> FuseView<'a, F> {
 pub struct FuseFilter<F: Fingerprint> {
     pub shards: Vec<ShardDescriptor>,
     pub fingerprints: Vec<F>,
+    pub pick: ShardPick,
 }
 
 /// Why a filter could not be built.
@@ -318,7 +410,7 @@ pub enum FuseBuildError {
     },
     #[error("filter self-check failed in shard {shard}: a built key is not found (internal bug)")]
     SelfCheck { shard: usize },
-    #[error("too many keys for one filter shard: {keys}")]
+    #[error("too many keys for one filter: {keys}")]
     TooLarge { keys: usize },
 }
 
@@ -327,19 +419,31 @@ impl<F: Fingerprint> FuseFilter<F> {
         FuseView {
             shards: self.shards.clone().into_boxed_slice(),
             fingerprints: &self.fingerprints,
+            pick: self.pick,
         }
     }
 
     /// Builds a filter over distinct keys (order irrelevant), on up to `threads` threads.
     pub fn build(keys: &[u64], threads: usize) -> Result<FuseFilter<F>, FuseBuildError> {
+        Self::build_picking(keys, threads, ShardPick::Multiplicative)
+    }
+
+    /// [`FuseFilter::build`] with the given shard function (`Mixed` writes what builds of
+    /// snapshot format 2 and 3 read).
+    pub fn build_picking(
+        keys: &[u64],
+        threads: usize,
+        pick: ShardPick,
+    ) -> Result<FuseFilter<F>, FuseBuildError> {
         if keys.is_empty() {
             return Ok(FuseFilter {
                 shards: Vec::new(),
                 fingerprints: Vec::new(),
+                pick,
             });
         }
         let shard_count = keys.len().div_ceil(SHARD_TARGET_KEYS);
-        let partitioned = partition_by_shard(keys, shard_count);
+        let partitioned = partition_by_shard(keys, shard_count, pick);
         let threads = threads.clamp(1, shard_count);
         let next = std::sync::atomic::AtomicUsize::new(0);
         type Built<F> = Result<BuiltShard<F>, FuseBuildError>;
@@ -381,9 +485,13 @@ impl<F: Fingerprint> FuseFilter<F> {
             });
             fingerprints.extend_from_slice(&fps);
         }
+        if fingerprints.len() as u64 > MAX_FINGERPRINTS {
+            return Err(FuseBuildError::TooLarge { keys: keys.len() });
+        }
         let filter = FuseFilter {
             shards,
             fingerprints,
+            pick,
         };
         // Each worker found every key of its shard through our lookup code; shard selection is
         // the same function for partitioning and lookups. A sample through the assembled filter
@@ -438,8 +546,12 @@ fn self_check<F: Fingerprint>(
         fingerprint_offset: 0,
         fingerprint_len: fingerprints.len() as u64,
     };
-    let view = FuseView::new(Box::new([descriptor]), fingerprints)
-        .map_err(|_| FuseBuildError::SelfCheck { shard })?;
+    let view = FuseView::new(
+        Box::new([descriptor]),
+        fingerprints,
+        ShardPick::Multiplicative,
+    )
+    .map_err(|_| FuseBuildError::SelfCheck { shard })?;
     let mut found = [false; 1024];
     for keys in keys.chunks(found.len()) {
         let found = &mut found[..keys.len()];
@@ -449,13 +561,6 @@ fn self_check<F: Fingerprint>(
         }
     }
     Ok(())
-}
-
-/// The shard of `key` among `count` shards: the same function partitions keys at build time
-/// and picks a shard at lookup time.
-#[inline(always)]
-fn pick_shard(key: u64, count: usize) -> usize {
-    ((u128::from(mix64(key ^ SHARD_SELECT_SEED)) * count as u128) >> 64) as usize
 }
 
 /// Keys grouped by shard (counting sort), so each shard's keys are one contiguous slice.
@@ -470,14 +575,14 @@ impl Partitioned {
     }
 }
 
-fn partition_by_shard(keys: &[u64], shard_count: usize) -> Partitioned {
+fn partition_by_shard(keys: &[u64], shard_count: usize, pick: ShardPick) -> Partitioned {
     if shard_count == 1 {
         return Partitioned {
             keys: keys.to_vec(),
             starts: vec![0, keys.len()],
         };
     }
-    let pick = |key: u64| pick_shard(key, shard_count);
+    let pick = |key: u64| pick.shard(key, shard_count);
     let mut counts = vec![0usize; shard_count + 1];
     for &key in keys {
         counts[pick(key) + 1] += 1;
@@ -578,17 +683,40 @@ mod tests {
     }
 
     #[test]
+    fn both_shard_functions_build_filters_that_hold_their_keys_and_spread_them() {
+        // Dense numbers, the shape of a national registry, over three shards.
+        let keys: Vec<u64> = (0..(2 * SHARD_TARGET_KEYS as u64 + 9000))
+            .map(|i| 12_015_550_000 + i * 7)
+            .collect();
+        for pick in [ShardPick::Mixed, ShardPick::Multiplicative] {
+            let filter = FuseFilter::<u8>::build_picking(&keys, 2, pick).unwrap();
+            assert_eq!(filter.shards.len(), 3);
+            let view = filter.view();
+            assert_eq!(view.pick(), pick);
+            let mut out = vec![false; keys.len()];
+            view.contains_batch(&keys, &mut out);
+            assert!(out.iter().all(|&hit| hit), "{pick:?}");
+            // Fuse construction sizes each shard for its own keys; within 1 % of even here.
+            let even = keys.len() as f64 / 3.0;
+            for shard in &filter.shards {
+                let keys = shard.fingerprint_len as f64 / 1.13;
+                assert!((keys - even).abs() < even * 0.03, "{pick:?}: {keys} of {even}");
+            }
+        }
+    }
+
+    #[test]
     fn corrupt_descriptors_are_refused() {
         let keys = keys(1000, 1);
         let filter = FuseFilter::<u8>::build(&keys, 1).unwrap();
         let mut shard = filter.shards[0];
         shard.segment_count_length += shard.segment_length * 4;
-        assert!(FuseView::new(vec![shard].into(), &filter.fingerprints).is_err());
+        assert!(FuseView::new(vec![shard].into(), &filter.fingerprints, filter.pick).is_err());
         let mut shard = filter.shards[0];
         shard.segment_length = 3;
-        assert!(FuseView::new(vec![shard].into(), &filter.fingerprints).is_err());
+        assert!(FuseView::new(vec![shard].into(), &filter.fingerprints, filter.pick).is_err());
         let mut shard = filter.shards[0];
         shard.fingerprint_offset = 1;
-        assert!(FuseView::new(vec![shard].into(), &filter.fingerprints).is_err());
+        assert!(FuseView::new(vec![shard].into(), &filter.fingerprints, filter.pick).is_err());
     }
 }

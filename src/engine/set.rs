@@ -26,7 +26,7 @@ pub use crate::engine::builder::{
 };
 use crate::engine::date::Day;
 use crate::engine::exact::{ExactView, Probe};
-use crate::engine::fuse::{FilterWidth, FuseView, ShardDescriptor};
+use crate::engine::fuse::{FilterWidth, FuseView, ShardDescriptor, ShardPick};
 use crate::engine::keys::{KeyScheme, SecretKey};
 use crate::engine::lines::LineView;
 use crate::engine::number::Number;
@@ -669,14 +669,27 @@ fn load_classic(parts: &Parts<'_>, header: &SetHeader) -> Result<Table, Snapshot
     if shards.is_empty() != (header.key_count == 0) {
         return Err(parts.corrupt(SectionId::FilterShards, "shard count does not match keys"));
     }
+    let pick = if parts.layout.format_version >= snapshot::FORMAT_VERSION {
+        ShardPick::Multiplicative
+    } else {
+        ShardPick::Mixed
+    };
     let filter = match header.filter {
         FilterWidth::Fuse8 => AnyFilter::Fuse8(
-            FuseView::new(shards, parts.slice::<u8>(SectionId::FilterFingerprints)?)
-                .map_err(|r| parts.corrupt(SectionId::FilterFingerprints, &r))?,
+            FuseView::new(
+                shards,
+                parts.slice::<u8>(SectionId::FilterFingerprints)?,
+                pick,
+            )
+            .map_err(|r| parts.corrupt(SectionId::FilterFingerprints, &r))?,
         ),
         FilterWidth::Fuse16 => AnyFilter::Fuse16(
-            FuseView::new(shards, parts.slice::<u16>(SectionId::FilterFingerprints)?)
-                .map_err(|r| parts.corrupt(SectionId::FilterFingerprints, &r))?,
+            FuseView::new(
+                shards,
+                parts.slice::<u16>(SectionId::FilterFingerprints)?,
+                pick,
+            )
+            .map_err(|r| parts.corrupt(SectionId::FilterFingerprints, &r))?,
         ),
     };
     let exact = ExactView::new(
@@ -687,6 +700,22 @@ fn load_classic(parts: &Parts<'_>, header: &SetHeader) -> Result<Table, Snapshot
         parts.words(SectionId::Lows)?,
     )
     .map_err(|r| parts.corrupt(SectionId::ChunkMeta, &r))?;
+    // The filter must let every key of the table through, or it would answer "absent" for a
+    // member. Checksums cannot catch a filter read with the wrong shard function (a file whose
+    // version field was rewritten and resealed, or a builder bug), so every chunk's first key
+    // is looked up: ~1 ms per 50 M keys, and a wrong shard function fails nearly all of them.
+    let first_keys = exact.chunk_first_keys();
+    let mut passed = vec![false; first_keys.len()];
+    match &filter {
+        AnyFilter::Fuse8(view) => view.contains_batch(first_keys, &mut passed),
+        AnyFilter::Fuse16(view) => view.contains_batch(first_keys, &mut passed),
+    }
+    if let Some(chunk) = passed.iter().position(|&pass| !pass) {
+        return Err(parts.corrupt(
+            SectionId::FilterFingerprints,
+            &format!("the filter does not hold the first key of chunk {chunk}"),
+        ));
+    }
     Ok(Table::Classic { filter, exact })
 }
 

@@ -32,11 +32,17 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::xxh3_64;
 
 pub const MAGIC: [u8; 8] = *b"SUPPSNAP";
-/// Version 3: plain-number sets may be a line table (sections `line-*`, see `engine::lines`)
-/// instead of filter + Elias-Fano. Version 2 files (filter + Elias-Fano, one 64-byte metadata
-/// line per chunk) still load: version 3 only added sections. Files of any other version (1 had
-/// two metadata words per chunk) are refused, never guessed at.
-pub const FORMAT_VERSION: u32 = 3;
+/// Version 4: a filter of more than one shard picks a key's shard with one multiply
+/// (`fuse::ShardPick::Multiplicative`) instead of a murmur finalizer. Version 3: plain-number
+/// sets may be a line table (sections `line-*`, see `engine::lines`) instead of filter +
+/// Elias-Fano. Version 2 files (filter + Elias-Fano, one 64-byte metadata line per chunk) still
+/// load, their filters with the murmur shard pick. Files of any other version (1 had two
+/// metadata words per chunk) are refused, never guessed at. Each file is written with the
+/// oldest version that describes it (see [`encode`]), so older builds keep reading what they
+/// can read correctly and refuse the rest.
+pub const FORMAT_VERSION: u32 = 4;
+/// The version whose line-table sections are the newest thing in a file.
+pub const LINE_TABLE_VERSION: u32 = 3;
 /// The oldest version this build reads.
 pub const OLDEST_READABLE_VERSION: u32 = 2;
 /// File name extension of snapshot files.
@@ -176,6 +182,8 @@ pub struct SectionInfo {
 /// A decoded, fully verified snapshot header and section table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotLayout {
+    /// The file's format version (from [`OLDEST_READABLE_VERSION`] to [`FORMAT_VERSION`]).
+    pub format_version: u32,
     pub header: SetHeader,
     pub header_len: u64,
     pub header_checksum: u64,
@@ -341,8 +349,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// Encodes a header and its sections into one image.
-pub fn encode(header: &SetHeader, sections: &[(SectionId, &[u8])]) -> SnapshotImage {
+/// Encodes a header and its sections into one image of format `version`: the caller gives the
+/// oldest version that describes the sections (a multi-shard filter with the multiplicative
+/// shard pick needs [`FORMAT_VERSION`], line-table sections [`LINE_TABLE_VERSION`], anything
+/// else [`OLDEST_READABLE_VERSION`]), so builds that predate a change keep reading files the
+/// change does not touch (rolling upgrades) and refuse the ones it does.
+pub fn encode(header: &SetHeader, sections: &[(SectionId, &[u8])], version: u32) -> SnapshotImage {
+    debug_assert!((OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version));
+    debug_assert!(
+        version >= LINE_TABLE_VERSION || sections.iter().all(|(id, _)| *id < SectionId::LineInfo),
+        "line-table sections need format version 3"
+    );
     let name = header.name.as_bytes();
     let key_id = header.key_id.as_deref().unwrap_or("").as_bytes();
     let source = header.source.as_bytes();
@@ -358,13 +375,6 @@ pub fn encode(header: &SetHeader, sections: &[(SectionId, &[u8])]) -> SnapshotIm
     }
     let mut out = vec![0u8; end];
     out[0..8].copy_from_slice(&MAGIC);
-    // Files without line-table sections are written as version 2, so builds that predate the
-    // line table keep reading them (rolling upgrades).
-    let version = if sections.iter().any(|(id, _)| *id >= SectionId::LineInfo) {
-        FORMAT_VERSION
-    } else {
-        OLDEST_READABLE_VERSION
-    };
     out[8..12].copy_from_slice(&version.to_le_bytes());
     out[12..16].copy_from_slice(&(header_len as u32).to_le_bytes());
     out[16] = header.kind.code();
@@ -628,6 +638,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<SnapshotLayout, DecodeError> {
         ));
     }
     Ok(SnapshotLayout {
+        format_version: version,
         header: SetHeader {
             name,
             kind,
@@ -706,8 +717,10 @@ mod tests {
                 (SectionId::ChunkFirst, &[1, 2, 3]),
                 (SectionId::Lows, &[9; 100]),
             ],
+            OLDEST_READABLE_VERSION,
         );
         let layout = decode(image.as_bytes()).unwrap();
+        assert_eq!(layout.format_version, OLDEST_READABLE_VERSION);
         assert_eq!(layout.header, header());
         assert_eq!(layout.sections.len(), 2);
         assert_eq!(layout.sections[1].offset % 64, 0);
@@ -719,6 +732,7 @@ mod tests {
         let image = encode(
             &header(),
             &[(SectionId::ChunkFirst, &[1, 2, 3, 4, 5, 6, 7, 8])],
+            OLDEST_READABLE_VERSION,
         );
         let bytes = image.as_bytes();
         for at in 0..bytes.len() {
@@ -736,7 +750,11 @@ mod tests {
     fn read_layout_reads_the_header_of_a_file_and_names_it_when_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.7.snap");
-        let image = encode(&header(), &[(SectionId::Lows, &[9; 4096])]);
+        let image = encode(
+            &header(),
+            &[(SectionId::Lows, &[9; 4096])],
+            OLDEST_READABLE_VERSION,
+        );
         image.write_atomic(&path).unwrap();
         let layout = read_layout(&path).unwrap();
         assert_eq!(layout.header, header());
@@ -753,6 +771,7 @@ mod tests {
         let image = encode(
             &header(),
             &[(SectionId::ChunkFirst, &[1, 2, 3, 4, 5, 6, 7, 8])],
+            OLDEST_READABLE_VERSION,
         );
         let mut bytes = image.as_bytes().to_vec();
         let last = bytes.len() - 1;
@@ -764,7 +783,7 @@ mod tests {
 
     #[test]
     fn wrong_version_is_unsupported() {
-        let image = encode(&header(), &[]);
+        let image = encode(&header(), &[], FORMAT_VERSION);
         for other in [OLDEST_READABLE_VERSION - 1, FORMAT_VERSION + 1] {
             let mut bad = image.as_bytes().to_vec();
             bad[8..12].copy_from_slice(&other.to_le_bytes());
@@ -783,9 +802,14 @@ mod tests {
         let classic = encode(
             &header(),
             &[(SectionId::ChunkFirst, &[1, 2, 3, 4, 5, 6, 7, 8])],
+            OLDEST_READABLE_VERSION,
         );
         assert!(as_version_2(classic).is_ok());
-        let lines = encode(&header(), &[(SectionId::Lines, &[1, 2, 3, 4, 5, 6, 7, 8])]);
+        let lines = encode(
+            &header(),
+            &[(SectionId::Lines, &[1, 2, 3, 4, 5, 6, 7, 8])],
+            LINE_TABLE_VERSION,
+        );
         let refused = as_version_2(lines).unwrap_err();
         assert!(refused.reason.contains("unknown section id"), "{refused:?}");
     }

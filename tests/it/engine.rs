@@ -4,11 +4,11 @@
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
 use suppressd::engine::date::Day;
-use suppressd::engine::fuse::FilterWidth;
+use suppressd::engine::fuse::{FilterWidth, SHARD_TARGET_KEYS, ShardPick};
 use suppressd::engine::keys::SecretKey;
 use suppressd::engine::number::Number;
 use suppressd::engine::set::{Layout, LayoutChoice, SetBuilder, SetSpec, SuppressionSet};
-use suppressd::engine::snapshot::{SetKind, SnapshotError, reseal_for_fuzzing};
+use suppressd::engine::snapshot::{FORMAT_VERSION, SetKind, SnapshotError, reseal_for_fuzzing};
 
 fn spec(kind: SetKind, filter: FilterWidth) -> SetSpec {
     SetSpec {
@@ -275,6 +275,71 @@ fn version_2_snapshots_still_load() {
         refused.contains("format version 1 is not supported"),
         "{refused}"
     );
+}
+
+/// A set over more than one filter shard, built with the given shard function, its file bytes
+/// and the format version its header says.
+fn multi_shard_file(pick: ShardPick, values: &[u64]) -> (Vec<u8>, u32) {
+    let mut builder = SetBuilder::new(spec(SetKind::Block, FilterWidth::Fuse8), None).unwrap();
+    builder.layout(LayoutChoice::FilterEliasFano);
+    builder.shard_pick(pick);
+    for &value in values {
+        builder
+            .push(Number::from_u64_unchecked(value), None)
+            .unwrap();
+    }
+    let bytes = builder.build(2).unwrap().image.as_bytes().to_vec();
+    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    (bytes, version)
+}
+
+/// Format 4 changed how a multi-shard filter picks a key's shard. Files of both functions load
+/// and answer; each is written with the oldest version that reads it right; and a file whose
+/// version field is rewritten (and resealed, so checksums pass) is refused instead of being
+/// read with the wrong shard function, which would answer "absent" for most members.
+#[test]
+fn both_shard_functions_load_and_a_rewritten_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<u64> = (0..(SHARD_TARGET_KEYS as u64 + 50_000))
+        .map(|i| 12_015_550_000 + i * 3)
+        .collect();
+    for (pick, written, wrong) in [
+        (ShardPick::Multiplicative, FORMAT_VERSION, 3),
+        (ShardPick::Mixed, 2, FORMAT_VERSION),
+    ] {
+        let (mut bytes, version) = multi_shard_file(pick, &values);
+        assert_eq!(version, written, "{pick:?}");
+        let path = dir.path().join("us-dnc.1.snap");
+        std::fs::write(&path, &bytes).unwrap();
+        let set = SuppressionSet::open(&path, None).unwrap();
+        let members: Vec<Number> = values
+            .iter()
+            .step_by(7)
+            .map(|&v| Number::from_u64_unchecked(v))
+            .collect();
+        let mut answers = vec![false; members.len()];
+        set.contains_batch(&members, Day(20_000), &mut answers);
+        assert!(
+            answers.iter().all(|&a| a),
+            "{pick:?}: a member answered absent"
+        );
+        for &value in values.iter().step_by(1009) {
+            assert!(set.contains(Number::from_u64_unchecked(value), Day(20_000)));
+            assert!(!set.contains(Number::from_u64_unchecked(value + 1), Day(20_000)));
+        }
+        drop(set);
+        bytes[8..12].copy_from_slice(&wrong.to_le_bytes());
+        reseal_for_fuzzing(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        let refused = SuppressionSet::open(&path, None).unwrap_err().to_string();
+        assert!(
+            refused.contains("the filter does not hold the first key of chunk"),
+            "{pick:?} read as version {wrong}: {refused}"
+        );
+    }
+    // One shard never picks: such a file is the same under both functions and stays version 2.
+    let (_, version) = multi_shard_file(ShardPick::Multiplicative, &values[..1000]);
+    assert_eq!(version, 2);
 }
 
 #[test]
