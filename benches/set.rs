@@ -405,8 +405,6 @@ fn lines_set(space: Space) -> &'static SuppressionSet {
     })
 }
 
-/// The raw filter the default layout is built on: one `xorf::BinaryFuse8` over the same keys
-/// (its fingerprints are a large heap allocation, so they get huge pages like the mapped sets).
 /// The engine's own filter alone (sharded, as a set holds it) over the same keys, on the same
 /// huge-page heap as the raw filter: `suppressd_batch` minus this is what confirming the
 /// filter's hits costs.
@@ -420,6 +418,8 @@ fn engine_filter(space: Space) -> &'static fuse::FuseFilter<u8> {
     cell.get_or_init(|| fuse::FuseFilter::build(&fixture(space).sorted, 2).expect("filter builds"))
 }
 
+/// The raw filter the default layout is built on: one `xorf::BinaryFuse8` over the same keys
+/// (its fingerprints are a large heap allocation, so they get huge pages like the mapped sets).
 fn raw_xorf(space: Space) -> &'static xorf::BinaryFuse8 {
     static PL: OnceLock<xorf::BinaryFuse8> = OnceLock::new();
     static US: OnceLock<xorf::BinaryFuse8> = OnceLock::new();

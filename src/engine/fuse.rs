@@ -28,8 +28,9 @@ const SHARD_SELECT_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 /// consecutive keys land on well-spread fractions (Fibonacci hashing).
 const SHARD_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
 /// How many keys ahead of the one being tested a batch hashes and prefetches (a power of two).
-/// 32 keys = 96 lines requested ahead, the depth the raw-xorf contender in `benches/set.rs` is
-/// measured at: enough to cover a DRAM round trip at the rate the test loop drains them.
+/// 64 keys = 192 lines requested ahead: 32 measured ~10 % slower and 128 no faster
+/// (BENCHMARKS.md, issue 18 fourth attempt). `benches/set.rs` holds the raw `xorf` contender to
+/// the same depth.
 pub const AHEAD: usize = 64;
 
 /// Fingerprint width of a filter.
