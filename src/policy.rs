@@ -585,6 +585,11 @@ impl CampaignState<'_> {
     }
 
     fn prefix_blocked(&self, number: Number) -> bool {
+        // Most campaigns block no prefix: spare every number its digit count (a quarter of
+        // the per-number decision's profile in a batch; BENCHMARKS.md, issue 18).
+        if self.campaign.prefixes.is_empty() {
+            return false;
+        }
         let digits = number.digit_count();
         self.campaign.prefixes.iter().any(|&(prefix, length)| {
             length <= digits && number.get() / 10u64.pow(digits - length) == prefix
@@ -745,8 +750,10 @@ impl CampaignState<'_> {
                 }
             }
         }
-        for (&seen, &index) in consented.iter().zip(&valid_at) {
-            self.consent_rule(&mut out[index], seen);
+        if self.campaign.require_consent && self.consent_ready {
+            for (&seen, &index) in consented.iter().zip(&valid_at) {
+                self.consent_rule(&mut out[index], seen);
+            }
         }
         stats
     }

@@ -353,6 +353,33 @@ async fn every_block_reason_and_allow() {
         );
         assert!(response.checked_at_unix_ms > 0);
     }
+    // The same cases through CheckBatch, one batch per campaign, as packed numbers: the batch
+    // path's rules (prefix, consent, every set) must answer as the single check does.
+    for batch_campaign in ["outbound", "consented"] {
+        let batch: Vec<&Case> = cases.iter().filter(|c| c.1 == batch_campaign).collect();
+        let response = client
+            .check_batch(CheckBatchRequest {
+                tenant: "acme".into(),
+                campaign: batch_campaign.into(),
+                e164: batch.iter().map(|c| c.0).collect(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for (index, &&(number, _, verdict, expected, _)) in batch.iter().enumerate() {
+            assert_eq!(
+                response.verdicts[index], verdict as u8,
+                "{number} in batch {batch_campaign}"
+            );
+            let found = response.blocked.iter().find(|b| b.index == index as u32);
+            let found_reasons = found.map(|b| reasons(&b.reasons)).unwrap_or_default();
+            assert_eq!(
+                found_reasons, expected,
+                "{number} in batch {batch_campaign}"
+            );
+        }
+    }
     let invalid = check(&mut client, "not a number", "outbound").await;
     assert_eq!(invalid.verdict, Verdict::Block as i32);
     assert_eq!(reasons(&invalid.reasons), [Reason::InvalidNumber]);
