@@ -145,6 +145,23 @@ const VISIBLE_DIGITS: usize = 3;
 /// Characters of user input kept in an error message.
 const MASK_MAX_CHARS: usize = 32;
 
+/// Appends the leading values of `values` that are valid `D`-digit numbers to `out`; returns
+/// how many. Stops at the first value of another length or without an assigned calling code.
+#[inline(always)]
+fn same_length<const D: u32, E>(values: &[u64], out: &mut Vec<Result<Number, E>>) -> usize {
+    let (low, high) = (POW10[D as usize - 1], POW10[D as usize]);
+    let divisor = POW10[D as usize - 3];
+    let mut taken = 0;
+    for &value in values {
+        if !(low..high).contains(&value) || !has_calling_code(value / divisor) {
+            break;
+        }
+        out.push(Ok(Number(value)));
+        taken += 1;
+    }
+    taken
+}
+
 /// Digit count of `value` (1 for 0), without `ilog10`'s panic on 0.
 #[inline]
 const fn count_digits(value: u64) -> u32 {
@@ -255,6 +272,41 @@ impl Number {
         Err(NumberError::UnknownCountryCode {
             input: Number(value).masked().to_string(),
         })
+    }
+
+    /// Appends [`Number::from_u64`] of each value to `out`, refusals wrapped by `wrap`. A run of
+    /// numbers of one length (a country's numbers, nearly every batch) goes through a loop made
+    /// for that length: two compares, a division by a constant and a bitmap read per number,
+    /// where converting each alone counts its digits and branches on the count (12 % of the
+    /// daemon's CheckStream profile; BENCHMARKS.md, issue 18).
+    pub fn extend_from_u64<E>(
+        values: &[u64],
+        out: &mut Vec<Result<Number, E>>,
+        wrap: impl Fn(NumberError) -> E,
+    ) {
+        out.reserve(values.len());
+        let mut rest = values;
+        while let Some(&first) = rest.first() {
+            let taken = match count_digits(first) {
+                8 => same_length::<8, E>(rest, out),
+                9 => same_length::<9, E>(rest, out),
+                10 => same_length::<10, E>(rest, out),
+                11 => same_length::<11, E>(rest, out),
+                12 => same_length::<12, E>(rest, out),
+                13 => same_length::<13, E>(rest, out),
+                14 => same_length::<14, E>(rest, out),
+                15 => same_length::<15, E>(rest, out),
+                _ => 0,
+            };
+            if taken == 0 {
+                // `first` is refused (no valid length, or no assigned calling code): the plain
+                // conversion says why.
+                out.push(Number::from_u64(first).map_err(&wrap));
+                rest = &rest[1..];
+            } else {
+                rest = &rest[taken..];
+            }
+        }
     }
 
     /// Trusted constructor for values already validated (e.g. read back from our own files);
@@ -1520,6 +1572,35 @@ mod tests {
                     prop_assert_eq!(Number::parse_e164(&number.to_e164_string()), Ok(number));
                 }
             }
+        }
+
+        #[test]
+        fn bulk_conversion_answers_like_one_at_a_time(
+            values in proptest::collection::vec(
+                prop_oneof![
+                    4 => any_number().prop_map(Number::get),
+                    // Around every length boundary and the unassigned prefixes.
+                    2 => (7usize..=16, 0u64..2000).prop_map(|(digits, offset)| {
+                        (POW10[digits - 1] + offset * 7_919).min(u64::MAX)
+                    }),
+                    1 => (7usize..=16).prop_map(|digits| POW10[digits] - 1),
+                    1 => Just(0u64),
+                    1 => any::<u64>(),
+                ],
+                0..300,
+            ),
+            run in 0usize..64,
+        ) {
+            // Long runs of one length too, the case the bulk loop is for.
+            let mut values = values;
+            if let Some(&first) = values.first() {
+                values.extend(std::iter::repeat_n(first, run));
+            }
+            let mut bulk = Vec::new();
+            Number::extend_from_u64(&values, &mut bulk, |e| e);
+            let one_by_one: Vec<Result<Number, NumberError>> =
+                values.iter().map(|&v| Number::from_u64(v)).collect();
+            prop_assert_eq!(bulk, one_by_one);
         }
     }
 }

@@ -359,10 +359,7 @@ impl State {
                 .iter()
                 .map(|text| found_tenant.parser.parse_fast(text).map_err(Box::new)),
         );
-        numbers.extend(
-            e164.iter()
-                .map(|&value| Number::from_u64(value).map_err(Box::new)),
-        );
+        Number::extend_from_u64(e164, &mut numbers, Box::new);
         let mut decisions = Vec::with_capacity(numbers.len());
         let stats = view.decide_batch(&numbers, today, &mut decisions);
         let metrics = crate::metrics::metrics();
