@@ -44,6 +44,8 @@ use std::str::FromStr;
 use rlibphonenumber::enums::Region as LibRegion;
 use rlibphonenumber::{PHONE_NUMBER_UTIL, ParseError, PhoneNumberFormat};
 
+mod bulk;
+
 /// Assigned country calling codes, as rlibphonenumber knows them (a unit test keeps the two
 /// equal). Kept here as a const so the hot path needs no library call and no lazy init.
 const ASSIGNED_CALLING_CODES: [u16; 215] = [
@@ -144,23 +146,6 @@ const VISIBLE_DIGITS: usize = 3;
 
 /// Characters of user input kept in an error message.
 const MASK_MAX_CHARS: usize = 32;
-
-/// Appends the leading values of `values` that are valid `D`-digit numbers to `out`; returns
-/// how many. Stops at the first value of another length or without an assigned calling code.
-#[inline(always)]
-fn same_length<const D: u32, E>(values: &[u64], out: &mut Vec<Result<Number, E>>) -> usize {
-    let (low, high) = (POW10[D as usize - 1], POW10[D as usize]);
-    let divisor = POW10[D as usize - 3];
-    let mut taken = 0;
-    for &value in values {
-        if !(low..high).contains(&value) || !has_calling_code(value / divisor) {
-            break;
-        }
-        out.push(Ok(Number(value)));
-        taken += 1;
-    }
-    taken
-}
 
 /// Digit count of `value` (1 for 0), without `ilog10`'s panic on 0.
 #[inline]
@@ -272,41 +257,6 @@ impl Number {
         Err(NumberError::UnknownCountryCode {
             input: Number(value).masked().to_string(),
         })
-    }
-
-    /// Appends [`Number::from_u64`] of each value to `out`, refusals wrapped by `wrap`. A run of
-    /// numbers of one length (a country's numbers, nearly every batch) goes through a loop made
-    /// for that length: two compares, a division by a constant and a bitmap read per number,
-    /// where converting each alone counts its digits and branches on the count (12 % of the
-    /// daemon's CheckStream profile; BENCHMARKS.md, issue 18).
-    pub fn extend_from_u64<E>(
-        values: &[u64],
-        out: &mut Vec<Result<Number, E>>,
-        wrap: impl Fn(NumberError) -> E,
-    ) {
-        out.reserve(values.len());
-        let mut rest = values;
-        while let Some(&first) = rest.first() {
-            let taken = match count_digits(first) {
-                8 => same_length::<8, E>(rest, out),
-                9 => same_length::<9, E>(rest, out),
-                10 => same_length::<10, E>(rest, out),
-                11 => same_length::<11, E>(rest, out),
-                12 => same_length::<12, E>(rest, out),
-                13 => same_length::<13, E>(rest, out),
-                14 => same_length::<14, E>(rest, out),
-                15 => same_length::<15, E>(rest, out),
-                _ => 0,
-            };
-            if taken == 0 {
-                // `first` is refused (no valid length, or no assigned calling code): the plain
-                // conversion says why.
-                out.push(Number::from_u64(first).map_err(&wrap));
-                rest = &rest[1..];
-            } else {
-                rest = &rest[taken..];
-            }
-        }
     }
 
     /// Trusted constructor for values already validated (e.g. read back from our own files);
