@@ -246,14 +246,7 @@ proptest! {
 fn version_2_snapshots_still_load() {
     let dir = tempfile::tempdir().unwrap();
     let values: Vec<u64> = (0..20_000u64).map(|i| 48_600_000_000 + i * 7).collect();
-    let mut builder = SetBuilder::new(spec(SetKind::Block, FilterWidth::Fuse8), None).unwrap();
-    builder.layout(LayoutChoice::FilterEliasFano);
-    for &value in &values {
-        builder
-            .push(Number::from_u64_unchecked(value), None)
-            .unwrap();
-    }
-    let mut bytes = builder.build(2).unwrap().image.as_bytes().to_vec();
+    let (mut bytes, _) = filter_layout_file(ShardPick::Multiplicative, &values);
     bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
     reseal_for_fuzzing(&mut bytes);
     let path = dir.path().join("v2.snap");
@@ -277,9 +270,9 @@ fn version_2_snapshots_still_load() {
     );
 }
 
-/// A set over more than one filter shard, built with the given shard function, its file bytes
+/// A filter + Elias-Fano set of `values` built with the given shard function: its file bytes
 /// and the format version its header says.
-fn multi_shard_file(pick: ShardPick, values: &[u64]) -> (Vec<u8>, u32) {
+fn filter_layout_file(pick: ShardPick, values: &[u64]) -> (Vec<u8>, u32) {
     let mut builder = SetBuilder::new(spec(SetKind::Block, FilterWidth::Fuse8), None).unwrap();
     builder.layout(LayoutChoice::FilterEliasFano);
     builder.shard_pick(pick);
@@ -307,7 +300,7 @@ fn both_shard_functions_load_and_a_rewritten_version_is_refused() {
         (ShardPick::Multiplicative, FORMAT_VERSION, 3),
         (ShardPick::Mixed, 2, FORMAT_VERSION),
     ] {
-        let (mut bytes, version) = multi_shard_file(pick, &values);
+        let (mut bytes, version) = filter_layout_file(pick, &values);
         assert_eq!(version, written, "{pick:?}");
         let path = dir.path().join("us-dnc.1.snap");
         std::fs::write(&path, &bytes).unwrap();
@@ -338,7 +331,7 @@ fn both_shard_functions_load_and_a_rewritten_version_is_refused() {
         );
     }
     // One shard never picks: such a file is the same under both functions and stays version 2.
-    let (_, version) = multi_shard_file(ShardPick::Multiplicative, &values[..1000]);
+    let (_, version) = filter_layout_file(ShardPick::Multiplicative, &values[..1000]);
     assert_eq!(version, 2);
 }
 
