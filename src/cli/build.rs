@@ -96,10 +96,11 @@ pub struct BuildArgs {
     /// Filter width [default: fuse8; with --base: the base's]
     #[arg(long, value_enum)]
     pub filter: Option<FilterArg>,
-    /// Set layout: `lines` (a line table: one index entry and one 64-byte line per lookup;
-    /// fastest on members, slower than the filter on mostly-absent traffic; plain sets of
-    /// 1024+ dense numbers, else the filter layout) or `filter` (binary fuse filter +
-    /// Elias-Fano) [default: filter; with --base: the base's]
+    /// Set layout: `slots` (a slot table: two 64-byte lines read in parallel per lookup, no
+    /// filter; plain sets of 1024+ numbers without expiry dates whose span suits it, else the
+    /// filter layout), `filter` (binary fuse filter + Elias-Fano; what builds before snapshot
+    /// format 5 read) or `lines` (a line table: one index entry and one line per lookup)
+    /// [default: slots; with --base: the base's]
     #[arg(long, value_enum)]
     pub layout: Option<LayoutArg>,
     /// Set version [default: build time in unix milliseconds; with --base: base version + 1]
@@ -499,7 +500,7 @@ fn build_full(
         SetBuilder::new(spec, key.clone()).map_err(|error| CliError::usage(error.to_string()))?;
     builder.layout(
         args.layout
-            .map_or(LayoutChoice::FilterEliasFano, LayoutChoice::from),
+            .map_or(LayoutChoice::default(), LayoutChoice::from),
     );
     let total = input_bytes(&args.inputs);
     builder.reserve((total / args.format.bytes_per_record()).min(1 << 32) as usize);

@@ -96,6 +96,9 @@ fn parts(layout: &SnapshotLayout) -> (u64, u64, u64) {
             SectionId::LineIndex,
             SectionId::Lines,
             SectionId::LineRanks,
+            SectionId::SlotInfo,
+            SectionId::SlotLines,
+            SectionId::SlotSpill,
         ]),
         len(&[SectionId::Expiry]),
     )
@@ -126,9 +129,11 @@ pub fn run(args: InspectArgs) -> CliResult<()> {
         kind: header.kind.name(),
         key_scheme: header.scheme.name(),
         key_id: header.key_id.clone(),
-        // A line table has no filter in front of it (engine::lines).
+        // Line and slot tables have no filter in front of them (engine::lines, engine::slots).
         filter: if layout.section(SectionId::Lines).is_some() {
             "none (line table)"
+        } else if layout.section(SectionId::SlotLines).is_some() {
+            "none (slot table)"
         } else {
             header.filter.name()
         },

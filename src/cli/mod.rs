@@ -144,6 +144,9 @@ impl From<FilterArg> for FilterWidth {
 /// Set layouts as flag values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LayoutArg {
+    /// A slot table where it suits the numbers (plain sets without expiry), else the filter
+    /// layout
+    Slots,
     /// A line table where it suits the numbers (dense plain sets), else the filter layout
     Lines,
     /// Binary fuse filter + Elias-Fano exact table
@@ -153,6 +156,7 @@ pub enum LayoutArg {
 impl From<LayoutArg> for crate::engine::set::LayoutChoice {
     fn from(layout: LayoutArg) -> crate::engine::set::LayoutChoice {
         match layout {
+            LayoutArg::Slots => crate::engine::set::LayoutChoice::Slots,
             LayoutArg::Lines => crate::engine::set::LayoutChoice::Auto,
             LayoutArg::Filter => crate::engine::set::LayoutChoice::FilterEliasFano,
         }

@@ -1,8 +1,9 @@
 //! Building suppression sets: collecting keys and encoding them into a snapshot image.
 //!
 //! Owns [`SetBuilder`] (keys or numbers in, deduplicated, a consent expiry per entry) and the
-//! choice and encoding of a set's layout: a line table for dense plain numbers when asked and
-//! worth it, else a binary fuse filter in front of an exact Elias-Fano table. Serving a built
+//! choice and encoding of a set's layout: a slot table for plain numbers where it suits them
+//! (the default), a line table when asked and worth it, else a binary fuse filter in front of
+//! an exact Elias-Fano table. Serving a built
 //! set is `engine::set`'s job; this module never does I/O (the caller writes the image) and
 //! never depends on anything outside the engine.
 
@@ -14,6 +15,7 @@ use crate::engine::fuse::{
 use crate::engine::keys::{KeyScheme, SecretKey};
 use crate::engine::lines::LineTable;
 use crate::engine::number::Number;
+use crate::engine::slots::SlotTable;
 use crate::engine::snapshot::{
     self, SectionId, SetHeader, SetKind, SnapshotImage, validate_set_name,
 };
@@ -26,17 +28,24 @@ const LINE_TABLE_BYTES_PER_KEY: f64 = 2.5;
 /// Smaller plain sets keep the filter + Elias-Fano layout: the whole set is a few cache lines
 /// either way, so a line table wins nothing, and small lists keep the layout they always had.
 const LINE_TABLE_MIN_KEYS: usize = 1024;
+/// Smaller plain sets keep the filter + Elias-Fano layout for the same reasons, and so stay
+/// readable by builds before format 5.
+pub const SLOT_TABLE_MIN_KEYS: usize = 1024;
 
-/// Which layout a builder may choose. The default stays filter + Elias-Fano: on mostly-absent
-/// dial-time traffic it answers 1.7-2.5x faster than a line table (which wins 2-2.5x on
-/// members); BENCHMARKS.md, "The engine at the memory limit".
+/// Which layout a builder may choose. The default is a slot table where it suits the keys: as
+/// fast as the filter layout on mostly-absent traffic, several times faster on members, and
+/// smaller (BENCHMARKS.md, "The engine at the memory limit", fifth attempt).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LayoutChoice {
+    /// A slot table (`engine::slots`) for plain sets of [`SLOT_TABLE_MIN_KEYS`] or more
+    /// without expiry dates, when it costs at most [`LINE_TABLE_BYTES_PER_KEY`] per key or no
+    /// more than the filter + Elias-Fano layout would; else filter + Elias-Fano.
+    #[default]
+    Slots,
     /// A line table when it suits the keys and the memory rule, else filter + Elias-Fano
     /// (`suppressd build --layout lines`: present-heavy lists such as consent sets and scrubs).
     Auto,
-    /// Always filter + Elias-Fano.
-    #[default]
+    /// Always filter + Elias-Fano (the only layout builds before snapshot format 3 read).
     FilterEliasFano,
     /// A line table whenever it suits the keys, whatever it costs (tests and benches).
     LinesWhenSuitable,
@@ -104,7 +113,7 @@ impl SetBuilder {
             key,
             keys: Vec::new(),
             expiries: None,
-            // Filter + Elias-Fano unless asked: the line table is opt-in.
+            // A slot table where it suits the keys (see `LayoutChoice`).
             layout: LayoutChoice::default(),
             pick: ShardPick::Multiplicative,
         })
@@ -208,6 +217,10 @@ impl SetBuilder {
                 Some(deduped.into_iter().map(|p| p.1).collect::<Vec<u16>>())
             }
         };
+        let slots = match (layout, &key, &expiries) {
+            (LayoutChoice::Slots, None, None) => choose_slots(&keys, spec.filter),
+            _ => None,
+        };
         let lines = match (layout, &key) {
             (LayoutChoice::Auto, None) => choose_lines(&keys, expiries.is_some(), spec.filter),
             (LayoutChoice::LinesWhenSuitable, None) => {
@@ -233,12 +246,13 @@ impl SetBuilder {
             source: spec.source,
             source_date: spec.source_date,
         };
-        let image = match (lines, spec.filter) {
-            (Some(lines), _) => encode_lines(&header, &lines, expiries.as_deref()),
-            (None, FilterWidth::Fuse8) => {
+        let image = match (slots, lines, spec.filter) {
+            (Some(slots), _, _) => encode_slots(&header, &slots),
+            (None, Some(lines), _) => encode_lines(&header, &lines, expiries.as_deref()),
+            (None, None, FilterWidth::Fuse8) => {
                 encode_with::<u8>(&header, &keys, expiries.as_deref(), threads, pick)?
             }
-            (None, FilterWidth::Fuse16) => {
+            (None, None, FilterWidth::Fuse16) => {
                 encode_with::<u16>(&header, &keys, expiries.as_deref(), threads, pick)?
             }
         };
@@ -270,6 +284,31 @@ fn choose_lines(keys: &[u64], with_ranks: bool, filter: FilterWidth) -> Option<L
     (lines.bytes() as f64 <= classic).then_some(lines)
 }
 
+/// A slot table for sorted plain keys, if it suits them and costs at most
+/// [`LINE_TABLE_BYTES_PER_KEY`] or no more than the filter + Elias-Fano layout would.
+fn choose_slots(keys: &[u64], filter: FilterWidth) -> Option<SlotTable> {
+    if keys.len() < SLOT_TABLE_MIN_KEYS {
+        return None;
+    }
+    let slots = SlotTable::build(keys).ok()?;
+    let n = keys.len() as f64;
+    if slots.bytes() as f64 <= LINE_TABLE_BYTES_PER_KEY * n {
+        return Some(slots);
+    }
+    let filter_bytes = 1.13 * n * f64::from(filter.code()) / 8.0;
+    let classic = ExactTable::build(keys).view().bytes() as f64 + filter_bytes;
+    (slots.bytes() as f64 <= classic).then_some(slots)
+}
+
+fn encode_slots(header: &SetHeader, slots: &SlotTable) -> SnapshotImage {
+    let sections: [(SectionId, &[u8]); 3] = [
+        (SectionId::SlotInfo, bytemuck::cast_slice(&slots.info)),
+        (SectionId::SlotLines, bytemuck::cast_slice(&slots.lines)),
+        (SectionId::SlotSpill, bytemuck::cast_slice(&slots.spill)),
+    ];
+    snapshot::encode(header, &sections, snapshot::SLOT_TABLE_VERSION)
+}
+
 fn encode_lines(header: &SetHeader, lines: &LineTable, expiries: Option<&[u16]>) -> SnapshotImage {
     let mut sections: Vec<(SectionId, &[u8])> = Vec::new();
     if let Some(expiries) = expiries {
@@ -296,7 +335,7 @@ fn encode_with<F: Fingerprint>(
     // A filter of one shard never picks, so its file is the same under every format version
     // and is written as the oldest (older builds keep reading small sets).
     let version = if filter.shards.len() > 1 && pick == ShardPick::Multiplicative {
-        snapshot::FORMAT_VERSION
+        snapshot::MULTIPLICATIVE_PICK_VERSION
     } else {
         snapshot::OLDEST_READABLE_VERSION
     };

@@ -14,4 +14,5 @@ pub mod lines;
 pub mod number;
 pub mod prefetch;
 pub mod set;
+pub mod slots;
 pub mod snapshot;

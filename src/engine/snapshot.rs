@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use xxhash_rust::xxh3::xxh3_64;
 
 pub const MAGIC: [u8; 8] = *b"SUPPSNAP";
+/// Version 5: plain-number sets may be a slot table (sections `slot-*`, see `engine::slots`).
 /// Version 4: a filter of more than one shard picks a key's shard with one multiply
 /// (`fuse::ShardPick::Multiplicative`) instead of a murmur finalizer. Version 3: plain-number
 /// sets may be a line table (sections `line-*`, see `engine::lines`) instead of filter +
@@ -40,7 +41,11 @@ pub const MAGIC: [u8; 8] = *b"SUPPSNAP";
 /// metadata words per chunk) are refused, never guessed at. Each file is written with the
 /// oldest version that describes it (see [`encode`]), so older builds keep reading what they
 /// can read correctly and refuse the rest.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
+/// The version whose slot-table sections are the newest thing in a file.
+pub const SLOT_TABLE_VERSION: u32 = 5;
+/// The version from which a multi-shard filter picks shards with one multiply.
+pub const MULTIPLICATIVE_PICK_VERSION: u32 = 4;
 /// The version whose line-table sections are the newest thing in a file.
 pub const LINE_TABLE_VERSION: u32 = 3;
 /// The oldest version this build reads.
@@ -131,6 +136,9 @@ pub enum SectionId {
     LineIndex = 9,
     Lines = 10,
     LineRanks = 11,
+    SlotInfo = 12,
+    SlotLines = 13,
+    SlotSpill = 14,
 }
 
 impl SectionId {
@@ -148,6 +156,9 @@ impl SectionId {
             LineIndex,
             Lines,
             LineRanks,
+            SlotInfo,
+            SlotLines,
+            SlotSpill,
         ]
         .into_iter()
         .find(|id| *id as u32 == code)
@@ -166,6 +177,9 @@ impl SectionId {
             SectionId::LineIndex => "line-index",
             SectionId::Lines => "lines",
             SectionId::LineRanks => "line-ranks",
+            SectionId::SlotInfo => "slot-info",
+            SectionId::SlotLines => "slot-lines",
+            SectionId::SlotSpill => "slot-spill",
         }
     }
 }
@@ -351,7 +365,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Encodes a header and its sections into one image of format `version`: the caller gives the
 /// oldest version that describes the sections (a multi-shard filter with the multiplicative
-/// shard pick needs [`FORMAT_VERSION`], line-table sections [`LINE_TABLE_VERSION`], anything
+/// shard pick needs [`MULTIPLICATIVE_PICK_VERSION`], slot-table sections
+/// [`SLOT_TABLE_VERSION`], line-table sections [`LINE_TABLE_VERSION`], anything
 /// else [`OLDEST_READABLE_VERSION`]), so builds that predate a change keep reading files the
 /// change does not touch (rolling upgrades) and refuse the ones it does.
 pub fn encode(header: &SetHeader, sections: &[(SectionId, &[u8])], version: u32) -> SnapshotImage {
@@ -359,6 +374,10 @@ pub fn encode(header: &SetHeader, sections: &[(SectionId, &[u8])], version: u32)
     debug_assert!(
         version >= LINE_TABLE_VERSION || sections.iter().all(|(id, _)| *id < SectionId::LineInfo),
         "line-table sections need format version 3"
+    );
+    debug_assert!(
+        version >= SLOT_TABLE_VERSION || sections.iter().all(|(id, _)| *id < SectionId::SlotInfo),
+        "slot-table sections need format version 5"
     );
     let name = header.name.as_bytes();
     let key_id = header.key_id.as_deref().unwrap_or("").as_bytes();
@@ -578,6 +597,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<SnapshotLayout, DecodeError> {
         let code = u32_at(bytes, at);
         let id = SectionId::from_code(code)
             .filter(|&id| version >= 3 || id < SectionId::LineInfo)
+            .filter(|&id| version >= SLOT_TABLE_VERSION || id < SectionId::SlotInfo)
             .ok_or_else(|| DecodeError::corrupt(at, format!("unknown section id {code}")))?;
         if sections
             .last()

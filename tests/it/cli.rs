@@ -1022,13 +1022,30 @@ fn build_layout_lines_makes_a_line_table() {
     );
     let other = ok(&["check", "--snapshot", &snap, "+48600000038"]);
     assert!(other.stdout.ends_with("  not in set\n"), "{}", other.stdout);
-    // The default layout is still the filter, written as format 2.
+    // The default layout is a slot table (format 5); `--layout filter` writes format 2.
     let default = dir.path("default.snap");
     ok(&[
         "build", "--input", &input, "--format", "lines", "--name", "dense", "--kind", "block",
         "--out", &default,
     ]);
     let bytes = std::fs::read(&default).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 5);
+    let info = ok(&["inspect", "--json", &default]).json();
+    assert_eq!(info["filter"], "none (slot table)");
+    let member = ok(&["check", "--snapshot", &default, "+48600000037"]);
+    assert!(
+        !member.stdout.ends_with("  not in set\n"),
+        "{}",
+        member.stdout
+    );
+    let other = ok(&["check", "--snapshot", &default, "+48600000038"]);
+    assert!(other.stdout.ends_with("  not in set\n"), "{}", other.stdout);
+    let filter = dir.path("filter.snap");
+    ok(&[
+        "build", "--input", &input, "--format", "lines", "--name", "dense", "--kind", "block",
+        "--layout", "filter", "--out", &filter,
+    ]);
+    let bytes = std::fs::read(&filter).unwrap();
     assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
     let changes = dir.write("changes.txt", "+48600999999,A\n");
     let next = dir.path("next.snap");

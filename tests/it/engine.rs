@@ -8,7 +8,9 @@ use suppressd::engine::fuse::{FilterWidth, SHARD_TARGET_KEYS, ShardPick};
 use suppressd::engine::keys::SecretKey;
 use suppressd::engine::number::Number;
 use suppressd::engine::set::{Layout, LayoutChoice, SetBuilder, SetSpec, SuppressionSet};
-use suppressd::engine::snapshot::{FORMAT_VERSION, SetKind, SnapshotError, reseal_for_fuzzing};
+use suppressd::engine::snapshot::{
+    MULTIPLICATIVE_PICK_VERSION, SetKind, SnapshotError, reseal_for_fuzzing,
+};
 
 fn spec(kind: SetKind, filter: FilterWidth) -> SetSpec {
     SetSpec {
@@ -297,8 +299,8 @@ fn both_shard_functions_load_and_a_rewritten_version_is_refused() {
         .map(|i| 12_015_550_000 + i * 3)
         .collect();
     for (pick, written, wrong) in [
-        (ShardPick::Multiplicative, FORMAT_VERSION, 3),
-        (ShardPick::Mixed, 2, FORMAT_VERSION),
+        (ShardPick::Multiplicative, MULTIPLICATIVE_PICK_VERSION, 3),
+        (ShardPick::Mixed, 2, MULTIPLICATIVE_PICK_VERSION),
     ] {
         let (mut bytes, version) = filter_layout_file(pick, &values);
         assert_eq!(version, written, "{pick:?}");
