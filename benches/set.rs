@@ -17,10 +17,11 @@
 //! members (a dialer's usual traffic); `present` is members only, so every lookup pays the
 //! exact confirmation.
 //!
-//! Contenders per group: `suppressd_*` is the set in the default layout (binary fuse filter +
-//! Elias-Fano, as `suppressd build` makes it), `lines_*` the same numbers as a line table
-//! (`LayoutChoice::Auto`), `raw_xorf_*` one `xorf::BinaryFuse8` over the same keys (the ceiling
-//! the default layout's absent path is held to; `batch` = groups of 32 keys whose slots are all
+//! Contenders per group: `suppressd_*` is the set in the default layout (a slot table, as
+//! `suppressd build` makes it), `classic_*` the same numbers in the filter + Elias-Fano layout
+//! (the default before format 5), `lines_*` as a line table (`LayoutChoice::Auto`),
+//! `suppressd_filter` the engine's binary fuse filter alone, `raw_xorf_*` one
+//! `xorf::BinaryFuse8` over the same keys (the ceiling the absent path is held to; `batch` = groups of 32 keys whose slots are all
 //! prefetched before any is read, `rolling` = slots prefetched continuously as many keys ahead
 //! as the engine's filter does (`fuse::AHEAD`), `rolling32` = 32 keys ahead),
 //! then the hash set and sorted-array baselines. A regular expression
@@ -405,6 +406,23 @@ fn lines_set(space: Space) -> &'static SuppressionSet {
     })
 }
 
+/// The same numbers in the filter + Elias-Fano layout (`suppressd build --layout filter`, the
+/// default before snapshot format 5), for comparison in the same run.
+fn classic_set(space: Space) -> &'static SuppressionSet {
+    static PL: OnceLock<SuppressionSet> = OnceLock::new();
+    static US: OnceLock<SuppressionSet> = OnceLock::new();
+    let cell = match space {
+        Space::Pl => &PL,
+        Space::Us => &US,
+    };
+    cell.get_or_init(|| {
+        let fixture = fixture(space);
+        let set = build_set_as(&fixture.sorted, None, LayoutChoice::FilterEliasFano);
+        describe_set(&format!("{} filter + Elias-Fano", space.name()), &set);
+        set
+    })
+}
+
 /// The engine's own filter alone (sharded, as a set holds it) over the same keys, on the same
 /// huge-page heap as the raw filter: `suppressd_batch` minus this is what confirming the
 /// filter's hits costs.
@@ -765,6 +783,18 @@ fn lookup_group(c: &mut Criterion, space: Space, traffic: &str) {
         let lines = lines_set(space);
         batch.iter().filter(|&&n| lines.contains(n, TODAY)).count()
     });
+    bench_batches(&mut group, "classic_batch", &numbers, |batch| {
+        let out = &mut out[..batch.len()];
+        classic_set(space).contains_batch(batch, TODAY, out);
+        out.iter().filter(|&&b| b).count()
+    });
+    bench_batches(&mut group, "classic_single", &numbers, |batch| {
+        let classic = classic_set(space);
+        batch
+            .iter()
+            .filter(|&&n| classic.contains(n, TODAY))
+            .count()
+    });
     let mut filter_out = vec![false; batch_len()];
     bench_batches(&mut group, "raw_xorf_batch", pool, |batch| {
         let out = &mut filter_out[..batch.len()];
@@ -987,9 +1017,11 @@ fn main() {
 /// Whether a group could match the command line filter (so its fixtures are worth building).
 /// Criterion filters by substring (regular expression) of `group/function`.
 fn selected(args: &[String], group: &str) -> bool {
-    const FUNCTIONS: [&str; 17] = [
+    const FUNCTIONS: [&str; 19] = [
         "suppressd_batch",
         "suppressd_single",
+        "classic_batch",
+        "classic_single",
         "lines_batch",
         "lines_single",
         "raw_xorf_batch",

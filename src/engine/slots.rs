@@ -632,10 +632,10 @@ impl<'a> SlotView<'a> {
             if t < count {
                 ring[t % RING] = self.start(keys[t]);
             }
-            if let Some(i) = t.checked_sub(AHEAD).filter(|&i| i < count) {
-                if self.probe(ring[i % RING]) || self.in_spill(keys[i]) {
-                    found(i);
-                }
+            if let Some(i) = t.checked_sub(AHEAD).filter(|&i| i < count)
+                && (self.probe(ring[i % RING]) || self.in_spill(keys[i]))
+            {
+                found(i);
             }
         }
     }
@@ -736,6 +736,118 @@ mod tests {
                 line_holds(a, places.q) || line_holds(b, places.q_second)
             );
         }
+    }
+
+    /// A table too small for its keys spills the rest; they still answer, single and batched,
+    /// and a damaged spill is refused.
+    #[test]
+    fn keys_with_no_room_spill_and_still_answer() {
+        let keys: Vec<u64> = (0..80u64).map(|i| 5_000 + i * 97).collect();
+        let key_bits = 64 - (keys[79] - keys[0]).leading_zeros();
+        let shape = Shape {
+            min: keys[0],
+            key_bits,
+            line_count: 2,
+            remainder_bits: remainder_width(key_bits, 2),
+            seed: 1,
+        };
+        let table = SlotTable::build_shaped(&keys, shape);
+        assert_eq!(table.spill.len(), 80 - 2 * SLOTS);
+        let view = SlotView::new(&table.info, &table.lines, &table.spill).unwrap();
+        assert_eq!(view.iter().collect::<Vec<_>>(), keys);
+        let probes: Vec<u64> = (4_990..13_000).collect();
+        let mut batch = vec![false; probes.len()];
+        view.find_batch(&probes, |i| batch[i] = true);
+        for (i, key) in probes.iter().enumerate() {
+            let member = keys.binary_search(key).is_ok();
+            assert_eq!(view.contains(*key), member, "key {key}");
+            assert_eq!(batch[i], member, "batch key {key}");
+        }
+        let refused = |spill: &[u64], count: u64| {
+            let mut info = table.info.clone();
+            info[6] = count;
+            SlotView::new(&info, &table.lines, spill).expect_err("damaged spill accepted")
+        };
+        let spill = &table.spill;
+        let mut swapped = spill.clone();
+        swapped.swap(0, 1);
+        assert!(refused(&swapped, 16).contains("not increasing"));
+        let stored = view.iter().find(|k| !spill.contains(k)).unwrap();
+        let mut doubled = spill.clone();
+        doubled[0] = stored;
+        doubled.sort_unstable();
+        assert!(refused(&doubled, 16).contains("also in a line"));
+        assert!(refused(&spill[1..], 15).contains("count"));
+        let mut outside = spill.clone();
+        outside.push(u64::MAX - 1);
+        assert!(refused(&outside, 17).contains("outside the span"));
+    }
+
+    fn refused(info: &[u64], lines: &[u64], spill: &[u64]) -> String {
+        SlotView::new(info, lines, spill).expect_err("damaged table accepted")
+    }
+
+    #[test]
+    fn damaged_tables_are_refused() {
+        let keys: Vec<u64> = (0..20_000u64).map(|i| 1_000_000 + i * 31).collect();
+        let table = SlotTable::build(&keys).unwrap();
+        let SlotTable { info, lines, spill } = &table;
+        let with = |words: &[u64], at: usize, value: u64| {
+            let mut words = words.to_vec();
+            words[at] = value;
+            words
+        };
+        assert!(refused(&info[..7], lines, spill).contains("info"));
+        assert!(refused(&with(info, 1, 52), lines, spill).contains("span"));
+        assert!(refused(&with(info, 7, 1), lines, spill).contains("span"));
+        assert!(refused(&with(info, 2, info[2] + 1), lines, spill).contains("line words"));
+        assert!(refused(&with(info, 3, info[3] + 1), lines, spill).contains("remainder width"));
+        assert!(refused(&with(info, 5, info[5] + 1), lines, spill).contains("count"));
+        assert!(refused(info, &lines[8..], spill).contains("line words"));
+        // Slots out of order; a value above every remainder; a key in both its lines.
+        let slots_of = |line: usize| slots(line_at(lines, line));
+        let full = (0..table.view().line_count())
+            .find(|&l| slots_of(l)[1] != EMPTY)
+            .unwrap();
+        let mut values = slots_of(full);
+        values.swap(0, 1);
+        let swapped = with(
+            lines,
+            full * LINE_WORDS,
+            bytemuck::cast::<_, [u64; 8]>(values)[0],
+        );
+        assert!(refused(info, &swapped, spill).contains("sorted"));
+        let mut values = slots_of(full);
+        let last = values.iter().rposition(|&v| v != EMPTY).unwrap();
+        values[last] = 0x7ffe;
+        let words: [u64; 8] = bytemuck::cast(values);
+        let mut high = lines.clone();
+        high[full * LINE_WORDS..][..LINE_WORDS].copy_from_slice(&words);
+        assert!(refused(info, &high, spill).contains("names no key"));
+        // Copy a first-line key into a free slot of its second line, keeping the order.
+        let view = table.view();
+        let mixer = view.mixer;
+        let twice = (0..view.line_count()).find_map(|line| {
+            slots_of(line)
+                .iter()
+                .take_while(|&&v| v != EMPTY)
+                .find_map(|&v| {
+                    let (first, q) = mixer.first_place(line, v)?;
+                    let second = mixer.alternate(first, q);
+                    (first == line && second != line && slots_of(second)[SLOTS - 1] == EMPTY)
+                        .then_some((second, (q | 1 << mixer.remainder_bits) as u16))
+                })
+        });
+        let (second, value) = twice.expect("some key has room in its second line");
+        let mut values = slots_of(second);
+        values[SLOTS - 1] = value;
+        values.sort_unstable();
+        let words: [u64; 8] = bytemuck::cast(values);
+        let mut doubled = lines.clone();
+        doubled[second * LINE_WORDS..][..LINE_WORDS].copy_from_slice(&words);
+        let mut counted = info.clone();
+        counted[5] += 1;
+        assert!(refused(&counted, &doubled, spill).contains("both its lines"));
     }
 
     /// The load's division-free test agrees with decoding the key, on shapes whose line count

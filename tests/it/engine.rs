@@ -156,6 +156,48 @@ proptest! {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Plain sets of 1024+ dense numbers without expiry get the slot table by default (a list
+    /// this small spread over a whole country needs remainders over 14 bits and keeps the
+    /// filter layout; `block_sets_answer_like_a_hash_set` covers those); it must answer like
+    /// the model, single and batched (batches that are all members, none, or mixed),
+    /// and list back exactly what was built. Sets with expiry dates must not get it.
+    #[test]
+    fn slot_table_sets_answer_like_a_hash_set(
+        values in proptest::collection::vec(48_600_000_000u64..48_600_300_000, 1024..4000),
+        probes in proptest::collection::vec(48_599_990_000u64..48_600_310_000, 0..500),
+        with_expiry in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut entries: Vec<(u64, Option<Day>)> = values.iter().map(|&v| (v, None)).collect();
+        let kind = if with_expiry {
+            entries[0].1 = Some(Day(20_050));
+            SetKind::Consent
+        } else {
+            SetKind::Block
+        };
+        let set = build_and_open(dir.path(), kind, FilterWidth::Fuse8, None, None, &entries);
+        let model = model(&entries);
+        if with_expiry || model.len() < 1024 {
+            prop_assert_eq!(set.set_layout(), Layout::FilterEliasFano);
+        } else {
+            prop_assert_eq!(set.set_layout(), Layout::Slots);
+        }
+        check_against_model(&set, &model, &probes, Day(20_000));
+        let members: Vec<Number> =
+            model.keys().map(|&v| Number::from_u64_unchecked(v)).collect();
+        let mut out = vec![false; members.len()];
+        set.contains_batch(&members, Day(20_000), &mut out);
+        prop_assert!(out.iter().all(|&b| b));
+        let read_back: Vec<(u64, Option<Day>)> = set.entries().collect();
+        let mut expected: Vec<(u64, Option<Day>)> = model.into_iter().collect();
+        expected.sort_unstable();
+        prop_assert_eq!(read_back, expected);
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
@@ -270,6 +312,54 @@ fn version_2_snapshots_still_load() {
         refused.contains("format version 1 is not supported"),
         "{refused}"
     );
+}
+
+/// A slot-table file says format 5. Rewritten to an older version (and resealed, so every
+/// checksum passes) it is refused, naming the section an older format does not have, never
+/// read as another layout; without its spill section it is refused naming the section.
+#[test]
+fn slot_table_files_are_format_5_and_a_rewritten_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<u64> = (0..50_000u64).map(|i| 12_015_550_000 + i * 13).collect();
+    let entries: Vec<(u64, Option<Day>)> = values.iter().map(|&v| (v, None)).collect();
+    let set = build_and_open(
+        dir.path(),
+        SetKind::Block,
+        FilterWidth::Fuse8,
+        None,
+        None,
+        &entries,
+    );
+    assert_eq!(set.set_layout(), Layout::Slots);
+    let path = dir.path().join("set.snap");
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 5);
+    for older in [4u32, 3, 2] {
+        let mut rewritten = bytes.clone();
+        rewritten[8..12].copy_from_slice(&older.to_le_bytes());
+        reseal_for_fuzzing(&mut rewritten);
+        std::fs::write(&path, &rewritten).unwrap();
+        let refused = SuppressionSet::open(&path, None).unwrap_err().to_string();
+        assert!(
+            refused.contains("unknown section id 12"),
+            "{older}: {refused}"
+        );
+    }
+    // The layout's sections must all be there: a slot set whose spill section was renamed to
+    // another layout's is refused for that section.
+    let layout = suppressd::engine::snapshot::decode(&bytes).unwrap();
+    let spill = layout
+        .sections
+        .iter()
+        .position(|s| s.id == suppressd::engine::snapshot::SectionId::SlotSpill)
+        .unwrap();
+    let mut renamed = bytes.clone();
+    let entry = 80 + spill * 32; // after the fixed header, 32 bytes an entry
+    renamed[entry..entry + 4].copy_from_slice(&15u32.to_le_bytes());
+    reseal_for_fuzzing(&mut renamed);
+    std::fs::write(&path, &renamed).unwrap();
+    let refused = SuppressionSet::open(&path, None).unwrap_err().to_string();
+    assert!(refused.contains("section id 15"), "{refused}");
 }
 
 /// A filter + Elias-Fano set of `values` built with the given shard function: its file bytes

@@ -28,8 +28,8 @@ STREAM_SHAPES="${STREAM_SHAPES:-8/4 16/4 32/8 64/8}"
 # Numbers per CheckStream message; the largest matches Redis' deepest pipeline.
 BATCH_SIZES="${BATCH_SIZES:-1000 4000}"
 BENCH_CACHE="${BENCH_CACHE:-/var/tmp/suppressd-bench}"
-# Snapshot layout of the suppressd side: filter (the default) or lines (`build --layout`).
-LAYOUT="${LAYOUT:-filter}"
+# Snapshot layout of the suppressd side: slots (the default), filter or lines (`build --layout`).
+LAYOUT="${LAYOUT:-slots}"
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
     echo "=== installing redis-server from Debian"
