@@ -299,7 +299,14 @@ fn build_set_as(numbers: &[u64], key: Option<SecretKey>, layout: LayoutChoice) -
     let path = dir.path().join("bench.snap");
     built.image.write_atomic(&path).expect("snapshot written");
     drop(built);
-    SuppressionSet::open(&path, key.as_ref()).expect("set loads")
+    let started = Instant::now();
+    let set = SuppressionSet::open(&path, key.as_ref()).expect("set loads");
+    log(format!(
+        "{:?}: mapped and validated in {:.1?}",
+        set.set_layout(),
+        started.elapsed()
+    ));
+    set
 }
 
 fn describe_set(label: &str, set: &SuppressionSet) {
