@@ -16,12 +16,13 @@
 //! slot. A line's slots are sorted, empties last. A lookup compares both lines' 32 slots with
 //! the two values at once (AVX2: four compares, one test). Keys placed by cuckoo insertion fill
 //! about 94 % of the slots; a key no insertion could place goes to the spill, a sorted list
-//! searched only when it is not empty (normally it is).
+//! searched only when it is not empty (normally it is empty).
 //!
 //! Why this layout: a binary fuse filter reads three lines per key and the Elias-Fano table
 //! behind it four more, dependent, with hundreds of instructions between them; a hash set
 //! reads one or two lines but stores 8-12 bytes per key. This table reads two independent
-//! lines and runs about 30 instructions per key, at about 2.1 bytes per number. It needs keys
+//! lines and runs about 55 instructions per single lookup (fewer per key in a batch), at
+//! about 2.1 bytes per number. It needs keys
 //! below 2^51 in a span where remainders fit 14 bits at that fill (national lists); keyed
 //! fingerprints, scattered sets and sets with per-entry expiry (the expiry column is in key
 //! order; this table is not) keep the filter + Elias-Fano layout.
