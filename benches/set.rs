@@ -397,37 +397,29 @@ fn keyed_set() -> &'static SuppressionSet {
     })
 }
 
-/// The same numbers as a line table (`suppressd build --layout lines`), for comparison.
-fn lines_set(space: Space) -> &'static SuppressionSet {
-    static PL: OnceLock<SuppressionSet> = OnceLock::new();
-    static US: OnceLock<SuppressionSet> = OnceLock::new();
-    let cell = match space {
-        Space::Pl => &PL,
-        Space::Us => &US,
-    };
-    cell.get_or_init(|| {
-        let fixture = fixture(space);
-        let set = build_set_as(&fixture.sorted, None, LayoutChoice::Auto);
-        describe_set(&format!("{} line table", space.name()), &set);
+/// The same numbers in another layout, for comparison in the same run: a line table
+/// (`LayoutChoice::Auto`, `suppressd build --layout lines`) or filter + Elias-Fano
+/// (`--layout filter`, the default before snapshot format 5).
+fn set_in_layout(space: Space, layout: LayoutChoice) -> &'static SuppressionSet {
+    static CELLS: [[OnceLock<SuppressionSet>; 2]; 2] = [
+        [OnceLock::new(), OnceLock::new()],
+        [OnceLock::new(), OnceLock::new()],
+    ];
+    let row = usize::from(layout == LayoutChoice::FilterEliasFano);
+    let column = usize::from(space == Space::Us);
+    CELLS[row][column].get_or_init(|| {
+        let set = build_set_as(&fixture(space).sorted, None, layout);
+        describe_set(&format!("{} {layout:?}", space.name()), &set);
         set
     })
 }
 
-/// The same numbers in the filter + Elias-Fano layout (`suppressd build --layout filter`, the
-/// default before snapshot format 5), for comparison in the same run.
+fn lines_set(space: Space) -> &'static SuppressionSet {
+    set_in_layout(space, LayoutChoice::Auto)
+}
+
 fn classic_set(space: Space) -> &'static SuppressionSet {
-    static PL: OnceLock<SuppressionSet> = OnceLock::new();
-    static US: OnceLock<SuppressionSet> = OnceLock::new();
-    let cell = match space {
-        Space::Pl => &PL,
-        Space::Us => &US,
-    };
-    cell.get_or_init(|| {
-        let fixture = fixture(space);
-        let set = build_set_as(&fixture.sorted, None, LayoutChoice::FilterEliasFano);
-        describe_set(&format!("{} filter + Elias-Fano", space.name()), &set);
-        set
-    })
+    set_in_layout(space, LayoutChoice::FilterEliasFano)
 }
 
 /// The engine's own filter alone (sharded, as a set holds it) over the same keys, on the same

@@ -362,6 +362,51 @@ fn slot_table_files_are_format_5_and_a_rewritten_one_is_refused() {
     assert!(refused.contains("section id 15"), "{refused}");
 }
 
+/// A file holds one layout's sections, never a mix: a slot-table file with a line-table
+/// section added, and a filter + Elias-Fano file with a slot-table section added (resealed, so
+/// every checksum passes), are refused naming the stray section, never served half one layout.
+#[test]
+fn a_section_of_another_layout_is_refused() {
+    use suppressd::engine::snapshot::{FORMAT_VERSION, SectionId, decode, encode};
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<u64> = (0..20_000u64).map(|i| 48_600_000_000 + i * 7).collect();
+    let entries: Vec<(u64, Option<Day>)> = values.iter().map(|&v| (v, None)).collect();
+    build_and_open(
+        dir.path(),
+        SetKind::Block,
+        FilterWidth::Fuse8,
+        None,
+        None,
+        &entries,
+    );
+    let slot_file = std::fs::read(dir.path().join("set.snap")).unwrap();
+    let (classic_file, _) = filter_layout_file(ShardPick::Multiplicative, &values);
+    let path = dir.path().join("mixed.snap");
+    for (file, stray) in [
+        (&slot_file, SectionId::LineIndex),
+        (&slot_file, SectionId::FilterShards),
+        (&classic_file, SectionId::SlotInfo),
+        (&classic_file, SectionId::SlotLines),
+    ] {
+        let layout = decode(file).unwrap();
+        let extra = [0u8; 64];
+        let mut sections: Vec<(SectionId, &[u8])> = layout
+            .sections
+            .iter()
+            .map(|s| (s.id, &file[s.offset as usize..(s.offset + s.len) as usize]))
+            .collect();
+        sections.push((stray, &extra));
+        sections.sort_by_key(|(id, _)| *id);
+        let mixed = encode(&layout.header, &sections, FORMAT_VERSION);
+        std::fs::write(&path, mixed.as_bytes()).unwrap();
+        let refused = SuppressionSet::open(&path, None).unwrap_err().to_string();
+        assert!(
+            refused.contains("section of another layout"),
+            "{stray:?}: {refused}"
+        );
+    }
+}
+
 /// A filter + Elias-Fano set of `values` built with the given shard function: its file bytes
 /// and the format version its header says.
 fn filter_layout_file(pick: ShardPick, values: &[u64]) -> (Vec<u8>, u32) {

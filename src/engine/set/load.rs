@@ -13,26 +13,30 @@ use crate::engine::slots::SlotView;
 use crate::engine::snapshot::{self, SectionId, SetHeader, SnapshotError, SnapshotLayout};
 use std::path::Path;
 
+/// Refuses any section outside a layout's own (`layout` names it in the message): a file
+/// holds one layout's sections, never a mix.
+fn only_sections(parts: &Parts<'_>, own: &[SectionId], layout: &str) -> Result<(), SnapshotError> {
+    match parts.layout.sections.iter().find(|s| !own.contains(&s.id)) {
+        Some(foreign) => Err(parts.corrupt(
+            foreign.id,
+            &format!("section of another layout in a {layout} set"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The slot-table layout: its sections, and none of the other layouts'. Slot tables hold no
 /// expiry dates and no keyed fingerprints.
 pub(super) fn load_slots(parts: &Parts<'_>, header: &SetHeader) -> Result<Table, SnapshotError> {
-    for id in [
-        SectionId::FilterShards,
-        SectionId::FilterFingerprints,
-        SectionId::ChunkFirst,
-        SectionId::ChunkMeta,
-        SectionId::Directory,
-        SectionId::Lows,
-        SectionId::Expiry,
-        SectionId::LineInfo,
-        SectionId::LineIndex,
-        SectionId::Lines,
-        SectionId::LineRanks,
-    ] {
-        if parts.layout.section(id).is_some() {
-            return Err(parts.corrupt(id, "section of another layout in a slot-table set"));
-        }
-    }
+    only_sections(
+        parts,
+        &[
+            SectionId::SlotInfo,
+            SectionId::SlotLines,
+            SectionId::SlotSpill,
+        ],
+        "slot-table",
+    )?;
     if header.has_expiry || header.scheme != KeyScheme::E164 {
         return Err(parts.corrupt(
             SectionId::SlotInfo,
@@ -53,21 +57,17 @@ pub(super) fn load_slots(parts: &Parts<'_>, header: &SetHeader) -> Result<Table,
 
 /// The line-table layout: its sections, and none of the other layout's.
 pub(super) fn load_lines(parts: &Parts<'_>, header: &SetHeader) -> Result<Table, SnapshotError> {
-    for id in [
-        SectionId::FilterShards,
-        SectionId::FilterFingerprints,
-        SectionId::ChunkFirst,
-        SectionId::ChunkMeta,
-        SectionId::Directory,
-        SectionId::Lows,
-        SectionId::SlotInfo,
-        SectionId::SlotLines,
-        SectionId::SlotSpill,
-    ] {
-        if parts.layout.section(id).is_some() {
-            return Err(parts.corrupt(id, "section of another layout in a line-table set"));
-        }
-    }
+    only_sections(
+        parts,
+        &[
+            SectionId::LineInfo,
+            SectionId::LineIndex,
+            SectionId::Lines,
+            SectionId::LineRanks,
+            SectionId::Expiry,
+        ],
+        "line-table",
+    )?;
     let ranks = match (
         header.has_expiry,
         parts.layout.section(SectionId::LineRanks),
@@ -94,20 +94,19 @@ pub(super) fn load_lines(parts: &Parts<'_>, header: &SetHeader) -> Result<Table,
 
 /// The filter + Elias-Fano layout.
 pub(super) fn load_classic(parts: &Parts<'_>, header: &SetHeader) -> Result<Table, SnapshotError> {
-    for id in [
-        SectionId::LineInfo,
-        SectionId::LineIndex,
-        SectionId::LineRanks,
-        SectionId::SlotInfo,
-        SectionId::SlotSpill,
-    ] {
-        if parts.layout.section(id).is_some() {
-            return Err(parts.corrupt(
-                id,
-                "line- or slot-table section in a filter + Elias-Fano set",
-            ));
-        }
-    }
+    only_sections(
+        parts,
+        &[
+            SectionId::FilterShards,
+            SectionId::FilterFingerprints,
+            SectionId::ChunkFirst,
+            SectionId::ChunkMeta,
+            SectionId::Directory,
+            SectionId::Lows,
+            SectionId::Expiry,
+        ],
+        "filter + Elias-Fano",
+    )?;
     let shards_words: &[u64] = parts.words(SectionId::FilterShards)?;
     if !shards_words.len().is_multiple_of(ShardDescriptor::WORDS) {
         return Err(parts.corrupt(SectionId::FilterShards, "shard table length"));
